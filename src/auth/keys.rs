@@ -1,0 +1,311 @@
+//! JWT signing keys, shared by every replica.
+//!
+//! The key comes from HOOKRELAY_JWT_KEY_FILE (EC P-256 → ES256, RSA → RS256), or
+//! is generated once (ES256) and stored in the database, encrypted. Every key
+//! that is not retired is listed in the JWKS and verifies; the newest signs.
+//! The `kid` is the key's RFC 7638 thumbprint.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use jsonwebtoken::jwk::{Jwk, JwkSet, PublicKeyUse, ThumbprintHash};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use p256::pkcs8::EncodePrivateKey;
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+
+use crate::domain::{ClientId, Scopes, TenantId};
+use crate::secrets::SecretKey;
+use crate::store::signing_key::{self, StoredKey};
+
+/// The claims of a hookrelay access token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Claims {
+    pub iss: String,
+    pub sub: String,
+    pub aud: String,
+    pub exp: u64,
+    pub iat: u64,
+    pub nbf: u64,
+    pub jti: String,
+    pub scope: String,
+    pub tenant_id: uuid::Uuid,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error("the token is signed with an unknown key")]
+    UnknownKey,
+    #[error("{0}")]
+    Invalid(String),
+}
+
+struct Signer {
+    kid: String,
+    algorithm: Algorithm,
+    key: EncodingKey,
+}
+
+struct KeySet {
+    signer: Signer,
+    verifiers: HashMap<String, (Algorithm, DecodingKey)>,
+    jwks: JwkSet,
+}
+
+enum Source {
+    File,
+    Database { pool: PgPool, secret_key: SecretKey },
+}
+
+/// Issues and verifies access tokens.
+pub struct Keys {
+    set: RwLock<Arc<KeySet>>,
+    source: Source,
+    last_refresh: std::sync::Mutex<Instant>,
+    issuer: String,
+    audience: String,
+    ttl: Duration,
+}
+
+impl std::fmt::Debug for Keys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Keys")
+            .field("issuer", &self.issuer)
+            .finish_non_exhaustive()
+    }
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
+}
+
+fn algorithm_name(algorithm: Algorithm) -> &'static str {
+    match algorithm {
+        Algorithm::RS256 => "RS256",
+        _ => "ES256",
+    }
+}
+
+/// The public JWK of `key`, with its thumbprint as `kid`.
+fn public_jwk(key: &EncodingKey, algorithm: Algorithm) -> anyhow::Result<Jwk> {
+    let mut jwk = Jwk::from_encoding_key(key, algorithm).context("cannot derive the public key")?;
+    jwk.common.public_key_use = Some(PublicKeyUse::Signature);
+    let kid = jwk
+        .thumbprint(ThumbprintHash::SHA256)
+        .context("cannot compute the key id")?;
+    jwk.common.key_id = Some(kid);
+    Ok(jwk)
+}
+
+fn key_set(signers: Vec<(Signer, Jwk)>) -> anyhow::Result<KeySet> {
+    let mut verifiers = HashMap::new();
+    let mut keys = Vec::new();
+    let mut first = None;
+    for (signer, jwk) in signers {
+        let decoding = DecodingKey::from_jwk(&jwk).context("bad public key")?;
+        verifiers.insert(signer.kid.clone(), (signer.algorithm, decoding));
+        keys.push(jwk);
+        first.get_or_insert(signer);
+    }
+    let signer = first.context("no signing key")?;
+    Ok(KeySet {
+        signer,
+        verifiers,
+        jwks: JwkSet { keys },
+    })
+}
+
+impl Keys {
+    pub async fn load(
+        key_file: Option<&Path>,
+        pool: &PgPool,
+        secret_key: &SecretKey,
+        issuer: String,
+        audience: String,
+        ttl: Duration,
+    ) -> anyhow::Result<Self> {
+        let (set, source) = match key_file {
+            Some(path) => (from_pem_file(path)?, Source::File),
+            None => (
+                from_database(pool, secret_key).await?,
+                Source::Database {
+                    pool: pool.clone(),
+                    secret_key: secret_key.clone(),
+                },
+            ),
+        };
+        Ok(Self {
+            set: RwLock::new(Arc::new(set)),
+            source,
+            last_refresh: std::sync::Mutex::new(Instant::now()),
+            issuer,
+            audience,
+            ttl,
+        })
+    }
+
+    fn current(&self) -> Arc<KeySet> {
+        self.set.read().expect("key set lock").clone()
+    }
+
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    pub fn jwks(&self) -> JwkSet {
+        self.current().jwks.clone()
+    }
+
+    /// Signs an access token; returns it with its lifetime in seconds.
+    pub fn issue(
+        &self,
+        tenant_id: TenantId,
+        client_id: &ClientId,
+        scopes: &Scopes,
+    ) -> anyhow::Result<(String, u64)> {
+        let set = self.current();
+        let iat = now();
+        let claims = Claims {
+            iss: self.issuer.clone(),
+            sub: client_id.to_string(),
+            aud: self.audience.clone(),
+            exp: iat + self.ttl.as_secs(),
+            iat,
+            nbf: iat,
+            jti: uuid::Uuid::new_v4().to_string(),
+            scope: scopes.to_string(),
+            tenant_id: tenant_id.as_uuid(),
+        };
+        let mut header = Header::new(set.signer.algorithm);
+        header.kid = Some(set.signer.kid.clone());
+        header.typ = Some("at+jwt".into());
+        let token = jsonwebtoken::encode(&header, &claims, &set.signer.key)?;
+        Ok((token, self.ttl.as_secs()))
+    }
+
+    /// Checks signature, algorithm, exp, nbf, iss and aud. Keys are in memory, so
+    /// this is synchronous (the gRPC interceptor calls it too).
+    pub fn verify(&self, token: &str) -> Result<Claims, VerifyError> {
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|e| VerifyError::Invalid(format!("malformed token: {e}")))?;
+        let kid = header
+            .kid
+            .ok_or_else(|| VerifyError::Invalid("the token has no key id".into()))?;
+        let set = self.current();
+        let (algorithm, key) = set.verifiers.get(&kid).ok_or(VerifyError::UnknownKey)?;
+        let mut validation = Validation::new(*algorithm);
+        validation.set_issuer(&[&self.issuer]);
+        validation.set_audience(&[&self.audience]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        validation.validate_nbf = true;
+        validation.leeway = 5;
+        jsonwebtoken::decode::<Claims>(token, key, &validation)
+            .map(|data| data.claims)
+            .map_err(|e| VerifyError::Invalid(format!("invalid token: {e}")))
+    }
+
+    /// Reloads keys from the database (another replica may have rotated them).
+    /// At most once every few seconds, so unknown-kid tokens cannot hammer it.
+    pub async fn refresh(&self) -> anyhow::Result<bool> {
+        let Source::Database { pool, secret_key } = &self.source else {
+            return Ok(false);
+        };
+        {
+            let mut last = self.last_refresh.lock().expect("refresh lock");
+            if last.elapsed() < Duration::from_secs(5) {
+                return Ok(false);
+            }
+            *last = Instant::now();
+        }
+        let set = from_database(pool, secret_key).await?;
+        *self.set.write().expect("key set lock") = Arc::new(set);
+        Ok(true)
+    }
+}
+
+fn from_pem_file(path: &Path) -> anyhow::Result<KeySet> {
+    let pem = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let (key, algorithm) = if let Ok(key) = EncodingKey::from_ec_pem(&pem) {
+        (key, Algorithm::ES256)
+    } else if let Ok(key) = EncodingKey::from_rsa_pem(&pem) {
+        (key, Algorithm::RS256)
+    } else {
+        bail!(
+            "{} holds neither a PKCS#8 EC P-256 key nor an RSA private key",
+            path.display()
+        );
+    };
+    let jwk = public_jwk(&key, algorithm).with_context(|| {
+        format!(
+            "{}: only P-256 EC and RSA keys are supported",
+            path.display()
+        )
+    })?;
+    let kid = jwk.common.key_id.clone().expect("set by public_jwk");
+    key_set(vec![(
+        Signer {
+            kid,
+            algorithm,
+            key,
+        },
+        jwk,
+    )])
+}
+
+fn sealing_context(kid: &str) -> String {
+    format!("signing_key:{kid}")
+}
+
+async fn from_database(pool: &PgPool, secret_key: &SecretKey) -> anyhow::Result<KeySet> {
+    let mut stored = signing_key::active(pool).await?;
+    if stored.is_empty() {
+        stored = signing_key::insert_if_none(pool, &generate(secret_key)?).await?;
+    }
+    let signers = stored
+        .into_iter()
+        .map(|stored| {
+            let der = secret_key.decrypt(&stored.private_key, &sealing_context(&stored.kid))?;
+            let (algorithm, key) = match stored.algorithm.as_str() {
+                "ES256" => (Algorithm::ES256, EncodingKey::from_ec_der(&der)),
+                "RS256" => (Algorithm::RS256, EncodingKey::from_rsa_der(&der)),
+                other => bail!(
+                    "stored signing key {} has unknown algorithm {other}",
+                    stored.kid
+                ),
+            };
+            let jwk: Jwk =
+                serde_json::from_value(stored.public_jwk).context("stored public key")?;
+            Ok((
+                Signer {
+                    kid: stored.kid,
+                    algorithm,
+                    key,
+                },
+                jwk,
+            ))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    key_set(signers)
+}
+
+/// A new ES256 key, sealed for storage.
+fn generate(secret_key: &SecretKey) -> anyhow::Result<StoredKey> {
+    let secret = p256::SecretKey::random(&mut rand::rngs::OsRng);
+    let der = secret.to_pkcs8_der().context("cannot encode the new key")?;
+    let algorithm = Algorithm::ES256;
+    let key = EncodingKey::from_ec_der(der.as_bytes());
+    let jwk = public_jwk(&key, algorithm)?;
+    let kid = jwk.common.key_id.clone().expect("set by public_jwk");
+    Ok(StoredKey {
+        private_key: secret_key.encrypt(der.as_bytes(), &sealing_context(&kid)),
+        kid,
+        algorithm: algorithm_name(algorithm).to_owned(),
+        public_jwk: serde_json::to_value(&jwk)?,
+    })
+}

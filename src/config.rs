@@ -1,0 +1,287 @@
+//! Command line and environment configuration. Every flag has an environment
+//! fallback; `Cli::parse_or_exit` turns a bad setting into one line naming it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::error::{ContextKind, ContextValue, ErrorKind};
+use clap::{Args, CommandFactory, Parser, Subcommand};
+use secrecy::SecretString;
+use url::Url;
+
+#[derive(Debug, Parser)]
+#[command(name = "hookrelay", version, about = "Multi-tenant webhook relay")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP API (and, later, the gRPC API) until SIGTERM or Ctrl-C.
+    Serve(ServeArgs),
+    /// Apply pending database migrations and exit.
+    Migrate(DatabaseArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseArgs {
+    /// PostgreSQL URL. When unset, a private PostgreSQL server is run from the
+    /// machine's PostgreSQL binaries, inside the data directory.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// Directory for local state: the embedded database and its generated secret key.
+    #[arg(long, env = "HOOKRELAY_DATA_DIR", default_value = ".hookrelay")]
+    pub data_dir: PathBuf,
+
+    /// Directory holding initdb and postgres for the embedded database.
+    /// Default: PATH, then the newest /usr/lib/postgresql/*/bin.
+    #[arg(long, env = "HOOKRELAY_POSTGRES_BIN_DIR")]
+    pub postgres_bin_dir: Option<PathBuf>,
+
+    /// Size of the database connection pool.
+    #[arg(long, env = "HOOKRELAY_DB_MAX_CONNECTIONS", default_value_t = 16,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub db_max_connections: u32,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+
+    /// Address of the HTTP API.
+    #[arg(long, env = "HOOKRELAY_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    pub http_addr: SocketAddr,
+
+    /// Address of the gRPC API (served from the streaming release on).
+    #[arg(long, env = "HOOKRELAY_GRPC_ADDR", default_value = "127.0.0.1:50051")]
+    pub grpc_addr: SocketAddr,
+
+    /// Public base URL: the token issuer and the base of webhook URLs.
+    /// Default: http://<HTTP address>.
+    #[arg(long, env = "HOOKRELAY_PUBLIC_URL", value_parser = parse_public_url)]
+    pub public_url: Option<Url>,
+
+    /// When set, POST /v1/tenants requires `Authorization: Bearer <token>`.
+    #[arg(long, env = "HOOKRELAY_SIGNUP_TOKEN", hide_env_values = true)]
+    pub signup_token: Option<String>,
+
+    /// Key-encryption key for secrets at rest: 32 bytes, base64 (`openssl rand -base64 32`).
+    /// Default: read from, or generated into, <data dir>/secret.key.
+    #[arg(
+        long,
+        env = "HOOKRELAY_SECRET_KEY",
+        hide_env_values = true,
+        conflicts_with = "secret_key_file"
+    )]
+    pub secret_key: Option<String>,
+
+    /// File holding the key-encryption key (base64), e.g. a mounted Kubernetes secret.
+    #[arg(long, env = "HOOKRELAY_SECRET_KEY_FILE")]
+    pub secret_key_file: Option<PathBuf>,
+
+    /// PEM private key (EC P-256 PKCS#8 for ES256, or RSA for RS256) that signs
+    /// access tokens. Default: a key generated once and kept encrypted in the database.
+    #[arg(long, env = "HOOKRELAY_JWT_KEY_FILE")]
+    pub jwt_key_file: Option<PathBuf>,
+
+    /// The `aud` claim of issued access tokens, required on every verified token.
+    #[arg(long, env = "HOOKRELAY_JWT_AUDIENCE", default_value = "hookrelay")]
+    pub jwt_audience: String,
+
+    /// Lifetime of issued access tokens.
+    #[arg(long, env = "HOOKRELAY_TOKEN_TTL", default_value = "15m", value_parser = parse_duration)]
+    pub token_ttl: Duration,
+
+    /// Largest accepted webhook body in bytes (GitHub caps payloads at 25 MiB).
+    #[arg(long, env = "HOOKRELAY_MAX_WEBHOOK_BYTES", default_value_t = 25 * 1024 * 1024,
+          value_parser = clap::value_parser!(u64).range(1..=1024 * 1024 * 1024))]
+    pub max_webhook_bytes: u64,
+
+    /// How long a rotated-out webhook secret keeps verifying deliveries.
+    #[arg(long, env = "HOOKRELAY_SECRET_ROTATION_GRACE", default_value = "24h",
+          value_parser = parse_duration)]
+    pub secret_rotation_grace: Duration,
+
+    /// Do not apply pending migrations at start (run `hookrelay migrate` instead).
+    #[arg(long, env = "HOOKRELAY_NO_MIGRATE")]
+    pub no_migrate: bool,
+}
+
+/// Where the key-encryption key comes from.
+#[derive(Debug, Clone)]
+pub enum SecretKeySource {
+    Value(SecretString),
+    File(PathBuf),
+    /// `<data dir>/secret.key`, generated with mode 0600 on first use.
+    DataDir,
+}
+
+#[derive(Debug, Clone)]
+pub struct DatabaseConfig {
+    pub url: Option<SecretString>,
+    pub data_dir: PathBuf,
+    pub postgres_bin_dir: Option<PathBuf>,
+    pub max_connections: u32,
+}
+
+/// The validated configuration of `hookrelay serve`.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub database: DatabaseConfig,
+    pub http_addr: SocketAddr,
+    pub grpc_addr: SocketAddr,
+    /// None: derived from the bound HTTP address.
+    pub public_url: Option<Url>,
+    pub signup_token: Option<SecretString>,
+    pub secret_key: SecretKeySource,
+    pub jwt_key_file: Option<PathBuf>,
+    pub jwt_audience: String,
+    pub token_ttl: Duration,
+    pub max_webhook_bytes: usize,
+    pub secret_rotation_grace: Duration,
+    pub migrate: bool,
+}
+
+/// A setting that parsed but makes no sense; rendered as one line naming it.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid {setting}: {reason}")]
+pub struct InvalidSetting {
+    pub setting: &'static str,
+    pub reason: String,
+}
+
+impl Cli {
+    /// Parses the command line. `--help` and `--version` print and exit 0; any
+    /// invalid flag or environment value exits 2 with one line that names it.
+    pub fn parse_or_exit() -> Self {
+        match Self::try_parse() {
+            Ok(cli) => cli,
+            Err(error) => match error.kind() {
+                ErrorKind::DisplayHelp
+                | ErrorKind::DisplayVersion
+                | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => error.exit(),
+                _ => {
+                    eprintln!("hookrelay: {}", one_line(&error));
+                    std::process::exit(2);
+                }
+            },
+        }
+    }
+}
+
+/// The first line of a clap error, with the environment variable behind the flag.
+fn one_line(error: &clap::Error) -> String {
+    let rendered = error.render().to_string();
+    let first = rendered
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim_start_matches("error: ")
+        .to_owned();
+    let Some(ContextValue::String(arg)) = error.get(ContextKind::InvalidArg) else {
+        return first;
+    };
+    let env = Cli::command().get_subcommands().find_map(|sub| {
+        sub.get_arguments()
+            .find(|a| arg.starts_with(&format!("--{}", a.get_long().unwrap_or_default())))
+            .and_then(|a| a.get_env())
+            .map(|env| env.to_string_lossy().into_owned())
+    });
+    match env {
+        Some(env) => format!("{first} (environment variable {env})"),
+        None => first,
+    }
+}
+
+fn parse_duration(value: &str) -> Result<Duration, String> {
+    let duration = humantime::parse_duration(value)
+        .map_err(|e| format!("{e}; use a duration such as 30s, 15m or 24h"))?;
+    if duration.is_zero() {
+        return Err("must be longer than zero".into());
+    }
+    Ok(duration)
+}
+
+fn parse_public_url(value: &str) -> Result<Url, String> {
+    let url = Url::parse(value).map_err(|e| e.to_string())?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err("must be an http:// or https:// URL".into());
+    }
+    if url.host().is_none() || url.query().is_some() || url.fragment().is_some() {
+        return Err("must be a base URL with a host and no query or fragment".into());
+    }
+    Ok(url)
+}
+
+impl DatabaseArgs {
+    pub fn into_config(self) -> Result<DatabaseConfig, InvalidSetting> {
+        let url = match self.database_url {
+            Some(url) if url.trim().is_empty() => None,
+            Some(url) => {
+                if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                    return Err(InvalidSetting {
+                        setting: "DATABASE_URL",
+                        reason: "must start with postgres:// or postgresql://".into(),
+                    });
+                }
+                Some(SecretString::from(url))
+            }
+            None => None,
+        };
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(InvalidSetting {
+                setting: "HOOKRELAY_DATA_DIR",
+                reason: "must not be empty".into(),
+            });
+        }
+        Ok(DatabaseConfig {
+            url,
+            data_dir: self.data_dir,
+            postgres_bin_dir: self.postgres_bin_dir,
+            max_connections: self.db_max_connections,
+        })
+    }
+}
+
+impl ServeArgs {
+    pub fn into_config(self) -> Result<Config, InvalidSetting> {
+        let secret_key = match (self.secret_key, self.secret_key_file) {
+            (Some(value), _) => SecretKeySource::Value(SecretString::from(value)),
+            (None, Some(path)) => SecretKeySource::File(path),
+            (None, None) => SecretKeySource::DataDir,
+        };
+        if self.jwt_audience.trim().is_empty() {
+            return Err(InvalidSetting {
+                setting: "HOOKRELAY_JWT_AUDIENCE",
+                reason: "must not be empty".into(),
+            });
+        }
+        let signup_token = match self.signup_token {
+            Some(token) if token.len() < 16 => {
+                return Err(InvalidSetting {
+                    setting: "HOOKRELAY_SIGNUP_TOKEN",
+                    reason: "must be at least 16 characters".into(),
+                });
+            }
+            token => token.map(SecretString::from),
+        };
+        Ok(Config {
+            database: self.database.into_config()?,
+            http_addr: self.http_addr,
+            grpc_addr: self.grpc_addr,
+            public_url: self.public_url,
+            signup_token,
+            secret_key,
+            jwt_key_file: self.jwt_key_file,
+            jwt_audience: self.jwt_audience,
+            token_ttl: self.token_ttl,
+            max_webhook_bytes: usize::try_from(self.max_webhook_bytes).unwrap_or(usize::MAX),
+            secret_rotation_grace: self.secret_rotation_grace,
+            migrate: !self.no_migrate,
+        })
+    }
+}

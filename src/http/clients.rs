@@ -1,0 +1,121 @@
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{delete, post};
+use secrecy::ExposeSecret;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use super::ApiJson;
+use crate::auth::Tenant;
+use crate::domain::{ClientId, DisplayName, Scope, Scopes};
+use crate::error::Error;
+use crate::secrets;
+use crate::startup::AppState;
+use crate::store;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/clients", post(create).get(list))
+        .route("/v1/clients/{client_id}", delete(remove))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateClient {
+    name: String,
+    scopes: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct CreatedClient {
+    client_id: ClientId,
+    /// Shown once: only its hash is stored.
+    client_secret: String,
+    scopes: Scopes,
+}
+
+#[derive(Debug, Serialize)]
+struct ClientView {
+    client_id: ClientId,
+    name: String,
+    scopes: Scopes,
+    #[serde(with = "time::serde::rfc3339")]
+    created_at: OffsetDateTime,
+}
+
+/// Extra credentials for the tenant, e.g. a read-only one for a relay agent. A
+/// client can only hand out scopes it holds itself.
+async fn create(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    ApiJson(body): ApiJson<CreateClient>,
+) -> Result<(StatusCode, ApiJson<CreatedClient>), Error> {
+    tenant.require(Scope::ClientsWrite)?;
+    let name = DisplayName::parse(&body.name).map_err(|reason| Error::invalid("name", reason))?;
+    let scopes = body
+        .scopes
+        .iter()
+        .map(|s| s.parse::<Scope>())
+        .collect::<Result<Scopes, _>>()
+        .map_err(|e| Error::invalid("scopes", e.to_string()))?;
+    if scopes.is_empty() {
+        return Err(Error::invalid("scopes", "must name at least one scope"));
+    }
+    if !scopes.is_subset(&tenant.scopes) {
+        return Err(Error::Forbidden(
+            "a client cannot grant scopes its own token lacks".into(),
+        ));
+    }
+    let secret = secrets::generate_client_secret();
+    let client_id = store::client::insert(
+        &state.pool,
+        tenant.id,
+        &name,
+        &scopes,
+        &secrets::hash_client_secret(secret.expose_secret()),
+    )
+    .await?;
+    Ok((
+        StatusCode::CREATED,
+        ApiJson(CreatedClient {
+            client_id,
+            client_secret: secret.expose_secret().to_owned(),
+            scopes,
+        }),
+    ))
+}
+
+async fn list(
+    State(state): State<AppState>,
+    tenant: Tenant,
+) -> Result<ApiJson<Vec<ClientView>>, Error> {
+    tenant.require(Scope::ClientsWrite)?;
+    let clients = store::client::list(&state.pool, tenant.id).await?;
+    Ok(ApiJson(
+        clients
+            .into_iter()
+            .map(|c| ClientView {
+                client_id: c.client_id,
+                name: c.name,
+                scopes: c.scopes,
+                created_at: c.created_at,
+            })
+            .collect(),
+    ))
+}
+
+/// From now on the client gets no token, and its issued tokens are refused.
+async fn remove(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    Path(client_id): Path<String>,
+) -> Result<StatusCode, Error> {
+    tenant.require(Scope::ClientsWrite)?;
+    let client_id = ClientId::parse(&client_id).ok_or(Error::NotFound("client"))?;
+    if store::client::delete(&state.pool, tenant.id, &client_id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(Error::NotFound("client"))
+    }
+}

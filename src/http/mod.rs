@@ -1,0 +1,86 @@
+//! The HTTP API: one module per resource, each with its own `router()`.
+
+mod clients;
+mod health;
+mod json;
+mod oauth;
+mod repositories;
+mod tenants;
+mod webhooks;
+mod well_known;
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::http::HeaderName;
+use axum::response::Response;
+use tower::ServiceBuilder;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use tower_http::trace::TraceLayer;
+use tracing::Span;
+
+use crate::startup::AppState;
+
+pub use json::ApiJson;
+
+/// JSON API bodies are small; webhooks get their own, larger limit.
+const API_BODY_LIMIT: usize = 64 * 1024;
+
+pub fn router(state: AppState) -> Router {
+    let request_id = HeaderName::from_static("x-request-id");
+    let api = Router::new()
+        .merge(tenants::router())
+        .merge(oauth::router())
+        .merge(repositories::router())
+        .merge(clients::router())
+        .layer(DefaultBodyLimit::max(API_BODY_LIMIT));
+    Router::new()
+        .merge(api)
+        .merge(webhooks::router())
+        .merge(well_known::router())
+        .merge(health::router())
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetSensitiveRequestHeadersLayer::new([
+                    axum::http::header::AUTHORIZATION,
+                ]))
+                .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
+                .layer(
+                    TraceLayer::new_for_http()
+                        .make_span_with(|request: &Request| {
+                            let route = request.extensions().get::<MatchedPath>().map_or_else(
+                                || request.uri().path().to_owned(),
+                                |p| p.as_str().to_owned(),
+                            );
+                            let request_id = request
+                                .headers()
+                                .get("x-request-id")
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or_default();
+                            tracing::info_span!(
+                                "http.request",
+                                otel.name = format!("{} {route}", request.method()),
+                                method = %request.method(),
+                                route,
+                                request_id,
+                                status = tracing::field::Empty,
+                                tenant_id = tracing::field::Empty,
+                                repository_id = tracing::field::Empty,
+                            )
+                        })
+                        .on_request(())
+                        .on_response(|response: &Response, latency: Duration, span: &Span| {
+                            span.record("status", response.status().as_u16());
+                            tracing::info!(
+                                status = response.status().as_u16(),
+                                latency_ms = latency.as_secs_f64() * 1000.0,
+                                "request finished"
+                            );
+                        }),
+                )
+                .layer(PropagateRequestIdLayer::new(request_id)),
+        )
+        .with_state(state)
+}

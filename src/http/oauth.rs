@@ -1,0 +1,219 @@
+//! The OAuth 2.0 token endpoint, client-credentials grant only (RFC 6749 §4.4),
+//! with errors exactly as §5.2.
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use serde_json::json;
+
+use crate::domain::{ClientId, Scopes};
+use crate::secrets;
+use crate::startup::AppState;
+use crate::store;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/oauth/token", post(token))
+}
+
+/// An RFC 6749 §5.2 error response.
+#[derive(Debug)]
+struct OAuthError {
+    code: &'static str,
+    description: String,
+}
+
+impl OAuthError {
+    fn new(code: &'static str, description: impl Into<String>) -> Self {
+        Self {
+            code,
+            description: description.into(),
+        }
+    }
+}
+
+impl IntoResponse for OAuthError {
+    fn into_response(self) -> Response {
+        let status = match self.code {
+            "invalid_client" => StatusCode::UNAUTHORIZED,
+            "server_error" => StatusCode::INTERNAL_SERVER_ERROR,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        let mut response = (
+            status,
+            [
+                (header::CACHE_CONTROL, "no-store"),
+                (header::PRAGMA, "no-cache"),
+            ],
+            axum::Json(json!({"error": self.code, "error_description": self.description})),
+        )
+            .into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(r#"Basic realm="hookrelay""#),
+            );
+        }
+        response
+    }
+}
+
+impl From<crate::error::Error> for OAuthError {
+    fn from(error: crate::error::Error) -> Self {
+        // Logged by the API error's own response path.
+        let _ = error.into_response();
+        OAuthError::new("server_error", "internal error")
+    }
+}
+
+/// The request's parameters; RFC 6749 §3.2: none may be repeated.
+fn parse_form(headers: &HeaderMap, body: &[u8]) -> Result<Vec<(String, String)>, OAuthError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase());
+    if content_type.as_deref() != Some("application/x-www-form-urlencoded") {
+        return Err(OAuthError::new(
+            "invalid_request",
+            "the body must be application/x-www-form-urlencoded",
+        ));
+    }
+    let params: Vec<(String, String)> = form_urlencoded::parse(body).into_owned().collect();
+    for (i, (name, _)) in params.iter().enumerate() {
+        if params[..i].iter().any(|(n, _)| n == name) {
+            return Err(OAuthError::new(
+                "invalid_request",
+                format!("parameter `{name}` is repeated"),
+            ));
+        }
+    }
+    Ok(params)
+}
+
+/// client_secret_basic: `Basic base64(urlencode(id):urlencode(secret))` (§2.3.1).
+fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, String)>, OAuthError> {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let malformed = || OAuthError::new("invalid_client", "malformed Basic credentials");
+    let value = value.to_str().map_err(|_| malformed())?;
+    let Some((scheme, encoded)) = value.split_once(' ') else {
+        return Err(malformed());
+    };
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return Err(OAuthError::new(
+            "invalid_client",
+            "use HTTP Basic or form credentials",
+        ));
+    }
+    let decoded = STANDARD.decode(encoded.trim()).map_err(|_| malformed())?;
+    let decoded = String::from_utf8(decoded).map_err(|_| malformed())?;
+    let (id, secret) = decoded.split_once(':').ok_or_else(malformed)?;
+    let unescape = |s: &str| {
+        form_urlencoded::parse(format!("x={s}").as_bytes())
+            .next()
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default()
+    };
+    Ok(Some((unescape(id), unescape(secret))))
+}
+
+async fn token(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, OAuthError> {
+    let params = parse_form(&headers, &body)?;
+    let param = |name: &str| {
+        params
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    };
+
+    match param("grant_type") {
+        None => return Err(OAuthError::new("invalid_request", "missing grant_type")),
+        Some("client_credentials") => {}
+        Some(other) => {
+            return Err(OAuthError::new(
+                "unsupported_grant_type",
+                format!("grant type `{other}` is not supported; use client_credentials"),
+            ));
+        }
+    }
+
+    let form_credentials = match (param("client_id"), param("client_secret")) {
+        (Some(id), Some(secret)) => Some((id.to_owned(), secret.to_owned())),
+        (None, None) => None,
+        _ => {
+            return Err(OAuthError::new(
+                "invalid_request",
+                "client_id and client_secret go together",
+            ));
+        }
+    };
+    let (client_id, client_secret) = match (basic_credentials(&headers)?, form_credentials) {
+        (Some(_), Some(_)) => {
+            return Err(OAuthError::new(
+                "invalid_request",
+                "use one client authentication method, not two",
+            ));
+        }
+        (Some(credentials), None) | (None, Some(credentials)) => credentials,
+        (None, None) => {
+            return Err(OAuthError::new(
+                "invalid_client",
+                "client authentication is required",
+            ));
+        }
+    };
+
+    let invalid_client = || OAuthError::new("invalid_client", "unknown client or wrong secret");
+    let client_id = ClientId::parse(&client_id).ok_or_else(invalid_client)?;
+    let credentials = store::client::credentials(&state.pool, &client_id).await?;
+    // Compare against a dummy hash for unknown clients too, so timing tells nothing.
+    let stored_hash = credentials
+        .as_ref()
+        .map_or(&[0u8; 32][..], |c| c.secret_hash.as_slice());
+    let valid = secrets::verify_client_secret(&client_secret, stored_hash);
+    let credentials = credentials.filter(|_| valid).ok_or_else(invalid_client)?;
+
+    let scopes = match param("scope") {
+        None | Some("") => credentials.scopes.clone(),
+        Some(requested) => {
+            let requested = Scopes::parse_space_separated(requested)
+                .map_err(|e| OAuthError::new("invalid_scope", e.to_string()))?;
+            if !requested.is_subset(&credentials.scopes) {
+                return Err(OAuthError::new(
+                    "invalid_scope",
+                    "the client may not request that scope",
+                ));
+            }
+            requested
+        }
+    };
+    let (access_token, expires_in) = state
+        .keys
+        .issue(credentials.tenant_id, &client_id, &scopes)
+        .map_err(|e| OAuthError::from(crate::error::Error::Internal(e)))?;
+    state.metrics.tokens_issued.inc();
+    tracing::info!(tenant_id = %credentials.tenant_id, %client_id, "access token issued");
+    Ok((
+        [
+            (header::CACHE_CONTROL, "no-store"),
+            (header::PRAGMA, "no-cache"),
+        ],
+        axum::Json(json!({
+            "access_token": access_token,
+            "token_type": "Bearer",
+            "expires_in": expires_in,
+            "scope": scopes.to_string(),
+        })),
+    )
+        .into_response())
+}

@@ -1,0 +1,172 @@
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use super::ApiJson;
+use crate::auth::Tenant;
+use crate::domain::{Provider, RepositoryId, RepositoryName, Scope};
+use crate::error::Error;
+use crate::secrets;
+use crate::startup::AppState;
+use crate::store;
+use crate::store::repository::Repository;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/repositories", post(create).get(list))
+        .route("/v1/repositories/{id}", get(show).delete(remove))
+        .route("/v1/repositories/{id}/rotate-secret", post(rotate_secret))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateRepository {
+    provider: String,
+    name: String,
+}
+
+#[derive(Debug, Serialize)]
+struct RepositoryView {
+    id: RepositoryId,
+    provider: Provider,
+    name: String,
+    webhook_url: String,
+    #[serde(with = "time::serde::rfc3339")]
+    created_at: OffsetDateTime,
+    /// Set during a secret rotation: until then the previous secret still verifies.
+    #[serde(
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    previous_secret_expires_at: Option<OffsetDateTime>,
+    /// Only in the answers that create it (create and rotate).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    webhook_secret: Option<String>,
+}
+
+impl RepositoryView {
+    fn new(state: &AppState, repository: Repository, secret: Option<&SecretString>) -> Self {
+        Self {
+            webhook_url: format!(
+                "{}/v1/webhooks/{}",
+                state.settings.public_url, repository.id
+            ),
+            id: repository.id,
+            provider: repository.provider,
+            name: repository.name,
+            created_at: repository.created_at,
+            previous_secret_expires_at: repository.previous_secret_expires_at,
+            webhook_secret: secret.map(|s| s.expose_secret().to_owned()),
+        }
+    }
+}
+
+/// The additional data that binds a sealed webhook secret to its repository.
+pub fn sealing_context(id: RepositoryId) -> String {
+    format!("repository:{id}:webhook_secret")
+}
+
+fn parse_id(id: &str) -> Result<RepositoryId, Error> {
+    RepositoryId::parse(id).ok_or(Error::NotFound("repository"))
+}
+
+async fn create(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    ApiJson(body): ApiJson<CreateRepository>,
+) -> Result<(StatusCode, ApiJson<RepositoryView>), Error> {
+    tenant.require(Scope::ReposWrite)?;
+    let provider: Provider = body
+        .provider
+        .parse()
+        .map_err(|reason: String| Error::invalid("provider", reason))?;
+    let name = RepositoryName::parse(provider, &body.name)
+        .map_err(|reason| Error::invalid("name", reason))?;
+    let id = RepositoryId::new();
+    tracing::Span::current().record("repository_id", tracing::field::display(id));
+    let secret = secrets::generate_webhook_secret();
+    let sealed = state
+        .secret_key
+        .encrypt(secret.expose_secret().as_bytes(), &sealing_context(id));
+    let repository =
+        store::repository::create(&state.pool, tenant.id, id, provider, &name, &sealed).await?;
+    Ok((
+        StatusCode::CREATED,
+        ApiJson(RepositoryView::new(&state, repository, Some(&secret))),
+    ))
+}
+
+async fn list(
+    State(state): State<AppState>,
+    tenant: Tenant,
+) -> Result<ApiJson<Vec<RepositoryView>>, Error> {
+    tenant.require(Scope::ReposRead)?;
+    let repositories = store::repository::list(&state.pool, tenant.id).await?;
+    Ok(ApiJson(
+        repositories
+            .into_iter()
+            .map(|r| RepositoryView::new(&state, r, None))
+            .collect(),
+    ))
+}
+
+async fn show(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    Path(id): Path<String>,
+) -> Result<ApiJson<RepositoryView>, Error> {
+    tenant.require(Scope::ReposRead)?;
+    let id = parse_id(&id)?;
+    let repository = store::repository::get(&state.pool, tenant.id, id)
+        .await?
+        .ok_or(Error::NotFound("repository"))?;
+    Ok(ApiJson(RepositoryView::new(&state, repository, None)))
+}
+
+/// Deletes the repository and its stored events; its webhook URL answers 404.
+async fn remove(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    Path(id): Path<String>,
+) -> Result<StatusCode, Error> {
+    tenant.require(Scope::ReposWrite)?;
+    let id = parse_id(&id)?;
+    if store::repository::delete(&state.pool, tenant.id, id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(Error::NotFound("repository"))
+    }
+}
+
+/// A new webhook secret; the previous one keeps verifying for the rotation grace
+/// period (24 h by default), so the provider side can be updated without loss.
+async fn rotate_secret(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    Path(id): Path<String>,
+) -> Result<ApiJson<RepositoryView>, Error> {
+    tenant.require(Scope::ReposWrite)?;
+    let id = parse_id(&id)?;
+    let secret = secrets::generate_webhook_secret();
+    let sealed = state
+        .secret_key
+        .encrypt(secret.expose_secret().as_bytes(), &sealing_context(id));
+    let repository = store::repository::rotate_secret(
+        &state.pool,
+        tenant.id,
+        id,
+        &sealed,
+        state.settings.secret_rotation_grace,
+    )
+    .await?
+    .ok_or(Error::NotFound("repository"))?;
+    Ok(ApiJson(RepositoryView::new(
+        &state,
+        repository,
+        Some(&secret),
+    )))
+}

@@ -1,0 +1,177 @@
+//! POST /v1/webhooks/{repository_id}: the URL given to GitHub.
+//!
+//! The order of checks is the order of cost: size announced, repository known,
+//! body read (bounded), signature, headers. Nothing is stored until all pass,
+//! and the answer is sent only after the event is committed.
+
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::routing::post;
+use serde_json::json;
+use time::OffsetDateTime;
+
+use super::repositories::sealing_context;
+use crate::domain::RepositoryId;
+use crate::error::Error;
+use crate::startup::AppState;
+use crate::store;
+use crate::store::event::{Ingested, NewEvent};
+use crate::telemetry::ProviderLabels;
+use crate::webhook::{self, WebhookError};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/webhooks/{repository_id}", post(receive))
+        // The handler enforces HOOKRELAY_MAX_WEBHOOK_BYTES itself, to answer in the API's format.
+        .layer(DefaultBodyLimit::disable())
+}
+
+async fn receive(
+    State(state): State<AppState>,
+    Path(repository_id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, axum::Json<serde_json::Value>), Error> {
+    let started = Instant::now();
+    let received_at = OffsetDateTime::now_utc();
+    let result = accept(&state, &repository_id, &headers, body, received_at).await;
+    match &result {
+        Ok(_) => state
+            .metrics
+            .ingest_seconds
+            .observe(started.elapsed().as_secs_f64()),
+        Err(error) => state.metrics.reject(rejection_reason(error)),
+    }
+    let (provider, outcome) = result?;
+    state
+        .metrics
+        .webhooks_received
+        .get_or_create(&ProviderLabels { provider })
+        .inc();
+    Ok(match outcome {
+        Ingested::Created(id) => (StatusCode::ACCEPTED, axum::Json(json!({"event_id": id}))),
+        Ingested::Duplicate(id) => (
+            StatusCode::OK,
+            axum::Json(json!({"event_id": id, "duplicate": true})),
+        ),
+    })
+}
+
+async fn accept(
+    state: &AppState,
+    repository_id: &str,
+    headers: &HeaderMap,
+    body: Body,
+    received_at: OffsetDateTime,
+) -> Result<(&'static str, Ingested), Error> {
+    let limit = state.settings.max_webhook_bytes;
+    let announced = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|length| length > limit as u64) {
+        return Err(Error::PayloadTooLarge { limit });
+    }
+
+    // An unknown id and another tenant's id get the same answer: the id in the
+    // URL is all the sender has, so there is no other tenant to tell apart.
+    let id = RepositoryId::parse(repository_id).ok_or(Error::NotFound("repository"))?;
+    tracing::Span::current().record("repository_id", tracing::field::display(id));
+    let target = store::repository::webhook_target(&state.pool, id)
+        .await?
+        .ok_or(Error::NotFound("repository"))?;
+    tracing::Span::current().record("tenant_id", tracing::field::display(target.tenant_id));
+
+    let body: Bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
+        if is_length_limit(&e) {
+            Error::PayloadTooLarge { limit }
+        } else {
+            Error::invalid("body", format!("cannot read the request body: {e}"))
+        }
+    })?;
+
+    let secrets = target
+        .sealed_secrets
+        .iter()
+        .map(|sealed| state.secret_key.decrypt(sealed, &sealing_context(id)))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let secrets: Vec<&[u8]> = secrets.iter().map(Vec::as_slice).collect();
+    let scheme = webhook::scheme(target.provider);
+    scheme
+        .verify(headers, &body, &secrets)
+        .map_err(webhook_error)?;
+
+    check_content_type(headers)?;
+    let event_type = scheme.event_type(headers).map_err(webhook_error)?;
+    let delivery_id = scheme.delivery_id(headers).map_err(webhook_error)?;
+
+    let outcome = state
+        .ingestor
+        .ingest(NewEvent {
+            tenant_id: target.tenant_id,
+            repository_id: id,
+            provider: target.provider,
+            event_type,
+            delivery_id,
+            received_at,
+            headers: webhook::replayable_headers(headers),
+            body,
+        })
+        .await?;
+    Ok((target.provider.as_str(), outcome))
+}
+
+fn webhook_error(error: WebhookError) -> Error {
+    match error {
+        WebhookError::MissingSignature(_) | WebhookError::BadSignature(_) => {
+            Error::Unauthenticated(error.to_string())
+        }
+        WebhookError::BadHeader(name) => Error::invalid(name, "missing or malformed"),
+    }
+}
+
+/// GitHub delivers either content type; both are stored untouched.
+fn check_content_type(headers: &HeaderMap) -> Result<(), Error> {
+    let essence = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase());
+    match essence.as_deref() {
+        Some("application/json" | "application/x-www-form-urlencoded") => Ok(()),
+        _ => Err(Error::UnsupportedMediaType(
+            "webhooks must be application/json or application/x-www-form-urlencoded".into(),
+        )),
+    }
+}
+
+fn is_length_limit(error: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = source {
+        if e.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
+fn rejection_reason(error: &Error) -> &'static str {
+    match error {
+        Error::Unauthenticated(_) => "signature",
+        Error::NotFound(_) => "unknown_repository",
+        Error::PayloadTooLarge { .. } => "too_large",
+        Error::UnsupportedMediaType(_) => "content_type",
+        Error::Invalid { .. } | Error::InvalidJson(_) => "bad_request",
+        Error::Unavailable(_) => "unavailable",
+        Error::InsufficientScope(_)
+        | Error::Forbidden(_)
+        | Error::Conflict(_)
+        | Error::Database(_)
+        | Error::Internal(_) => "internal",
+    }
+}

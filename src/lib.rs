@@ -1,0 +1,16 @@
+//! hookrelay: a multi-tenant webhook relay. GitHub posts webhooks here, they are
+//! committed to PostgreSQL, and clients behind firewalls receive them over gRPC.
+#![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod config;
+pub mod domain;
+pub mod embedded_db;
+pub mod error;
+pub mod http;
+pub mod ingest;
+pub mod secrets;
+pub mod startup;
+pub mod store;
+pub mod telemetry;
+pub mod webhook;

@@ -1,0 +1,118 @@
+use sqlx::{PgExecutor, PgPool};
+use time::OffsetDateTime;
+
+use crate::domain::{ClientId, DisplayName, Scope, Scopes, TenantId};
+use crate::error::Error;
+
+#[derive(Debug, Clone)]
+pub struct Client {
+    pub client_id: ClientId,
+    pub name: String,
+    pub scopes: Scopes,
+    pub created_at: OffsetDateTime,
+}
+
+/// What the token endpoint needs to authenticate a client.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    pub tenant_id: TenantId,
+    pub secret_hash: Vec<u8>,
+    pub scopes: Scopes,
+}
+
+fn scopes_from_db(names: Vec<String>) -> Result<Scopes, Error> {
+    names
+        .iter()
+        .map(|name| name.parse::<Scope>())
+        .collect::<Result<Scopes, _>>()
+        .map_err(|e| Error::Internal(anyhow::anyhow!("stored client scope: {e}")))
+}
+
+pub async fn insert(
+    executor: impl PgExecutor<'_>,
+    tenant_id: TenantId,
+    name: &DisplayName,
+    scopes: &Scopes,
+    secret_hash: &[u8],
+) -> Result<ClientId, Error> {
+    let client_id = ClientId::generate();
+    sqlx::query(
+        "insert into client (client_id, tenant_id, name, secret_hash, scopes) values ($1, $2, $3, $4, $5)",
+    )
+    .bind(&client_id)
+    .bind(tenant_id)
+    .bind(name.as_str())
+    .bind(secret_hash)
+    .bind(scopes.to_strings())
+    .execute(executor)
+    .await?;
+    Ok(client_id)
+}
+
+pub async fn list(pool: &PgPool, tenant_id: TenantId) -> Result<Vec<Client>, Error> {
+    let rows: Vec<(ClientId, String, Vec<String>, OffsetDateTime)> = sqlx::query_as(
+        "select client_id, name, scopes, created_at from client where tenant_id = $1 order by created_at, client_id",
+    )
+    .bind(tenant_id)
+    .fetch_all(pool)
+    .await?;
+    rows.into_iter()
+        .map(|(client_id, name, scopes, created_at)| {
+            Ok(Client {
+                client_id,
+                name,
+                scopes: scopes_from_db(scopes)?,
+                created_at,
+            })
+        })
+        .collect()
+}
+
+/// Deletes the client; its tokens stop working from the next request on.
+pub async fn delete(
+    pool: &PgPool,
+    tenant_id: TenantId,
+    client_id: &ClientId,
+) -> Result<bool, Error> {
+    let result = sqlx::query("delete from client where tenant_id = $1 and client_id = $2")
+        .bind(tenant_id)
+        .bind(client_id)
+        .execute(pool)
+        .await?;
+    Ok(result.rows_affected() == 1)
+}
+
+/// Whether the client still exists: checked on every authenticated request.
+pub async fn is_active(
+    pool: &PgPool,
+    tenant_id: TenantId,
+    client_id: &ClientId,
+) -> Result<bool, Error> {
+    let found: Option<i32> =
+        sqlx::query_scalar("select 1 from client where tenant_id = $1 and client_id = $2")
+            .bind(tenant_id)
+            .bind(client_id)
+            .fetch_optional(pool)
+            .await?;
+    Ok(found.is_some())
+}
+
+/// Unscoped by design: authenticating the client is what establishes its tenant.
+pub async fn credentials(
+    pool: &PgPool,
+    client_id: &ClientId,
+) -> Result<Option<Credentials>, Error> {
+    let row: Option<(TenantId, Vec<u8>, Vec<String>)> =
+        sqlx::query_as("select tenant_id, secret_hash, scopes from client where client_id = $1")
+            .bind(client_id)
+            .fetch_optional(pool)
+            .await?;
+    row.map(|(tenant_id, secret_hash, scopes)| {
+        Ok(Credentials {
+            tenant_id,
+            secret_hash,
+            scopes: scopes_from_db(scopes)?,
+        })
+    })
+    .transpose()
+}

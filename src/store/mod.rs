@@ -1,0 +1,69 @@
+//! All SQL lives here. Functions that touch tenant-owned rows take the caller's
+//! `TenantId` first, so no query can reach another tenant's rows. The two
+//! deliberate exceptions are lookups that *establish* the tenant: a client by
+//! its id (token endpoint) and a repository by its webhook URL id.
+
+pub mod client;
+pub mod event;
+pub mod repository;
+pub mod signing_key;
+pub mod tenant;
+
+use std::time::Duration;
+
+use anyhow::Context;
+use sqlx::PgPool;
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+use crate::secrets::SecretKey;
+
+/// The migrations in migrations/, embedded in the binary.
+pub static MIGRATOR: Migrator = sqlx::migrate!();
+
+pub async fn connect(options: PgConnectOptions, max_connections: u32) -> anyhow::Result<PgPool> {
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_with(options)
+        .await
+        .context("cannot connect to the database")
+}
+
+pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
+    MIGRATOR
+        .run(pool)
+        .await
+        .context("cannot apply database migrations")
+}
+
+const KEY_CHECK_CONTEXT: &str = "secret_key_check";
+const KEY_CHECK_VALUE: &[u8] = b"hookrelay key-encryption key check";
+
+/// Records the key-encryption key's check value on first use and verifies it
+/// afterwards, so a replica with the wrong key stops at start.
+pub async fn check_secret_key(pool: &PgPool, key: &SecretKey) -> anyhow::Result<()> {
+    sqlx::query("insert into secret_key_check (sealed) values ($1) on conflict do nothing")
+        .bind(key.encrypt(KEY_CHECK_VALUE, KEY_CHECK_CONTEXT))
+        .execute(pool)
+        .await?;
+    let sealed: Vec<u8> = sqlx::query_scalar("select sealed from secret_key_check")
+        .fetch_one(pool)
+        .await?;
+    match key.decrypt(&sealed, KEY_CHECK_CONTEXT) {
+        Ok(value) if value == KEY_CHECK_VALUE => Ok(()),
+        _ => anyhow::bail!(
+            "HOOKRELAY_SECRET_KEY is not the key this database's secrets were encrypted with"
+        ),
+    }
+}
+
+/// Whether the database answers: the readiness check.
+pub async fn ping(pool: &PgPool) -> bool {
+    tokio::time::timeout(
+        Duration::from_secs(2),
+        sqlx::query("select 1").execute(pool),
+    )
+    .await
+    .is_ok_and(|result| result.is_ok())
+}

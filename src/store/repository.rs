@@ -1,0 +1,183 @@
+use std::time::Duration;
+
+use sqlx::PgPool;
+use time::OffsetDateTime;
+
+use crate::domain::{Provider, RepositoryId, RepositoryName, TenantId};
+use crate::error::{Error, violated_constraint};
+
+#[derive(Debug, Clone)]
+pub struct Repository {
+    pub id: RepositoryId,
+    pub provider: Provider,
+    pub name: String,
+    pub created_at: OffsetDateTime,
+    /// Until when the previous webhook secret still verifies, during a rotation.
+    pub previous_secret_expires_at: Option<OffsetDateTime>,
+}
+
+type RepositoryRow = (
+    RepositoryId,
+    String,
+    String,
+    OffsetDateTime,
+    Option<OffsetDateTime>,
+);
+
+fn from_row((id, provider, name, created_at, expires): RepositoryRow) -> Result<Repository, Error> {
+    let provider = provider
+        .parse()
+        .map_err(|e: String| Error::Internal(anyhow::anyhow!("stored provider: {e}")))?;
+    let previous_secret_expires_at = expires.filter(|at| *at > OffsetDateTime::now_utc());
+    Ok(Repository {
+        id,
+        provider,
+        name,
+        created_at,
+        previous_secret_expires_at,
+    })
+}
+
+/// The columns of `RepositoryRow`, spliced into static SQL.
+macro_rules! columns {
+    () => {
+        "repository_id, provider, name, created_at, previous_secret_expires_at"
+    };
+}
+
+/// Where a webhook goes, and the sealed secrets that may sign it.
+#[derive(Debug, Clone)]
+pub struct WebhookTarget {
+    pub tenant_id: TenantId,
+    pub repository_id: RepositoryId,
+    pub provider: Provider,
+    pub sealed_secrets: Vec<Vec<u8>>,
+}
+
+#[tracing::instrument(skip_all, fields(tenant_id = %tenant_id, repository_id = %id))]
+pub async fn create(
+    pool: &PgPool,
+    tenant_id: TenantId,
+    id: RepositoryId,
+    provider: Provider,
+    name: &RepositoryName,
+    sealed_secret: &[u8],
+) -> Result<Repository, Error> {
+    let row: RepositoryRow = sqlx::query_as(concat!(
+        "insert into repository (repository_id, tenant_id, provider, name, webhook_secret) \
+         values ($1, $2, $3, $4, $5) returning ",
+        columns!(),
+        ""
+    ))
+    .bind(id)
+    .bind(tenant_id)
+    .bind(provider.as_str())
+    .bind(name.as_str())
+    .bind(sealed_secret)
+    .fetch_one(pool)
+    .await
+    .map_err(|e| match violated_constraint(&e) {
+        Some("repository_tenant_provider_name_key") => Error::Conflict(format!(
+            "repository {provider}:{} is already registered",
+            name.as_str()
+        )),
+        _ => e.into(),
+    })?;
+    from_row(row)
+}
+
+pub async fn list(pool: &PgPool, tenant_id: TenantId) -> Result<Vec<Repository>, Error> {
+    let rows: Vec<RepositoryRow> = sqlx::query_as(concat!(
+        "select ",
+        columns!(),
+        " from repository where tenant_id = $1 order by created_at, repository_id"
+    ))
+    .bind(tenant_id)
+    .fetch_all(pool)
+    .await?;
+    rows.into_iter().map(from_row).collect()
+}
+
+pub async fn get(
+    pool: &PgPool,
+    tenant_id: TenantId,
+    id: RepositoryId,
+) -> Result<Option<Repository>, Error> {
+    let row: Option<RepositoryRow> = sqlx::query_as(concat!(
+        "select ",
+        columns!(),
+        " from repository where tenant_id = $1 and repository_id = $2"
+    ))
+    .bind(tenant_id)
+    .bind(id)
+    .fetch_optional(pool)
+    .await?;
+    row.map(from_row).transpose()
+}
+
+/// Deletes the repository and, with it, its stored events.
+#[tracing::instrument(skip_all, fields(tenant_id = %tenant_id, repository_id = %id))]
+pub async fn delete(pool: &PgPool, tenant_id: TenantId, id: RepositoryId) -> Result<bool, Error> {
+    let result = sqlx::query("delete from repository where tenant_id = $1 and repository_id = $2")
+        .bind(tenant_id)
+        .bind(id)
+        .execute(pool)
+        .await?;
+    Ok(result.rows_affected() == 1)
+}
+
+/// Installs a new webhook secret; the current one keeps verifying for `grace`.
+#[tracing::instrument(skip_all, fields(tenant_id = %tenant_id, repository_id = %id))]
+pub async fn rotate_secret(
+    pool: &PgPool,
+    tenant_id: TenantId,
+    id: RepositoryId,
+    sealed_secret: &[u8],
+    grace: Duration,
+) -> Result<Option<Repository>, Error> {
+    let row: Option<RepositoryRow> = sqlx::query_as(concat!(
+        "update repository set previous_webhook_secret = webhook_secret, \
+             previous_secret_expires_at = now() + make_interval(secs => $4), \
+             webhook_secret = $3 \
+         where tenant_id = $1 and repository_id = $2 returning ",
+        columns!(),
+        ""
+    ))
+    .bind(tenant_id)
+    .bind(id)
+    .bind(sealed_secret)
+    .bind(grace.as_secs_f64())
+    .fetch_optional(pool)
+    .await?;
+    row.map(from_row).transpose()
+}
+
+/// Unscoped by design: the id in the webhook URL is what names the tenant, and
+/// the signature check that follows is what authenticates the sender.
+pub async fn webhook_target(
+    pool: &PgPool,
+    id: RepositoryId,
+) -> Result<Option<WebhookTarget>, Error> {
+    let row: Option<(TenantId, String, Vec<u8>, Option<Vec<u8>>)> = sqlx::query_as(
+        "select tenant_id, provider, webhook_secret, \
+                case when previous_secret_expires_at > now() then previous_webhook_secret end \
+         from repository where repository_id = $1",
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await?;
+    let Some((tenant_id, provider, current, previous)) = row else {
+        return Ok(None);
+    };
+    let provider = provider
+        .parse()
+        .map_err(|e: String| Error::Internal(anyhow::anyhow!("stored provider: {e}")))?;
+    let mut sealed_secrets = vec![current];
+    sealed_secrets.extend(previous);
+    Ok(Some(WebhookTarget {
+        tenant_id,
+        repository_id: id,
+        provider,
+        sealed_secrets,
+    }))
+}
