@@ -20,7 +20,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the HTTP API (and, later, the gRPC API) until SIGTERM or Ctrl-C.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Apply pending database migrations and exit.
     Migrate(DatabaseArgs),
 }
@@ -250,7 +250,14 @@ impl DatabaseArgs {
 impl ServeArgs {
     pub fn into_config(self) -> Result<Config, InvalidSetting> {
         let secret_key = match (self.secret_key, self.secret_key_file) {
-            (Some(value), _) => SecretKeySource::Value(SecretString::from(value)),
+            (Some(value), _) => {
+                let value = SecretString::from(value);
+                crate::secrets::SecretKey::from_base64(&value).map_err(|e| InvalidSetting {
+                    setting: "HOOKRELAY_SECRET_KEY",
+                    reason: format!("{e} (generate one with `openssl rand -base64 32`)"),
+                })?;
+                SecretKeySource::Value(value)
+            }
             (None, Some(path)) => SecretKeySource::File(path),
             (None, None) => SecretKeySource::DataDir,
         };

@@ -84,6 +84,9 @@ impl EmbeddedPostgres {
             None => find_bin_dir().ok_or(EmbeddedError::NoBinaries)?,
         };
         let run_as = run_as()?;
+        if let Some(user) = run_as {
+            place_for_postgres_user(&options.dir, user)?;
+        }
         fs::create_dir_all(&options.dir)?;
         // Absolute: the PostgreSQL processes run from `/`.
         let dir = &fs::canonicalize(&options.dir)?;
@@ -241,6 +244,50 @@ impl Drop for EmbeddedPostgres {
     fn drop(&mut self) {
         self.shut_down();
     }
+}
+
+/// As root, the cluster must be reachable by the `postgres` user. When the data
+/// directory is not (say, under /root), the cluster goes to
+/// /var/lib/hookrelay/clusters/<hash of the data dir>, linked from `dir`, so the
+/// data directory still leads to it and later runs find it again.
+fn place_for_postgres_user(dir: &Path, user: RunAs) -> Result<(), EmbeddedError> {
+    if fs::symlink_metadata(dir).is_ok() {
+        return Ok(());
+    }
+    let parent = dir
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    fs::create_dir_all(parent)?;
+    let parent = fs::canonicalize(parent)?;
+    if command("test", Some(user))
+        .arg("-x")
+        .arg(&parent)
+        .status()?
+        .success()
+    {
+        return Ok(());
+    }
+    use sha2::Digest;
+    let digest = hex::encode(sha2::Sha256::digest(
+        parent
+            .join(dir.file_name().unwrap_or_default())
+            .as_os_str()
+            .as_encoded_bytes(),
+    ));
+    let fallback = Path::new("/var/lib/hookrelay/clusters").join(&digest[..16]);
+    fs::create_dir_all(&fallback)?;
+    for ancestor in ["/var/lib/hookrelay", "/var/lib/hookrelay/clusters"] {
+        fs::set_permissions(ancestor, fs::Permissions::from_mode(0o711))?;
+    }
+    std::os::unix::fs::symlink(&fallback, dir)?;
+    tracing::warn!(
+        dir = %dir.display(),
+        cluster = %fallback.display(),
+        "the postgres user cannot reach the data directory; the embedded cluster lives in {} instead",
+        fallback.display()
+    );
+    Ok(())
 }
 
 /// `initdb` on PATH, else the newest /usr/lib/postgresql/<version>/bin.

@@ -2,12 +2,30 @@
 
 use std::process::ExitCode;
 
-use hookrelay::config::{Cli, Command};
+use hookrelay::config::{Cli, Command, Config, DatabaseConfig};
 use hookrelay::startup::{self, Application};
 use hookrelay::telemetry;
 
+enum Run {
+    Serve(Box<Config>),
+    Migrate(DatabaseConfig),
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse_or_exit();
+    let run = match cli.command {
+        Command::Serve(args) => args
+            .into_config()
+            .map(|config| Run::Serve(Box::new(config))),
+        Command::Migrate(args) => args.into_config().map(Run::Migrate),
+    };
+    let run = match run {
+        Ok(run) => run,
+        Err(invalid) => {
+            eprintln!("hookrelay: {invalid}");
+            return ExitCode::from(2);
+        }
+    };
     // The OTLP exporter runs on its own thread with a blocking HTTP client, so it
     // is set up before the async runtime exists.
     let telemetry = match telemetry::init() {
@@ -22,13 +40,12 @@ fn main() -> ExitCode {
         .build()
         .expect("the tokio runtime starts");
     let result = runtime.block_on(async move {
-        match cli.command {
-            Command::Serve(args) => {
-                let config = args.into_config()?;
-                let app = Application::build(config).await?;
+        match run {
+            Run::Serve(config) => {
+                let app = Application::build(*config).await?;
                 app.run_until_stopped(startup::shutdown_signal()).await
             }
-            Command::Migrate(args) => startup::migrate_only(args.into_config()?).await,
+            Run::Migrate(config) => startup::migrate_only(config).await,
         }
     });
     drop(runtime);

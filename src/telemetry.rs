@@ -28,10 +28,10 @@ pub struct TelemetryGuard {
 
 impl TelemetryGuard {
     pub fn shutdown(self) {
-        if let Some(provider) = self.tracer_provider {
-            if let Err(error) = provider.shutdown() {
-                eprintln!("hookrelay: flushing traces failed: {error}");
-            }
+        if let Some(provider) = self.tracer_provider
+            && let Err(error) = provider.shutdown()
+        {
+            eprintln!("hookrelay: flushing traces failed: {error}");
         }
     }
 }

@@ -158,7 +158,8 @@ pub async fn webhook_target(
     pool: &PgPool,
     id: RepositoryId,
 ) -> Result<Option<WebhookTarget>, Error> {
-    let row: Option<(TenantId, String, Vec<u8>, Option<Vec<u8>>)> = sqlx::query_as(
+    type TargetRow = (TenantId, String, Vec<u8>, Option<Vec<u8>>);
+    let row: Option<TargetRow> = sqlx::query_as(
         "select tenant_id, provider, webhook_secret, \
                 case when previous_secret_expires_at > now() then previous_webhook_secret end \
          from repository where repository_id = $1",

@@ -1,0 +1,109 @@
+//! `hookrelay serve` without DATABASE_URL runs its own PostgreSQL, which never
+//! outlives it.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::{ServerProcess, hookrelay, process_alive};
+
+fn postgres_pid(data_dir: &Path) -> u32 {
+    let pid_file =
+        std::fs::read_to_string(data_dir.join("postgres/postmaster.pid")).expect("postmaster.pid");
+    pid_file.lines().next().unwrap().trim().parse().unwrap()
+}
+
+async fn wait_gone(pid: u32, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while process_alive(pid) {
+        assert!(
+            Instant::now() < deadline,
+            "postgres {pid} outlived hookrelay"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn serve_runs_an_embedded_database_that_never_outlives_it() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let data = dir.path().join("data");
+    let env = [("HOOKRELAY_DATA_DIR", data.display().to_string())];
+
+    // First run: creates the cluster and the key-encryption key.
+    let server = ServerProcess::start(&env, dir.path()).await;
+    let mode = std::fs::metadata(data.join("secret.key"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let pid = postgres_pid(&data);
+    assert!(process_alive(pid));
+    let http = reqwest::Client::new();
+    let signed_up: Value = http
+        .post(format!("{}/v1/tenants", server.address))
+        .json(&json!({"name": "acme"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let (id, secret) = (
+        signed_up["client_id"].as_str().unwrap().to_owned(),
+        signed_up["client_secret"].as_str().unwrap().to_owned(),
+    );
+
+    // SIGTERM: a clean exit that takes PostgreSQL with it.
+    server.signal("TERM");
+    let mut server = server;
+    assert!(server.wait(Duration::from_secs(30)).await.success());
+    wait_gone(pid, Duration::from_secs(5)).await;
+
+    // Second run: the same cluster, with the tenant still in it.
+    let server = ServerProcess::start(&env, dir.path()).await;
+    let token: Value = http
+        .post(format!("{}/oauth/token", server.address))
+        .basic_auth(&id, Some(&secret))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let repositories = http
+        .get(format!("{}/v1/repositories", server.address))
+        .bearer_auth(token["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(repositories.status(), StatusCode::OK);
+    let pid = postgres_pid(&data);
+
+    // SIGKILL: hookrelay gets no chance to clean up, and PostgreSQL still goes.
+    server.signal("KILL");
+    let mut server = server;
+    server.wait(Duration::from_secs(10)).await;
+    wait_gone(pid, Duration::from_secs(15)).await;
+}
+
+#[test]
+fn without_postgresql_binaries_the_error_names_the_package_and_database_url() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = hookrelay()
+        .arg("serve")
+        .env("HOOKRELAY_DATA_DIR", dir.path().join("data"))
+        .env("HOOKRELAY_POSTGRES_BIN_DIR", dir.path())
+        .env("HOOKRELAY_HTTP_ADDR", "127.0.0.1:0")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("apt-get install postgresql"), "{stderr}");
+    assert!(stderr.contains("DATABASE_URL"), "{stderr}");
+}

@@ -1,0 +1,464 @@
+//! spawn_app(): the real server on port 0 against a fresh database of a real
+//! PostgreSQL. With DATABASE_URL unset, one throwaway cluster is started per test
+//! process (it stops and deletes itself when the process exits).
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use hookrelay::config::{Config, DatabaseConfig, SecretKeySource};
+use hookrelay::embedded_db::{EmbeddedOptions, EmbeddedPostgres};
+use hookrelay::startup::Application;
+use reqwest::{Response, StatusCode};
+use secrecy::SecretString;
+use serde_json::{Value, json};
+use sha2::Sha256;
+use sqlx::{Connection, PgPool};
+
+pub const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures/github");
+
+pub fn fixture(name: &str) -> Vec<u8> {
+    let path = PathBuf::from(FIXTURES).join(format!("{name}.json"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()))
+}
+
+enum Server {
+    External(String),
+    Embedded(EmbeddedPostgres),
+}
+
+static SERVER: OnceLock<Server> = OnceLock::new();
+
+fn server() -> &'static Server {
+    SERVER.get_or_init(|| {
+        if std::env::var("TEST_LOG").is_ok() {
+            let _ = tracing_subscriber::fmt().with_test_writer().try_init();
+        }
+        match std::env::var("DATABASE_URL") {
+            Ok(url) if !url.is_empty() => Server::External(url),
+            _ => {
+                let dir = std::env::temp_dir().join(format!(
+                    "hookrelay-test-{}-{}",
+                    std::process::id(),
+                    uuid::Uuid::new_v4().simple()
+                ));
+                let cluster = EmbeddedPostgres::start(&EmbeddedOptions {
+                    dir,
+                    bin_dir: None,
+                    ephemeral: true,
+                    max_connections: 500,
+                })
+                .expect(
+                    "the test PostgreSQL cluster starts (install PostgreSQL or set DATABASE_URL)",
+                );
+                Server::Embedded(cluster)
+            }
+        }
+    })
+}
+
+/// A URL for `database` on the test server.
+pub fn database_url(database: &str) -> String {
+    match server() {
+        Server::External(url) => {
+            let mut url = url::Url::parse(url).expect("DATABASE_URL is a URL");
+            url.set_path(database);
+            url.to_string()
+        }
+        Server::Embedded(cluster) => {
+            let options = cluster.connect_options(database);
+            let socket = options
+                .get_socket()
+                .expect("a socket")
+                .display()
+                .to_string();
+            format!(
+                "postgres://postgres@localhost/{database}?host={socket}&port={}",
+                options.get_port()
+            )
+        }
+    }
+}
+
+/// The URL of the test server's maintenance database.
+pub fn admin_url() -> String {
+    match server() {
+        Server::External(url) => url.clone(),
+        Server::Embedded(_) => database_url("postgres"),
+    }
+}
+
+/// A new, empty database; returns its URL.
+pub async fn fresh_database() -> String {
+    let name = format!("test_{}", uuid::Uuid::new_v4().simple());
+    let mut admin = sqlx::PgConnection::connect(&admin_url())
+        .await
+        .expect("connect to the test server");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(r#"create database "{name}""#)))
+        .execute(&mut admin)
+        .await
+        .expect("create the test database");
+    admin.close().await.ok();
+    database_url(&name)
+}
+
+pub const TEST_SECRET_KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+
+pub fn test_config(database_url: &str) -> Config {
+    Config {
+        database: DatabaseConfig {
+            url: Some(SecretString::from(database_url.to_owned())),
+            data_dir: std::env::temp_dir(),
+            postgres_bin_dir: None,
+            max_connections: 8,
+        },
+        http_addr: "127.0.0.1:0".parse().unwrap(),
+        grpc_addr: "127.0.0.1:0".parse().unwrap(),
+        public_url: None,
+        signup_token: None,
+        secret_key: SecretKeySource::Value(SecretString::from(TEST_SECRET_KEY)),
+        jwt_key_file: None,
+        jwt_audience: "hookrelay".into(),
+        token_ttl: Duration::from_secs(900),
+        max_webhook_bytes: 25 * 1024 * 1024,
+        secret_rotation_grace: Duration::from_secs(24 * 3600),
+        migrate: true,
+    }
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub database_url: String,
+    pub pool: PgPool,
+    pub http: reqwest::Client,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
+    let database_url = fresh_database().await;
+    spawn_app_on(&database_url, configure)
+        .await
+        .expect("the application builds")
+}
+
+pub async fn spawn_app_on(
+    database_url: &str,
+    configure: impl FnOnce(&mut Config),
+) -> anyhow::Result<TestApp> {
+    let mut config = test_config(database_url);
+    configure(&mut config);
+    let app = Application::build(config).await?;
+    let address = format!("http://{}", app.http_addr());
+    let (stop, stopped) = tokio::sync::oneshot::channel();
+    tokio::spawn(app.run_until_stopped(async move {
+        let _ = stopped.await;
+    }));
+    Ok(TestApp {
+        address,
+        database_url: database_url.to_owned(),
+        pool: PgPool::connect(database_url).await?,
+        http: reqwest::Client::new(),
+        stop: Some(stop),
+    })
+}
+
+/// A signed-up tenant with a token holding every scope.
+#[derive(Debug, Clone)]
+pub struct TestTenant {
+    pub tenant_id: String,
+    pub client_id: String,
+    pub client_secret: String,
+    pub token: String,
+}
+
+/// A registered repository with its webhook secret.
+#[derive(Debug, Clone)]
+pub struct TestRepository {
+    pub id: String,
+    pub secret: String,
+}
+
+pub fn sign(secret: &str, body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> Response {
+        self.http
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn delete(&self, path: &str, token: &str) -> Response {
+        self.http
+            .delete(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn post_json(&self, path: &str, token: Option<&str>, body: &Value) -> Response {
+        let mut request = self.http.post(self.url(path)).json(body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.unwrap()
+    }
+
+    pub async fn sign_up(&self, name: &str) -> Value {
+        let response = self
+            .post_json("/v1/tenants", None, &json!({"name": name}))
+            .await;
+        assert_eq!(response.status(), StatusCode::CREATED);
+        response.json().await.unwrap()
+    }
+
+    /// client_secret_basic, as most OAuth2 clients send it.
+    pub async fn request_token(
+        &self,
+        client_id: &str,
+        secret: &str,
+        scope: Option<&str>,
+    ) -> Response {
+        let mut form = vec![("grant_type", "client_credentials")];
+        if let Some(scope) = scope {
+            form.push(("scope", scope));
+        }
+        self.http
+            .post(self.url("/oauth/token"))
+            .basic_auth(client_id, Some(secret))
+            .form(&form)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn token(&self, client_id: &str, secret: &str, scope: Option<&str>) -> String {
+        let response = self.request_token(client_id, secret, scope).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let body: Value = response.json().await.unwrap();
+        body["access_token"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn tenant(&self, name: &str) -> TestTenant {
+        let signed_up = self.sign_up(name).await;
+        let client_id = signed_up["client_id"].as_str().unwrap().to_owned();
+        let client_secret = signed_up["client_secret"].as_str().unwrap().to_owned();
+        let token = self.token(&client_id, &client_secret, None).await;
+        TestTenant {
+            tenant_id: signed_up["tenant_id"].as_str().unwrap().to_owned(),
+            client_id,
+            client_secret,
+            token,
+        }
+    }
+
+    pub async fn repository(&self, tenant: &TestTenant, name: &str) -> TestRepository {
+        let response = self
+            .post_json(
+                "/v1/repositories",
+                Some(&tenant.token),
+                &json!({"provider": "github", "name": name}),
+            )
+            .await;
+        assert_eq!(response.status(), StatusCode::CREATED);
+        let body: Value = response.json().await.unwrap();
+        TestRepository {
+            id: body["id"].as_str().unwrap().to_owned(),
+            secret: body["webhook_secret"].as_str().unwrap().to_owned(),
+        }
+    }
+
+    /// A GitHub delivery, signed with `secret`, as GitHub sends it.
+    pub async fn deliver(
+        &self,
+        repository_id: &str,
+        secret: &str,
+        event: &str,
+        delivery: &str,
+        body: &[u8],
+    ) -> Response {
+        self.http
+            .post(self.url(&format!("/v1/webhooks/{repository_id}")))
+            .header("content-type", "application/json")
+            .header("user-agent", "GitHub-Hookshot/044aadd")
+            .header("x-github-event", event)
+            .header("x-github-delivery", delivery)
+            .header("x-github-hook-id", "292430182")
+            .header("x-hub-signature-256", sign(secret, body))
+            .body(body.to_vec())
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn event_count(&self) -> i64 {
+        sqlx::query_scalar("select count(*) from event")
+            .fetch_one(&self.pool)
+            .await
+            .unwrap()
+    }
+
+    /// A digest of every row of every table: equal digests mean nothing changed.
+    pub async fn database_digest(&self) -> String {
+        let mut digest = String::new();
+        for table in ["tenant", "client", "repository", "event", "signing_key"] {
+            let sql = format!(
+                "select coalesce(md5(string_agg(t::text, '|' order by t::text)), '') from {table} t"
+            );
+            let part: String = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                .fetch_one(&self.pool)
+                .await
+                .unwrap();
+            digest.push_str(&part);
+        }
+        digest
+    }
+}
+
+/// Asserts an API error: status and `{"error": code}`.
+pub async fn assert_error(response: Response, status: StatusCode, code: &str) -> Value {
+    assert_eq!(response.status(), status, "expected {status} {code}");
+    let body: Value = response.json().await.expect("an error body in JSON");
+    assert_eq!(body["error"], code, "{body}");
+    assert!(
+        body["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+    body
+}
+
+pub fn base64url(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// A `hookrelay` process, killed (and waited for) on drop.
+pub struct ServerProcess {
+    pub child: Child,
+    pub address: String,
+    pub stdout: PathBuf,
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn hookrelay() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_hookrelay"));
+    command.env_remove("DATABASE_URL").env("RUST_LOG", "info");
+    command
+}
+
+impl ServerProcess {
+    /// Starts `hookrelay serve` with `envs` and waits until /readyz answers 200.
+    pub async fn start(envs: &[(&str, String)], log_dir: &std::path::Path) -> ServerProcess {
+        let port = free_port();
+        let stdout = log_dir.join(format!("hookrelay-{port}.log"));
+        let mut command = hookrelay();
+        command
+            .arg("serve")
+            .env("HOOKRELAY_HTTP_ADDR", format!("127.0.0.1:{port}"))
+            .stdout(std::fs::File::create(&stdout).unwrap())
+            .stderr(Stdio::inherit());
+        for (name, value) in envs {
+            command.env(name, value);
+        }
+        let child = command.spawn().expect("hookrelay starts");
+        let mut server = ServerProcess {
+            child,
+            address: format!("http://127.0.0.1:{port}"),
+            stdout,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(response) = reqwest::get(format!("{}/readyz", server.address)).await
+                && response.status() == StatusCode::OK
+            {
+                return server;
+            }
+            if let Some(status) = server.child.try_wait().unwrap() {
+                panic!(
+                    "hookrelay exited with {status}: {}",
+                    std::fs::read_to_string(&server.stdout).unwrap_or_default()
+                );
+            }
+            assert!(Instant::now() < deadline, "hookrelay did not become ready");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit; panics after `timeout`.
+    pub async fn wait(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "hookrelay did not exit within {timeout:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.stdout).unwrap_or_default()
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Whether a process with this PID is alive (zombies count as gone).
+pub fn process_alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|stat| {
+            stat.split_whitespace()
+                .nth(2)
+                .is_none_or(|state| state != "Z")
+        })
+        .unwrap_or(false)
+}

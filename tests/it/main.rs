@@ -1,0 +1,16 @@
+//! Integration tests: the real server over HTTP against a real PostgreSQL.
+mod helpers;
+
+mod clients;
+mod config;
+mod embedded;
+mod health;
+mod isolation;
+mod migrate;
+mod oauth;
+mod observability;
+mod repositories;
+mod secrets_at_rest;
+mod signup;
+mod tokens;
+mod webhooks;

@@ -1,0 +1,173 @@
+use hookrelay::secrets::SecretKey;
+use jsonwebtoken::jwk::JwkSet;
+use p256::pkcs8::{DecodePrivateKey, EncodePrivateKey};
+use reqwest::StatusCode;
+
+use crate::helpers::{TEST_SECRET_KEY, spawn_app, spawn_app_on};
+
+fn test_key() -> SecretKey {
+    SecretKey::from_base64(&TEST_SECRET_KEY.to_owned().into()).unwrap()
+}
+
+#[tokio::test]
+async fn webhook_secrets_are_encrypted_and_bound_to_their_repository() {
+    let app = spawn_app().await;
+    let tenant = app.tenant("acme").await;
+    let one = app.repository(&tenant, "acme/one").await;
+    let two = app.repository(&tenant, "acme/two").await;
+
+    let sealed: Vec<u8> =
+        sqlx::query_scalar("select webhook_secret from repository where repository_id = $1::uuid")
+            .bind(&one.id)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert!(
+        !sealed
+            .windows(one.secret.len())
+            .any(|w| w == one.secret.as_bytes()),
+        "stored in the clear"
+    );
+    let key = test_key();
+    let opened = key
+        .decrypt(&sealed, &format!("repository:{}:webhook_secret", one.id))
+        .unwrap();
+    assert_eq!(opened, one.secret.as_bytes());
+    // Moved to another row, the ciphertext no longer opens.
+    assert!(
+        key.decrypt(&sealed, &format!("repository:{}:webhook_secret", two.id))
+            .is_err()
+    );
+    // Nor with another key.
+    assert!(
+        SecretKey::generate()
+            .decrypt(&sealed, &format!("repository:{}:webhook_secret", one.id))
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn the_generated_signing_key_is_stored_encrypted() {
+    let app = spawn_app().await;
+    let (kid, sealed): (String, Vec<u8>) =
+        sqlx::query_as("select kid, private_key from signing_key")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert!(
+        p256::SecretKey::from_pkcs8_der(&sealed).is_err(),
+        "the private key is stored in the clear"
+    );
+    let der = test_key()
+        .decrypt(&sealed, &format!("signing_key:{kid}"))
+        .unwrap();
+    assert!(p256::SecretKey::from_pkcs8_der(&der).is_ok());
+}
+
+#[tokio::test]
+async fn a_replica_with_another_key_encryption_key_refuses_to_start() {
+    let app = spawn_app().await;
+    let other = hookrelay::config::SecretKeySource::Value(
+        "QUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUE="
+            .to_owned()
+            .into(),
+    );
+    let error = spawn_app_on(&app.database_url, |c| c.secret_key = other)
+        .await
+        .err()
+        .expect("the start fails");
+    assert!(
+        format!("{error:#}").contains("HOOKRELAY_SECRET_KEY"),
+        "{error:#}"
+    );
+}
+
+#[tokio::test]
+async fn replicas_on_one_database_share_the_signing_key() {
+    // Replicas sit behind one public URL, which is the token issuer.
+    let public_url = || Some(url::Url::parse("https://relay.example.com").unwrap());
+    let a = crate::helpers::spawn_app_with(|c| c.public_url = public_url()).await;
+    let b = spawn_app_on(&a.database_url, |c| c.public_url = public_url())
+        .await
+        .unwrap();
+    let tenant = a.tenant("acme").await;
+
+    // Issued by replica A, accepted by replica B: one key, listed by both.
+    assert_eq!(
+        b.get("/v1/repositories", &tenant.token).await.status(),
+        StatusCode::OK
+    );
+    let jwks_a: JwkSet = a
+        .http
+        .get(a.url("/.well-known/jwks.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let jwks_b: JwkSet = b
+        .http
+        .get(b.url("/.well-known/jwks.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(jwks_a.keys.len(), 1);
+    assert_eq!(jwks_a.keys[0].common.key_id, jwks_b.keys[0].common.key_id);
+}
+
+#[tokio::test]
+async fn a_pem_signing_key_file_is_used_when_configured() {
+    let dir = tempfile::tempdir().unwrap();
+    let ec = dir.path().join("ec.pem");
+    let secret = p256::SecretKey::random(&mut rand::rngs::OsRng);
+    std::fs::write(
+        &ec,
+        secret.to_pkcs8_pem(Default::default()).unwrap().as_bytes(),
+    )
+    .unwrap();
+    let rsa = dir.path().join("rsa.pem");
+    let generated = std::process::Command::new("openssl")
+        .args([
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+        ])
+        .arg(&rsa)
+        .status()
+        .expect("openssl runs");
+    assert!(generated.success());
+
+    for (path, algorithm) in [(ec, "ES256"), (rsa, "RS256")] {
+        let app = crate::helpers::spawn_app_with(|c| c.jwt_key_file = Some(path.clone())).await;
+        let tenant = app.tenant("acme").await;
+        let header = jsonwebtoken::decode_header(&tenant.token).unwrap();
+        assert_eq!(format!("{:?}", header.alg), algorithm);
+        let jwks: JwkSet = app
+            .http
+            .get(app.url("/.well-known/jwks.json"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(jwks.keys.len(), 1);
+        assert_eq!(jwks.keys[0].common.key_id, header.kid);
+        assert_eq!(
+            app.get("/v1/repositories", &tenant.token).await.status(),
+            StatusCode::OK
+        );
+        let stored: i64 = sqlx::query_scalar("select count(*) from signing_key")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+        assert_eq!(stored, 0, "no key is generated when a key file is given");
+    }
+}
