@@ -12,6 +12,9 @@ pub enum Error {
     /// Missing, malformed, expired or revoked credentials.
     #[error("{0}")]
     Unauthenticated(String),
+    /// A webhook whose provider signature is missing or wrong.
+    #[error("{0}")]
+    InvalidSignature(String),
     /// Authenticated, but the token lacks a scope.
     #[error("this operation requires the `{0}` scope")]
     InsufficientScope(crate::domain::Scope),
@@ -50,6 +53,7 @@ impl Error {
     pub fn code(&self) -> &'static str {
         match self {
             Error::Unauthenticated(_) => "unauthenticated",
+            Error::InvalidSignature(_) => "invalid_signature",
             Error::InsufficientScope(_) => "insufficient_scope",
             Error::Forbidden(_) => "forbidden",
             Error::NotFound(_) => "not_found",
@@ -65,7 +69,7 @@ impl Error {
 
     pub fn status(&self) -> StatusCode {
         match self {
-            Error::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            Error::Unauthenticated(_) | Error::InvalidSignature(_) => StatusCode::UNAUTHORIZED,
             Error::InsufficientScope(_) | Error::Forbidden(_) => StatusCode::FORBIDDEN,
             Error::NotFound(_) => StatusCode::NOT_FOUND,
             Error::Conflict(_) => StatusCode::CONFLICT,

@@ -128,7 +128,7 @@ async fn accept(
 fn webhook_error(error: WebhookError) -> Error {
     match error {
         WebhookError::MissingSignature(_) | WebhookError::BadSignature(_) => {
-            Error::Unauthenticated(error.to_string())
+            Error::InvalidSignature(error.to_string())
         }
         WebhookError::BadHeader(name) => Error::invalid(name, "missing or malformed"),
     }
@@ -162,13 +162,14 @@ fn is_length_limit(error: &axum::Error) -> bool {
 
 fn rejection_reason(error: &Error) -> &'static str {
     match error {
-        Error::Unauthenticated(_) => "signature",
+        Error::InvalidSignature(_) => "signature",
         Error::NotFound(_) => "unknown_repository",
         Error::PayloadTooLarge { .. } => "too_large",
         Error::UnsupportedMediaType(_) => "content_type",
         Error::Invalid { .. } | Error::InvalidJson(_) => "bad_request",
         Error::Unavailable(_) => "unavailable",
-        Error::InsufficientScope(_)
+        Error::Unauthenticated(_)
+        | Error::InsufficientScope(_)
         | Error::Forbidden(_)
         | Error::Conflict(_)
         | Error::Database(_)

@@ -85,7 +85,7 @@ async fn another_tenants_resources_are_not_found() {
             b"{}",
         )
         .await;
-    assert_error(forged, StatusCode::UNAUTHORIZED, "unauthenticated").await;
+    assert_error(forged, StatusCode::UNAUTHORIZED, "invalid_signature").await;
     assert_eq!(app.database_digest().await, before_webhook);
     assert_ne!(before, before_webhook);
 

@@ -209,7 +209,7 @@ async fn a_rotated_secret_verifies_alongside_the_old_one_for_the_grace_period() 
     let late = app
         .deliver(&repository.id, &repository.secret, "ping", "d-late", &body)
         .await;
-    assert_error(late, StatusCode::UNAUTHORIZED, "unauthenticated").await;
+    assert_error(late, StatusCode::UNAUTHORIZED, "invalid_signature").await;
     assert_eq!(
         app.deliver(&repository.id, new_secret, "ping", "d-new-2", &body)
             .await

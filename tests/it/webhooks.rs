@@ -178,31 +178,31 @@ async fn bad_deliveries_are_refused_and_store_nothing() {
     };
 
     let no_signature = base().send().await.unwrap();
-    assert_error(no_signature, StatusCode::UNAUTHORIZED, "unauthenticated").await;
+    assert_error(no_signature, StatusCode::UNAUTHORIZED, "invalid_signature").await;
     let wrong_secret = base()
         .header("x-hub-signature-256", sign("not-the-secret", &body))
         .send()
         .await
         .unwrap();
-    assert_error(wrong_secret, StatusCode::UNAUTHORIZED, "unauthenticated").await;
+    assert_error(wrong_secret, StatusCode::UNAUTHORIZED, "invalid_signature").await;
     let other_body = base()
         .header("x-hub-signature-256", sign(&repository.secret, b"{}"))
         .send()
         .await
         .unwrap();
-    assert_error(other_body, StatusCode::UNAUTHORIZED, "unauthenticated").await;
+    assert_error(other_body, StatusCode::UNAUTHORIZED, "invalid_signature").await;
     let sha1_only = base()
         .header("x-hub-signature", "sha1=0000")
         .send()
         .await
         .unwrap();
-    assert_error(sha1_only, StatusCode::UNAUTHORIZED, "unauthenticated").await;
+    assert_error(sha1_only, StatusCode::UNAUTHORIZED, "invalid_signature").await;
     let garbage = base()
         .header("x-hub-signature-256", "sha256=not-hex")
         .send()
         .await
         .unwrap();
-    assert_error(garbage, StatusCode::UNAUTHORIZED, "unauthenticated").await;
+    assert_error(garbage, StatusCode::UNAUTHORIZED, "invalid_signature").await;
 
     let signed = |request: reqwest::RequestBuilder| {
         request.header("x-hub-signature-256", sign(&repository.secret, &body))
