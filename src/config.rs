@@ -10,14 +10,16 @@ use clap::{Args, CommandFactory, Parser, Subcommand};
 use secrecy::SecretString;
 use url::Url;
 
-#[derive(Debug, Parser)]
+// No Debug on the argument types: they hold secrets as plain strings until
+// `into_config` wraps them in SecretString.
+#[derive(Parser)]
 #[command(name = "hookrelay", version, about = "Multi-tenant webhook relay")]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Subcommand)]
 pub enum Command {
     /// Run the HTTP API (and, later, the gRPC API) until SIGTERM or Ctrl-C.
     Serve(Box<ServeArgs>),
@@ -25,7 +27,7 @@ pub enum Command {
     Migrate(DatabaseArgs),
 }
 
-#[derive(Debug, Clone, Args)]
+#[derive(Clone, Args)]
 pub struct DatabaseArgs {
     /// PostgreSQL URL. When unset, a private PostgreSQL server is run from the
     /// machine's PostgreSQL binaries, inside the data directory.
@@ -47,7 +49,7 @@ pub struct DatabaseArgs {
     pub db_max_connections: u32,
 }
 
-#[derive(Debug, Clone, Args)]
+#[derive(Clone, Args)]
 pub struct ServeArgs {
     #[command(flatten)]
     pub database: DatabaseArgs,

@@ -64,8 +64,10 @@ impl IntoResponse for OAuthError {
 
 impl From<crate::error::Error> for OAuthError {
     fn from(error: crate::error::Error) -> Self {
-        // Logged by the API error's own response path.
-        let _ = error.into_response();
+        tracing::error!(
+            error = format!("{:#}", anyhow::Error::from(error)),
+            "token endpoint failed"
+        );
         OAuthError::new("server_error", "internal error")
     }
 }
