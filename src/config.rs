@@ -25,6 +25,8 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Apply pending database migrations and exit.
     Migrate(DatabaseArgs),
+    /// Relay a tenant's events to a local target (the agent for private networks).
+    Relay(Box<crate::relay::RelayArgs>),
 }
 
 #[derive(Clone, Args)]
@@ -108,6 +110,18 @@ pub struct ServeArgs {
           value_parser = parse_duration)]
     pub secret_rotation_grace: Duration,
 
+    /// Events older than this are deleted by a background job.
+    #[arg(long, env = "HOOKRELAY_RETENTION", default_value = "7d", value_parser = parse_duration)]
+    pub retention: Duration,
+
+    /// PEM certificate chain: serve both listeners over TLS (with --tls-key).
+    #[arg(long, env = "HOOKRELAY_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "HOOKRELAY_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
     /// Do not apply pending migrations at start (run `hookrelay migrate` instead).
     #[arg(long, env = "HOOKRELAY_NO_MIGRATE")]
     pub no_migrate: bool,
@@ -145,6 +159,8 @@ pub struct Config {
     pub token_ttl: Duration,
     pub max_webhook_bytes: usize,
     pub secret_rotation_grace: Duration,
+    pub retention: Duration,
+    pub tls: Option<crate::tls::TlsFiles>,
     pub migrate: bool,
 }
 
@@ -290,6 +306,11 @@ impl ServeArgs {
             token_ttl: self.token_ttl,
             max_webhook_bytes: usize::try_from(self.max_webhook_bytes).unwrap_or(usize::MAX),
             secret_rotation_grace: self.secret_rotation_grace,
+            retention: self.retention,
+            tls: self
+                .tls_cert
+                .zip(self.tls_key)
+                .map(|(cert, key)| crate::tls::TlsFiles { cert, key }),
             migrate: !self.no_migrate,
         })
     }

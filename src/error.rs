@@ -35,6 +35,9 @@ pub enum Error {
     PayloadTooLarge { limit: usize },
     #[error("{0}")]
     Unavailable(String),
+    /// A consumer's cursor is older than the retained events.
+    #[error("{0}")]
+    BehindRetention(String),
     #[error(transparent)]
     Database(#[from] sqlx::Error),
     #[error(transparent)]
@@ -63,6 +66,7 @@ impl Error {
             Error::UnsupportedMediaType(_) => "unsupported_media_type",
             Error::PayloadTooLarge { .. } => "payload_too_large",
             Error::Unavailable(_) => "unavailable",
+            Error::BehindRetention(_) => "behind_retention",
             Error::Database(_) | Error::Internal(_) => "internal",
         }
     }
@@ -77,15 +81,33 @@ impl Error {
             Error::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Error::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::BehindRetention(_) => StatusCode::GONE,
             Error::Database(_) | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The same error as a gRPC status.
+    pub fn grpc_code(&self) -> tonic::Code {
+        match self {
+            Error::Unauthenticated(_) | Error::InvalidSignature(_) => tonic::Code::Unauthenticated,
+            Error::InsufficientScope(_) | Error::Forbidden(_) => tonic::Code::PermissionDenied,
+            Error::NotFound(_) => tonic::Code::NotFound,
+            Error::Conflict(_) => tonic::Code::AlreadyExists,
+            Error::Invalid { .. } | Error::InvalidJson(_) | Error::UnsupportedMediaType(_) => {
+                tonic::Code::InvalidArgument
+            }
+            Error::PayloadTooLarge { .. } => tonic::Code::ResourceExhausted,
+            Error::Unavailable(_) => tonic::Code::Unavailable,
+            Error::BehindRetention(_) => tonic::Code::FailedPrecondition,
+            Error::Database(_) | Error::Internal(_) => tonic::Code::Internal,
         }
     }
 }
 
-impl IntoResponse for Error {
-    fn into_response(self) -> Response {
-        let status = self.status();
-        let message = match &self {
+impl Error {
+    /// The client-facing message; internal errors are logged here, once, and hidden.
+    fn public_message(&self) -> String {
+        match self {
             Error::Database(error) => {
                 tracing::error!(error = %error, "database error");
                 "internal error".to_owned()
@@ -95,7 +117,20 @@ impl IntoResponse for Error {
                 "internal error".to_owned()
             }
             other => other.to_string(),
-        };
+        }
+    }
+}
+
+impl From<Error> for tonic::Status {
+    fn from(error: Error) -> Self {
+        tonic::Status::new(error.grpc_code(), error.public_message())
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let message = self.public_message();
         let mut response = (
             status,
             Json(json!({"error": self.code(), "message": message})),

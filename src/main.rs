@@ -9,6 +9,7 @@ use hookrelay::telemetry;
 enum Run {
     Serve(Box<Config>),
     Migrate(DatabaseConfig),
+    Relay(Box<hookrelay::relay::RelayArgs>),
 }
 
 fn main() -> ExitCode {
@@ -18,6 +19,7 @@ fn main() -> ExitCode {
             .into_config()
             .map(|config| Run::Serve(Box::new(config))),
         Command::Migrate(args) => args.into_config().map(Run::Migrate),
+        Command::Relay(args) => Ok(Run::Relay(args)),
     };
     let run = match run {
         Ok(run) => run,
@@ -46,6 +48,15 @@ fn main() -> ExitCode {
                 app.run_until_stopped(startup::shutdown_signal()).await
             }
             Run::Migrate(config) => startup::migrate_only(config).await,
+            Run::Relay(args) => {
+                let stop = tokio_util::sync::CancellationToken::new();
+                let trigger = stop.clone();
+                tokio::spawn(async move {
+                    startup::shutdown_signal().await;
+                    trigger.cancel();
+                });
+                hookrelay::relay::run(*args, stop).await
+            }
         }
     });
     drop(runtime);

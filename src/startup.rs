@@ -14,10 +14,17 @@ use tokio::net::TcpListener;
 use crate::auth::Keys;
 use crate::config::{Config, DatabaseConfig, SecretKeySource};
 use crate::embedded_db::{EmbeddedOptions, EmbeddedPostgres};
+use crate::grpc::proto::event_service_server::EventServiceServer;
+use crate::grpc::{Authenticate, EventsService};
 use crate::ingest::Ingestor;
 use crate::secrets::SecretKey;
 use crate::store;
+use crate::streams::StreamHub;
 use crate::telemetry::Metrics;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Identity, ServerTlsConfig};
+use tonic_health::ServingStatus;
 
 /// Settings the handlers read.
 #[derive(Debug)]
@@ -38,6 +45,7 @@ pub struct AppState {
     pub secret_key: Arc<SecretKey>,
     pub ingestor: Ingestor,
     pub metrics: Arc<Metrics>,
+    pub streams: Arc<StreamHub>,
 }
 
 /// The database the server runs on: an external one, or the embedded default.
@@ -99,6 +107,20 @@ pub struct Application {
     database: Database,
     http: TcpListener,
     http_addr: SocketAddr,
+    grpc: TcpListener,
+    grpc_addr: SocketAddr,
+    tls: Option<crate::tls::TlsFiles>,
+    retention: Duration,
+    ingest_writers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// What `build_on` prepares on an open database.
+struct Parts {
+    state: AppState,
+    http: TcpListener,
+    http_addr: SocketAddr,
+    grpc: TcpListener,
+    grpc_addr: SocketAddr,
     ingest_writers: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -107,12 +129,31 @@ impl Application {
     /// (port 0 picks a free port; see `http_addr`).
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let database = Database::open(&config.database).await?;
-        match Self::build_on(config, &database).await {
-            Ok((state, http, http_addr, ingest_writers)) => Ok(Self {
+        let (tls, retention) = (config.tls.clone(), config.retention);
+        let built = async {
+            if let Some(tls) = &tls {
+                // Fail at start, not at the first connection.
+                tls.http_acceptor()?;
+            }
+            Self::build_on(config, &database).await
+        };
+        match built.await {
+            Ok(Parts {
+                state,
+                http,
+                http_addr,
+                grpc,
+                grpc_addr,
+                ingest_writers,
+            }) => Ok(Self {
                 state,
                 database,
                 http,
                 http_addr,
+                grpc,
+                grpc_addr,
+                tls,
+                retention,
                 ingest_writers,
             }),
             Err(error) => {
@@ -122,15 +163,7 @@ impl Application {
         }
     }
 
-    async fn build_on(
-        config: Config,
-        database: &Database,
-    ) -> anyhow::Result<(
-        AppState,
-        TcpListener,
-        SocketAddr,
-        Vec<tokio::task::JoinHandle<()>>,
-    )> {
+    async fn build_on(config: Config, database: &Database) -> anyhow::Result<Parts> {
         let pool = database.pool.clone();
         if config.migrate {
             store::migrate(&pool).await?;
@@ -160,9 +193,18 @@ impl Application {
             format!("cannot listen on HOOKRELAY_HTTP_ADDR {}", config.http_addr)
         })?;
         let http_addr = http.local_addr()?;
+        let grpc = TcpListener::bind(config.grpc_addr).await.with_context(|| {
+            format!("cannot listen on HOOKRELAY_GRPC_ADDR {}", config.grpc_addr)
+        })?;
+        let grpc_addr = grpc.local_addr()?;
+        let scheme = if config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         let public_url = match &config.public_url {
             Some(url) => url.as_str().trim_end_matches('/').to_owned(),
-            None => format!("http://{http_addr}"),
+            None => format!("{scheme}://{http_addr}"),
         };
         let keys = Keys::load(
             config.jwt_key_file.as_deref(),
@@ -187,20 +229,33 @@ impl Application {
             secret_key: Arc::new(secret_key),
             ingestor,
             metrics: Arc::new(Metrics::default()),
+            streams: StreamHub::new(),
         };
-        Ok((state, http, http_addr, ingest_writers))
+        Ok(Parts {
+            state,
+            http,
+            http_addr,
+            grpc,
+            grpc_addr,
+            ingest_writers,
+        })
     }
 
     pub fn http_addr(&self) -> SocketAddr {
         self.http_addr
     }
 
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc_addr
+    }
+
     pub fn state(&self) -> &AppState {
         &self.state
     }
 
-    /// Serves until `shutdown` completes, then drains: in-flight requests (and
-    /// so webhook ingests) finish, the ingest writers commit what they hold, the
+    /// Serves HTTP and gRPC until `shutdown` completes, then drains: open
+    /// streams end with UNAVAILABLE (reconnect now), in-flight requests (and so
+    /// webhook ingests) finish, the ingest writers commit what they hold, the
     /// pool closes and the embedded database stops.
     pub async fn run_until_stopped(
         self,
@@ -211,19 +266,166 @@ impl Application {
             database,
             http,
             http_addr,
+            grpc,
+            grpc_addr,
+            tls,
+            retention,
             ingest_writers,
         } = self;
-        tracing::info!(%http_addr, public_url = %state.settings.public_url, "hookrelay is serving");
-        let router = crate::http::router(state);
-        let served = axum::serve(http, router)
-            .with_graceful_shutdown(shutdown)
-            .await;
+        tracing::info!(
+            %http_addr,
+            %grpc_addr,
+            public_url = %state.settings.public_url,
+            tls = tls.is_some(),
+            "hookrelay is serving"
+        );
+        let stop = CancellationToken::new();
+        let background = [
+            tokio::spawn(
+                state
+                    .streams
+                    .clone()
+                    .listen(state.pool.clone(), stop.clone()),
+            ),
+            tokio::spawn(
+                state
+                    .streams
+                    .clone()
+                    .check_revocations(state.pool.clone(), stop.clone()),
+            ),
+            tokio::spawn(retention_job(state.pool.clone(), retention, stop.clone())),
+        ];
+        let (health_reporter, health) = tonic_health::server::health_reporter();
+        let health_task = tokio::spawn(report_health(
+            state.pool.clone(),
+            health_reporter,
+            stop.clone(),
+        ));
+
+        let grpc_server = grpc_server(&state, health, tls.as_ref(), stop.clone(), grpc)?;
+        let https = tls.as_ref().map(|tls| tls.http_acceptor()).transpose()?;
+        let router = crate::http::router(state.clone());
+        let http_stop = stop.clone();
+        let http_server = async move {
+            match https {
+                Some(acceptor) => {
+                    crate::tls::serve_https(http, acceptor, router, http_stop.cancelled_owned())
+                        .await
+                }
+                None => axum::serve(http, router)
+                    .with_graceful_shutdown(http_stop.cancelled_owned())
+                    .await
+                    .context("the HTTP server failed"),
+            }
+        };
+        let trigger = stop.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            trigger.cancel();
+        });
+        let (served_http, served_grpc) = tokio::join!(http_server, grpc_server);
+        stop.cancel();
+        for task in background {
+            let _ = task.await;
+        }
+        let _ = health_task.await;
+        drop(state);
         for writer in ingest_writers {
             let _ = writer.await;
         }
         database.close().await;
         tracing::info!("hookrelay stopped");
-        served.context("the HTTP server failed")
+        served_http?;
+        served_grpc
+    }
+}
+
+/// The gRPC server: EventService behind the auth interceptor; health and
+/// reflection (v1 and v1alpha, which grpcurl speaks) without auth.
+fn grpc_server(
+    state: &AppState,
+    health: tonic_health::pb::health_server::HealthServer<
+        impl tonic_health::pb::health_server::Health,
+    >,
+    tls: Option<&crate::tls::TlsFiles>,
+    stop: CancellationToken,
+    listener: TcpListener,
+) -> anyhow::Result<impl Future<Output = anyhow::Result<()>>> {
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::grpc::proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let events = EventServiceServer::with_interceptor(
+        EventsService::new(state.pool.clone(), state.streams.clone(), stop.clone()),
+        Authenticate::new(state.keys.clone()),
+    );
+    let mut builder = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)));
+    if let Some(tls) = tls {
+        let (cert, key) = tls.read()?;
+        builder =
+            builder.tls_config(ServerTlsConfig::new().identity(Identity::from_pem(cert, key)))?;
+    }
+    let router = builder
+        .add_service(health)
+        .add_service(reflection().build_v1()?)
+        .add_service(reflection().build_v1alpha()?)
+        .add_service(events);
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    Ok(async move {
+        router
+            .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
+            .await
+            .context("the gRPC server failed")
+    })
+}
+
+/// grpc.health.v1: SERVING while the database answers, NOT_SERVING otherwise.
+async fn report_health(
+    pool: PgPool,
+    reporter: tonic_health::server::HealthReporter,
+    stop: CancellationToken,
+) {
+    const SERVICE: &str = "hookrelay.v1.EventService";
+    let mut interval = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => break,
+            _ = interval.tick() => {}
+        }
+        let status = if store::ping(&pool).await {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        reporter.set_service_status("", status).await;
+        reporter.set_service_status(SERVICE, status).await;
+    }
+    reporter
+        .set_service_status("", ServingStatus::NotServing)
+        .await;
+    reporter
+        .set_service_status(SERVICE, ServingStatus::NotServing)
+        .await;
+}
+
+/// Deletes events older than `retention`, every quarter of it (at most every minute).
+async fn retention_job(pool: PgPool, retention: Duration, stop: CancellationToken) {
+    let every = (retention / 4).clamp(Duration::from_millis(250), Duration::from_secs(60));
+    let mut interval = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = interval.tick() => {}
+        }
+        let cutoff = time::OffsetDateTime::now_utc() - retention;
+        match store::event::delete_expired(&pool, cutoff, 10_000).await {
+            Ok(0) => {}
+            Ok(deleted) => tracing::info!(deleted, "retention deleted expired events"),
+            Err(error) => tracing::warn!(%error, "retention job failed"),
+        }
     }
 }
 

@@ -4,10 +4,8 @@ use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 
 use super::{Tenant, VerifyError};
-use crate::domain::{ClientId, Scopes, TenantId};
 use crate::error::Error;
 use crate::startup::AppState;
-use crate::store;
 
 /// The bearer token of `Authorization`, if the header is well formed.
 pub fn bearer_token(headers: &HeaderMap) -> Result<&str, Error> {
@@ -45,23 +43,9 @@ impl FromRequestParts<AppState> for Tenant {
         }
         .map_err(|e| Error::Unauthenticated(e.to_string()))?;
 
-        let client_id = ClientId::parse(&claims.sub).ok_or_else(|| {
-            Error::Unauthenticated("the token's subject is not a hookrelay client".into())
-        })?;
-        let tenant_id = TenantId::from_uuid(claims.tenant_id);
-        let scopes = Scopes::parse_space_separated(&claims.scope)
-            .map_err(|e| Error::Unauthenticated(format!("the token's scope is invalid: {e}")))?;
-        // A deleted client's tokens stop working from the next request on.
-        if !store::client::is_active(&state.pool, tenant_id, &client_id).await? {
-            return Err(Error::Unauthenticated(
-                "the client of this token was deleted".into(),
-            ));
-        }
-        tracing::Span::current().record("tenant_id", tracing::field::display(tenant_id));
-        Ok(Tenant {
-            id: tenant_id,
-            client_id,
-            scopes,
-        })
+        let tenant = Tenant::from_claims(&claims)?;
+        tenant.check_active(&state.pool).await?;
+        tracing::Span::current().record("tenant_id", tracing::field::display(tenant.id));
+        Ok(tenant)
     }
 }

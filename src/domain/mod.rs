@@ -5,5 +5,5 @@ mod repository;
 mod scope;
 
 pub use ids::{ClientId, DeliveryId, EventId, RepositoryId, TenantId};
-pub use repository::{DisplayName, Provider, RepositoryName};
+pub use repository::{ConsumerName, DisplayName, Provider, RepositoryName};
 pub use scope::{Scope, Scopes};

@@ -85,3 +85,26 @@ impl DisplayName {
         &self.0
     }
 }
+
+/// A consumer name, e.g. `jenkins-eu`: 1 to 100 letters, digits, `.`, `_`, `-`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ConsumerName(String);
+
+impl ConsumerName {
+    pub fn parse(value: &str) -> Result<Self, String> {
+        let valid = !value.is_empty()
+            && value.len() <= 100
+            && value
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+        if valid {
+            Ok(Self(value.to_owned()))
+        } else {
+            Err("must be 1 to 100 letters, digits, `.`, `_` or `-`".into())
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}

@@ -1,6 +1,7 @@
 //! The HTTP API: one module per resource, each with its own `router()`.
 
 mod clients;
+mod deliveries;
 mod health;
 mod json;
 mod oauth;
@@ -35,6 +36,7 @@ pub fn router(state: AppState) -> Router {
         .merge(oauth::router())
         .merge(repositories::router())
         .merge(clients::router())
+        .merge(deliveries::router())
         .layer(DefaultBodyLimit::max(API_BODY_LIMIT));
     Router::new()
         .merge(api)

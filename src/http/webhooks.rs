@@ -168,6 +168,7 @@ fn rejection_reason(error: &Error) -> &'static str {
         Error::UnsupportedMediaType(_) => "content_type",
         Error::Invalid { .. } | Error::InvalidJson(_) => "bad_request",
         Error::Unavailable(_) => "unavailable",
+        Error::BehindRetention(_) => "internal",
         Error::Unauthenticated(_)
         | Error::InsufficientScope(_)
         | Error::Forbidden(_)

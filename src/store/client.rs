@@ -116,3 +116,17 @@ pub async fn credentials(
     })
     .transpose()
 }
+
+/// Which of these client ids still exist (any tenant: used to close the open
+/// streams of deleted clients, whose tenants are known to the caller).
+pub async fn existing(
+    pool: &PgPool,
+    client_ids: &[String],
+) -> Result<std::collections::HashSet<String>, Error> {
+    let rows: Vec<String> =
+        sqlx::query_scalar("select client_id from client where client_id = any($1)")
+            .bind(client_ids)
+            .fetch_all(pool)
+            .await?;
+    Ok(rows.into_iter().collect())
+}

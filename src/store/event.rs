@@ -158,3 +158,139 @@ async fn insert_locked(
         .map(|o| o.ok_or_else(|| Error::Internal(anyhow::anyhow!("ingested event has no id"))))
         .collect()
 }
+
+/// A stored event, as streamed and listed.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct StoredEvent {
+    pub event_id: i64,
+    pub repository_id: uuid::Uuid,
+    pub provider: String,
+    pub event_type: String,
+    pub delivery_id: String,
+    pub received_at: OffsetDateTime,
+    pub headers: sqlx::types::Json<Vec<(String, String)>>,
+    pub body: Vec<u8>,
+}
+
+/// Which events a stream reads: some repositories, or all of the tenant's.
+#[derive(Debug, Clone)]
+pub struct StreamScope {
+    /// None: every repository of the tenant, including ones registered later.
+    pub repositories: Option<Vec<RepositoryId>>,
+    /// Per-repository starting cursors (the consumer's acks).
+    pub cursors: Vec<(RepositoryId, i64)>,
+    /// The cursor of repositories without one of their own.
+    pub default_cursor: i64,
+}
+
+/// The next events of a stream in id order: for each repository, those after
+/// max(its cursor, `floor`). Ids are in commit order, so nothing below `floor`
+/// can still appear.
+pub async fn stream_batch(
+    pool: &PgPool,
+    tenant_id: TenantId,
+    scope: &StreamScope,
+    floor: i64,
+    limit: i64,
+) -> Result<Vec<StoredEvent>, Error> {
+    let (cursor_repositories, cursor_values): (Vec<uuid::Uuid>, Vec<i64>) =
+        scope.cursors.iter().map(|(r, c)| (r.as_uuid(), *c)).unzip();
+    let lowest = scope
+        .cursors
+        .iter()
+        .map(|(_, c)| *c)
+        .chain([scope.default_cursor])
+        .min()
+        .unwrap_or(0)
+        .max(floor);
+    let repositories: Option<Vec<uuid::Uuid>> = scope
+        .repositories
+        .as_ref()
+        .map(|ids| ids.iter().map(RepositoryId::as_uuid).collect());
+    let events = sqlx::query_as(
+        "select e.event_id, e.repository_id, e.provider, e.event_type, e.delivery_id, e.received_at, e.headers, e.body \
+         from event e \
+         left join unnest($3::uuid[], $4::bigint[]) as c(repository_id, after) on c.repository_id = e.repository_id \
+         where e.tenant_id = $1 \
+           and ($2::uuid[] is null or e.repository_id = any($2)) \
+           and e.event_id > $6 \
+           and e.event_id > greatest(coalesce(c.after, $5), $7) \
+         order by e.event_id \
+         limit $8",
+    )
+    .bind(tenant_id)
+    .bind(repositories)
+    .bind(cursor_repositories)
+    .bind(cursor_values)
+    .bind(scope.default_cursor)
+    .bind(lowest)
+    .bind(floor)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    Ok(events)
+}
+
+/// A page of one repository's retained events after `after`.
+pub async fn list(
+    pool: &PgPool,
+    tenant_id: TenantId,
+    repository_id: RepositoryId,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<StoredEvent>, Error> {
+    let events = sqlx::query_as(
+        "select event_id, repository_id, provider, event_type, delivery_id, received_at, headers, body \
+         from event where tenant_id = $1 and repository_id = $2 and event_id > $3 \
+         order by event_id limit $4",
+    )
+    .bind(tenant_id)
+    .bind(repository_id)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    Ok(events)
+}
+
+/// The newest committed event id, for waking streams after a lost notification.
+pub async fn newest_id(pool: &PgPool) -> Result<i64, Error> {
+    let newest: Option<i64> = sqlx::query_scalar("select max(event_id) from event")
+        .fetch_one(pool)
+        .await?;
+    Ok(newest.unwrap_or(0))
+}
+
+/// Deletes events received before `cutoff`, a batch at a time, and records per
+/// repository the highest id deleted. Returns how many were deleted.
+pub async fn delete_expired(
+    pool: &PgPool,
+    cutoff: OffsetDateTime,
+    batch: i64,
+) -> Result<u64, Error> {
+    let mut total = 0;
+    loop {
+        let deleted: i64 = sqlx::query_scalar(
+            "with doomed as ( \
+                 select event_id from event where received_at < $1 order by event_id limit $2 \
+             ), deleted as ( \
+                 delete from event e using doomed d where e.event_id = d.event_id \
+                 returning e.tenant_id, e.repository_id, e.event_id \
+             ), horizon as ( \
+                 insert into retention_horizon (repository_id, tenant_id, deleted_through_event_id) \
+                 select repository_id, tenant_id, max(event_id) from deleted group by repository_id, tenant_id \
+                 on conflict (repository_id) do update set deleted_through_event_id = \
+                     greatest(retention_horizon.deleted_through_event_id, excluded.deleted_through_event_id) \
+             ) \
+             select count(*) from deleted",
+        )
+        .bind(cutoff)
+        .bind(batch)
+        .fetch_one(pool)
+        .await?;
+        total += deleted as u64;
+        if deleted < batch {
+            return Ok(total);
+        }
+    }
+}

@@ -4,6 +4,7 @@
 //! its id (token endpoint) and a repository by its webhook URL id.
 
 pub mod client;
+pub mod consumer;
 pub mod event;
 pub mod repository;
 pub mod signing_key;

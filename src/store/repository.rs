@@ -182,3 +182,20 @@ pub async fn webhook_target(
         sealed_secrets,
     }))
 }
+
+/// Which of `ids` belong to the tenant.
+pub async fn owned(
+    pool: &PgPool,
+    tenant_id: TenantId,
+    ids: &[RepositoryId],
+) -> Result<Vec<RepositoryId>, Error> {
+    let ids: Vec<uuid::Uuid> = ids.iter().map(RepositoryId::as_uuid).collect();
+    let owned = sqlx::query_scalar(
+        "select repository_id from repository where tenant_id = $1 and repository_id = any($2)",
+    )
+    .bind(tenant_id)
+    .bind(ids)
+    .fetch_all(pool)
+    .await?;
+    Ok(owned)
+}

@@ -125,12 +125,15 @@ pub fn test_config(database_url: &str) -> Config {
         token_ttl: Duration::from_secs(900),
         max_webhook_bytes: 25 * 1024 * 1024,
         secret_rotation_grace: Duration::from_secs(24 * 3600),
+        retention: Duration::from_secs(7 * 24 * 3600),
+        tls: None,
         migrate: true,
     }
 }
 
 pub struct TestApp {
     pub address: String,
+    pub grpc_address: String,
     pub database_url: String,
     pub pool: PgPool,
     pub http: reqwest::Client,
@@ -164,12 +167,14 @@ pub async fn spawn_app_on(
     configure(&mut config);
     let app = Application::build(config).await?;
     let address = format!("http://{}", app.http_addr());
+    let grpc_address = format!("http://{}", app.grpc_addr());
     let (stop, stopped) = tokio::sync::oneshot::channel();
     tokio::spawn(app.run_until_stopped(async move {
         let _ = stopped.await;
     }));
     Ok(TestApp {
         address,
+        grpc_address,
         database_url: database_url.to_owned(),
         pool: PgPool::connect(database_url).await?,
         http: reqwest::Client::new(),
@@ -461,4 +466,267 @@ pub fn process_alive(pid: u32) -> bool {
                 .is_none_or(|state| state != "Z")
         })
         .unwrap_or(false)
+}
+
+/// A request carrying `authorization: Bearer <token>`.
+pub fn authed<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    request
+}
+
+pub type EventClient =
+    hookrelay::grpc::proto::event_service_client::EventServiceClient<tonic::transport::Channel>;
+
+impl TestApp {
+    pub async fn grpc(&self) -> EventClient {
+        EventClient::connect(self.grpc_address.clone())
+            .await
+            .expect("the gRPC server answers")
+    }
+
+    /// Opens StreamEvents for `consumer`.
+    pub async fn stream(
+        &self,
+        token: &str,
+        consumer: &str,
+        repositories: &[&str],
+        after: Option<i64>,
+    ) -> Result<tonic::Streaming<hookrelay::grpc::proto::Event>, tonic::Status> {
+        let request = hookrelay::grpc::proto::StreamEventsRequest {
+            repository_ids: repositories.iter().map(|r| r.to_string()).collect(),
+            consumer: consumer.to_owned(),
+            after_event_id: after,
+        };
+        self.grpc()
+            .await
+            .stream_events(authed(request, token))
+            .await
+            .map(tonic::Response::into_inner)
+    }
+}
+
+/// The next event of a stream, within `timeout`.
+pub async fn next_event(
+    stream: &mut tonic::Streaming<hookrelay::grpc::proto::Event>,
+    timeout: Duration,
+) -> hookrelay::grpc::proto::Event {
+    tokio::time::timeout(timeout, stream.message())
+        .await
+        .expect("an event arrives in time")
+        .expect("the stream is healthy")
+        .expect("the stream is open")
+}
+
+/// What a test target received.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub delivery_id: String,
+    pub event_type: String,
+    pub body: Vec<u8>,
+    pub headers: reqwest::header::HeaderMap,
+}
+
+/// A local HTTP target, as a CI server would run: it checks the GitHub
+/// signature itself and records what it accepted. `answer` picks the status of
+/// each request (given the number of requests so far); signatures are checked first.
+pub struct TestTarget {
+    pub url: String,
+    pub received: std::sync::Arc<std::sync::Mutex<Vec<Received>>>,
+    pub requests: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for TestTarget {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+type Answer = std::sync::Arc<dyn Fn(usize) -> (u16, Option<&'static str>) + Send + Sync>;
+
+impl TestTarget {
+    pub async fn start(secrets: Vec<String>) -> TestTarget {
+        Self::answering(
+            secrets,
+            std::sync::Arc::new(|_| (200, None)),
+            Duration::ZERO,
+        )
+        .await
+    }
+
+    pub async fn answering(secrets: Vec<String>, answer: Answer, delay: Duration) -> TestTarget {
+        use axum::http::{HeaderMap, StatusCode};
+        let received: std::sync::Arc<std::sync::Mutex<Vec<Received>>> = Default::default();
+        let requests: std::sync::Arc<std::sync::atomic::AtomicUsize> = Default::default();
+        let handler = {
+            let (received, requests) = (received.clone(), requests.clone());
+            move |headers: HeaderMap, body: axum::body::Bytes| {
+                let (received, requests, secrets, answer) = (
+                    received.clone(),
+                    requests.clone(),
+                    secrets.clone(),
+                    answer.clone(),
+                );
+                async move {
+                    let n = requests.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let signature = headers
+                        .get("x-hub-signature-256")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default();
+                    if !secrets
+                        .iter()
+                        .any(|secret| sign(secret, &body) == signature)
+                    {
+                        return (StatusCode::UNAUTHORIZED, HeaderMap::new());
+                    }
+                    tokio::time::sleep(delay).await;
+                    let (status, retry_after) = answer(n);
+                    let mut answer_headers = HeaderMap::new();
+                    if let Some(retry_after) = retry_after {
+                        answer_headers.insert("retry-after", retry_after.parse().unwrap());
+                    }
+                    if (200..300).contains(&status) {
+                        let text = |name: &str| {
+                            headers
+                                .get(name)
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or_default()
+                                .to_owned()
+                        };
+                        let mut copy = reqwest::header::HeaderMap::new();
+                        for (name, value) in &headers {
+                            copy.append(
+                                reqwest::header::HeaderName::from_bytes(name.as_str().as_bytes())
+                                    .unwrap(),
+                                reqwest::header::HeaderValue::from_bytes(value.as_bytes()).unwrap(),
+                            );
+                        }
+                        received.lock().unwrap().push(Received {
+                            delivery_id: text("x-github-delivery"),
+                            event_type: text("x-github-event"),
+                            body: body.to_vec(),
+                            headers: copy,
+                        });
+                    }
+                    (StatusCode::from_u16(status).unwrap(), answer_headers)
+                }
+            }
+        };
+        let router = axum::Router::new().route("/hook", axum::routing::post(handler));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            axum::serve(listener, router).await.unwrap();
+        });
+        TestTarget {
+            url,
+            received,
+            requests,
+            task,
+        }
+    }
+
+    pub fn deliveries(&self) -> Vec<String> {
+        self.received
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|r| r.delivery_id.clone())
+            .collect()
+    }
+
+    /// Waits until the target has accepted at least `count` deliveries.
+    pub async fn wait_for(&self, count: usize, timeout: Duration) -> Vec<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let deliveries = self.deliveries();
+            if deliveries.len() >= count {
+                return deliveries;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the target got {} of {count} deliveries in {timeout:?}",
+                deliveries.len()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// A `hookrelay relay` process, killed on drop.
+pub struct RelayProcess {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl RelayProcess {
+    pub fn start(
+        app: &TestApp,
+        tenant: &TestTenant,
+        consumer: &str,
+        target: &str,
+        extra: &[&str],
+        log_dir: &std::path::Path,
+    ) -> RelayProcess {
+        let log = log_dir.join(format!(
+            "relay-{consumer}-{}.log",
+            uuid::Uuid::new_v4().simple()
+        ));
+        let mut command = hookrelay();
+        command
+            .arg("relay")
+            .args(["--server", &app.grpc_address])
+            .args(["--token-url", &app.url("/oauth/token")])
+            .args(["--client-id", &tenant.client_id])
+            .args(["--consumer", consumer])
+            .args(["--target", target])
+            .args(["--summary-interval", "1s"])
+            .args(extra)
+            .env("HOOKRELAY_CLIENT_SECRET", &tenant.client_secret)
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(std::fs::File::create(log.with_extension("err")).unwrap());
+        RelayProcess {
+            child: command.spawn().expect("the relay starts"),
+            log,
+        }
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    pub async fn wait(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the relay did not exit within {timeout:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn output(&self) -> String {
+        let mut text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        text.push_str(&std::fs::read_to_string(self.log.with_extension("err")).unwrap_or_default());
+        text
+    }
+}
+
+impl Drop for RelayProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -1,0 +1,308 @@
+//! `hookrelay.v1.EventService`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+
+use super::proto::event_service_server::EventService;
+use super::proto::{self, AckOutcome};
+use super::{Caller, caller};
+use crate::domain::{ConsumerName, RepositoryId, TenantId};
+use crate::error::Error;
+use crate::store;
+use crate::store::consumer::Ack;
+use crate::store::event::StreamScope;
+use crate::streams::{StreamHub, StreamRegistration};
+
+/// Events read per query while catching up.
+const STREAM_BATCH: i64 = 500;
+/// Events buffered per stream ahead of the client: the stream's backpressure.
+const STREAM_BUFFER: usize = 128;
+const MAX_PAGE_SIZE: i32 = 1000;
+const DEFAULT_PAGE_SIZE: i32 = 100;
+const MAX_ACKS: usize = 10_000;
+
+#[derive(Debug, Clone)]
+pub struct EventsService {
+    pool: sqlx::PgPool,
+    hub: Arc<StreamHub>,
+    /// Cancelled when the server shuts down: streams end with UNAVAILABLE.
+    shutdown: CancellationToken,
+}
+
+impl EventsService {
+    pub fn new(pool: sqlx::PgPool, hub: Arc<StreamHub>, shutdown: CancellationToken) -> Self {
+        Self {
+            pool,
+            hub,
+            shutdown,
+        }
+    }
+
+    /// The caller, once its client is known to still exist.
+    async fn active_caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
+        let caller = caller(request)?;
+        caller.tenant.check_active(&self.pool).await?;
+        Ok(caller)
+    }
+}
+
+fn parse_repository(id: &str) -> Result<RepositoryId, Error> {
+    RepositoryId::parse(id).ok_or(Error::NotFound("repository"))
+}
+
+fn parse_consumer(name: &str) -> Result<ConsumerName, Error> {
+    ConsumerName::parse(name).map_err(|reason| Error::invalid("consumer", reason))
+}
+
+/// Every id must name one of the tenant's repositories; otherwise NOT_FOUND.
+async fn owned_repositories(
+    pool: &sqlx::PgPool,
+    tenant: TenantId,
+    ids: &[String],
+) -> Result<Vec<RepositoryId>, Error> {
+    let ids = ids
+        .iter()
+        .map(|id| parse_repository(id))
+        .collect::<Result<Vec<_>, _>>()?;
+    let owned = store::repository::owned(pool, tenant, &ids).await?;
+    if ids.iter().any(|id| !owned.contains(id)) {
+        return Err(Error::NotFound("repository"));
+    }
+    Ok(ids)
+}
+
+/// Why a stream stopped early.
+enum Stop {
+    Revoked,
+    Expired,
+    ShuttingDown,
+}
+
+impl From<Stop> for Status {
+    fn from(stop: Stop) -> Self {
+        match stop {
+            Stop::Revoked => Status::unauthenticated("the client of this token was deleted"),
+            Stop::Expired => {
+                Status::unauthenticated("the access token expired; reconnect with a new one")
+            }
+            Stop::ShuttingDown => Status::unavailable("the server is shutting down; reconnect now"),
+        }
+    }
+}
+
+struct OpenStream {
+    pool: sqlx::PgPool,
+    tenant: TenantId,
+    scope: StreamScope,
+    registration: StreamRegistration,
+    shutdown: CancellationToken,
+    expires_at: tokio::time::Instant,
+    sender: mpsc::Sender<Result<proto::Event, Status>>,
+}
+
+impl OpenStream {
+    async fn stopped(&self) -> Stop {
+        tokio::select! {
+            () = self.registration.revoked.cancelled() => Stop::Revoked,
+            () = self.shutdown.cancelled() => Stop::ShuttingDown,
+            () = tokio::time::sleep_until(self.expires_at) => Stop::Expired,
+        }
+    }
+
+    /// Backlog in id order, then live events as they commit, until the client
+    /// goes away or the stream must stop.
+    async fn run(self, mut wakeups: tokio::sync::watch::Receiver<i64>) {
+        let mut floor = 0i64;
+        loop {
+            // Mark the current wake-up seen *before* reading, so a commit that
+            // lands during the read wakes the wait below.
+            wakeups.borrow_and_update();
+            let batch = tokio::select! {
+                biased;
+                stop = self.stopped() => return self.finish(stop.into()).await,
+                batch = store::event::stream_batch(&self.pool, self.tenant, &self.scope, floor, STREAM_BATCH) => batch,
+            };
+            let batch = match batch {
+                Ok(batch) => batch,
+                Err(error) => return self.finish(error.into()).await,
+            };
+            let caught_up = (batch.len() as i64) < STREAM_BATCH;
+            for event in batch {
+                floor = event.event_id;
+                tokio::select! {
+                    biased;
+                    stop = self.stopped() => return self.finish(stop.into()).await,
+                    sent = self.sender.send(Ok(event.into())) => if sent.is_err() { return },
+                }
+            }
+            if caught_up {
+                tokio::select! {
+                    biased;
+                    stop = self.stopped() => return self.finish(stop.into()).await,
+                    () = self.sender.closed() => return,
+                    changed = wakeups.changed() => if changed.is_err() { return },
+                }
+            }
+        }
+    }
+
+    async fn finish(self, status: Status) {
+        let _ = self.sender.send(Err(status)).await;
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
+}
+
+#[tonic::async_trait]
+impl EventService for EventsService {
+    type StreamEventsStream = ReceiverStream<Result<proto::Event, Status>>;
+
+    async fn stream_events(
+        &self,
+        request: Request<proto::StreamEventsRequest>,
+    ) -> Result<Response<Self::StreamEventsStream>, Status> {
+        let caller = self.active_caller(&request).await?;
+        let tenant = caller.tenant.id;
+        let request = request.into_inner();
+        let consumer = parse_consumer(&request.consumer)?;
+        let repositories = if request.repository_ids.is_empty() {
+            None
+        } else {
+            Some(owned_repositories(&self.pool, tenant, &request.repository_ids).await?)
+        };
+        if request.after_event_id.is_some_and(|after| after < 0) {
+            return Err(Error::invalid("after_event_id", "must not be negative").into());
+        }
+
+        // Where each repository resumes: after_event_id for all, else the acks.
+        let (cursors, default_cursor) = match request.after_event_id {
+            Some(after) => (Vec::new(), after),
+            None => (
+                store::consumer::cursors(&self.pool, tenant, &consumer).await?,
+                0,
+            ),
+        };
+        // A cursor older than what retention deleted has lost events: refuse
+        // rather than skip them. (0 and a new consumer mean "oldest retained".)
+        let in_scope = |repository: &RepositoryId| {
+            repositories.as_ref().is_none_or(|r| r.contains(repository))
+        };
+        let acked: HashMap<RepositoryId, i64> = cursors.iter().copied().collect();
+        for (repository, deleted_through) in
+            store::consumer::retention_horizons(&self.pool, tenant).await?
+        {
+            let cursor = acked
+                .get(&repository)
+                .copied()
+                .or(request.after_event_id.filter(|after| *after > 0));
+            if in_scope(&repository) && cursor.is_some_and(|cursor| cursor < deleted_through) {
+                return Err(Error::BehindRetention(format!(
+                    "consumer `{}` is behind retention in repository {repository}: events up to {deleted_through} \
+                     were deleted; reconnect with after_event_id >= {deleted_through} to skip them",
+                    consumer.as_str()
+                ))
+                .into());
+            }
+        }
+
+        let (sender, receiver) = mpsc::channel(STREAM_BUFFER);
+        let expires_in = Duration::from_secs(caller.expires_at.saturating_sub(unix_now()));
+        let stream = OpenStream {
+            pool: self.pool.clone(),
+            tenant,
+            scope: StreamScope {
+                repositories,
+                cursors,
+                default_cursor,
+            },
+            registration: self.hub.register(caller.tenant.client_id.clone()),
+            shutdown: self.shutdown.clone(),
+            expires_at: tokio::time::Instant::now() + expires_in,
+            sender,
+        };
+        tracing::info!(tenant_id = %tenant, consumer = consumer.as_str(), "stream opened");
+        tokio::spawn(stream.run(self.hub.subscribe()));
+        Ok(Response::new(ReceiverStream::new(receiver)))
+    }
+
+    async fn ack_events(
+        &self,
+        request: Request<proto::AckEventsRequest>,
+    ) -> Result<Response<proto::AckEventsResponse>, Status> {
+        let caller = self.active_caller(&request).await?;
+        let request = request.into_inner();
+        let consumer = parse_consumer(&request.consumer)?;
+        if request.acks.is_empty() || request.acks.len() > MAX_ACKS {
+            return Err(Error::invalid("acks", format!("send 1 to {MAX_ACKS} acks")).into());
+        }
+        let acks = request
+            .acks
+            .into_iter()
+            .map(|ack| {
+                let failure = match AckOutcome::try_from(ack.outcome) {
+                    Ok(AckOutcome::Delivered) => None,
+                    Ok(AckOutcome::Failed) => Some(if ack.failure_reason.is_empty() {
+                        "delivery failed".to_owned()
+                    } else {
+                        ack.failure_reason.chars().take(1000).collect()
+                    }),
+                    _ => return Err(Error::invalid("outcome", "must be DELIVERED or FAILED")),
+                };
+                if ack.event_id <= 0 {
+                    return Err(Error::invalid("event_id", "must be positive"));
+                }
+                Ok(Ack {
+                    repository_id: parse_repository(&ack.repository_id)?,
+                    event_id: ack.event_id,
+                    failure,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        store::consumer::ack(&self.pool, caller.tenant.id, &consumer, &acks).await?;
+        Ok(Response::new(proto::AckEventsResponse {}))
+    }
+
+    async fn list_events(
+        &self,
+        request: Request<proto::ListEventsRequest>,
+    ) -> Result<Response<proto::ListEventsResponse>, Status> {
+        let caller = self.active_caller(&request).await?;
+        let request = request.into_inner();
+        let repository =
+            owned_repositories(&self.pool, caller.tenant.id, &[request.repository_id]).await?[0];
+        let page_size = match request.page_size {
+            0 => DEFAULT_PAGE_SIZE,
+            size if size < 0 => {
+                return Err(Error::invalid("page_size", "must not be negative").into());
+            }
+            size => size.min(MAX_PAGE_SIZE),
+        };
+        // One more than asked tells whether another page follows.
+        let mut events = store::event::list(
+            &self.pool,
+            caller.tenant.id,
+            repository,
+            request.after_event_id.max(0),
+            i64::from(page_size) + 1,
+        )
+        .await?;
+        let more = events.len() > page_size as usize;
+        events.truncate(page_size as usize);
+        let next_after_event_id = more.then(|| events.last().map(|e| e.event_id)).flatten();
+        Ok(Response::new(proto::ListEventsResponse {
+            events: events.into_iter().map(Into::into).collect(),
+            next_after_event_id,
+        }))
+    }
+}

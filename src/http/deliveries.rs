@@ -1,0 +1,59 @@
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::routing::get;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use super::ApiJson;
+use crate::auth::Tenant;
+use crate::domain::{ConsumerName, RepositoryId, Scope};
+use crate::error::Error;
+use crate::startup::AppState;
+use crate::store;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/v1/deliveries/failed", get(failed))
+}
+
+#[derive(Debug, Deserialize)]
+struct FailedQuery {
+    consumer: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct FailedDelivery {
+    consumer: String,
+    repository_id: RepositoryId,
+    event_id: i64,
+    reason: String,
+    #[serde(with = "time::serde::rfc3339")]
+    failed_at: OffsetDateTime,
+}
+
+/// Events an agent's target refused for good (acked as failed), newest first.
+async fn failed(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    Query(query): Query<FailedQuery>,
+) -> Result<ApiJson<Vec<FailedDelivery>>, Error> {
+    tenant.require(Scope::EventsRead)?;
+    let consumer = query
+        .consumer
+        .as_deref()
+        .map(ConsumerName::parse)
+        .transpose()
+        .map_err(|reason| Error::invalid("consumer", reason))?;
+    let failures = store::consumer::failures(&state.pool, tenant.id, consumer.as_ref()).await?;
+    Ok(ApiJson(
+        failures
+            .into_iter()
+            .map(|f| FailedDelivery {
+                consumer: f.consumer,
+                repository_id: f.repository_id,
+                event_id: f.event_id,
+                reason: f.reason,
+                failed_at: f.failed_at,
+            })
+            .collect(),
+    ))
+}

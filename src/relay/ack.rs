@@ -1,0 +1,193 @@
+//! Sends the agent's acks in the background, coalesced: per repository only the
+//! highest delivered id matters (cursors only move forward), plus each failure.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use backon::BackoffBuilder;
+use secrecy::ExposeSecret;
+use tokio::sync::{mpsc, oneshot};
+use tonic::transport::Channel;
+
+use super::token::TokenSource;
+use crate::grpc::proto::event_service_client::EventServiceClient;
+use crate::grpc::proto::{AckEventsRequest, AckOutcome, EventAck};
+
+/// Waiting longer than this for acks to reach the server only risks duplicates, never loss.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone)]
+pub struct PendingAck {
+    pub repository_id: String,
+    pub event_id: i64,
+    pub outcome: AckOutcome,
+    pub failure_reason: String,
+}
+
+enum Command {
+    Ack(PendingAck),
+    Flush(oneshot::Sender<()>),
+}
+
+pub struct Acker {
+    commands: mpsc::Sender<Command>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+struct Batch {
+    delivered: BTreeMap<String, i64>,
+    failed: Vec<EventAck>,
+}
+
+impl Batch {
+    fn is_empty(&self) -> bool {
+        self.delivered.is_empty() && self.failed.is_empty()
+    }
+
+    fn add(&mut self, ack: PendingAck) {
+        if ack.outcome == AckOutcome::Failed {
+            self.failed.push(EventAck {
+                repository_id: ack.repository_id,
+                event_id: ack.event_id,
+                outcome: AckOutcome::Failed.into(),
+                failure_reason: ack.failure_reason,
+            });
+        } else {
+            let id = self
+                .delivered
+                .entry(ack.repository_id)
+                .or_insert(ack.event_id);
+            *id = (*id).max(ack.event_id);
+        }
+    }
+
+    fn request(&self, consumer: &str) -> AckEventsRequest {
+        let delivered = self
+            .delivered
+            .iter()
+            .map(|(repository_id, event_id)| EventAck {
+                repository_id: repository_id.clone(),
+                event_id: *event_id,
+                outcome: AckOutcome::Delivered.into(),
+                failure_reason: String::new(),
+            });
+        AckEventsRequest {
+            consumer: consumer.to_owned(),
+            acks: delivered.chain(self.failed.iter().cloned()).collect(),
+        }
+    }
+}
+
+impl Acker {
+    pub fn spawn(
+        client: EventServiceClient<Channel>,
+        tokens: Arc<TokenSource>,
+        consumer: String,
+    ) -> Self {
+        let (commands, receiver) = mpsc::channel(1024);
+        let task = tokio::spawn(send_acks(client, tokens, consumer, receiver));
+        Self { commands, task }
+    }
+
+    pub async fn push(&self, ack: PendingAck) {
+        let _ = self.commands.send(Command::Ack(ack)).await;
+    }
+
+    /// Waits until every ack pushed so far has reached the server.
+    pub async fn flush(&self) {
+        let (done, flushed) = oneshot::channel();
+        if self.commands.send(Command::Flush(done)).await.is_ok()
+            && tokio::time::timeout(FLUSH_TIMEOUT, flushed).await.is_err()
+        {
+            tracing::warn!(
+                "acks did not reach the server in time; their events may be delivered again"
+            );
+        }
+    }
+
+    pub async fn close(self) {
+        self.flush().await;
+        drop(self.commands);
+        let _ = self.task.await;
+    }
+}
+
+async fn send_acks(
+    mut client: EventServiceClient<Channel>,
+    tokens: Arc<TokenSource>,
+    consumer: String,
+    mut commands: mpsc::Receiver<Command>,
+) {
+    let mut batch = Batch {
+        delivered: BTreeMap::new(),
+        failed: Vec::new(),
+    };
+    let mut waiters: Vec<oneshot::Sender<()>> = Vec::new();
+    let mut backoff = retry_backoff();
+    loop {
+        // Block only when there is nothing to send.
+        if batch.is_empty() {
+            match commands.recv().await {
+                Some(Command::Ack(ack)) => batch.add(ack),
+                Some(Command::Flush(done)) => {
+                    let _ = done.send(());
+                    continue;
+                }
+                None => return,
+            }
+        }
+        while let Ok(command) = commands.try_recv() {
+            match command {
+                Command::Ack(ack) => batch.add(ack),
+                Command::Flush(done) => waiters.push(done),
+            }
+        }
+        match send(&mut client, &tokens, batch.request(&consumer)).await {
+            Ok(()) => {
+                batch = Batch {
+                    delivered: BTreeMap::new(),
+                    failed: Vec::new(),
+                };
+                backoff = retry_backoff();
+                for done in waiters.drain(..) {
+                    let _ = done.send(());
+                }
+            }
+            Err(status) => {
+                if status.code() == tonic::Code::Unauthenticated {
+                    tokens.invalidate().await;
+                }
+                let delay = backoff.next().unwrap_or(Duration::from_secs(5));
+                tracing::warn!(code = ?status.code(), message = status.message(), "ack failed; retrying");
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+}
+
+async fn send(
+    client: &mut EventServiceClient<Channel>,
+    tokens: &TokenSource,
+    request: AckEventsRequest,
+) -> Result<(), tonic::Status> {
+    let token = tokens
+        .token()
+        .await
+        .map_err(|e| tonic::Status::unavailable(format!("{e:#}")))?;
+    let mut request = tonic::Request::new(request);
+    let bearer = format!("Bearer {}", token.expose_secret())
+        .parse()
+        .map_err(|_| tonic::Status::internal("the token is not valid metadata"))?;
+    request.metadata_mut().insert("authorization", bearer);
+    client.ack_events(request).await.map(|_| ())
+}
+
+fn retry_backoff() -> impl Iterator<Item = Duration> {
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(5))
+        .with_jitter()
+        .without_max_times()
+        .build()
+}

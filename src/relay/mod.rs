@@ -1,0 +1,408 @@
+//! `hookrelay relay`: the agent inside a private network. It keeps an outbound
+//! StreamEvents call open, replays each event to a local target and acks it.
+//!
+//! - **Order.** Events are delivered one at a time in stream order, so each
+//!   repository's events reach the target in id order. A retried event holds
+//!   back the ones behind it.
+//! - **No loss.** An event is acked only after the target answered 2xx, or a
+//!   permanent 4xx (then it is recorded as failed). A reconnect resumes after the
+//!   last ack, so a crash (even kill -9) can only re-deliver the events that were
+//!   delivered but not yet acked.
+//! - **Acks** go to a background task that coalesces them (the highest id per
+//!   repository), so slow ack round trips never stall delivery.
+
+mod ack;
+mod deliver;
+mod token;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::Context;
+use backon::BackoffBuilder;
+use clap::Args;
+use secrecy::{ExposeSecret, SecretString};
+use tokio_util::sync::CancellationToken;
+use tonic::Code;
+use tonic::metadata::MetadataValue;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+
+use crate::grpc::proto::event_service_client::EventServiceClient;
+use crate::grpc::proto::{AckOutcome, Event, StreamEventsRequest};
+use ack::{Acker, PendingAck};
+use deliver::Attempt;
+use token::TokenSource;
+
+// No Debug: it holds the client secret as a plain string.
+#[derive(Clone, Args)]
+pub struct RelayArgs {
+    /// The hookrelay gRPC URL, e.g. http://127.0.0.1:50051 or https://relay.example.com.
+    #[arg(long, env = "HOOKRELAY_SERVER")]
+    pub server: url::Url,
+
+    /// The OAuth2 token endpoint (any OAuth2 server works). Default: <server>/oauth/token,
+    /// right when the server is reached through its single Envoy port.
+    #[arg(long, env = "HOOKRELAY_TOKEN_URL")]
+    pub token_url: Option<url::Url>,
+
+    #[arg(long, env = "HOOKRELAY_CLIENT_ID")]
+    pub client_id: String,
+
+    #[arg(long, env = "HOOKRELAY_CLIENT_SECRET", hide_env_values = true)]
+    pub client_secret: String,
+
+    /// A repository id to relay (repeatable, or comma-separated in the environment).
+    /// None: all of the tenant's repositories.
+    #[arg(
+        long = "repository",
+        env = "HOOKRELAY_REPOSITORIES",
+        value_delimiter = ','
+    )]
+    pub repositories: Vec<String>,
+
+    /// This agent's consumer name; its acks are kept under it, e.g. jenkins-eu.
+    #[arg(long, env = "HOOKRELAY_CONSUMER")]
+    pub consumer: String,
+
+    /// The local URL that receives each event, e.g. http://127.0.0.1:8080/github-webhook/.
+    #[arg(long, env = "HOOKRELAY_TARGET")]
+    pub target: url::Url,
+
+    /// A PEM CA certificate to trust besides the system roots (server and token endpoint).
+    #[arg(long, env = "HOOKRELAY_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
+
+    /// How often to log a summary line (delivered, retried, failed, lag).
+    #[arg(long, env = "HOOKRELAY_SUMMARY_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub summary_interval: Duration,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    delivered: AtomicU64,
+    retried: AtomicU64,
+    failed: AtomicU64,
+    /// received_at of the last delivered event, in milliseconds since the epoch.
+    last_received_ms: AtomicU64,
+}
+
+/// How the stream ended.
+enum Ended {
+    Shutdown,
+    /// Reconnect without waiting (the server is draining, or the token expired).
+    ReconnectNow,
+    Retry(String),
+}
+
+struct Agent {
+    args: RelayArgs,
+    client: EventServiceClient<Channel>,
+    tokens: Arc<TokenSource>,
+    http: reqwest::Client,
+    acker: Acker,
+    counters: Arc<Counters>,
+    shutdown: CancellationToken,
+}
+
+/// Runs the agent until `shutdown` (SIGTERM or Ctrl-C): the delivery in flight
+/// finishes and its ack is sent before it returns.
+pub async fn run(args: RelayArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+    crate::domain::ConsumerName::parse(&args.consumer)
+        .map_err(|e| anyhow::anyhow!("invalid --consumer: {e}"))?;
+    let ca = match &args.ca_file {
+        Some(path) => Some(
+            std::fs::read(path)
+                .with_context(|| format!("cannot read --ca-file {}", path.display()))?,
+        ),
+        None => None,
+    };
+    let mut http = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(60))
+        .redirect(reqwest::redirect::Policy::none());
+    if let Some(ca) = &ca {
+        http = http.add_root_certificate(
+            reqwest::Certificate::from_pem(ca).context("--ca-file is not a PEM certificate")?,
+        );
+    }
+    let http = http.build()?;
+    let token_url = match &args.token_url {
+        Some(url) => url.clone(),
+        None => args.server.join("/oauth/token")?,
+    };
+    let tokens = Arc::new(TokenSource::new(
+        token_url.as_str(),
+        &args.client_id,
+        &SecretString::from(args.client_secret.clone()),
+        http.clone(),
+    )?);
+
+    let mut endpoint = Endpoint::from_shared(args.server.to_string())?
+        .connect_timeout(Duration::from_secs(5))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(10))
+        .keep_alive_while_idle(true);
+    if args.server.scheme() == "https" {
+        let mut tls = ClientTlsConfig::new().with_native_roots();
+        if let Some(ca) = &ca {
+            tls = tls.ca_certificate(Certificate::from_pem(ca));
+        }
+        endpoint = endpoint.tls_config(tls)?;
+    }
+    let client = EventServiceClient::new(endpoint.connect_lazy())
+        .max_decoding_message_size(64 * 1024 * 1024);
+    let acker = Acker::spawn(client.clone(), tokens.clone(), args.consumer.clone());
+    let counters = Arc::new(Counters::default());
+    let summary = tokio::spawn(summarize(
+        counters.clone(),
+        args.summary_interval,
+        shutdown.clone(),
+    ));
+    let agent = Agent {
+        args,
+        client,
+        tokens,
+        http,
+        acker,
+        counters,
+        shutdown,
+    };
+    let result = agent.run().await;
+    summary.abort();
+    result
+}
+
+impl Agent {
+    async fn run(mut self) -> anyhow::Result<()> {
+        let mut backoff = reconnect_backoff();
+        loop {
+            let ended = self.stream().await;
+            // Resume from what the target really got: acks first, then reconnect.
+            self.acker.flush().await;
+            match ended? {
+                Ended::Shutdown => {
+                    self.acker.close().await;
+                    tracing::info!("relay stopped");
+                    return Ok(());
+                }
+                Ended::ReconnectNow => backoff = reconnect_backoff(),
+                Ended::Retry(reason) => {
+                    let delay = backoff.next().unwrap_or(Duration::from_secs(30));
+                    tracing::warn!(
+                        reason,
+                        delay_ms = delay.as_millis() as u64,
+                        "stream lost; reconnecting"
+                    );
+                    tokio::select! {
+                        () = self.shutdown.cancelled() => {}
+                        () = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// One StreamEvents call, delivering until it ends. Err only for problems a
+    /// reconnect cannot fix (bad configuration, a cursor behind retention).
+    async fn stream(&mut self) -> anyhow::Result<Ended> {
+        if self.shutdown.is_cancelled() {
+            return Ok(Ended::Shutdown);
+        }
+        let token = match self.tokens.token().await {
+            Ok(token) => token,
+            Err(error) => return Ok(Ended::Retry(format!("{error:#}"))),
+        };
+        let mut request = tonic::Request::new(StreamEventsRequest {
+            repository_ids: self.args.repositories.clone(),
+            consumer: self.args.consumer.clone(),
+            after_event_id: None,
+        });
+        let bearer: MetadataValue<_> = format!("Bearer {}", token.expose_secret()).parse()?;
+        request.metadata_mut().insert("authorization", bearer);
+        let opened = tokio::select! {
+            () = self.shutdown.cancelled() => return Ok(Ended::Shutdown),
+            opened = self.client.stream_events(request) => opened,
+        };
+        let mut stream = match opened {
+            Ok(response) => response.into_inner(),
+            Err(status) => return self.ended_by(status).await,
+        };
+        tracing::info!(consumer = self.args.consumer, "stream open");
+        loop {
+            let message = tokio::select! {
+                () = self.shutdown.cancelled() => return Ok(Ended::Shutdown),
+                message = stream.message() => message,
+            };
+            match message {
+                Ok(Some(event)) => {
+                    if !self.deliver(event).await {
+                        return Ok(Ended::Shutdown);
+                    }
+                }
+                Ok(None) => return Ok(Ended::Retry("the server closed the stream".into())),
+                Err(status) => return self.ended_by(status).await,
+            }
+        }
+    }
+
+    async fn ended_by(&self, status: tonic::Status) -> anyhow::Result<Ended> {
+        match status.code() {
+            Code::Unauthenticated => {
+                self.tokens.invalidate().await;
+                tracing::warn!(
+                    message = status.message(),
+                    "the server refused the token; getting a new one"
+                );
+                Ok(Ended::ReconnectNow)
+            }
+            Code::Unavailable if status.message().contains("shutting down") => {
+                tracing::info!("the server is draining; reconnecting now");
+                Ok(Ended::ReconnectNow)
+            }
+            Code::PermissionDenied
+            | Code::NotFound
+            | Code::InvalidArgument
+            | Code::FailedPrecondition => {
+                anyhow::bail!(
+                    "the server refused the stream ({:?}): {}",
+                    status.code(),
+                    status.message()
+                )
+            }
+            _ => Ok(Ended::Retry(format!(
+                "{:?}: {}",
+                status.code(),
+                status.message()
+            ))),
+        }
+    }
+
+    /// Delivers one event until the target takes it or refuses it for good, then
+    /// queues its ack. False if shutdown came while it was waiting to retry.
+    async fn deliver(&self, event: Event) -> bool {
+        let started = Instant::now();
+        let mut backoff = delivery_backoff();
+        let mut attempts = 0u32;
+        let outcome = loop {
+            attempts += 1;
+            match deliver::attempt(&self.http, &self.args.target, &event).await {
+                Attempt::Delivered(status) => break Ok(status),
+                Attempt::Failed(reason) => break Err(reason),
+                Attempt::Retry {
+                    reason,
+                    retry_after,
+                } => {
+                    self.counters.retried.fetch_add(1, Ordering::Relaxed);
+                    let delay = retry_after
+                        .unwrap_or_else(|| backoff.next().unwrap_or(Duration::from_secs(30)));
+                    tracing::warn!(
+                        event_id = event.id,
+                        repository_id = event.repository_id,
+                        attempt = attempts,
+                        reason,
+                        delay_ms = delay.as_millis() as u64,
+                        "delivery failed; retrying"
+                    );
+                    tokio::select! {
+                        () = self.shutdown.cancelled() => return false,
+                        () = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        };
+        let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let (outcome, failure_reason) = match outcome {
+            Ok(status) => {
+                self.counters.delivered.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(
+                    event_id = event.id,
+                    repository_id = event.repository_id,
+                    event_type = event.event_type,
+                    delivery_id = event.delivery_id,
+                    status = status.as_u16(),
+                    attempts,
+                    elapsed_ms,
+                    "delivered"
+                );
+                (AckOutcome::Delivered, String::new())
+            }
+            Err(reason) => {
+                self.counters.failed.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    event_id = event.id,
+                    repository_id = event.repository_id,
+                    event_type = event.event_type,
+                    delivery_id = event.delivery_id,
+                    attempts,
+                    reason,
+                    "delivery failed for good; recorded as failed"
+                );
+                (AckOutcome::Failed, reason)
+            }
+        };
+        if let Some(received) = &event.received_at {
+            let ms = received.seconds.saturating_mul(1000) + i64::from(received.nanos / 1_000_000);
+            self.counters
+                .last_received_ms
+                .store(ms.max(0) as u64, Ordering::Relaxed);
+        }
+        self.acker
+            .push(PendingAck {
+                repository_id: event.repository_id,
+                event_id: event.id,
+                outcome,
+                failure_reason,
+            })
+            .await;
+        true
+    }
+}
+
+fn reconnect_backoff() -> impl Iterator<Item = Duration> {
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(200))
+        .with_max_delay(Duration::from_secs(30))
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
+fn delivery_backoff() -> impl Iterator<Item = Duration> {
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(60))
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
+async fn summarize(counters: Arc<Counters>, every: Duration, stop: CancellationToken) {
+    let mut interval = tokio::time::interval(every);
+    interval.tick().await;
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = interval.tick() => {}
+        }
+        let last = counters.last_received_ms.load(Ordering::Relaxed);
+        let now_ms = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let lag_ms = if last == 0 {
+            0
+        } else {
+            now_ms.saturating_sub(last)
+        };
+        tracing::info!(
+            delivered = counters.delivered.load(Ordering::Relaxed),
+            retried = counters.retried.load(Ordering::Relaxed),
+            failed = counters.failed.load(Ordering::Relaxed),
+            lag_ms,
+            "relay summary"
+        );
+    }
+}
