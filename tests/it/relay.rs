@@ -242,3 +242,61 @@ async fn retry_after_is_honoured_and_a_permanent_4xx_is_recorded_and_skipped() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test]
+async fn sigterm_finishes_the_delivery_in_flight_then_exits() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app().await;
+    let tenant = app.tenant("acme").await;
+    let repository = app.repository(&tenant, "acme/app").await;
+    let target = TestTarget::answering(
+        vec![repository.secret.clone()],
+        Arc::new(|_| (200, None)),
+        Duration::from_millis(1500),
+    )
+    .await;
+    deliver(&app, &repository, "in-flight", "push").await;
+    deliver(&app, &repository, "next", "push").await;
+
+    let mut relay = RelayProcess::start(&app, &tenant, "ci", &target.url, &[], dir.path());
+    let deadline = Instant::now() + WAIT;
+    while target.requests.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < deadline, "no delivery started");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    relay.signal("TERM");
+    assert!(relay.wait(WAIT).await.success(), "{}", relay.output());
+    assert_eq!(
+        target.deliveries(),
+        ["in-flight"],
+        "the delivery in flight finished; no new one started"
+    );
+
+    // Its ack was sent before exit: a new agent starts with the next event.
+    let _relay = RelayProcess::start(&app, &tenant, "ci", &target.url, &[], dir.path());
+    target.wait_for(2, WAIT).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(target.deliveries(), ["in-flight", "next"]);
+}
+
+#[tokio::test]
+async fn the_agent_gets_a_new_token_when_its_stream_expires() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = crate::helpers::spawn_app_with(|c| c.token_ttl = Duration::from_secs(2)).await;
+    let tenant = app.tenant("acme").await;
+    let repository = app.repository(&tenant, "acme/app").await;
+    let target = TestTarget::start(vec![repository.secret.clone()]).await;
+    let relay = RelayProcess::start(&app, &tenant, "ci", &target.url, &[], dir.path());
+
+    deliver(&app, &repository, "early", "push").await;
+    target.wait_for(1, WAIT).await;
+    // Past the first token's expiry: the server closed that stream.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    deliver(&app, &repository, "late", "push").await;
+    assert_eq!(target.wait_for(2, WAIT).await, ["early", "late"]);
+    let output = relay.output();
+    assert!(
+        output.contains("relay summary"),
+        "a periodic summary is logged:\n{output}"
+    );
+}
