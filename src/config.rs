@@ -21,7 +21,7 @@ pub struct Cli {
 
 #[derive(Subcommand)]
 pub enum Command {
-    /// Run the HTTP API (and, later, the gRPC API) until SIGTERM or Ctrl-C.
+    /// Run the HTTP and gRPC APIs until SIGTERM or Ctrl-C.
     Serve(Box<ServeArgs>),
     /// Apply pending database migrations and exit.
     Migrate(DatabaseArgs),
@@ -60,7 +60,7 @@ pub struct ServeArgs {
     #[arg(long, env = "HOOKRELAY_HTTP_ADDR", default_value = "127.0.0.1:8080")]
     pub http_addr: SocketAddr,
 
-    /// Address of the gRPC API (served from the streaming release on).
+    /// Address of the gRPC API.
     #[arg(long, env = "HOOKRELAY_GRPC_ADDR", default_value = "127.0.0.1:50051")]
     pub grpc_addr: SocketAddr,
 

@@ -223,6 +223,7 @@ impl Agent {
         let bearer: MetadataValue<_> = format!("Bearer {}", token.expose_secret()).parse()?;
         request.metadata_mut().insert("authorization", bearer);
         let opened = tokio::select! {
+            biased;
             () = self.shutdown.cancelled() => return Ok(Ended::Shutdown),
             opened = self.client.stream_events(request) => opened,
         };
@@ -232,7 +233,9 @@ impl Agent {
         };
         tracing::info!(consumer = self.args.consumer, "stream open");
         loop {
+            // Biased: after SIGTERM no new delivery starts, even if an event is ready.
             let message = tokio::select! {
+                biased;
                 () = self.shutdown.cancelled() => return Ok(Ended::Shutdown),
                 message = stream.message() => message,
             };

@@ -40,9 +40,11 @@ pub fn scheme(provider: Provider) -> &'static dyn WebhookScheme {
     }
 }
 
-/// The request headers worth replaying: all but hop-by-hop headers (RFC 9110
-/// §7.6.1, including any named in `Connection`), Host and Content-Length, which
-/// the replaying client sets for its own connection. Order is kept.
+/// The request headers worth replaying: what the sender sent, minus hop-by-hop
+/// headers (RFC 9110 §7.6.1, including any named in `Connection`), Host and
+/// Content-Length, which the replaying client sets for its own connection.
+/// Headers our own infrastructure adds on the way in (`x-request-id`, Envoy's
+/// `x-envoy-*`) are not the sender's and are dropped too. Order is kept.
 pub fn replayable_headers(headers: &HeaderMap) -> Vec<(String, String)> {
     const DROPPED: [HeaderName; 9] = [
         header::CONNECTION,
@@ -67,6 +69,8 @@ pub fn replayable_headers(headers: &HeaderMap) -> Vec<(String, String)> {
         .filter(|(name, _)| {
             !DROPPED.contains(name)
                 && name.as_str() != "keep-alive"
+                && name.as_str() != "x-request-id"
+                && !name.as_str().starts_with("x-envoy-")
                 && !named_by_connection.iter().any(|n| n == name.as_str())
         })
         .map(|(name, value)| {

@@ -68,7 +68,7 @@ async fn real_github_deliveries_are_stored_byte_for_byte() {
                 "{name}: {expected} is recorded in {names:?}"
             );
         }
-        for dropped in ["host", "content-length", "connection"] {
+        for dropped in ["host", "content-length", "connection", "x-request-id"] {
             assert!(
                 !names.contains(&dropped),
                 "{name}: {dropped} is not recorded"
