@@ -122,6 +122,21 @@ pub struct ServeArgs {
     #[arg(long, env = "HOOKRELAY_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
 
+    /// Browser origins allowed to call the gRPC API over gRPC-Web (comma-separated),
+    /// e.g. https://console.example.com. Empty: no cross-origin calls.
+    #[arg(long, env = "HOOKRELAY_CORS_ORIGINS", value_delimiter = ',', value_parser = parse_origin)]
+    pub cors_origins: Vec<String>,
+
+    /// On SIGTERM, how long to keep serving while reporting not-ready, so load
+    /// balancers (Envoy, Kubernetes) move new requests to other replicas.
+    #[arg(long, env = "HOOKRELAY_DRAIN_DELAY", default_value = "5s", value_parser = parse_duration_or_zero)]
+    pub drain_delay: Duration,
+
+    /// On SIGTERM, the most time until exit, drain delay included (Kubernetes
+    /// kills at 30 s by default).
+    #[arg(long, env = "HOOKRELAY_SHUTDOWN_GRACE", default_value = "25s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
+
     /// Do not apply pending migrations at start (run `hookrelay migrate` instead).
     #[arg(long, env = "HOOKRELAY_NO_MIGRATE")]
     pub no_migrate: bool,
@@ -161,6 +176,9 @@ pub struct Config {
     pub secret_rotation_grace: Duration,
     pub retention: Duration,
     pub tls: Option<crate::tls::TlsFiles>,
+    pub cors_origins: Vec<String>,
+    pub drain_delay: Duration,
+    pub shutdown_grace: Duration,
     pub migrate: bool,
 }
 
@@ -224,6 +242,19 @@ fn parse_duration(value: &str) -> Result<Duration, String> {
     Ok(duration)
 }
 
+fn parse_duration_or_zero(value: &str) -> Result<Duration, String> {
+    humantime::parse_duration(value)
+        .map_err(|e| format!("{e}; use a duration such as 0s, 5s or 1m"))
+}
+
+fn parse_origin(value: &str) -> Result<String, String> {
+    let url = Url::parse(value.trim()).map_err(|e| e.to_string())?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() || url.path() != "/" {
+        return Err("must be an origin such as https://console.example.com".into());
+    }
+    Ok(url.origin().ascii_serialization())
+}
+
 fn parse_public_url(value: &str) -> Result<Url, String> {
     let url = Url::parse(value).map_err(|e| e.to_string())?;
     if !matches!(url.scheme(), "http" | "https") {
@@ -285,6 +316,12 @@ impl ServeArgs {
                 reason: "must not be empty".into(),
             });
         }
+        if self.drain_delay >= self.shutdown_grace {
+            return Err(InvalidSetting {
+                setting: "HOOKRELAY_DRAIN_DELAY",
+                reason: "must be shorter than HOOKRELAY_SHUTDOWN_GRACE".into(),
+            });
+        }
         let signup_token = match self.signup_token {
             Some(token) if token.len() < 16 => {
                 return Err(InvalidSetting {
@@ -311,6 +348,9 @@ impl ServeArgs {
                 .tls_cert
                 .zip(self.tls_key)
                 .map(|(cert, key)| crate::tls::TlsFiles { cert, key }),
+            cors_origins: self.cors_origins,
+            drain_delay: self.drain_delay,
+            shutdown_grace: self.shutdown_grace,
             migrate: !self.no_migrate,
         })
     }

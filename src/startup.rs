@@ -46,6 +46,9 @@ pub struct AppState {
     pub ingestor: Ingestor,
     pub metrics: Arc<Metrics>,
     pub streams: Arc<StreamHub>,
+    /// Cancelled on SIGTERM: /readyz and gRPC health report not ready while the
+    /// server keeps serving for the drain delay.
+    pub draining: CancellationToken,
 }
 
 /// The database the server runs on: an external one, or the embedded default.
@@ -111,6 +114,9 @@ pub struct Application {
     grpc_addr: SocketAddr,
     tls: Option<crate::tls::TlsFiles>,
     retention: Duration,
+    cors_origins: Vec<String>,
+    drain_delay: Duration,
+    shutdown_grace: Duration,
     ingest_writers: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -129,7 +135,12 @@ impl Application {
     /// (port 0 picks a free port; see `http_addr`).
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let database = Database::open(&config.database).await?;
-        let (tls, retention) = (config.tls.clone(), config.retention);
+        let (tls, retention, cors_origins) = (
+            config.tls.clone(),
+            config.retention,
+            config.cors_origins.clone(),
+        );
+        let (drain_delay, shutdown_grace) = (config.drain_delay, config.shutdown_grace);
         let built = async {
             if let Some(tls) = &tls {
                 // Fail at start, not at the first connection.
@@ -154,6 +165,9 @@ impl Application {
                 grpc_addr,
                 tls,
                 retention,
+                cors_origins,
+                drain_delay,
+                shutdown_grace,
                 ingest_writers,
             }),
             Err(error) => {
@@ -230,6 +244,7 @@ impl Application {
             ingestor,
             metrics: Arc::new(Metrics::default()),
             streams: StreamHub::new(),
+            draining: CancellationToken::new(),
         };
         Ok(Parts {
             state,
@@ -253,10 +268,16 @@ impl Application {
         &self.state
     }
 
-    /// Serves HTTP and gRPC until `shutdown` completes, then drains: open
-    /// streams end with UNAVAILABLE (reconnect now), in-flight requests (and so
-    /// webhook ingests) finish, the ingest writers commit what they hold, the
-    /// pool closes and the embedded database stops.
+    /// Serves HTTP and gRPC until `shutdown` completes, then shuts down gracefully:
+    /// 1. readiness goes false (/readyz 503, gRPC health NOT_SERVING) while the
+    ///    server keeps serving for the drain delay, so load balancers move new
+    ///    requests to other replicas;
+    /// 2. open streams end with UNAVAILABLE ("reconnect now"), the listeners stop
+    ///    accepting, and in-flight requests (so webhook ingests) finish;
+    /// 3. the ingest writers commit what they hold, the pool closes and the
+    ///    embedded database stops.
+    ///
+    /// Whatever is still running when the grace period ends is abandoned.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -270,6 +291,9 @@ impl Application {
             grpc_addr,
             tls,
             retention,
+            cors_origins,
+            drain_delay,
+            shutdown_grace,
             ingest_writers,
         } = self;
         tracing::info!(
@@ -299,10 +323,18 @@ impl Application {
         let health_task = tokio::spawn(report_health(
             state.pool.clone(),
             health_reporter,
+            state.draining.clone(),
             stop.clone(),
         ));
 
-        let grpc_server = grpc_server(&state, health, tls.as_ref(), stop.clone(), grpc)?;
+        let grpc_server = grpc_server(
+            &state,
+            health,
+            tls.as_ref(),
+            &cors_origins,
+            stop.clone(),
+            grpc,
+        )?;
         let https = tls.as_ref().map(|tls| tls.http_acceptor()).transpose()?;
         let router = crate::http::router(state.clone());
         let http_stop = stop.clone();
@@ -318,12 +350,31 @@ impl Application {
                     .context("the HTTP server failed"),
             }
         };
-        let trigger = stop.clone();
+        let (trigger, draining, deadline) = (
+            stop.clone(),
+            state.draining.clone(),
+            CancellationToken::new(),
+        );
+        let grace_over = deadline.clone();
         tokio::spawn(async move {
             shutdown.await;
+            tracing::info!(
+                drain_delay_ms = drain_delay.as_millis() as u64,
+                "shutting down: not ready, draining"
+            );
+            draining.cancel();
+            tokio::time::sleep(drain_delay).await;
             trigger.cancel();
+            tokio::time::sleep(shutdown_grace.saturating_sub(drain_delay)).await;
+            grace_over.cancel();
         });
-        let (served_http, served_grpc) = tokio::join!(http_server, grpc_server);
+        let (served_http, served_grpc) = tokio::select! {
+            served = async { tokio::join!(http_server, grpc_server) } => served,
+            () = deadline.cancelled() => {
+                tracing::warn!("the shutdown grace period is over; exiting with requests in flight");
+                (Ok(()), Ok(()))
+            }
+        };
         stop.cancel();
         for task in background {
             let _ = task.await;
@@ -348,6 +399,7 @@ fn grpc_server(
         impl tonic_health::pb::health_server::Health,
     >,
     tls: Option<&crate::tls::TlsFiles>,
+    cors_origins: &[String],
     stop: CancellationToken,
     listener: TcpListener,
 ) -> anyhow::Result<impl Future<Output = anyhow::Result<()>>> {
@@ -368,7 +420,12 @@ fn grpc_server(
         builder =
             builder.tls_config(ServerTlsConfig::new().identity(Identity::from_pem(cert, key)))?;
     }
+    // gRPC-Web is translated here, by tonic-web, and nowhere else (Envoy only
+    // routes it): browsers reach the same server with or without Envoy.
     let router = builder
+        .accept_http1(true)
+        .layer(grpc_web_cors(cors_origins)?)
+        .layer(tonic_web::GrpcWebLayer::new())
         .add_service(health)
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)
@@ -382,10 +439,37 @@ fn grpc_server(
     })
 }
 
-/// grpc.health.v1: SERVING while the database answers, NOT_SERVING otherwise.
+/// CORS for browsers calling over gRPC-Web from `origins` (none: no cross-origin calls).
+fn grpc_web_cors(origins: &[String]) -> anyhow::Result<tower_http::cors::CorsLayer> {
+    use axum::http::{HeaderName, HeaderValue, Method, header};
+    let origins = origins
+        .iter()
+        .map(|origin| HeaderValue::from_str(origin).context("invalid HOOKRELAY_CORS_ORIGINS"))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(tower_http::cors::CorsLayer::new()
+        .allow_origin(tower_http::cors::AllowOrigin::list(origins))
+        .allow_methods([Method::POST, Method::OPTIONS])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            HeaderName::from_static("x-grpc-web"),
+            HeaderName::from_static("x-user-agent"),
+            HeaderName::from_static("grpc-timeout"),
+        ])
+        .expose_headers([
+            HeaderName::from_static("grpc-status"),
+            HeaderName::from_static("grpc-message"),
+            HeaderName::from_static("grpc-status-details-bin"),
+        ])
+        .max_age(Duration::from_secs(24 * 3600)))
+}
+
+/// grpc.health.v1: SERVING while the database answers; NOT_SERVING otherwise, and
+/// from the moment the server starts draining.
 async fn report_health(
     pool: PgPool,
     reporter: tonic_health::server::HealthReporter,
+    draining: CancellationToken,
     stop: CancellationToken,
 ) {
     const SERVICE: &str = "hookrelay.v1.EventService";
@@ -393,9 +477,10 @@ async fn report_health(
     loop {
         tokio::select! {
             () = stop.cancelled() => break,
+            () = draining.cancelled(), if !draining.is_cancelled() => {}
             _ = interval.tick() => {}
         }
-        let status = if store::ping(&pool).await {
+        let status = if !draining.is_cancelled() && store::ping(&pool).await {
             ServingStatus::Serving
         } else {
             ServingStatus::NotServing

@@ -20,8 +20,14 @@ async fn healthz() -> impl IntoResponse {
     axum::Json(json!({"status": "ok"}))
 }
 
-/// The process can serve: the database answers.
+/// The process can serve: it is not draining and the database answers.
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    if state.draining.is_cancelled() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({"error": "unavailable", "message": "shutting down"})),
+        );
+    }
     if store::ping(&state.pool).await {
         (StatusCode::OK, axum::Json(json!({"status": "ready"})))
     } else {

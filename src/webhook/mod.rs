@@ -43,8 +43,9 @@ pub fn scheme(provider: Provider) -> &'static dyn WebhookScheme {
 /// The request headers worth replaying: what the sender sent, minus hop-by-hop
 /// headers (RFC 9110 §7.6.1, including any named in `Connection`), Host and
 /// Content-Length, which the replaying client sets for its own connection.
-/// Headers our own infrastructure adds on the way in (`x-request-id`, Envoy's
-/// `x-envoy-*`) are not the sender's and are dropped too. Order is kept.
+/// Headers that proxies add on the way in (`x-request-id`, `x-forwarded-*`,
+/// `forwarded`, `via`, Envoy's `x-envoy-*`) are not the sender's and are dropped
+/// too. Order is kept.
 pub fn replayable_headers(headers: &HeaderMap) -> Vec<(String, String)> {
     const DROPPED: [HeaderName; 9] = [
         header::CONNECTION,
@@ -69,7 +70,8 @@ pub fn replayable_headers(headers: &HeaderMap) -> Vec<(String, String)> {
         .filter(|(name, _)| {
             !DROPPED.contains(name)
                 && name.as_str() != "keep-alive"
-                && name.as_str() != "x-request-id"
+                && !matches!(name.as_str(), "x-request-id" | "forwarded" | "via")
+                && !name.as_str().starts_with("x-forwarded-")
                 && !name.as_str().starts_with("x-envoy-")
                 && !named_by_connection.iter().any(|n| n == name.as_str())
         })

@@ -100,6 +100,7 @@ fn without_postgresql_binaries_the_error_names_the_package_and_database_url() {
         .env("HOOKRELAY_DATA_DIR", dir.path().join("data"))
         .env("HOOKRELAY_POSTGRES_BIN_DIR", dir.path())
         .env("HOOKRELAY_HTTP_ADDR", "127.0.0.1:0")
+        .env("HOOKRELAY_GRPC_ADDR", "127.0.0.1:0")
         .output()
         .unwrap();
     assert!(!output.status.success());

@@ -127,6 +127,9 @@ pub fn test_config(database_url: &str) -> Config {
         secret_rotation_grace: Duration::from_secs(24 * 3600),
         retention: Duration::from_secs(7 * 24 * 3600),
         tls: None,
+        cors_origins: Vec::new(),
+        drain_delay: Duration::ZERO,
+        shutdown_grace: Duration::from_secs(10),
         migrate: true,
     }
 }
@@ -392,6 +395,8 @@ impl ServerProcess {
         command
             .arg("serve")
             .env("HOOKRELAY_HTTP_ADDR", format!("127.0.0.1:{port}"))
+            // Never the default 50051: tests run in parallel.
+            .env("HOOKRELAY_GRPC_ADDR", "127.0.0.1:0")
             .stdout(std::fs::File::create(&stdout).unwrap())
             .stderr(Stdio::inherit());
         for (name, value) in envs {
@@ -712,6 +717,22 @@ impl RelayProcess {
             assert!(
                 Instant::now() < deadline,
                 "the relay did not exit within {timeout:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until `needle` occurs `count` times in the agent's output.
+    pub async fn wait_for_output(&self, needle: &str, count: usize, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let output = self.output();
+            if output.matches(needle).count() >= count {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "`{needle}` did not occur {count} times:\n{output}"
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

@@ -54,6 +54,7 @@ async fn serve_with_no_migrate_uses_the_schema_migrate_made() {
         .env("DATABASE_URL", &unmigrated)
         .env("HOOKRELAY_SECRET_KEY", TEST_SECRET_KEY)
         .env("HOOKRELAY_HTTP_ADDR", "127.0.0.1:0")
+        .env("HOOKRELAY_GRPC_ADDR", "127.0.0.1:0")
         .output()
         .unwrap();
     assert!(
