@@ -676,6 +676,21 @@ impl RelayProcess {
         extra: &[&str],
         log_dir: &std::path::Path,
     ) -> RelayProcess {
+        let token_url = app.url("/oauth/token");
+        let mut args = vec!["--token-url", &token_url];
+        args.extend_from_slice(extra);
+        Self::start_at(&app.grpc_address, tenant, consumer, target, &args, log_dir)
+    }
+
+    /// An agent against `server` (its token URL defaults to `<server>/oauth/token`).
+    pub fn start_at(
+        server: &str,
+        tenant: &TestTenant,
+        consumer: &str,
+        target: &str,
+        extra: &[&str],
+        log_dir: &std::path::Path,
+    ) -> RelayProcess {
         let log = log_dir.join(format!(
             "relay-{consumer}-{}.log",
             uuid::Uuid::new_v4().simple()
@@ -683,8 +698,7 @@ impl RelayProcess {
         let mut command = hookrelay();
         command
             .arg("relay")
-            .args(["--server", &app.grpc_address])
-            .args(["--token-url", &app.url("/oauth/token")])
+            .args(["--server", server])
             .args(["--client-id", &tenant.client_id])
             .args(["--consumer", consumer])
             .args(["--target", target])
@@ -746,6 +760,131 @@ impl RelayProcess {
 }
 
 impl Drop for RelayProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A real Envoy in front of relay listeners, configured by envoy/render; killed on drop.
+pub struct EnvoyProcess {
+    child: Child,
+    pub address: String,
+    pub admin: String,
+    pub log: PathBuf,
+}
+
+/// Runs envoy/render with `args`; panics unless it succeeds.
+pub fn render_envoy(args: &[&str]) -> String {
+    let output = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/envoy/render"))
+        .args(args)
+        .output()
+        .expect("envoy/render runs (python3)");
+    assert!(
+        output.status.success(),
+        "envoy/render {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// `envoy --mode validate` on a config file: (accepted, output).
+pub fn validate_envoy(config: &std::path::Path) -> (bool, String) {
+    let output = Command::new("envoy")
+        .args(["--mode", "validate", "--disable-hot-restart", "-c"])
+        .arg(config)
+        .output()
+        .expect("envoy is not on PATH: run the tests through scripts/test, which installs it");
+    (
+        output.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ),
+    )
+}
+
+impl EnvoyProcess {
+    /// Envoy on `port` (0: a free one) in front of the given relay listeners; returns
+    /// once every upstream passes its health check.
+    pub async fn start(
+        port: u16,
+        http: &[String],
+        grpc: &[String],
+        dir: &std::path::Path,
+    ) -> EnvoyProcess {
+        let port = if port == 0 { free_port() } else { port };
+        let admin = free_port();
+        let (listen, admin_address) = (format!("127.0.0.1:{port}"), format!("127.0.0.1:{admin}"));
+        let mut args = vec!["--listen", &listen, "--admin", &admin_address];
+        for address in http {
+            args.extend(["--http", address]);
+        }
+        for address in grpc {
+            args.extend(["--grpc", address]);
+        }
+        let config = dir.join(format!("envoy-{port}.json"));
+        std::fs::write(&config, render_envoy(&args)).unwrap();
+        let (valid, output) = validate_envoy(&config);
+        assert!(valid, "{output}");
+        let log = dir.join(format!("envoy-{port}.log"));
+        let child = Command::new("envoy")
+            .args([
+                "--disable-hot-restart",
+                "--log-level",
+                "warn",
+                "--file-flush-interval-msec",
+                "100",
+                "-c",
+            ])
+            .arg(&config)
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(std::fs::File::create(log.with_extension("err")).unwrap())
+            .spawn()
+            .expect("envoy starts");
+        let envoy = EnvoyProcess {
+            child,
+            address: format!("http://{listen}"),
+            admin: format!("http://{admin_address}"),
+            log,
+        };
+        let hosts = http.len() + grpc.len();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ready = reqwest::get(format!("{}/ready", envoy.admin))
+                .await
+                .is_ok_and(|r| r.status() == StatusCode::OK);
+            let clusters = match reqwest::get(format!("{}/clusters", envoy.admin)).await {
+                Ok(response) => response.text().await.unwrap_or_default(),
+                Err(_) => String::new(),
+            };
+            let healthy = clusters
+                .lines()
+                .filter(|l| l.ends_with("::health_flags::healthy"))
+                .count();
+            if ready && healthy == hosts {
+                return envoy;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "envoy not ready ({healthy}/{hosts} healthy):\n{clusters}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Envoy's JSON access log lines.
+    pub fn access_log(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect()
+    }
+}
+
+impl Drop for EnvoyProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

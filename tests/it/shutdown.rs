@@ -1,0 +1,132 @@
+//! SIGTERM: not ready first (while still serving), then streams end with
+//! "reconnect now", then exit within the grace period.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tokio::process::Command;
+
+use crate::helpers::{ServerProcess, TEST_SECRET_KEY, authed, free_port, fresh_database};
+
+#[tokio::test]
+async fn sigterm_drains_then_ends_streams_then_exits_within_the_grace_period() {
+    let dir = tempfile::tempdir().unwrap();
+    let grpc = format!("127.0.0.1:{}", free_port());
+    let mut server = ServerProcess::start(
+        &[
+            ("DATABASE_URL", fresh_database().await),
+            ("HOOKRELAY_SECRET_KEY", TEST_SECRET_KEY.into()),
+            ("HOOKRELAY_GRPC_ADDR", grpc.clone()),
+            ("HOOKRELAY_DRAIN_DELAY", "3s".into()),
+            ("HOOKRELAY_SHUTDOWN_GRACE", "8s".into()),
+        ],
+        dir.path(),
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let signed_up: Value = http
+        .post(format!("{}/v1/tenants", server.address))
+        .json(&json!({"name": "acme"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token: Value = http
+        .post(format!("{}/oauth/token", server.address))
+        .basic_auth(
+            signed_up["client_id"].as_str().unwrap(),
+            signed_up["client_secret"].as_str(),
+        )
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = token["access_token"].as_str().unwrap();
+    let mut client = hookrelay::grpc::proto::event_service_client::EventServiceClient::connect(
+        format!("http://{grpc}"),
+    )
+    .await
+    .unwrap();
+    let request = hookrelay::grpc::proto::StreamEventsRequest {
+        repository_ids: vec![],
+        consumer: "ci".into(),
+        after_event_id: None,
+    };
+    let mut stream = client
+        .stream_events(authed(request, token))
+        .await
+        .unwrap()
+        .into_inner();
+
+    let terminated = Instant::now();
+    server.signal("TERM");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Draining: not ready, NOT_SERVING, but still serving requests.
+    assert_eq!(
+        http.get(format!("{}/readyz", server.address))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        503
+    );
+    assert_eq!(
+        http.get(format!("{}/healthz", server.address))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let health = Command::new("grpcurl")
+        .args([
+            "-plaintext",
+            "-d",
+            r#"{"service":"hookrelay.v1.EventService"}"#,
+            &grpc,
+            "grpc.health.v1.Health/Check",
+        ])
+        .output()
+        .await
+        .expect("grpcurl runs (scripts/test installs it)");
+    assert!(
+        String::from_utf8_lossy(&health.stdout).contains("NOT_SERVING"),
+        "{health:?}"
+    );
+    let signup = http
+        .post(format!("{}/v1/tenants", server.address))
+        .json(&json!({"name": "late"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        signup.status(),
+        201,
+        "requests are still served while draining"
+    );
+
+    // After the drain delay the stream ends with UNAVAILABLE: reconnect now.
+    let ended = tokio::time::timeout(Duration::from_secs(8), stream.message())
+        .await
+        .expect("the stream ends");
+    let status = ended.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unavailable);
+    assert!(status.message().contains("reconnect now"), "{status:?}");
+    assert!(
+        terminated.elapsed() >= Duration::from_secs(3),
+        "streams end after the drain delay"
+    );
+
+    assert!(server.wait(Duration::from_secs(10)).await.success());
+    assert!(
+        terminated.elapsed() < Duration::from_secs(8),
+        "exited within the grace period: {:?}",
+        terminated.elapsed()
+    );
+}
