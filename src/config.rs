@@ -27,6 +27,8 @@ pub enum Command {
     Migrate(DatabaseArgs),
     /// Relay a tenant's events to a local target (the agent for private networks).
     Relay(Box<crate::relay::RelayArgs>),
+    /// Check a running relay: HTTP readiness and gRPC health (exit 0 when both pass).
+    Probe(crate::probe::ProbeArgs),
 }
 
 #[derive(Clone, Args)]

@@ -10,6 +10,7 @@ pub mod error;
 pub mod grpc;
 pub mod http;
 pub mod ingest;
+pub mod probe;
 pub mod relay;
 pub mod secrets;
 pub mod startup;

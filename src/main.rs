@@ -10,6 +10,7 @@ enum Run {
     Serve(Box<Config>),
     Migrate(DatabaseConfig),
     Relay(Box<hookrelay::relay::RelayArgs>),
+    Probe(hookrelay::probe::ProbeArgs),
 }
 
 fn main() -> ExitCode {
@@ -20,6 +21,7 @@ fn main() -> ExitCode {
             .map(|config| Run::Serve(Box::new(config))),
         Command::Migrate(args) => args.into_config().map(Run::Migrate),
         Command::Relay(args) => Ok(Run::Relay(args)),
+        Command::Probe(args) => Ok(Run::Probe(args)),
     };
     let run = match run {
         Ok(run) => run,
@@ -48,6 +50,7 @@ fn main() -> ExitCode {
                 app.run_until_stopped(startup::shutdown_signal()).await
             }
             Run::Migrate(config) => startup::migrate_only(config).await,
+            Run::Probe(args) => hookrelay::probe::run(args).await,
             Run::Relay(args) => {
                 let stop = tokio_util::sync::CancellationToken::new();
                 let trigger = stop.clone();

@@ -386,6 +386,13 @@ pub fn hookrelay() -> Command {
     command
 }
 
+/// `hookrelay` for tests that must not block their runtime while it runs.
+pub fn hookrelay_async() -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_hookrelay"));
+    command.env_remove("DATABASE_URL");
+    command
+}
+
 impl ServerProcess {
     /// Starts `hookrelay serve` with `envs` and waits until /readyz answers 200.
     pub async fn start(envs: &[(&str, String)], log_dir: &std::path::Path) -> ServerProcess {

@@ -130,3 +130,43 @@ async fn sigterm_drains_then_ends_streams_then_exits_within_the_grace_period() {
         terminated.elapsed()
     );
 }
+
+#[tokio::test]
+async fn probe_checks_readiness_and_grpc_health() {
+    let dir = tempfile::tempdir().unwrap();
+    let grpc = format!("127.0.0.1:{}", free_port());
+    let server = ServerProcess::start(
+        &[
+            ("DATABASE_URL", fresh_database().await),
+            ("HOOKRELAY_SECRET_KEY", TEST_SECRET_KEY.into()),
+            ("HOOKRELAY_GRPC_ADDR", grpc.clone()),
+        ],
+        dir.path(),
+    )
+    .await;
+    let probe = |http: String, grpc: String| async move {
+        crate::helpers::hookrelay_async()
+            .args(["probe", "--http", &http, "--grpc", &grpc])
+            .output()
+            .await
+            .unwrap()
+    };
+    let ok = probe(
+        format!("{}/readyz", server.address),
+        format!("http://{grpc}"),
+    )
+    .await;
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let wrong = probe(format!("{}/nope", server.address), format!("http://{grpc}")).await;
+    assert!(!wrong.status.success());
+    let down = probe(
+        format!("{}/readyz", server.address),
+        format!("http://127.0.0.1:{}", free_port()),
+    )
+    .await;
+    assert!(!down.status.success());
+}
