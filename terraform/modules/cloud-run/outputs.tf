@@ -1,0 +1,9 @@
+output "uri" {
+  description = "The service's run.app URL."
+  value       = google_cloud_run_v2_service.this.uri
+}
+
+output "name" {
+  description = "The service's name."
+  value       = google_cloud_run_v2_service.this.name
+}
