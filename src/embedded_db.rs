@@ -51,8 +51,11 @@ pub struct EmbeddedOptions {
     pub dir: PathBuf,
     /// Where initdb and postgres live; searched for when None.
     pub bin_dir: Option<PathBuf>,
-    /// A throwaway cluster: no fsync, deleted when it stops.
+    /// A throwaway cluster, deleted when it stops.
     pub ephemeral: bool,
+    /// Flush commits to disk (production behaviour). Tests turn it off for speed;
+    /// benchmarks keep it on, since durability is what they measure.
+    pub fsync: bool,
     pub max_connections: u32,
 }
 
@@ -126,7 +129,7 @@ impl EmbeddedPostgres {
             "-c".to_owned(),
             format!("max_connections={}", options.max_connections),
         ];
-        if options.ephemeral {
+        if !options.fsync {
             for setting in [
                 "fsync=off",
                 "synchronous_commit=off",

@@ -72,6 +72,7 @@ impl Database {
                     dir: config.data_dir.join("postgres"),
                     bin_dir: config.postgres_bin_dir.clone(),
                     ephemeral: false,
+                    fsync: true,
                     max_connections: 100,
                 };
                 tracing::info!(dir = %options.dir.display(), "starting the embedded PostgreSQL");

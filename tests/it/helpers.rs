@@ -49,6 +49,7 @@ fn server() -> &'static Server {
                     dir,
                     bin_dir: None,
                     ephemeral: true,
+                    fsync: false,
                     max_connections: 500,
                 })
                 .expect(

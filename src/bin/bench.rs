@@ -1,0 +1,1230 @@
+//! The benchmark runner (not a test): `scripts/bench [SCENARIO...] [--quick]`.
+//!
+//! It starts a fresh PostgreSQL (fsync on) and the release server, drives each
+//! scenario with load generators in separate processes (this binary, re-executed
+//! with a `load-*` subcommand), prints a table with the machine's details and
+//! writes JSON. Scenarios: ingest, latency, fanout, catchup, agent, envoy.
+#![forbid(unsafe_code)]
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use hmac::{Hmac, Mac};
+use hookrelay::embedded_db::{EmbeddedOptions, EmbeddedPostgres};
+use hookrelay::grpc::proto::StreamEventsRequest;
+use hookrelay::grpc::proto::event_service_client::EventServiceClient;
+use serde_json::{Value, json};
+use sha2::Sha256;
+
+const SECRET_KEY: &str = "YmVuY2htYXJrLWtleS1lbmNyeXB0aW9uLWtleS0zMmI=";
+const ALL: [&str; 6] = ["ingest", "latency", "fanout", "catchup", "agent", "envoy"];
+
+#[derive(Parser)]
+#[command(
+    name = "bench",
+    about = "hookrelay benchmarks: prints a table and writes JSON"
+)]
+struct Cli {
+    #[command(subcommand)]
+    load: Option<Generator>,
+    /// Scenarios to run (default: all): ingest, latency, fanout, catchup, agent, envoy.
+    scenarios: Vec<String>,
+    /// Shorter runs, for a smoke check of the runner itself.
+    #[arg(long)]
+    quick: bool,
+    /// Where to write the JSON results.
+    #[arg(long, default_value = "target/bench/results.json")]
+    out: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum Generator {
+    /// Signed push webhooks at a fixed concurrency until the deadline.
+    #[command(hide = true, name = "load-ingest")]
+    Ingest {
+        url: String,
+        secret: String,
+        body: PathBuf,
+        concurrency: usize,
+        seconds: f64,
+        prefix: String,
+    },
+    /// Webhooks at a fixed rate (0: as fast as 64 workers go) while a stream receives them.
+    #[command(hide = true, name = "load-latency")]
+    Latency {
+        url: String,
+        grpc: String,
+        token: String,
+        secret: String,
+        body: PathBuf,
+        rate: f64,
+        seconds: f64,
+        after: i64,
+        prefix: String,
+    },
+    /// N idle streams; prints "ready", then the receipt time of the first event on each.
+    #[command(hide = true, name = "load-fanout")]
+    Fanout {
+        grpc: String,
+        token: String,
+        streams: usize,
+        after: i64,
+    },
+    /// One consumer reads `expect` events from a repository's backlog.
+    #[command(hide = true, name = "load-catchup")]
+    Catchup {
+        grpc: String,
+        token: String,
+        repository: String,
+        expect: usize,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    match cli.load {
+        Some(load) => runtime.block_on(run_load(load)),
+        None => runtime.block_on(run(cli)),
+    }
+}
+
+fn now_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+fn sign(secret: &str, body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+fn bearer<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("ascii"),
+    );
+    request
+}
+
+async fn post(
+    http: &reqwest::Client,
+    url: &str,
+    secret: &str,
+    body: &[u8],
+    delivery: &str,
+) -> reqwest::Result<u16> {
+    let response = http
+        .post(url)
+        .header("content-type", "application/json")
+        .header("x-github-event", "push")
+        .header("x-github-delivery", delivery)
+        .header("x-hub-signature-256", sign(secret, body))
+        .body(body.to_vec())
+        .send()
+        .await?;
+    Ok(response.status().as_u16())
+}
+
+// ---------------------------------------------------------------- load processes
+
+async fn run_load(load: Generator) -> anyhow::Result<()> {
+    let result = match load {
+        Generator::Ingest {
+            url,
+            secret,
+            body,
+            concurrency,
+            seconds,
+            prefix,
+        } => {
+            load_ingest(
+                &url,
+                &secret,
+                &std::fs::read(body)?,
+                concurrency,
+                seconds,
+                &prefix,
+            )
+            .await?
+        }
+        Generator::Latency {
+            url,
+            grpc,
+            token,
+            secret,
+            body,
+            rate,
+            seconds,
+            after,
+            prefix,
+        } => {
+            load_latency(
+                &url,
+                &grpc,
+                &token,
+                &secret,
+                &std::fs::read(body)?,
+                rate,
+                seconds,
+                after,
+                &prefix,
+            )
+            .await?
+        }
+        Generator::Fanout {
+            grpc,
+            token,
+            streams,
+            after,
+        } => load_fanout(&grpc, &token, streams, after).await?,
+        Generator::Catchup {
+            grpc,
+            token,
+            repository,
+            expect,
+        } => load_catchup(&grpc, &token, &repository, expect).await?,
+    };
+    println!("{result}");
+    Ok(())
+}
+
+async fn load_ingest(
+    url: &str,
+    secret: &str,
+    body: &[u8],
+    concurrency: usize,
+    seconds: f64,
+    prefix: &str,
+) -> anyhow::Result<Value> {
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(concurrency)
+        .build()?;
+    let body = Arc::new(body.to_vec());
+    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+    let started = Instant::now();
+    let mut workers = tokio::task::JoinSet::new();
+    for worker in 0..concurrency {
+        let (http, url, secret, body, prefix) = (
+            http.clone(),
+            url.to_owned(),
+            secret.to_owned(),
+            body.clone(),
+            prefix.to_owned(),
+        );
+        workers.spawn(async move {
+            let (mut latencies, mut non_2xx, mut errors, mut n) = (Vec::new(), 0u64, 0u64, 0u64);
+            while Instant::now() < deadline {
+                let delivery = format!("{prefix}-{worker}-{n}");
+                n += 1;
+                let sent = Instant::now();
+                match post(&http, &url, &secret, &body, &delivery).await {
+                    Ok(status) if (200..300).contains(&status) => {
+                        latencies.push(sent.elapsed().as_secs_f64() * 1000.0)
+                    }
+                    Ok(_) => non_2xx += 1,
+                    Err(_) => errors += 1,
+                }
+            }
+            (latencies, non_2xx, errors)
+        });
+    }
+    let (mut latencies, mut non_2xx, mut errors) = (Vec::new(), 0, 0);
+    for (l, n, e) in workers.join_all().await {
+        latencies.extend(l);
+        non_2xx += n;
+        errors += e;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    latencies.sort_by(f64::total_cmp);
+    Ok(json!({
+        "ok": latencies.len(), "non_2xx": non_2xx, "errors": errors, "seconds": elapsed,
+        "per_second": latencies.len() as f64 / elapsed,
+        "p50_ms": percentile(&latencies, 50.0), "p99_ms": percentile(&latencies, 99.0),
+    }))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn load_latency(
+    url: &str,
+    grpc: &str,
+    token: &str,
+    secret: &str,
+    body: &[u8],
+    rate: f64,
+    seconds: f64,
+    after: i64,
+    prefix: &str,
+) -> anyhow::Result<Value> {
+    let mut client = EventServiceClient::connect(grpc.to_owned())
+        .await?
+        .max_decoding_message_size(64 << 20);
+    let request = StreamEventsRequest {
+        repository_ids: vec![],
+        consumer: format!("{prefix}-latency"),
+        after_event_id: Some(after),
+    };
+    let mut stream = client
+        .stream_events(bearer(request, token))
+        .await?
+        .into_inner();
+    let sent: Arc<std::sync::Mutex<HashMap<String, u64>>> = Arc::default();
+    let received = tokio::spawn({
+        let sent = sent.clone();
+        async move {
+            let mut latencies = Vec::new();
+            while let Ok(Some(event)) = stream.message().await {
+                let at = now_micros();
+                if event.delivery_id == "stop" {
+                    break;
+                }
+                if let Some(t) = sent.lock().unwrap().get(&event.delivery_id) {
+                    latencies.push(at.saturating_sub(*t) as f64 / 1000.0);
+                }
+            }
+            latencies
+        }
+    });
+    let http = reqwest::Client::new();
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs_f64(seconds);
+    let poster = Poster {
+        http: http.clone(),
+        url: url.into(),
+        secret: secret.into(),
+        body: Arc::new(body.to_vec()),
+        prefix: prefix.into(),
+        sent: sent.clone(),
+        posted: Arc::default(),
+        failed: Arc::default(),
+    };
+    let mut tasks = tokio::task::JoinSet::new();
+    if rate > 0.0 {
+        // Open loop: a request every 1/rate seconds, whatever the previous ones do.
+        let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        let mut n = 0;
+        while Instant::now() < deadline {
+            ticker.tick().await;
+            tasks.spawn(poster.clone().send(n));
+            n += 1;
+        }
+    } else {
+        let counter = Arc::new(AtomicU64::new(0));
+        for _ in 0..64 {
+            let (counter, poster) = (counter.clone(), poster.clone());
+            tasks.spawn(async move {
+                while Instant::now() < deadline {
+                    poster
+                        .clone()
+                        .send(counter.fetch_add(1, Ordering::Relaxed))
+                        .await;
+                }
+            });
+        }
+    }
+    while tasks.join_next().await.is_some() {}
+    let elapsed = started.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    post(&http, url, secret, body, "stop").await?;
+    let mut latencies = tokio::time::timeout(Duration::from_secs(30), received).await??;
+    latencies.sort_by(f64::total_cmp);
+    let posted = poster.posted.load(Ordering::Relaxed);
+    Ok(json!({
+        "posted": posted, "failed": poster.failed.load(Ordering::Relaxed), "received": latencies.len(),
+        "per_second": posted as f64 / elapsed,
+        "p50_ms": percentile(&latencies, 50.0), "p99_ms": percentile(&latencies, 99.0),
+        "max_ms": latencies.last().copied().unwrap_or(f64::NAN),
+    }))
+}
+
+/// Posts webhooks for the latency run, noting when each was sent.
+#[derive(Clone)]
+struct Poster {
+    http: reqwest::Client,
+    url: Arc<str>,
+    secret: Arc<str>,
+    body: Arc<Vec<u8>>,
+    prefix: Arc<str>,
+    sent: Arc<std::sync::Mutex<HashMap<String, u64>>>,
+    posted: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
+}
+
+impl Poster {
+    async fn send(self, n: u64) {
+        let delivery = format!("{}-{n}", self.prefix);
+        self.sent
+            .lock()
+            .unwrap()
+            .insert(delivery.clone(), now_micros());
+        match post(&self.http, &self.url, &self.secret, &self.body, &delivery).await {
+            Ok(status) if (200..300).contains(&status) => {
+                self.posted.fetch_add(1, Ordering::Relaxed)
+            }
+            _ => self.failed.fetch_add(1, Ordering::Relaxed),
+        };
+    }
+}
+
+async fn load_fanout(grpc: &str, token: &str, streams: usize, after: i64) -> anyhow::Result<Value> {
+    const PER_CONNECTION: usize = 100;
+    let mut receivers = tokio::task::JoinSet::new();
+    for chunk in 0..streams.div_ceil(PER_CONNECTION) {
+        let channel = tonic::transport::Endpoint::from_shared(grpc.to_owned())?
+            .connect()
+            .await?;
+        for i in 0..PER_CONNECTION.min(streams - chunk * PER_CONNECTION) {
+            let mut client = EventServiceClient::new(channel.clone());
+            let request = StreamEventsRequest {
+                repository_ids: vec![],
+                consumer: format!("fan-{chunk}-{i}"),
+                after_event_id: Some(after),
+            };
+            let mut stream = client
+                .stream_events(bearer(request, token))
+                .await?
+                .into_inner();
+            receivers.spawn(async move {
+                match stream.message().await {
+                    Ok(Some(_)) => Some(now_micros()),
+                    _ => None,
+                }
+            });
+        }
+    }
+    println!("ready");
+    let received: Vec<Option<u64>> = receivers.join_all().await;
+    let got: Vec<u64> = received.iter().flatten().copied().collect();
+    Ok(
+        json!({ "streams": streams, "received": got.len(), "last_receipt_us": got.iter().max(), "first_receipt_us": got.iter().min() }),
+    )
+}
+
+async fn load_catchup(
+    grpc: &str,
+    token: &str,
+    repository: &str,
+    expect: usize,
+) -> anyhow::Result<Value> {
+    let mut client = EventServiceClient::connect(grpc.to_owned())
+        .await?
+        .max_decoding_message_size(64 << 20);
+    let request = StreamEventsRequest {
+        repository_ids: vec![repository.to_owned()],
+        consumer: "catchup".into(),
+        after_event_id: None,
+    };
+    let started = Instant::now();
+    let mut stream = client
+        .stream_events(bearer(request, token))
+        .await?
+        .into_inner();
+    let (mut count, mut bytes) = (0usize, 0usize);
+    while count < expect {
+        let event = stream.message().await?.context("the stream ended early")?;
+        count += 1;
+        bytes += event.body.len();
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    Ok(
+        json!({ "events": count, "seconds": elapsed, "per_second": count as f64 / elapsed, "mib_per_second": bytes as f64 / elapsed / 1048576.0 }),
+    )
+}
+
+// ---------------------------------------------------------------- the runner
+
+struct Bench {
+    dir: PathBuf,
+    _cluster: EmbeddedPostgres,
+    socket: String,
+    pool: sqlx::PgPool,
+    server: Child,
+    http: String,
+    grpc: String,
+    token: String,
+    client_id: String,
+    client_secret: String,
+    repository: String,
+    secret: String,
+    body: PathBuf,
+    quick: bool,
+    rows: Vec<(String, String, String, String)>,
+    results: serde_json::Map<String, Value>,
+}
+
+impl Drop for Bench {
+    fn drop(&mut self) {
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+    }
+}
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn sibling(name: &str) -> anyhow::Result<PathBuf> {
+    let path = std::env::current_exe()?.with_file_name(name);
+    anyhow::ensure!(
+        path.exists(),
+        "{} not found: build with `cargo build --release --bins`",
+        path.display()
+    );
+    Ok(path)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
+}
+
+fn tool(name: &str) -> anyhow::Result<PathBuf> {
+    let venv = root().join(".venv/bin").join(name);
+    if venv.exists() {
+        return Ok(venv);
+    }
+    let on_path = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|d| d.join(name))
+            .find(|p| p.exists())
+    });
+    if let Some(path) = on_path {
+        return Ok(path);
+    }
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .map(|e| e.path().join("bin").join(name))
+                .filter(|p| p.exists())
+                .collect()
+        })
+        .unwrap_or_default();
+    versions.sort();
+    versions
+        .pop()
+        .with_context(|| format!("{name} not found (scripts/bench installs what it needs)"))
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn machine() -> Value {
+    let memory = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .next()
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .unwrap_or(0);
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_default();
+    let postgres = tool("postgres")
+        .ok()
+        .and_then(|p| Command::new(p).arg("--version").output().ok())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    json!({
+        "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "memory_gib": (memory as f64 / 1048576.0 * 10.0).round() / 10.0,
+        "cpu": cpu,
+        "postgres": postgres,
+        "kernel": std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
+    })
+}
+
+/// Runs this binary as a load generator and parses the JSON it prints last.
+fn load(args: &[String]) -> anyhow::Result<Value> {
+    let output = Command::new(std::env::current_exe()?)
+        .args(args)
+        .stderr(Stdio::inherit())
+        .output()?;
+    anyhow::ensure!(
+        output.status.success(),
+        "load generator {:?} failed",
+        args.first()
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    Ok(serde_json::from_str(
+        stdout.lines().last().unwrap_or("null"),
+    )?)
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let scenarios: Vec<String> =
+        if cli.scenarios.is_empty() || cli.scenarios.iter().any(|s| s == "all") {
+            ALL.iter().map(|s| s.to_string()).collect()
+        } else {
+            cli.scenarios.clone()
+        };
+    for scenario in &scenarios {
+        anyhow::ensure!(
+            ALL.contains(&scenario.as_str()),
+            "unknown scenario {scenario}; pick from {ALL:?}"
+        );
+    }
+    let machine = machine();
+    println!("hookrelay benchmarks on {machine}");
+    let mut bench = Bench::start(cli.quick).await?;
+    for scenario in &scenarios {
+        println!("== {scenario}");
+        match scenario.as_str() {
+            "ingest" => bench.ingest().await?,
+            "latency" => bench.latency().await?,
+            "fanout" => bench.fanout().await?,
+            "catchup" => bench.catchup().await?,
+            "agent" => bench.agent().await?,
+            "envoy" => bench.envoy().await?,
+            _ => unreachable!(),
+        }
+    }
+    println!();
+    println!(
+        "{:<10} {:<42} {:>14}  {:<30}",
+        "scenario", "measure", "value", "target"
+    );
+    for (scenario, measure, value, target) in &bench.rows {
+        println!("{scenario:<10} {measure:<42} {value:>14}  {target:<30}");
+    }
+    if let Some(parent) = cli.out.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let report = json!({ "machine": machine, "quick": cli.quick, "results": bench.results });
+    std::fs::write(&cli.out, serde_json::to_string_pretty(&report)?)?;
+    println!("\nwrote {}", cli.out.display());
+    Ok(())
+}
+
+impl Bench {
+    async fn start(quick: bool) -> anyhow::Result<Self> {
+        let dir = std::env::temp_dir().join(format!("hookrelay-bench-{}", std::process::id()));
+        let cluster_dir = dir.join("postgres");
+        let cluster = tokio::task::spawn_blocking(move || {
+            EmbeddedPostgres::start(&EmbeddedOptions {
+                dir: cluster_dir,
+                bin_dir: None,
+                ephemeral: true,
+                fsync: true,
+                max_connections: 300,
+            })
+        })
+        .await??;
+        let options = cluster.connect_options("postgres");
+        let socket = options
+            .get_socket()
+            .context("a socket")?
+            .display()
+            .to_string();
+        let database_url =
+            format!("postgres://postgres@localhost/postgres?host={socket}&port=5432");
+        let (http_port, grpc_port) = (free_port(), free_port());
+        let server = Command::new(sibling("hookrelay")?)
+            .arg("serve")
+            .env("DATABASE_URL", &database_url)
+            .env("HOOKRELAY_SECRET_KEY", SECRET_KEY)
+            .env("HOOKRELAY_HTTP_ADDR", format!("127.0.0.1:{http_port}"))
+            .env("HOOKRELAY_GRPC_ADDR", format!("127.0.0.1:{grpc_port}"))
+            .env("HOOKRELAY_DATA_DIR", dir.join("data"))
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()?;
+        let http = format!("http://127.0.0.1:{http_port}");
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !client
+            .get(format!("{http}/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            anyhow::ensure!(Instant::now() < deadline, "the server did not become ready");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let signed_up: Value = client
+            .post(format!("{http}/v1/tenants"))
+            .json(&json!({"name": "bench"}))
+            .send()
+            .await?
+            .json()
+            .await?;
+        let (client_id, client_secret) = (
+            signed_up["client_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            signed_up["client_secret"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        );
+        let token: Value = client
+            .post(format!("{http}/oauth/token"))
+            .basic_auth(&client_id, Some(&client_secret))
+            .form(&[("grant_type", "client_credentials")])
+            .send()
+            .await?
+            .json()
+            .await?;
+        let token = token["access_token"]
+            .as_str()
+            .context("a token")?
+            .to_owned();
+        let repository: Value = client
+            .post(format!("{http}/v1/repositories"))
+            .bearer_auth(&token)
+            .json(&json!({"provider": "github", "name": "bench/ingest"}))
+            .send()
+            .await?
+            .json()
+            .await?;
+        let body = root().join("../shared/fixtures/github/push.json");
+        anyhow::ensure!(body.exists(), "{} is missing", body.display());
+        Ok(Self {
+            pool: sqlx::PgPool::connect(&database_url).await?,
+            dir,
+            _cluster: cluster,
+            socket,
+            server,
+            http,
+            grpc: format!("http://127.0.0.1:{grpc_port}"),
+            token,
+            client_id,
+            client_secret,
+            repository: repository["id"]
+                .as_str()
+                .context("a repository")?
+                .to_owned(),
+            secret: repository["webhook_secret"]
+                .as_str()
+                .context("a secret")?
+                .to_owned(),
+            body,
+            quick,
+            rows: Vec::new(),
+            results: serde_json::Map::new(),
+        })
+    }
+
+    fn seconds(&self, full: f64) -> f64 {
+        if self.quick {
+            (full / 4.0).max(2.0)
+        } else {
+            full
+        }
+    }
+
+    fn row(
+        &mut self,
+        scenario: &str,
+        measure: impl Into<String>,
+        value: impl Into<String>,
+        target: impl Into<String>,
+    ) {
+        let row = (
+            scenario.to_owned(),
+            measure.into(),
+            value.into(),
+            target.into(),
+        );
+        println!("   {:<42} {:>14}  {}", row.1, row.2, row.3);
+        self.rows.push(row);
+    }
+
+    async fn event_count(&self) -> anyhow::Result<i64> {
+        Ok(sqlx::query_scalar("select count(*) from event")
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    async fn newest_id(&self) -> anyhow::Result<i64> {
+        Ok(
+            sqlx::query_scalar::<_, Option<i64>>("select max(event_id) from event")
+                .fetch_one(&self.pool)
+                .await?
+                .unwrap_or(0),
+        )
+    }
+
+    fn ingest_args(&self, url: &str, concurrency: usize, seconds: f64) -> Vec<String> {
+        vec![
+            "load-ingest".into(),
+            format!("{url}/v1/webhooks/{}", self.repository),
+            self.secret.clone(),
+            self.body.display().to_string(),
+            concurrency.to_string(),
+            seconds.to_string(),
+            format!("i{}-{concurrency}-{}", now_micros(), url.len()),
+        ]
+    }
+
+    async fn ingest(&mut self) -> anyhow::Result<()> {
+        let mut runs = Vec::new();
+        let mut at_32 = 0.0;
+        for concurrency in [1, 8, 32, 128] {
+            let before = self.event_count().await?;
+            let result =
+                load(&self.ingest_args(&self.http.clone(), concurrency, self.seconds(10.0)))?;
+            let rows = self.event_count().await? - before;
+            let ok = result["ok"].as_i64().unwrap_or(-1);
+            anyhow::ensure!(
+                rows == ok,
+                "ingest at {concurrency}: {ok} answers 2xx but {rows} rows were stored"
+            );
+            let per_second = result["per_second"].as_f64().unwrap_or(0.0);
+            if concurrency == 32 {
+                at_32 = per_second;
+            }
+            self.row(
+                "ingest",
+                format!("c={concurrency}: webhooks/s (p50, p99 ms)"),
+                format!(
+                    "{per_second:.0} ({:.1}, {:.1})",
+                    result["p50_ms"].as_f64().unwrap_or(f64::NAN),
+                    result["p99_ms"].as_f64().unwrap_or(f64::NAN)
+                ),
+                format!(
+                    "rows = 2xx: {rows} = {ok}; non-2xx {}",
+                    result["non_2xx"].as_u64().unwrap_or(0)
+                        + result["errors"].as_u64().unwrap_or(0)
+                ),
+            );
+            runs.push(json!({"concurrency": concurrency, "result": result, "rows": rows}));
+        }
+        let baseline = self.pgbench().await?;
+        let pg8 = baseline[1]["tps"].as_f64().unwrap_or(f64::NAN);
+        for run in &baseline {
+            let clients = run["clients"].as_u64().unwrap_or(0);
+            let tps = run["tps"].as_f64().unwrap_or(f64::NAN);
+            self.row(
+                "ingest",
+                format!("pgbench, {clients} client(s): inserts/s"),
+                format!("{tps:.0}"),
+                "raw PostgreSQL, same row shape",
+            );
+        }
+        self.row(
+            "ingest",
+            "c=32 / pgbench 8 clients",
+            format!("{:.2}", at_32 / pg8),
+            "≥ 1.00",
+        );
+        self.results.insert(
+            "ingest".into(),
+            json!({"runs": runs, "pgbench": baseline, "ratio_32_to_pgbench_8": at_32 / pg8}),
+        );
+        Ok(())
+    }
+
+    async fn pgbench(&self) -> anyhow::Result<Vec<Value>> {
+        sqlx::query("create table if not exists bench_event (like event including defaults including indexes)").execute(&self.pool).await?;
+        let body = hex::encode(std::fs::read(&self.body)?);
+        let script = self.dir.join("pgbench.sql");
+        std::fs::write(
+            &script,
+            format!(
+                "insert into bench_event (tenant_id, repository_id, provider, event_type, delivery_id, received_at, headers, body) \
+             values (gen_random_uuid(), '00000000-0000-0000-0000-000000000001', 'github', 'push', gen_random_uuid()::text, now(), \
+             '[[\"content-type\",\"application/json\"],[\"x-github-event\",\"push\"],[\"x-github-delivery\",\"d\"]]', '\\x{body}');\n"
+            ),
+        )?;
+        let mut runs = Vec::new();
+        for clients in [1, 8] {
+            let output = Command::new(tool("pgbench")?)
+                .args([
+                    "-n",
+                    "-M",
+                    "prepared",
+                    "-h",
+                    &self.socket,
+                    "-p",
+                    "5432",
+                    "-U",
+                    "postgres",
+                    "-f",
+                ])
+                .arg(&script)
+                .args([
+                    "-c",
+                    &clients.to_string(),
+                    "-j",
+                    &clients.to_string(),
+                    "-T",
+                    &(self.seconds(10.0) as u64).to_string(),
+                    "postgres",
+                ])
+                .output()?;
+            let text = String::from_utf8_lossy(&output.stdout);
+            let tps: f64 = text
+                .lines()
+                .find(|l| l.starts_with("tps"))
+                .and_then(|l| l.split_whitespace().nth(2)?.parse().ok())
+                .with_context(|| {
+                    format!(
+                        "pgbench printed no tps: {text}{}",
+                        String::from_utf8_lossy(&output.stderr)
+                    )
+                })?;
+            runs.push(json!({"clients": clients, "tps": tps}));
+        }
+        Ok(runs)
+    }
+
+    fn latency_args(
+        &self,
+        url: &str,
+        grpc: &str,
+        rate: f64,
+        seconds: f64,
+        after: i64,
+    ) -> Vec<String> {
+        vec![
+            "load-latency".into(),
+            format!("{url}/v1/webhooks/{}", self.repository),
+            grpc.to_owned(),
+            self.token.clone(),
+            self.secret.clone(),
+            self.body.display().to_string(),
+            rate.to_string(),
+            seconds.to_string(),
+            after.to_string(),
+            format!("l{}-{rate}", now_micros()),
+        ]
+    }
+
+    async fn latency(&mut self) -> anyhow::Result<()> {
+        let mut runs = Vec::new();
+        for rate in [100.0, 1000.0, 0.0] {
+            let after = self.newest_id().await?;
+            let result = load(&self.latency_args(
+                &self.http.clone(),
+                &self.grpc.clone(),
+                rate,
+                self.seconds(10.0),
+                after,
+            ))?;
+            let label = if rate > 0.0 {
+                format!("{rate:.0}/s")
+            } else {
+                format!(
+                    "max ({:.0}/s)",
+                    result["per_second"].as_f64().unwrap_or(0.0)
+                )
+            };
+            let target = if rate == 1000.0 { "p99 ≤ 10 ms" } else { "" };
+            self.row(
+                "latency",
+                format!("{label}: POST→stream p50/p99/max ms"),
+                format!(
+                    "{:.1}/{:.1}/{:.0}",
+                    result["p50_ms"].as_f64().unwrap_or(f64::NAN),
+                    result["p99_ms"].as_f64().unwrap_or(f64::NAN),
+                    result["max_ms"].as_f64().unwrap_or(f64::NAN)
+                ),
+                format!("{target} (got {}/{})", result["received"], result["posted"]),
+            );
+            runs.push(json!({"rate": rate, "result": result}));
+        }
+        self.results.insert("latency".into(), json!(runs));
+        Ok(())
+    }
+
+    async fn fanout(&mut self) -> anyhow::Result<()> {
+        let mut runs = Vec::new();
+        let counts: &[usize] = if self.quick { &[1000] } else { &[1000, 10000] };
+        for &streams in counts {
+            let pid = self.server.id();
+            let before = rss_kib(pid);
+            let after = self.newest_id().await?;
+            let mut child = Command::new(std::env::current_exe()?)
+                .args([
+                    "load-fanout",
+                    &self.grpc,
+                    &self.token,
+                    &streams.to_string(),
+                    &after.to_string(),
+                ])
+                .stdout(Stdio::piped())
+                .spawn()?;
+            let mut lines = std::io::BufRead::lines(std::io::BufReader::new(
+                child.stdout.take().context("stdout")?,
+            ));
+            let ready = lines.next().transpose()?;
+            anyhow::ensure!(
+                ready.as_deref() == Some("ready"),
+                "the fan-out client failed to open its streams"
+            );
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let open = rss_kib(pid);
+            let sent_at = now_micros();
+            let status = post(
+                &reqwest::Client::new(),
+                &format!("{}/v1/webhooks/{}", self.http, self.repository),
+                &self.secret,
+                &std::fs::read(&self.body)?,
+                &format!("fan-{streams}-{sent_at}"),
+            )
+            .await?;
+            anyhow::ensure!(status == 202, "the fan-out event was refused: {status}");
+            let result: Value =
+                serde_json::from_str(&lines.last().transpose()?.unwrap_or_default())?;
+            child.wait()?;
+            let reach_ms = result["last_receipt_us"]
+                .as_u64()
+                .unwrap_or(0)
+                .saturating_sub(sent_at) as f64
+                / 1000.0;
+            let per_stream_kib = open.saturating_sub(before) as f64 / streams as f64;
+            self.row(
+                "fanout",
+                format!("{streams} streams: RSS MiB, KiB/stream"),
+                format!("{:.0}, {per_stream_kib:.1}", open as f64 / 1024.0),
+                if streams == 10000 { "≤ 300 MB" } else { "" },
+            );
+            self.row(
+                "fanout",
+                format!("{streams} streams: one event reaches all, ms"),
+                format!("{reach_ms:.0} ({}/{streams})", result["received"]),
+                if streams == 10000 { "≤ 1000 ms" } else { "" },
+            );
+            runs.push(json!({"streams": streams, "rss_before_kib": before, "rss_open_kib": open, "reach_ms": reach_ms, "result": result}));
+        }
+        self.results.insert("fanout".into(), json!(runs));
+        Ok(())
+    }
+
+    /// A second repository filled with `count` events of 2 KiB, straight into the table.
+    async fn backlog(&self, name: &str, count: i64) -> anyhow::Result<String> {
+        let response: Value = reqwest::Client::new()
+            .post(format!("{}/v1/repositories", self.http))
+            .bearer_auth(&self.token)
+            .json(&json!({"provider": "github", "name": name}))
+            .send()
+            .await?
+            .json()
+            .await?;
+        let id = response["id"].as_str().context("a repository")?.to_owned();
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("select pg_advisory_xact_lock(7525204919158467681)")
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "insert into event (tenant_id, repository_id, provider, event_type, delivery_id, received_at, headers, body) \
+             select r.tenant_id, r.repository_id, 'github', 'push', 'backlog-' || g, now(), \
+                    '[[\"content-type\",\"application/json\"],[\"x-github-event\",\"push\"]]'::jsonb, \
+                    convert_to(rpad('{\"n\":' || g || ',\"pad\":\"', 2047, 'x') || '}', 'UTF8') \
+             from repository r, generate_series(1, $2) g where r.repository_id = $1::uuid",
+        )
+        .bind(&id)
+        .bind(count)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    async fn catchup(&mut self) -> anyhow::Result<()> {
+        let count = if self.quick { 20_000 } else { 100_000 };
+        let repository = self.backlog("bench/catchup", count).await?;
+        let result = load(&[
+            "load-catchup".into(),
+            self.grpc.clone(),
+            self.token.clone(),
+            repository,
+            count.to_string(),
+        ])?;
+        self.row(
+            "catchup",
+            format!("{count} events of 2 KiB behind: events/s"),
+            format!("{:.0}", result["per_second"].as_f64().unwrap_or(0.0)),
+            "≥ 50,000",
+        );
+        self.results.insert("catchup".into(), result);
+        Ok(())
+    }
+
+    async fn agent(&mut self) -> anyhow::Result<()> {
+        let count: usize = if self.quick { 5_000 } else { 20_000 };
+        let repository = self.backlog("bench/agent", count as i64).await?;
+        let received = Arc::new(AtomicU64::new(0));
+        let target = axum::Router::new().route(
+            "/",
+            axum::routing::post({
+                let received = received.clone();
+                move || {
+                    received.fetch_add(1, Ordering::Relaxed);
+                    async { axum::http::StatusCode::OK }
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let target_url = format!("http://{}/", listener.local_addr()?);
+        let server = tokio::spawn(async move { axum::serve(listener, target).await });
+        let started = Instant::now();
+        let mut agent = Command::new(sibling("hookrelay")?)
+            .args([
+                "relay",
+                "--server",
+                &self.grpc,
+                "--token-url",
+                &format!("{}/oauth/token", self.http),
+                "--client-id",
+                &self.client_id,
+                "--consumer",
+                "bench-agent",
+                "--target",
+                &target_url,
+                "--repository",
+                &repository,
+            ])
+            .env("HOOKRELAY_CLIENT_SECRET", &self.client_secret)
+            .env("RUST_LOG", "info")
+            .stdout(std::fs::File::create(self.dir.join("agent.log"))?)
+            .spawn()?;
+        let deadline = Instant::now() + Duration::from_secs(600);
+        while received.load(Ordering::Relaxed) < count as u64 {
+            if Instant::now() > deadline {
+                let _ = agent.kill();
+                bail!(
+                    "the agent delivered {} of {count}",
+                    received.load(Ordering::Relaxed)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(agent.id().to_string())
+            .status();
+        agent.wait()?;
+        server.abort();
+        let per_second = count as f64 / elapsed;
+        self.row(
+            "agent",
+            format!("{count} events to a 200 target: events/s"),
+            format!("{per_second:.0}"),
+            "≥ 5,000",
+        );
+        self.results.insert(
+            "agent".into(),
+            json!({"events": count, "seconds": elapsed, "per_second": per_second}),
+        );
+        Ok(())
+    }
+
+    async fn envoy(&mut self) -> anyhow::Result<()> {
+        let envoy = tool("envoy")?;
+        let (port, admin) = (free_port(), free_port());
+        let (http_up, grpc_up) = (
+            self.http.trim_start_matches("http://").to_owned(),
+            self.grpc.trim_start_matches("http://").to_owned(),
+        );
+        let rendered = Command::new(root().join("envoy/render"))
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--http",
+                &http_up,
+                "--grpc",
+                &grpc_up,
+                "--admin",
+                &format!("127.0.0.1:{admin}"),
+            ])
+            .output()?;
+        anyhow::ensure!(rendered.status.success(), "envoy/render failed");
+        let config = self.dir.join("envoy.json");
+        std::fs::write(&config, rendered.stdout)?;
+        let mut proxy = Command::new(envoy)
+            .args(["--disable-hot-restart", "--log-level", "error", "-c"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .spawn()?;
+        let front = format!("http://127.0.0.1:{port}");
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !client
+            .get(format!("{front}/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            anyhow::ensure!(Instant::now() < deadline, "envoy did not become ready");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let seconds = self.seconds(10.0);
+        let direct = load(&self.ingest_args(&self.http.clone(), 32, seconds))?;
+        let through = load(&self.ingest_args(&front, 32, seconds))?;
+        let (d, t) = (
+            direct["per_second"].as_f64().unwrap_or(0.0),
+            through["per_second"].as_f64().unwrap_or(0.0),
+        );
+        self.row(
+            "envoy",
+            "ingest c=32 webhooks/s: direct → Envoy",
+            format!("{d:.0} → {t:.0}"),
+            format!("cost {:.0}% (≤ 15%)", (1.0 - t / d) * 100.0),
+        );
+        let after = self.newest_id().await?;
+        let direct_latency = load(&self.latency_args(
+            &self.http.clone(),
+            &self.grpc.clone(),
+            1000.0,
+            seconds,
+            after,
+        ))?;
+        let after = self.newest_id().await?;
+        let through_latency = load(&self.latency_args(&front, &front, 1000.0, seconds, after))?;
+        self.row(
+            "envoy",
+            "1000/s p99 ms: direct → Envoy",
+            format!(
+                "{:.1} → {:.1}",
+                direct_latency["p99_ms"].as_f64().unwrap_or(f64::NAN),
+                through_latency["p99_ms"].as_f64().unwrap_or(f64::NAN)
+            ),
+            "",
+        );
+        let _ = proxy.kill();
+        let _ = proxy.wait();
+        self.results.insert("envoy".into(), json!({"ingest_direct": direct, "ingest_envoy": through, "latency_direct": direct_latency, "latency_envoy": through_latency}));
+        Ok(())
+    }
+}
