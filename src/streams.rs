@@ -6,11 +6,17 @@
 //!   event committed on any replica reaches every stream within milliseconds,
 //!   with no polling. After the listener reconnects (notifications may have
 //!   been lost meanwhile) every stream is woken to re-read.
+//! - **A shared tail.** On each wake-up the listener reads the new events once,
+//!   for every tenant, into a bounded in-memory tail. A stream whose cursor lies
+//!   inside the tail filters it instead of querying the database, so one event
+//!   reaching 10,000 streams costs one query, not 10,000. The tail holds exactly
+//!   the committed events with ids in (low, high]: ids appear in commit order, so
+//!   reading "after high" misses nothing. Older cursors read from the database.
 //! - **Revocation.** Every open stream is registered with its client id. A
 //!   background check looks up all of them in one query every two seconds and
 //!   cancels the streams of deleted clients.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -22,7 +28,21 @@ use tokio_util::sync::CancellationToken;
 
 use crate::domain::ClientId;
 use crate::store;
-use crate::store::event::NOTIFY_CHANNEL;
+use crate::store::event::{NOTIFY_CHANNEL, StoredEvent};
+
+/// The most events, and bytes of bodies, the shared tail keeps.
+const TAIL_EVENTS: usize = 10_000;
+const TAIL_BYTES: usize = 64 * 1024 * 1024;
+const TAIL_FETCH: i64 = 1_000;
+
+/// The committed events with ids in (low, high], in id order.
+#[derive(Debug, Default)]
+struct Tail {
+    events: VecDeque<Arc<StoredEvent>>,
+    low: i64,
+    high: i64,
+    bytes: usize,
+}
 
 /// How often open streams' clients are checked for revocation.
 pub const REVOCATION_CHECK: Duration = Duration::from_secs(2);
@@ -30,6 +50,7 @@ pub const REVOCATION_CHECK: Duration = Duration::from_secs(2);
 #[derive(Debug)]
 pub struct StreamHub {
     latest: watch::Sender<i64>,
+    tail: std::sync::RwLock<Tail>,
     registry: Mutex<HashMap<u64, (ClientId, CancellationToken)>>,
     next_id: AtomicU64,
 }
@@ -57,6 +78,12 @@ impl StreamHub {
     pub fn new() -> Arc<Self> {
         Arc::new(Self {
             latest: watch::channel(0).0,
+            // Covers nothing until the listener knows the newest id.
+            tail: std::sync::RwLock::new(Tail {
+                low: i64::MAX,
+                high: i64::MAX,
+                ..Tail::default()
+            }),
             registry: Mutex::default(),
             next_id: AtomicU64::new(0),
         })
@@ -81,6 +108,69 @@ impl StreamHub {
         }
     }
 
+    /// The tail's events after `floor` and the id the tail is complete up to, if
+    /// the tail covers everything after `floor`; None: read from the database.
+    pub fn cached_after(&self, floor: i64) -> Option<(Vec<Arc<StoredEvent>>, i64)> {
+        let tail = self.tail.read().expect("tail lock");
+        if floor < tail.low || tail.high == i64::MAX {
+            return None;
+        }
+        let start = tail.events.partition_point(|e| e.event_id <= floor);
+        Some((tail.events.range(start..).cloned().collect(), tail.high))
+    }
+
+    /// The id up to which every event has committed, as far as the tail knows (0
+    /// when it knows nothing). Read before a database query: a complete answer
+    /// to that query has seen everything up to here.
+    pub fn committed_high(&self) -> i64 {
+        let tail = self.tail.read().expect("tail lock");
+        if tail.high == i64::MAX { 0 } else { tail.high }
+    }
+
+    /// Forgets the tail and restarts it after `newest` (after a (re)connect,
+    /// notifications may have been lost).
+    fn reset_tail(&self, newest: i64) {
+        *self.tail.write().expect("tail lock") = Tail {
+            low: newest,
+            high: newest,
+            ..Tail::default()
+        };
+    }
+
+    /// Reads every event committed after the tail's end into it; returns the new end.
+    async fn extend_tail(&self, pool: &PgPool, notified: i64) -> Result<i64, crate::error::Error> {
+        let mut high = self.tail.read().expect("tail lock").high;
+        loop {
+            let events = store::event::all_after(pool, high, TAIL_FETCH).await?;
+            let complete = (events.len() as i64) < TAIL_FETCH;
+            let mut tail = self.tail.write().expect("tail lock");
+            if tail.high != high {
+                // Reset meanwhile by a reconnect: start over from its end.
+                return Ok(tail.high);
+            }
+            for event in events {
+                tail.bytes += event.body.len();
+                tail.high = event.event_id;
+                tail.events.push_back(Arc::new(event));
+            }
+            if complete {
+                // Everything committed up to the notified id has been read.
+                tail.high = tail.high.max(notified);
+            }
+            while tail.events.len() > TAIL_EVENTS || tail.bytes > TAIL_BYTES {
+                let Some(evicted) = tail.events.pop_front() else {
+                    break;
+                };
+                tail.bytes -= evicted.body.len();
+                tail.low = evicted.event_id;
+            }
+            high = tail.high;
+            if complete {
+                return Ok(high);
+            }
+        }
+    }
+
     pub fn open_streams(&self) -> usize {
         self.registry.lock().expect("stream registry").len()
     }
@@ -95,17 +185,25 @@ impl StreamHub {
                 let newest = store::event::newest_id(&pool)
                     .await
                     .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
+                self.reset_tail(newest);
                 self.latest
                     .send_modify(|latest| *latest = (*latest).max(newest));
                 loop {
                     let notification = listener.recv().await?;
-                    if let Ok(id) = notification.payload().parse::<i64>() {
-                        self.latest.send_if_modified(|latest| {
-                            let newer = id > *latest;
-                            *latest = (*latest).max(id);
-                            newer
-                        });
+                    let mut notified = notification.payload().parse::<i64>().unwrap_or(0);
+                    // Coalesce a burst of commits into one read.
+                    while let Some(next) = listener.next_buffered() {
+                        notified = notified.max(next.payload().parse().unwrap_or(0));
                     }
+                    let high = self
+                        .extend_tail(&pool, notified)
+                        .await
+                        .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
+                    self.latest.send_if_modified(|latest| {
+                        let newer = high > *latest;
+                        *latest = (*latest).max(high);
+                        newer
+                    });
                 }
                 #[allow(unreachable_code)]
                 Ok::<(), sqlx::Error>(())
@@ -115,6 +213,9 @@ impl StreamHub {
                 result = connected => {
                     if let Err(error) = result {
                         tracing::warn!(%error, "event listener lost its connection; reconnecting");
+                        // Until it is back, streams read from the database.
+                        *self.tail.write().expect("tail lock") = Tail { low: i64::MAX, high: i64::MAX, ..Tail::default() };
+                        self.latest.send_modify(|_| {});
                     }
                 }
             }

@@ -1,6 +1,12 @@
 use super::proto;
 use crate::store::event::StoredEvent;
 
+impl From<&StoredEvent> for proto::Event {
+    fn from(event: &StoredEvent) -> Self {
+        event.clone().into()
+    }
+}
+
 impl From<StoredEvent> for proto::Event {
     fn from(event: StoredEvent) -> Self {
         proto::Event {

@@ -98,6 +98,7 @@ impl From<Stop> for Status {
 
 struct OpenStream {
     pool: sqlx::PgPool,
+    hub: Arc<StreamHub>,
     tenant: TenantId,
     scope: StreamScope,
     registration: StreamRegistration,
@@ -119,10 +120,36 @@ impl OpenStream {
     /// goes away or the stream must stop.
     async fn run(self, mut wakeups: tokio::sync::watch::Receiver<i64>) {
         let mut floor = 0i64;
+        // The first read always goes to the database: the tail may still hold
+        // events that retention or a repository deletion removed since. Later
+        // reads only take events that committed after the stream caught up.
+        let mut caught_up_once = false;
         loop {
             // Mark the current wake-up seen *before* reading, so a commit that
             // lands during the read wakes the wait below.
             wakeups.borrow_and_update();
+            // Live: the shared tail covers everything after the floor.
+            if let Some((events, high)) = self.hub.cached_after(floor).filter(|_| caught_up_once) {
+                for event in events {
+                    if !self.scope.wants(self.tenant, floor, &event) {
+                        continue;
+                    }
+                    tokio::select! {
+                        biased;
+                        stop = self.stopped() => return self.finish(stop.into()).await,
+                        sent = self.sender.send(Ok(event.as_ref().into())) => if sent.is_err() { return },
+                    }
+                }
+                floor = floor.max(high);
+                tokio::select! {
+                    biased;
+                    stop = self.stopped() => return self.finish(stop.into()).await,
+                    () = self.sender.closed() => return,
+                    changed = wakeups.changed() => if changed.is_err() { return },
+                }
+                continue;
+            }
+            let known = self.hub.committed_high();
             let batch = tokio::select! {
                 biased;
                 stop = self.stopped() => return self.finish(stop.into()).await,
@@ -142,6 +169,9 @@ impl OpenStream {
                 }
             }
             if caught_up {
+                caught_up_once = true;
+                // Everything committed up to `known` was visible to that read.
+                floor = floor.max(known);
                 tokio::select! {
                     biased;
                     stop = self.stopped() => return self.finish(stop.into()).await,
@@ -220,6 +250,7 @@ impl EventService for EventsService {
         let expires_in = Duration::from_secs(caller.expires_at.saturating_sub(unix_now()));
         let stream = OpenStream {
             pool: self.pool.clone(),
+            hub: self.hub.clone(),
             tenant,
             scope: StreamScope {
                 repositories,

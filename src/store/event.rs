@@ -162,6 +162,7 @@ async fn insert_locked(
 /// A stored event, as streamed and listed.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct StoredEvent {
+    pub tenant_id: uuid::Uuid,
     pub event_id: i64,
     pub repository_id: uuid::Uuid,
     pub provider: String,
@@ -208,7 +209,7 @@ pub async fn stream_batch(
         .as_ref()
         .map(|ids| ids.iter().map(RepositoryId::as_uuid).collect());
     let events = sqlx::query_as(
-        "select e.event_id, e.repository_id, e.provider, e.event_type, e.delivery_id, e.received_at, e.headers, e.body \
+        "select e.tenant_id, e.event_id, e.repository_id, e.provider, e.event_type, e.delivery_id, e.received_at, e.headers, e.body \
          from event e \
          left join unnest($3::uuid[], $4::bigint[]) as c(repository_id, after) on c.repository_id = e.repository_id \
          where e.tenant_id = $1 \
@@ -240,7 +241,7 @@ pub async fn list(
     limit: i64,
 ) -> Result<Vec<StoredEvent>, Error> {
     let events = sqlx::query_as(
-        "select event_id, repository_id, provider, event_type, delivery_id, received_at, headers, body \
+        "select tenant_id, event_id, repository_id, provider, event_type, delivery_id, received_at, headers, body \
          from event where tenant_id = $1 and repository_id = $2 and event_id > $3 \
          order by event_id limit $4",
     )
@@ -251,6 +252,43 @@ pub async fn list(
     .fetch_all(pool)
     .await?;
     Ok(events)
+}
+
+/// Every tenant's events after `after`, in id order: feeds the streams' shared
+/// in-memory tail (see `crate::streams`), which filters them per stream.
+pub async fn all_after(pool: &PgPool, after: i64, limit: i64) -> Result<Vec<StoredEvent>, Error> {
+    let events = sqlx::query_as(
+        "select tenant_id, event_id, repository_id, provider, event_type, delivery_id, received_at, headers, body \
+         from event where event_id > $1 order by event_id limit $2",
+    )
+    .bind(after)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    Ok(events)
+}
+
+impl StreamScope {
+    /// Whether a stream of `tenant_id` that has read everything up to `floor`
+    /// should send `event` (the same rule as `stream_batch`'s WHERE clause).
+    pub fn wants(&self, tenant_id: TenantId, floor: i64, event: &StoredEvent) -> bool {
+        if event.tenant_id != tenant_id.as_uuid() {
+            return false;
+        }
+        if let Some(repositories) = &self.repositories
+            && !repositories
+                .iter()
+                .any(|r| r.as_uuid() == event.repository_id)
+        {
+            return false;
+        }
+        let cursor = self
+            .cursors
+            .iter()
+            .find(|(r, _)| r.as_uuid() == event.repository_id)
+            .map_or(self.default_cursor, |(_, c)| *c);
+        event.event_id > cursor.max(floor)
+    }
 }
 
 /// The newest committed event id, for waking streams after a lost notification.

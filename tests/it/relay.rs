@@ -131,6 +131,9 @@ async fn killing_the_agent_mid_stream_loses_nothing() {
     target.wait_for(30, WAIT).await;
     relay.signal("KILL");
     relay.wait(WAIT).await;
+    // A request the killed agent had in flight may still be in the target's
+    // handler (10 ms): let it land before counting.
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let before_restart = target.deliveries().len();
     let _relay = RelayProcess::start(&app, &tenant, "ci", &target.url, &[], dir.path());
 

@@ -556,3 +556,48 @@ async fn failed_deliveries_are_recorded_and_listed() {
     let next = deliver(&app, &repository, "good").await;
     assert_eq!(next_event(&mut stream, WAIT).await.id, next);
 }
+
+/// Live events come from a tail shared by every stream on the server: each
+/// stream must still see only its own tenant's (and repositories') events.
+#[tokio::test]
+async fn live_events_from_the_shared_tail_reach_only_their_tenant_and_repositories() {
+    let app = spawn_app().await;
+    let alice = app.tenant("alice").await;
+    let bob = app.tenant("bob").await;
+    let alice_one = app.repository(&alice, "alice/one").await;
+    let alice_two = app.repository(&alice, "alice/two").await;
+    let bob_repo = app.repository(&bob, "bob/app").await;
+    let mut alice_streams = Vec::new();
+    for i in 0..20 {
+        alice_streams.push(
+            app.stream(&alice.token, &format!("a{i}"), &[], None)
+                .await
+                .unwrap(),
+        );
+    }
+    let mut alice_only_two = app
+        .stream(&alice.token, "two", &[&alice_two.id], None)
+        .await
+        .unwrap();
+    let mut bob_stream = app.stream(&bob.token, "b", &[], None).await.unwrap();
+
+    let first = deliver(&app, &alice_one, "alice-1").await;
+    for stream in &mut alice_streams {
+        assert_eq!(next_event(stream, WAIT).await.id, first);
+    }
+    let second = deliver(&app, &alice_two, "alice-2").await;
+    let bobs = deliver(&app, &bob_repo, "bob-1").await;
+    assert_eq!(
+        next_event(&mut bob_stream, WAIT).await.id,
+        bobs,
+        "bob sees only bob's event"
+    );
+    assert_eq!(
+        next_event(&mut alice_only_two, WAIT).await.id,
+        second,
+        "a repository filter holds"
+    );
+    for stream in &mut alice_streams {
+        assert_eq!(next_event(stream, WAIT).await.id, second);
+    }
+}
