@@ -46,6 +46,7 @@ pub struct AppState {
     pub ingestor: Ingestor,
     pub metrics: Arc<Metrics>,
     pub streams: Arc<StreamHub>,
+    pub targets: Arc<crate::webhook::targets::TargetCache>,
     /// Cancelled on SIGTERM: /readyz and gRPC health report not ready while the
     /// server keeps serving for the drain delay.
     pub draining: CancellationToken,
@@ -245,6 +246,7 @@ impl Application {
             ingestor,
             metrics: Arc::new(Metrics::default()),
             streams: StreamHub::new(),
+            targets: Arc::default(),
             draining: CancellationToken::new(),
         };
         Ok(Parts {

@@ -65,10 +65,7 @@ impl RepositoryView {
     }
 }
 
-/// The additional data that binds a sealed webhook secret to its repository.
-pub fn sealing_context(id: RepositoryId) -> String {
-    format!("repository:{id}:webhook_secret")
-}
+use crate::webhook::targets::sealing_context;
 
 fn parse_id(id: &str) -> Result<RepositoryId, Error> {
     RepositoryId::parse(id).ok_or(Error::NotFound("repository"))
@@ -135,7 +132,9 @@ async fn remove(
 ) -> Result<StatusCode, Error> {
     tenant.require(Scope::ReposWrite)?;
     let id = parse_id(&id)?;
-    if store::repository::delete(&state.pool, tenant.id, id).await? {
+    let deleted = store::repository::delete(&state.pool, tenant.id, id).await?;
+    state.targets.forget(id);
+    if deleted {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(Error::NotFound("repository"))

@@ -14,11 +14,9 @@ use axum::routing::post;
 use serde_json::json;
 use time::OffsetDateTime;
 
-use super::repositories::sealing_context;
 use crate::domain::RepositoryId;
 use crate::error::Error;
 use crate::startup::AppState;
-use crate::store;
 use crate::store::event::{Ingested, NewEvent};
 use crate::telemetry::ProviderLabels;
 use crate::webhook::{self, WebhookError};
@@ -81,7 +79,9 @@ async fn accept(
     // URL is all the sender has, so there is no other tenant to tell apart.
     let id = RepositoryId::parse(repository_id).ok_or(Error::NotFound("repository"))?;
     tracing::Span::current().record("repository_id", tracing::field::display(id));
-    let target = store::repository::webhook_target(&state.pool, id)
+    let (mut target, mut fresh) = state
+        .targets
+        .get(&state.pool, &state.secret_key, id, false)
         .await?
         .ok_or(Error::NotFound("repository"))?;
     tracing::Span::current().record("tenant_id", tracing::field::display(target.tenant_id));
@@ -94,16 +94,22 @@ async fn accept(
         }
     })?;
 
-    let secrets = target
-        .sealed_secrets
-        .iter()
-        .map(|sealed| state.secret_key.decrypt(sealed, &sealing_context(id)))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let secrets: Vec<&[u8]> = secrets.iter().map(Vec::as_slice).collect();
     let scheme = webhook::scheme(target.provider);
-    scheme
-        .verify(headers, &body, &secrets)
-        .map_err(webhook_error)?;
+    if let Err(error) = scheme.verify(headers, &body, &target.secrets()) {
+        if fresh {
+            return Err(webhook_error(error));
+        }
+        // The secret may have been rotated on another replica: read it again.
+        (target, fresh) = state
+            .targets
+            .get(&state.pool, &state.secret_key, id, true)
+            .await?
+            .ok_or(Error::NotFound("repository"))?;
+        debug_assert!(fresh);
+        scheme
+            .verify(headers, &body, &target.secrets())
+            .map_err(webhook_error)?;
+    }
 
     check_content_type(headers)?;
     let event_type = scheme.event_type(headers).map_err(webhook_error)?;

@@ -45,13 +45,14 @@ macro_rules! columns {
     };
 }
 
-/// Where a webhook goes, and the sealed secrets that may sign it.
+/// Where a webhook goes, and the sealed secrets that may sign it, each with the
+/// time it stops verifying (None: the current secret).
 #[derive(Debug, Clone)]
 pub struct WebhookTarget {
     pub tenant_id: TenantId,
     pub repository_id: RepositoryId,
     pub provider: Provider,
-    pub sealed_secrets: Vec<Vec<u8>>,
+    pub sealed_secrets: Vec<(Vec<u8>, Option<OffsetDateTime>)>,
 }
 
 #[tracing::instrument(skip_all, fields(tenant_id = %tenant_id, repository_id = %id))]
@@ -158,23 +159,30 @@ pub async fn webhook_target(
     pool: &PgPool,
     id: RepositoryId,
 ) -> Result<Option<WebhookTarget>, Error> {
-    type TargetRow = (TenantId, String, Vec<u8>, Option<Vec<u8>>);
+    type TargetRow = (
+        TenantId,
+        String,
+        Vec<u8>,
+        Option<Vec<u8>>,
+        Option<OffsetDateTime>,
+    );
     let row: Option<TargetRow> = sqlx::query_as(
         "select tenant_id, provider, webhook_secret, \
-                case when previous_secret_expires_at > now() then previous_webhook_secret end \
+                case when previous_secret_expires_at > now() then previous_webhook_secret end, \
+                previous_secret_expires_at \
          from repository where repository_id = $1",
     )
     .bind(id)
     .fetch_optional(pool)
     .await?;
-    let Some((tenant_id, provider, current, previous)) = row else {
+    let Some((tenant_id, provider, current, previous, previous_until)) = row else {
         return Ok(None);
     };
     let provider = provider
         .parse()
         .map_err(|e: String| Error::Internal(anyhow::anyhow!("stored provider: {e}")))?;
-    let mut sealed_secrets = vec![current];
-    sealed_secrets.extend(previous);
+    let mut sealed_secrets = vec![(current, None)];
+    sealed_secrets.extend(previous.map(|sealed| (sealed, previous_until)));
     Ok(Some(WebhookTarget {
         tenant_id,
         repository_id: id,

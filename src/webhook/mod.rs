@@ -2,6 +2,7 @@
 //! its event type and delivery id. One module per provider behind one trait.
 
 mod github;
+pub mod targets;
 
 use axum::http::HeaderMap;
 use axum::http::header::{self, HeaderName};

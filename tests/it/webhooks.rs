@@ -456,3 +456,52 @@ async fn concurrent_deliveries_are_all_committed_and_never_skipped_by_a_reader()
         "the reader saw ids in order"
     );
 }
+
+/// Replica A caches the repository's secret; the secret is rotated on replica B.
+/// A delivery signed with the new secret must still be accepted by A at once.
+#[tokio::test]
+async fn a_secret_rotated_on_another_replica_is_accepted_at_once() {
+    let public_url = || Some(url::Url::parse("https://relay.example.com").unwrap());
+    let a = spawn_app_with(|c| c.public_url = public_url()).await;
+    let b = crate::helpers::spawn_app_on(&a.database_url, |c| c.public_url = public_url())
+        .await
+        .unwrap();
+    let tenant = a.tenant("acme").await;
+    let repository = a.repository(&tenant, "acme/app").await;
+    let body = fixture("ping");
+    assert_eq!(
+        a.deliver(&repository.id, &repository.secret, "ping", "before", &body)
+            .await
+            .status(),
+        StatusCode::ACCEPTED
+    );
+
+    let rotated: Value = b
+        .post_json(
+            &format!("/v1/repositories/{}/rotate-secret", repository.id),
+            Some(&tenant.token),
+            &serde_json::json!({}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let new_secret = rotated["webhook_secret"].as_str().unwrap();
+
+    assert_eq!(
+        a.deliver(&repository.id, new_secret, "ping", "after", &body)
+            .await
+            .status(),
+        StatusCode::ACCEPTED
+    );
+    assert_eq!(
+        a.deliver(&repository.id, &repository.secret, "ping", "old", &body)
+            .await
+            .status(),
+        StatusCode::ACCEPTED
+    );
+    let wrong = a
+        .deliver(&repository.id, "neither", "ping", "wrong", &body)
+        .await;
+    assert_error(wrong, StatusCode::UNAUTHORIZED, "invalid_signature").await;
+}
