@@ -44,6 +44,9 @@ struct Tail {
     bytes: usize,
 }
 
+/// How often the listener checks that no commit went by without a wake-up.
+const BACKSTOP: Duration = Duration::from_secs(1);
+
 /// How often open streams' clients are checked for revocation.
 pub const REVOCATION_CHECK: Duration = Duration::from_secs(2);
 
@@ -188,8 +191,39 @@ impl StreamHub {
                 self.reset_tail(newest);
                 self.latest
                     .send_modify(|latest| *latest = (*latest).max(newest));
+                let mut backstop = tokio::time::interval(BACKSTOP);
+                let mut stalled_at: Option<i64> = None;
                 loop {
-                    let notification = listener.recv().await?;
+                    let notification = tokio::select! {
+                        notification = listener.recv() => Some(notification?),
+                        _ = backstop.tick() => None,
+                    };
+                    let Some(notification) = notification else {
+                        // A backstop, not the delivery path: under load commits are
+                        // always a moment ahead of their NOTIFY, but if the announced
+                        // id has not moved for a whole tick, a wake-up went missing.
+                        let newest = store::event::newest_id(&pool)
+                            .await
+                            .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
+                        let announced = *self.latest.borrow();
+                        if newest > announced {
+                            if stalled_at == Some(announced) {
+                                tracing::warn!(
+                                    newest,
+                                    announced,
+                                    "events committed without a wake-up; catching up"
+                                );
+                            }
+                            let high = self
+                                .extend_tail(&pool, newest)
+                                .await
+                                .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
+                            self.latest
+                                .send_modify(|latest| *latest = (*latest).max(high));
+                        }
+                        stalled_at = Some(*self.latest.borrow());
+                        continue;
+                    };
                     let mut notified = notification.payload().parse::<i64>().unwrap_or(0);
                     // Coalesce a burst of commits into one read.
                     while let Some(next) = listener.next_buffered() {

@@ -289,13 +289,26 @@ async fn load_latency(
         .await?
         .into_inner();
     let sent: Arc<std::sync::Mutex<HashMap<String, u64>>> = Arc::default();
+    let progress = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
+    // Unique per run: a repeated delivery id is (rightly) stored once.
+    let stop = format!("{prefix}-stop");
     let received = tokio::spawn({
-        let sent = sent.clone();
+        let (sent, progress, stop) = (sent.clone(), progress.clone(), stop.clone());
         async move {
             let mut latencies = Vec::new();
-            while let Ok(Some(event)) = stream.message().await {
+            loop {
+                let event = match stream.message().await {
+                    Ok(Some(event)) => event,
+                    Ok(None) => break,
+                    Err(status) => {
+                        eprintln!("latency stream ended: {status:?}");
+                        break;
+                    }
+                };
+                progress.0.fetch_add(1, Ordering::Relaxed);
+                progress.1.store(event.id as u64, Ordering::Relaxed);
                 let at = now_micros();
-                if event.delivery_id == "stop" {
+                if event.delivery_id == stop {
                     break;
                 }
                 if let Some(t) = sent.lock().unwrap().get(&event.delivery_id) {
@@ -346,8 +359,15 @@ async fn load_latency(
     while tasks.join_next().await.is_some() {}
     let elapsed = started.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    post(&http, url, secret, body, "stop").await?;
-    let mut latencies = tokio::time::timeout(Duration::from_secs(30), received).await??;
+    post(&http, url, secret, body, &stop).await?;
+    let mut latencies = match tokio::time::timeout(Duration::from_secs(60), received).await {
+        Ok(latencies) => latencies?,
+        Err(_) => bail!(
+            "the stream did not deliver the run's last event within 60 s: {} events received, the last id {}",
+            progress.0.load(Ordering::Relaxed),
+            progress.1.load(Ordering::Relaxed)
+        ),
+    };
     latencies.sort_by(f64::total_cmp);
     let posted = poster.posted.load(Ordering::Relaxed);
     Ok(json!({
@@ -663,7 +683,7 @@ impl Bench {
             .env("HOOKRELAY_GRPC_ADDR", format!("127.0.0.1:{grpc_port}"))
             .env("HOOKRELAY_DATA_DIR", dir.join("data"))
             .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
+            .stdout(std::fs::File::create(dir.join("server.log"))?)
             .spawn()?;
         let http = format!("http://127.0.0.1:{http_port}");
         let client = reqwest::Client::new();
