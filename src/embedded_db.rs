@@ -146,6 +146,7 @@ impl EmbeddedPostgres {
         };
         // $1 cluster dir, $2 socket dir, $3 postgres, $4.. settings. SIGTERM is a
         // smart shutdown: it lets open sessions finish, and ours are closed by then.
+        // A session someone else left open gets 10 s, then a fast shutdown (SIGINT).
         let script = format!(
             r#"d="$1"; s="$2"; pg="$3"; shift 3
 "$pg" -D "$d" -k "$s" -p {SOCKET_PORT} "$@" >>"$d/postgres.log" 2>&1 &
@@ -153,7 +154,10 @@ pid=$!
 echo "$pid"
 read _ignored
 kill -TERM "$pid" 2>/dev/null
+(sleep 10; kill -INT "$pid" 2>/dev/null) &
+fast=$!
 wait "$pid"
+kill "$fast" 2>/dev/null
 set -- "$d"
 {cleanup}
 "#

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use axum::serve::ListenerExt;
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::PgPool;
 use sqlx::postgres::PgConnectOptions;
@@ -347,10 +348,16 @@ impl Application {
                     crate::tls::serve_https(http, acceptor, router, http_stop.cancelled_owned())
                         .await
                 }
-                None => axum::serve(http, router)
-                    .with_graceful_shutdown(http_stop.cancelled_owned())
-                    .await
-                    .context("the HTTP server failed"),
+                // Small answers go out at once rather than waiting on Nagle.
+                None => axum::serve(
+                    http.tap_io(|tcp| {
+                        let _ = tcp.set_nodelay(true);
+                    }),
+                    router,
+                )
+                .with_graceful_shutdown(http_stop.cancelled_owned())
+                .await
+                .context("the HTTP server failed"),
             }
         };
         let (trigger, draining, deadline) = (

@@ -195,7 +195,11 @@ impl StreamHub {
                 let mut stalled_at: Option<i64> = None;
                 loop {
                     let notification = tokio::select! {
-                        notification = listener.recv() => Some(notification?),
+                        // `recv` would reconnect silently, losing notifications
+                        // without the tail knowing; end and start over instead.
+                        notification = listener.try_recv() => Some(notification?.ok_or_else(|| {
+                            sqlx::Error::Protocol("the LISTEN connection was lost".into())
+                        })?),
                         _ = backstop.tick() => None,
                     };
                     let Some(notification) = notification else {
@@ -229,10 +233,17 @@ impl StreamHub {
                     while let Some(next) = listener.next_buffered() {
                         notified = notified.max(next.payload().parse().unwrap_or(0));
                     }
-                    let high = self
-                        .extend_tail(&pool, notified)
-                        .await
-                        .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
+                    let high = if self.open_streams() == 0 {
+                        // Nobody reads the tail: restart it after the newest id
+                        // instead of reading bodies back. A stream that opens later
+                        // reads from the database first (see `committed_high`).
+                        self.reset_tail(notified);
+                        notified
+                    } else {
+                        self.extend_tail(&pool, notified)
+                            .await
+                            .map_err(|e| sqlx::Error::Protocol(e.to_string()))?
+                    };
                     self.latest.send_if_modified(|latest| {
                         let newer = high > *latest;
                         *latest = (*latest).max(high);

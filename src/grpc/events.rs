@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
@@ -16,7 +17,7 @@ use crate::domain::{ConsumerName, RepositoryId, TenantId};
 use crate::error::Error;
 use crate::store;
 use crate::store::consumer::Ack;
-use crate::store::event::StreamScope;
+use crate::store::event::{StoredEvent, StreamScope};
 use crate::streams::{StreamHub, StreamRegistration};
 
 /// Events read per query while catching up.
@@ -107,6 +108,16 @@ struct OpenStream {
     sender: mpsc::Sender<Result<proto::Event, Status>>,
 }
 
+/// A database page read ahead while the previous one is being sent; aborted
+/// when the stream ends first.
+struct Prefetch(tokio::task::JoinHandle<(i64, Result<Vec<StoredEvent>, Error>)>);
+
+impl Drop for Prefetch {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 impl OpenStream {
     async fn stopped(&self) -> Stop {
         tokio::select! {
@@ -116,74 +127,144 @@ impl OpenStream {
         }
     }
 
+    /// `stopped`, without waiting: checked before every event.
+    fn stop_now(&self) -> Option<Stop> {
+        if self.registration.revoked.is_cancelled() {
+            Some(Stop::Revoked)
+        } else if self.shutdown.is_cancelled() {
+            Some(Stop::ShuttingDown)
+        } else if tokio::time::Instant::now() >= self.expires_at {
+            Some(Stop::Expired)
+        } else {
+            None
+        }
+    }
+
+    /// Queues one event for the client. Err: the stream ends, with a status to
+    /// send, or None when the client went away.
+    async fn send(&self, event: proto::Event) -> Result<(), Option<Stop>> {
+        if let Some(stop) = self.stop_now() {
+            return Err(Some(stop));
+        }
+        // The common case, a client that keeps up, costs no timer and no select.
+        match self.sender.try_send(Ok(event)) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Closed(_)) => Err(None),
+            Err(TrySendError::Full(item)) => tokio::select! {
+                biased;
+                stop = self.stopped() => Err(Some(stop)),
+                sent = self.sender.send(item) => sent.map_err(|_| None),
+            },
+        }
+    }
+
+    /// Waits for the next wake-up. Err as for `send`.
+    async fn wait(
+        &self,
+        wakeups: &mut tokio::sync::watch::Receiver<i64>,
+    ) -> Result<(), Option<Stop>> {
+        tokio::select! {
+            biased;
+            stop = self.stopped() => Err(Some(stop)),
+            () = self.sender.closed() => Err(None),
+            changed = wakeups.changed() => changed.map_err(|_| None),
+        }
+    }
+
+    /// Starts reading the page after `floor`, noting first what the tail knows
+    /// is committed (see `StreamHub::committed_high`).
+    fn prefetch(&self, floor: i64) -> Prefetch {
+        let (pool, hub, tenant, scope) = (
+            self.pool.clone(),
+            self.hub.clone(),
+            self.tenant,
+            self.scope.clone(),
+        );
+        Prefetch(tokio::spawn(async move {
+            let known = hub.committed_high();
+            let batch =
+                store::event::stream_batch(&pool, tenant, &scope, floor, STREAM_BATCH).await;
+            (known, batch)
+        }))
+    }
+
     /// Backlog in id order, then live events as they commit, until the client
     /// goes away or the stream must stop.
-    async fn run(self, mut wakeups: tokio::sync::watch::Receiver<i64>) {
+    async fn run(self, wakeups: tokio::sync::watch::Receiver<i64>) {
+        if let Err(Some(stop)) = self.stream(wakeups).await {
+            let _ = self.sender.send(Err(stop.into())).await;
+        }
+    }
+
+    async fn stream(
+        &self,
+        mut wakeups: tokio::sync::watch::Receiver<i64>,
+    ) -> Result<(), Option<Stop>> {
         let mut floor = 0i64;
         // The first read always goes to the database: the tail may still hold
         // events that retention or a repository deletion removed since. Later
         // reads only take events that committed after the stream caught up.
         let mut caught_up_once = false;
+        // While catching up, the next page is read while this one is sent.
+        let mut next_page: Option<Prefetch> = None;
         loop {
             // Mark the current wake-up seen *before* reading, so a commit that
             // lands during the read wakes the wait below.
             wakeups.borrow_and_update();
             // Live: the shared tail covers everything after the floor.
-            if let Some((events, high)) = self.hub.cached_after(floor).filter(|_| caught_up_once) {
+            if next_page.is_none()
+                && caught_up_once
+                && let Some((events, high)) = self.hub.cached_after(floor)
+            {
                 for event in events {
-                    if !self.scope.wants(self.tenant, floor, &event) {
-                        continue;
-                    }
-                    tokio::select! {
-                        biased;
-                        stop = self.stopped() => return self.finish(stop.into()).await,
-                        sent = self.sender.send(Ok(event.as_ref().into())) => if sent.is_err() { return },
+                    if self.scope.wants(self.tenant, floor, &event) {
+                        self.send(event.as_ref().into()).await?;
                     }
                 }
                 floor = floor.max(high);
-                tokio::select! {
-                    biased;
-                    stop = self.stopped() => return self.finish(stop.into()).await,
-                    () = self.sender.closed() => return,
-                    changed = wakeups.changed() => if changed.is_err() { return },
-                }
+                self.wait(&mut wakeups).await?;
                 continue;
             }
-            let known = self.hub.committed_high();
-            let batch = tokio::select! {
+            let page = next_page.take().unwrap_or_else(|| self.prefetch(floor));
+            let read = async move {
+                let mut page = page;
+                (&mut page.0).await
+            };
+            let outcome = tokio::select! {
                 biased;
-                stop = self.stopped() => return self.finish(stop.into()).await,
-                batch = store::event::stream_batch(&self.pool, self.tenant, &self.scope, floor, STREAM_BATCH) => batch,
+                stop = self.stopped() => return Err(Some(stop)),
+                outcome = read => outcome,
             };
-            let batch = match batch {
-                Ok(batch) => batch,
-                Err(error) => return self.finish(error.into()).await,
+            let batch = match outcome {
+                Ok((known, Ok(batch))) => (known, batch),
+                Ok((_, Err(error))) => {
+                    let _ = self.sender.send(Err(error.into())).await;
+                    return Ok(());
+                }
+                Err(error) => {
+                    let _ = self
+                        .sender
+                        .send(Err(Status::internal(error.to_string())))
+                        .await;
+                    return Ok(());
+                }
             };
+            let (known, batch) = batch;
             let caught_up = (batch.len() as i64) < STREAM_BATCH;
+            if let (false, Some(last)) = (caught_up, batch.last()) {
+                next_page = Some(self.prefetch(last.event_id));
+            }
             for event in batch {
                 floor = event.event_id;
-                tokio::select! {
-                    biased;
-                    stop = self.stopped() => return self.finish(stop.into()).await,
-                    sent = self.sender.send(Ok(event.into())) => if sent.is_err() { return },
-                }
+                self.send(event.into()).await?;
             }
             if caught_up {
                 caught_up_once = true;
                 // Everything committed up to `known` was visible to that read.
                 floor = floor.max(known);
-                tokio::select! {
-                    biased;
-                    stop = self.stopped() => return self.finish(stop.into()).await,
-                    () = self.sender.closed() => return,
-                    changed = wakeups.changed() => if changed.is_err() { return },
-                }
+                self.wait(&mut wakeups).await?;
             }
         }
-    }
-
-    async fn finish(self, status: Status) {
-        let _ = self.sender.send(Err(status)).await;
     }
 }
 

@@ -2,27 +2,28 @@
 //!
 //! Ordering: ids come from a sequence, but a plain sequence lets id 10 commit
 //! before id 9, and a reader that has passed 10 would skip 9 for ever. So every
-//! ingest transaction takes one transaction-scoped advisory lock before drawing
+//! INSERT into `event` takes one transaction-scoped advisory lock before drawing
 //! ids and holds it until commit: ids are handed out in commit order, and when a
 //! reader sees id N every id below N is already committed (or was rolled back
 //! and will never exist). Readers can therefore page with `event_id > cursor`.
+//! The lock, and the NOTIFY that wakes streams, are statement triggers on the
+//! table (migration `event_insert_triggers`), so no writer can forget them.
 //!
 //! Throughput: the lock serialises ingest transactions, so each one carries a
-//! whole batch (see `crate::ingest`): one lock, one multi-row INSERT and one
-//! fsync for many webhooks.
+//! whole batch (see `crate::ingest`) in a single statement that commits on its
+//! own: one round trip, one lock, one multi-row INSERT and one fsync for many
+//! webhooks.
 
 use axum::body::Bytes;
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::PgPool;
 use time::OffsetDateTime;
 
 use crate::domain::{DeliveryId, EventId, Provider, RepositoryId, TenantId};
 use crate::error::{Error, violated_constraint};
 
-/// The NOTIFY channel that announces new events; the payload is the highest new id.
+/// The NOTIFY channel that announces new events; the payload is the highest new
+/// id. The `event_notify_listeners` trigger sends it when an insert commits.
 pub const NOTIFY_CHANNEL: &str = "hookrelay_events";
-
-/// Key of the advisory lock that orders ingest commits.
-const INGEST_LOCK: i64 = 0x686f_6f6b_7265_6c61; // "hookrela"
 
 #[derive(Debug, Clone)]
 pub struct NewEvent {
@@ -44,38 +45,10 @@ pub enum Ingested {
     Duplicate(EventId),
 }
 
-/// Inserts a batch in one transaction and returns one outcome per event, in order.
-/// A failure fails the whole batch; the caller retries events one by one.
+/// Inserts a batch in one statement (its own transaction) and returns one
+/// outcome per event, in order. A failure fails the whole batch; the caller
+/// retries events one by one.
 pub async fn insert_batch(pool: &PgPool, events: &[NewEvent]) -> Result<Vec<Ingested>, Error> {
-    let mut tx = pool.begin().await?;
-    sqlx::query("select pg_advisory_xact_lock($1)")
-        .bind(INGEST_LOCK)
-        .execute(&mut *tx)
-        .await?;
-    let outcomes = insert_locked(&mut tx, events).await?;
-    let newest = outcomes
-        .iter()
-        .filter_map(|o| match o {
-            Ingested::Created(id) => Some(id.get()),
-            Ingested::Duplicate(_) => None,
-        })
-        .max();
-    if let Some(newest) = newest {
-        // Delivered to listeners at commit, not before.
-        sqlx::query("select pg_notify($1, $2)")
-            .bind(NOTIFY_CHANNEL)
-            .bind(newest.to_string())
-            .execute(&mut *tx)
-            .await?;
-    }
-    tx.commit().await?;
-    Ok(outcomes)
-}
-
-async fn insert_locked(
-    tx: &mut Transaction<'_, Postgres>,
-    events: &[NewEvent],
-) -> Result<Vec<Ingested>, Error> {
     let mut tenant_ids = Vec::with_capacity(events.len());
     let mut repository_ids = Vec::with_capacity(events.len());
     let mut providers = Vec::with_capacity(events.len());
@@ -91,11 +64,13 @@ async fn insert_locked(
         event_types.push(event.event_type.as_str());
         delivery_ids.push(event.delivery_id.as_str());
         received.push(event.received_at);
-        headers.push(serde_json::to_value(&event.headers).map_err(anyhow::Error::from)?);
+        headers.push(sqlx::types::Json(&event.headers));
         bodies.push(event.body.as_ref());
     }
     // `order by ord` draws ids in arrival order; duplicates (already stored, or
-    // repeated within the batch) are skipped and looked up below.
+    // repeated within the batch) are skipped and looked up below. Outside an
+    // explicit transaction the statement commits when it completes, before the
+    // answer arrives.
     let inserted: Vec<(i64, uuid::Uuid, String)> = sqlx::query_as(
         "insert into event (tenant_id, repository_id, provider, event_type, delivery_id, received_at, headers, body) \
          select tenant_id, repository_id, provider, event_type, delivery_id, received_at, headers, body \
@@ -113,7 +88,7 @@ async fn insert_locked(
     .bind(&received)
     .bind(&headers)
     .bind(&bodies)
-    .fetch_all(&mut **tx)
+    .fetch_all(pool)
     .await
     .map_err(|e| match violated_constraint(&e) {
         // The repository was deleted between the signature check and the insert.
@@ -133,6 +108,7 @@ async fn insert_locked(
         }
     }
     if outcomes.iter().any(Option::is_none) {
+        // The conflicting rows are committed: the insert waited for them.
         let existing: Vec<(i64, uuid::Uuid, String)> = sqlx::query_as(
             "select e.event_id, e.repository_id, e.delivery_id from event e \
              join unnest($1::uuid[], $2::text[]) as k(repository_id, delivery_id) \
@@ -140,7 +116,7 @@ async fn insert_locked(
         )
         .bind(&repository_ids)
         .bind(&delivery_ids)
-        .fetch_all(&mut **tx)
+        .fetch_all(pool)
         .await?;
         for (i, event) in events.iter().enumerate() {
             if outcomes[i].is_none() {
@@ -187,6 +163,11 @@ pub struct StreamScope {
 /// The next events of a stream in id order: for each repository, those after
 /// max(its cursor, `floor`). Ids are in commit order, so nothing below `floor`
 /// can still appear.
+///
+/// Each repository's next ids come from a short walk of its
+/// (repository_id, event_id) index; the page is the lowest `limit` of those,
+/// and only then are the rows (and their bodies) read. So a page costs the same
+/// however far behind the stream is.
 pub async fn stream_batch(
     pool: &PgPool,
     tenant_id: TenantId,
@@ -196,36 +177,36 @@ pub async fn stream_batch(
 ) -> Result<Vec<StoredEvent>, Error> {
     let (cursor_repositories, cursor_values): (Vec<uuid::Uuid>, Vec<i64>) =
         scope.cursors.iter().map(|(r, c)| (r.as_uuid(), *c)).unzip();
-    let lowest = scope
-        .cursors
-        .iter()
-        .map(|(_, c)| *c)
-        .chain([scope.default_cursor])
-        .min()
-        .unwrap_or(0)
-        .max(floor);
     let repositories: Option<Vec<uuid::Uuid>> = scope
         .repositories
         .as_ref()
         .map(|ids| ids.iter().map(RepositoryId::as_uuid).collect());
     let events = sqlx::query_as(
-        "select e.tenant_id, e.event_id, e.repository_id, e.provider, e.event_type, e.delivery_id, e.received_at, e.headers, e.body \
-         from event e \
-         left join unnest($3::uuid[], $4::bigint[]) as c(repository_id, after) on c.repository_id = e.repository_id \
+        "with cursors as ( \
+             select r.repository_id, greatest(coalesce(k.after, $4), $5) as after \
+             from repository r \
+             left join unnest($2::uuid[], $3::bigint[]) as k(repository_id, after) on k.repository_id = r.repository_id \
+             where r.tenant_id = $1 and ($6::uuid[] is null or r.repository_id = any($6)) \
+         ), page as ( \
+             select n.event_id from cursors c \
+             cross join lateral ( \
+                 select e.event_id from event e \
+                 where e.repository_id = c.repository_id and e.event_id > c.after \
+                 order by e.event_id limit $7 \
+             ) n \
+             order by n.event_id limit $7 \
+         ) \
+         select e.tenant_id, e.event_id, e.repository_id, e.provider, e.event_type, e.delivery_id, e.received_at, e.headers, e.body \
+         from page join event e on e.event_id = page.event_id \
          where e.tenant_id = $1 \
-           and ($2::uuid[] is null or e.repository_id = any($2)) \
-           and e.event_id > $6 \
-           and e.event_id > greatest(coalesce(c.after, $5), $7) \
-         order by e.event_id \
-         limit $8",
+         order by e.event_id",
     )
     .bind(tenant_id)
-    .bind(repositories)
     .bind(cursor_repositories)
     .bind(cursor_values)
     .bind(scope.default_cursor)
-    .bind(lowest)
     .bind(floor)
+    .bind(repositories)
     .bind(limit)
     .fetch_all(pool)
     .await?;

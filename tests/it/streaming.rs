@@ -601,3 +601,87 @@ async fn live_events_from_the_shared_tail_reach_only_their_tenant_and_repositori
         assert_eq!(next_event(stream, WAIT).await.id, second);
     }
 }
+
+/// Inserts `count` events into a repository straight into the table, as another
+/// writer would; the table's triggers order them and wake the streams.
+async fn insert_events(app: &TestApp, repository: &TestRepository, prefix: &str, count: i64) {
+    sqlx::query(
+        "insert into event (tenant_id, repository_id, provider, event_type, delivery_id, received_at, headers, body) \
+         select r.tenant_id, r.repository_id, 'github', 'push', $2 || g, now(), '[]'::jsonb, convert_to('{}', 'UTF8') \
+         from repository r, generate_series(1, $3) g where r.repository_id = $1::uuid",
+    )
+    .bind(&repository.id)
+    .bind(prefix)
+    .bind(count)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_backlog_of_many_pages_resumes_each_repository_from_its_own_ack() {
+    let app = spawn_app().await;
+    let tenant = app.tenant("acme").await;
+    let one = app.repository(&tenant, "acme/one").await;
+    let two = app.repository(&tenant, "acme/two").await;
+    let other = app.tenant("other").await;
+    let foreign = app.repository(&other, "other/app").await;
+    // Interleaved batches, several stream pages long in all.
+    for round in 0..4 {
+        insert_events(&app, &one, &format!("one-{round}-"), 300).await;
+        insert_events(&app, &foreign, &format!("foreign-{round}-"), 100).await;
+        insert_events(&app, &two, &format!("two-{round}-"), 200).await;
+    }
+    let ids = |repository: &str| {
+        let pool = app.pool.clone();
+        let repository = repository.to_owned();
+        async move {
+            sqlx::query_scalar::<_, i64>(
+                "select event_id from event where repository_id = $1::uuid order by event_id",
+            )
+            .bind(repository)
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    let (ones, twos) = (ids(&one.id).await, ids(&two.id).await);
+    // The consumer has done the first 700 of one; none of two.
+    let acks = AckEventsRequest {
+        consumer: "ci".into(),
+        acks: vec![ack(&one.id, ones[699])],
+    };
+    app.grpc()
+        .await
+        .ack_events(authed(acks, &tenant.token))
+        .await
+        .unwrap();
+
+    let mut expected: Vec<i64> = ones[700..].iter().chain(&twos).copied().collect();
+    expected.sort_unstable();
+    let mut stream = app.stream(&tenant.token, "ci", &[], None).await.unwrap();
+    let mut seen = Vec::new();
+    while seen.len() < expected.len() {
+        seen.push(next_event(&mut stream, WAIT).await.id);
+    }
+    assert_eq!(seen, expected, "every event after each cursor, in id order");
+
+    // Live events after the backlog come from both repositories, and only theirs.
+    insert_events(&app, &foreign, "foreign-live-", 1).await;
+    insert_events(&app, &two, "two-live-", 1).await;
+    let live = next_event(&mut stream, WAIT).await;
+    assert_eq!(
+        (live.repository_id.as_str(), live.delivery_id.as_str()),
+        (two.id.as_str(), "two-live-1")
+    );
+
+    // Only repository one, from an explicit id: the same pages, filtered.
+    let from = ones[100];
+    let mut only_one = app
+        .stream(&tenant.token, "deploy", &[&one.id], Some(from))
+        .await
+        .unwrap();
+    for expected in &ones[101..] {
+        assert_eq!(next_event(&mut only_one, WAIT).await.id, *expected);
+    }
+}
