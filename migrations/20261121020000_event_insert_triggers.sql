@@ -52,3 +52,8 @@ exception when feature_not_supported then
     raise notice 'lz4 is not available on this server; event bodies stay pglz-compressed';
 end
 $$;
+
+-- Stream pages walk (repository_id, event_id) per repository (see
+-- `store::event::stream_batch`); nothing reads by (tenant_id, event_id) any
+-- more, and every ingest paid for keeping it.
+drop index event_tenant_id_event_id_idx;

@@ -45,7 +45,15 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    // The relay agent delivers one event at a time and waits on the network:
+    // one thread does that with no cross-thread wake-ups per event (measured in
+    // docs/benchmarks.md). The server uses every core.
+    let mut runtime = if matches!(run, Run::Relay(_) | Run::Probe(_)) {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    let runtime = runtime
         .enable_all()
         .build()
         .expect("the tokio runtime starts");

@@ -635,6 +635,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let mut outcome = Ok(());
     for scenario in &scenarios {
         println!("== {scenario}");
+        // Each scenario starts from a settled database, not in the middle of the
+        // previous one's checkpoint and autovacuum.
+        if let Err(error) = bench.settle().await {
+            outcome = Err(error);
+            break;
+        }
         outcome = match scenario.as_str() {
             "ingest" => bench.ingest().await,
             "latency" => bench.latency().await,
@@ -802,6 +808,14 @@ impl Bench {
         );
         println!("   {:<42} {:>14}  {}", row.1, row.2, row.3);
         self.rows.push(row);
+    }
+
+    async fn settle(&self) -> anyhow::Result<()> {
+        sqlx::query("vacuum (analyze) event")
+            .execute(&self.pool)
+            .await?;
+        sqlx::query("checkpoint").execute(&self.pool).await?;
+        Ok(())
     }
 
     async fn event_count(&self) -> anyhow::Result<i64> {

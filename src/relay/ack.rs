@@ -1,5 +1,9 @@
 //! Sends the agent's acks in the background, coalesced: per repository only the
 //! highest delivered id matters (cursors only move forward), plus each failure.
+//! At most one AckEvents call goes out per `ACK_INTERVAL` (each is a commit on
+//! the server), except that a flush (before a reconnect or exit) goes at once.
+//! So a kill -9 re-delivers at most what was delivered in the last interval and
+//! while the last ack call was in flight.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -16,6 +20,8 @@ use crate::grpc::proto::{AckEventsRequest, AckOutcome, EventAck};
 
 /// Waiting longer than this for acks to reach the server only risks duplicates, never loss.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
+/// The shortest time between two ack calls, unless a flush is waiting.
+const ACK_INTERVAL: Duration = Duration::from_millis(20);
 
 #[derive(Debug, Clone)]
 pub struct PendingAck {
@@ -125,6 +131,7 @@ async fn send_acks(
     };
     let mut waiters: Vec<oneshot::Sender<()>> = Vec::new();
     let mut backoff = retry_backoff();
+    let mut last_sent: Option<tokio::time::Instant> = None;
     loop {
         // Block only when there is nothing to send.
         if batch.is_empty() {
@@ -137,6 +144,19 @@ async fn send_acks(
                 None => return,
             }
         }
+        // Collect what else arrives until the interval since the last call is up.
+        if let Some(due) = last_sent.map(|at| at + ACK_INTERVAL) {
+            while waiters.is_empty() {
+                tokio::select! {
+                    () = tokio::time::sleep_until(due) => break,
+                    command = commands.recv() => match command {
+                        Some(Command::Ack(ack)) => batch.add(ack),
+                        Some(Command::Flush(done)) => waiters.push(done),
+                        None => break,
+                    },
+                }
+            }
+        }
         while let Ok(command) = commands.try_recv() {
             match command {
                 Command::Ack(ack) => batch.add(ack),
@@ -145,6 +165,7 @@ async fn send_acks(
         }
         match send(&mut client, &tokens, batch.request(&consumer)).await {
             Ok(()) => {
+                last_sent = Some(tokio::time::Instant::now());
                 batch = Batch {
                     delivered: BTreeMap::new(),
                     failed: Vec::new(),
