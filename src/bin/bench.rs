@@ -568,6 +568,30 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// CPU time (user + system) a process has used so far, in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let ticks = Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .trim()
+                .parse::<f64>()
+                .ok()
+        })
+        .unwrap_or(100.0);
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            // Fields after the parenthesised command name; utime and stime are 14 and 15.
+            let rest = stat.rsplit_once(')')?.1;
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            Some(fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?)
+        })
+        .map_or(0.0, |t| t / ticks)
+}
+
 fn machine() -> Value {
     let memory = std::fs::read_to_string("/proc/meminfo")
         .ok()
@@ -1225,7 +1249,14 @@ impl Bench {
         let config = self.dir.join("envoy.json");
         std::fs::write(&config, rendered.stdout)?;
         let mut proxy = Command::new(envoy)
-            .args(["--disable-hot-restart", "--log-level", "error", "-c"])
+            .args([
+                "--disable-hot-restart",
+                "--concurrency",
+                "1",
+                "--log-level",
+                "error",
+                "-c",
+            ])
             .arg(&config)
             .stdout(Stdio::null())
             .spawn()?;
@@ -1243,8 +1274,20 @@ impl Bench {
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
         let seconds = self.seconds(10.0);
+        let relay_cpu = cpu_seconds(self.server.id());
         let direct = load(&self.ingest_args(&self.http.clone(), 32, seconds))?;
+        let relay_cpu = cpu_seconds(self.server.id()) - relay_cpu;
+        self.settle().await?;
+        let envoy_cpu = cpu_seconds(proxy.id());
         let through = load(&self.ingest_args(&front, 32, seconds))?;
+        let envoy_cpu = cpu_seconds(proxy.id()) - envoy_cpu;
+        // CPU per webhook: what the relay itself spends, and what Envoy adds.
+        let per_webhook =
+            |cpu: f64, run: &Value| cpu * 1e6 / run["ok"].as_f64().unwrap_or(f64::NAN).max(1.0);
+        let (relay_us, envoy_us) = (
+            per_webhook(relay_cpu, &direct),
+            per_webhook(envoy_cpu, &through),
+        );
         let (d, t) = (
             direct["per_second"].as_f64().unwrap_or(0.0),
             through["per_second"].as_f64().unwrap_or(0.0),
@@ -1255,6 +1298,13 @@ impl Bench {
             format!("{d:.0} → {t:.0}"),
             format!("cost {:.0}% (≤ 15%)", (1.0 - t / d) * 100.0),
         );
+        self.row(
+            "envoy",
+            "CPU µs per webhook: relay; Envoy adds",
+            format!("{relay_us:.0}; {envoy_us:.0}"),
+            "",
+        );
+        self.settle().await?;
         let after = self.newest_id().await?;
         let direct_latency = load(&self.latency_args(
             &self.http.clone(),
@@ -1263,6 +1313,7 @@ impl Bench {
             seconds,
             after,
         ))?;
+        self.settle().await?;
         let after = self.newest_id().await?;
         let through_latency = load(&self.latency_args(&front, &front, 1000.0, seconds, after))?;
         self.row(
@@ -1275,9 +1326,17 @@ impl Bench {
             ),
             "",
         );
+        // Connection reuse, to tell proxying cost from connection churn.
+        let stats = client
+            .get(format!("http://127.0.0.1:{admin}/stats?filter=downstream_cx_total|downstream_rq_total|upstream_cx_total|upstream_rq_total"))
+            .send()
+            .await?
+            .text()
+            .await?;
+        println!("{stats}");
         let _ = proxy.kill();
         let _ = proxy.wait();
-        self.results.insert("envoy".into(), json!({"ingest_direct": direct, "ingest_envoy": through, "latency_direct": direct_latency, "latency_envoy": through_latency}));
+        self.results.insert("envoy".into(), json!({"ingest_direct": direct, "ingest_envoy": through, "relay_cpu_us_per_webhook": relay_us, "envoy_cpu_us_per_webhook": envoy_us, "latency_direct": direct_latency, "latency_envoy": through_latency}));
         Ok(())
     }
 }

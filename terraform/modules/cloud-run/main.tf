@@ -56,10 +56,11 @@ resource "google_cloud_run_v2_service" "this" {
     }
 
     containers {
-      name       = "envoy"
-      image      = var.envoy_image
-      command    = ["/usr/local/bin/envoy"]
-      args       = ["-c", "/etc/envoy/envoy.json", "--disable-hot-restart", "--log-level", "warn"]
+      name    = "envoy"
+      image   = var.envoy_image
+      command = ["/usr/local/bin/envoy"]
+      # One worker per CPU of the limit below; Envoy would otherwise size itself to the host.
+      args       = ["-c", "/etc/envoy/envoy.json", "--disable-hot-restart", "--log-level", "warn", "--concurrency", "1"]
       depends_on = ["relay"]
 
       ports {
