@@ -6,12 +6,6 @@ use hookrelay::config::{Cli, Command, Config, DatabaseConfig};
 use hookrelay::startup::{self, Application};
 use hookrelay::telemetry;
 
-/// mimalloc: the server allocates and frees a buffer or two per webhook and per
-/// streamed event, and glibc's malloc showed up at about 5% of the server's CPU
-/// in the ingest profile (docs/benchmarks.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 enum Run {
     Serve(Box<Config>),
     Migrate(DatabaseConfig),
