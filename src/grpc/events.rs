@@ -17,11 +17,13 @@ use crate::domain::{ConsumerName, RepositoryId, TenantId};
 use crate::error::Error;
 use crate::store;
 use crate::store::consumer::Ack;
-use crate::store::event::{StoredEvent, StreamScope};
+use crate::store::event::{StreamPage, StreamScope};
 use crate::streams::{StreamHub, StreamRegistration};
 
 /// Events read per query while catching up.
-const STREAM_BATCH: i64 = 500;
+const STREAM_BATCH: i64 = 1000;
+/// Bytes of bodies read per query, at most (a page holds at least one event).
+const STREAM_BATCH_BYTES: usize = 8 * 1024 * 1024;
 /// Events buffered per stream ahead of the client: the stream's backpressure.
 const STREAM_BUFFER: usize = 128;
 const MAX_PAGE_SIZE: i32 = 1000;
@@ -110,7 +112,7 @@ struct OpenStream {
 
 /// A database page read ahead while the previous one is being sent; aborted
 /// when the stream ends first.
-struct Prefetch(tokio::task::JoinHandle<(i64, Result<Vec<StoredEvent>, Error>)>);
+struct Prefetch(tokio::task::JoinHandle<(i64, Result<StreamPage, Error>)>);
 
 impl Drop for Prefetch {
     fn drop(&mut self) {
@@ -182,8 +184,15 @@ impl OpenStream {
         );
         Prefetch(tokio::spawn(async move {
             let known = hub.committed_high();
-            let batch =
-                store::event::stream_batch(&pool, tenant, &scope, floor, STREAM_BATCH).await;
+            let batch = store::event::stream_batch(
+                &pool,
+                tenant,
+                &scope,
+                floor,
+                STREAM_BATCH,
+                STREAM_BATCH_BYTES,
+            )
+            .await;
             (known, batch)
         }))
     }
@@ -249,8 +258,13 @@ impl OpenStream {
                     return Ok(());
                 }
             };
-            let (known, batch) = batch;
-            let caught_up = (batch.len() as i64) < STREAM_BATCH;
+            let (
+                known,
+                StreamPage {
+                    events: batch,
+                    complete: caught_up,
+                },
+            ) = batch;
             if let (false, Some(last)) = (caught_up, batch.last()) {
                 next_page = Some(self.prefetch(last.event_id));
             }

@@ -17,6 +17,7 @@
 use axum::body::Bytes;
 use sqlx::PgPool;
 use time::OffsetDateTime;
+use tokio_stream::StreamExt;
 
 use crate::domain::{DeliveryId, EventId, Provider, RepositoryId, TenantId};
 use crate::error::{Error, violated_constraint};
@@ -160,6 +161,14 @@ pub struct StreamScope {
     pub default_cursor: i64,
 }
 
+/// A stream page: events in id order, and whether it holds everything
+/// committed after the floor (when it does not, read on from its last id).
+#[derive(Debug)]
+pub struct StreamPage {
+    pub events: Vec<StoredEvent>,
+    pub complete: bool,
+}
+
 /// The next events of a stream in id order: for each repository, those after
 /// max(its cursor, `floor`). Ids are in commit order, so nothing below `floor`
 /// can still appear.
@@ -167,21 +176,24 @@ pub struct StreamScope {
 /// Each repository's next ids come from a short walk of its
 /// (repository_id, event_id) index; the page is the lowest `limit` of those,
 /// and only then are the rows (and their bodies) read. So a page costs the same
-/// however far behind the stream is.
+/// however far behind the stream is. A page stops early once its bodies pass
+/// `max_bytes` (it always holds at least one event), so large webhooks cannot
+/// make a page huge.
 pub async fn stream_batch(
     pool: &PgPool,
     tenant_id: TenantId,
     scope: &StreamScope,
     floor: i64,
     limit: i64,
-) -> Result<Vec<StoredEvent>, Error> {
+    max_bytes: usize,
+) -> Result<StreamPage, Error> {
     let (cursor_repositories, cursor_values): (Vec<uuid::Uuid>, Vec<i64>) =
         scope.cursors.iter().map(|(r, c)| (r.as_uuid(), *c)).unzip();
     let repositories: Option<Vec<uuid::Uuid>> = scope
         .repositories
         .as_ref()
         .map(|ids| ids.iter().map(RepositoryId::as_uuid).collect());
-    let events = sqlx::query_as(
+    let mut rows = sqlx::query_as::<_, StoredEvent>(
         "with cursors as ( \
              select r.repository_id, greatest(coalesce(k.after, $4), $5) as after \
              from repository r \
@@ -208,9 +220,21 @@ pub async fn stream_batch(
     .bind(floor)
     .bind(repositories)
     .bind(limit)
-    .fetch_all(pool)
-    .await?;
-    Ok(events)
+    .fetch(pool);
+    // Rows past the byte cap are read off the wire one at a time and dropped.
+    let (mut events, mut bytes, mut rows_in_page) = (Vec::new(), 0usize, 0i64);
+    while let Some(event) = rows.next().await {
+        let event = event?;
+        rows_in_page += 1;
+        if bytes < max_bytes {
+            bytes += event.body.len();
+            events.push(event);
+        }
+    }
+    Ok(StreamPage {
+        complete: rows_in_page < limit && events.len() as i64 == rows_in_page,
+        events,
+    })
 }
 
 /// A page of one repository's retained events after `after`.

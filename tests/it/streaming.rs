@@ -685,3 +685,30 @@ async fn a_backlog_of_many_pages_resumes_each_repository_from_its_own_ack() {
         assert_eq!(next_event(&mut only_one, WAIT).await.id, *expected);
     }
 }
+
+#[tokio::test]
+async fn large_bodies_are_paged_by_size_and_none_is_skipped() {
+    let app = spawn_app().await;
+    let tenant = app.tenant("acme").await;
+    let repository = app.repository(&tenant, "acme/app").await;
+    // 3 MiB each: a stream page stops at 8 MiB of bodies, so these take several pages.
+    sqlx::query(
+        "insert into event (tenant_id, repository_id, provider, event_type, delivery_id, received_at, headers, body) \
+         select r.tenant_id, r.repository_id, 'github', 'push', 'big-' || g, now(), '[]'::jsonb, \
+                convert_to(g || repeat('x', 3 * 1024 * 1024 - 1), 'UTF8') \
+         from repository r, generate_series(1, 7) g where r.repository_id = $1::uuid",
+    )
+    .bind(&repository.id)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let mut stream = app.stream(&tenant.token, "ci", &[], None).await.unwrap();
+    for n in 1..=7 {
+        let event = next_event(&mut stream, WAIT).await;
+        assert_eq!(event.delivery_id, format!("big-{n}"));
+        assert_eq!(event.body.len(), 3 * 1024 * 1024);
+        assert_eq!(event.body[0], b'0' + n as u8);
+    }
+    let live = deliver(&app, &repository, "after-the-big-ones").await;
+    assert_eq!(next_event(&mut stream, WAIT).await.id, live);
+}
