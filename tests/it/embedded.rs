@@ -6,9 +6,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
-use serde_json::{Value, json};
 
-use crate::helpers::{ServerProcess, hookrelay, process_alive};
+use crate::helpers::{ServerProcess, hookrelay, process_alive, tenant_at, token_at};
 
 fn postgres_pid(data_dir: &Path) -> u32 {
     let pid_file =
@@ -44,19 +43,7 @@ async fn serve_runs_an_embedded_database_that_never_outlives_it() {
     let pid = postgres_pid(&data);
     assert!(process_alive(pid));
     let http = reqwest::Client::new();
-    let signed_up: Value = http
-        .post(format!("{}/v1/tenants", server.address))
-        .json(&json!({"name": "acme"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let (id, secret) = (
-        signed_up["client_id"].as_str().unwrap().to_owned(),
-        signed_up["client_secret"].as_str().unwrap().to_owned(),
-    );
+    let tenant = tenant_at(&http, &server.address, "acme").await;
 
     // SIGTERM: a clean exit that takes PostgreSQL with it.
     server.signal("TERM");
@@ -66,19 +53,16 @@ async fn serve_runs_an_embedded_database_that_never_outlives_it() {
 
     // Second run: the same cluster, with the tenant still in it.
     let server = ServerProcess::start(&env, dir.path()).await;
-    let token: Value = http
-        .post(format!("{}/oauth/token", server.address))
-        .basic_auth(&id, Some(&secret))
-        .form(&[("grant_type", "client_credentials")])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let token = token_at(
+        &http,
+        &server.address,
+        &tenant.client_id,
+        &tenant.client_secret,
+    )
+    .await;
     let repositories = http
         .get(format!("{}/v1/repositories", server.address))
-        .bearer_auth(token["access_token"].as_str().unwrap())
+        .bearer_auth(&token)
         .send()
         .await
         .unwrap();

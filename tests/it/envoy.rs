@@ -8,7 +8,8 @@ use tokio::process::Command;
 
 use crate::helpers::{
     EnvoyProcess, RelayProcess, ServerProcess, TEST_SECRET_KEY, TestTarget, TestTenant, authed,
-    fixture, free_port, fresh_database, render_envoy, sign, spawn_app, validate_envoy,
+    fixture, free_port, fresh_database, render_envoy, repository_at, sign, spawn_app, tenant_at,
+    token_at, validate_envoy,
 };
 
 fn host(address: &str) -> &str {
@@ -123,30 +124,14 @@ async fn http_grpc_and_grpc_web_share_one_port() {
         .unwrap();
     assert_eq!(signup.version(), reqwest::Version::HTTP_11);
     let signed_up: Value = signup.json().await.unwrap();
-    let token: Value = http
-        .post(format!("{front}/oauth/token"))
-        .basic_auth(
-            signed_up["client_id"].as_str().unwrap(),
-            signed_up["client_secret"].as_str(),
-        )
-        .form(&[("grant_type", "client_credentials")])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = token["access_token"].as_str().unwrap().to_owned();
-    let repository: Value = http
-        .post(format!("{front}/v1/repositories"))
-        .bearer_auth(&token)
-        .json(&json!({"provider": "github", "name": "acme/app"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let token = token_at(
+        &http,
+        front,
+        signed_up["client_id"].as_str().unwrap(),
+        signed_up["client_secret"].as_str().unwrap(),
+    )
+    .await;
+    let repository = repository_at(&http, front, &token, "acme/app").await;
     let webhook_url = repository["webhook_url"].as_str().unwrap();
     assert!(webhook_url.starts_with(front.as_str()), "{webhook_url}");
     let secret = repository["webhook_secret"].as_str().unwrap();
@@ -345,40 +330,13 @@ async fn a_rolling_restart_loses_nothing() {
     let envoy = EnvoyProcess::start(port, &http_upstreams, &grpc_upstreams, dir.path()).await;
 
     let http = reqwest::Client::new();
-    let signed_up: Value = http
-        .post(format!("{front}/v1/tenants"))
-        .json(&json!({"name": "acme"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let (client_id, client_secret) = (
-        signed_up["client_id"].as_str().unwrap(),
-        signed_up["client_secret"].as_str().unwrap(),
+    let tenant = tenant_at(&http, &front, "acme").await;
+    let (client_id, client_secret, token) = (
+        tenant.client_id.as_str(),
+        tenant.client_secret.as_str(),
+        tenant.token.clone(),
     );
-    let token: Value = http
-        .post(format!("{front}/oauth/token"))
-        .basic_auth(client_id, Some(client_secret))
-        .form(&[("grant_type", "client_credentials")])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = token["access_token"].as_str().unwrap().to_owned();
-    let repository: Value = http
-        .post(format!("{front}/v1/repositories"))
-        .bearer_auth(&token)
-        .json(&json!({"provider": "github", "name": "acme/app"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let repository = repository_at(&http, &front, &token, "acme/app").await;
     let (webhook_url, secret) = (
         repository["webhook_url"].as_str().unwrap().to_owned(),
         repository["webhook_secret"].as_str().unwrap().to_owned(),

@@ -202,6 +202,55 @@ pub struct TestRepository {
     pub secret: String,
 }
 
+/// Signs up a tenant at `base` (a server, or Envoy in front of one) and gets
+/// it a token, over plain HTTP: for tests that run whole processes.
+pub async fn tenant_at(http: &reqwest::Client, base: &str, name: &str) -> TestTenant {
+    let response = http
+        .post(format!("{base}/v1/tenants"))
+        .json(&json!({ "name": name }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let body: Value = response.json().await.unwrap();
+    let field = |name: &str| body[name].as_str().unwrap().to_owned();
+    let (client_id, client_secret) = (field("client_id"), field("client_secret"));
+    TestTenant {
+        tenant_id: field("tenant_id"),
+        token: token_at(http, base, &client_id, &client_secret).await,
+        client_id,
+        client_secret,
+    }
+}
+
+/// A client-credentials access token from `base`/oauth/token.
+pub async fn token_at(http: &reqwest::Client, base: &str, client_id: &str, secret: &str) -> String {
+    let body: Value = http
+        .post(format!("{base}/oauth/token"))
+        .basic_auth(client_id, Some(secret))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    body["access_token"].as_str().unwrap().to_owned()
+}
+
+/// Registers a GitHub repository at `base`; the answer as JSON.
+pub async fn repository_at(http: &reqwest::Client, base: &str, token: &str, name: &str) -> Value {
+    let response = http
+        .post(format!("{base}/v1/repositories"))
+        .bearer_auth(token)
+        .json(&json!({ "provider": "github", "name": name }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    response.json().await.unwrap()
+}
+
 pub fn sign(secret: &str, body: &[u8]) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
     mac.update(body);

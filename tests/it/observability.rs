@@ -5,7 +5,7 @@ use axum::body::Bytes;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{ServerProcess, fresh_database, sign, spawn_app};
+use crate::helpers::{ServerProcess, fresh_database, repository_at, sign, spawn_app, tenant_at};
 
 #[tokio::test]
 async fn request_ids_are_returned_and_propagated() {
@@ -67,40 +67,9 @@ async fn logs_are_structured_and_free_of_secrets() {
     )
     .await;
     let http = reqwest::Client::new();
-    let signed_up: Value = http
-        .post(format!("{}/v1/tenants", server.address))
-        .json(&json!({"name": "acme"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let (id, secret) = (
-        signed_up["client_id"].as_str().unwrap(),
-        signed_up["client_secret"].as_str().unwrap(),
-    );
-    let token: Value = http
-        .post(format!("{}/oauth/token", server.address))
-        .basic_auth(id, Some(secret))
-        .form(&[("grant_type", "client_credentials")])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = token["access_token"].as_str().unwrap();
-    let repository: Value = http
-        .post(format!("{}/v1/repositories", server.address))
-        .bearer_auth(token)
-        .json(&json!({"provider": "github", "name": "acme/app"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let tenant = tenant_at(&http, &server.address, "acme").await;
+    let token = &tenant.token;
+    let repository = repository_at(&http, &server.address, token, "acme/app").await;
     let webhook_secret = repository["webhook_secret"].as_str().unwrap();
     let body = br#"{"zen":"a very private payload"}"#;
     let delivered = http
@@ -125,7 +94,7 @@ async fn logs_are_structured_and_free_of_secrets() {
         .collect();
     assert!(!lines.is_empty());
     for needle in [
-        secret,
+        tenant.client_secret.as_str(),
         token,
         webhook_secret,
         "a very private payload",
@@ -141,7 +110,7 @@ async fn logs_are_structured_and_free_of_secrets() {
         })
         .expect("a log line for the webhook request");
     assert_eq!(webhook_line["span"]["repository_id"], repository["id"]);
-    assert_eq!(webhook_line["span"]["tenant_id"], signed_up["tenant_id"]);
+    assert_eq!(webhook_line["span"]["tenant_id"], tenant.tenant_id);
     assert!(
         webhook_line["span"]["request_id"]
             .as_str()

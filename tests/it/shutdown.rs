@@ -3,10 +3,12 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::process::Command;
 
-use crate::helpers::{ServerProcess, TEST_SECRET_KEY, authed, free_port, fresh_database};
+use crate::helpers::{
+    ServerProcess, TEST_SECRET_KEY, authed, free_port, fresh_database, tenant_at,
+};
 
 #[tokio::test]
 async fn sigterm_drains_then_ends_streams_then_exits_within_the_grace_period() {
@@ -24,29 +26,7 @@ async fn sigterm_drains_then_ends_streams_then_exits_within_the_grace_period() {
     )
     .await;
     let http = reqwest::Client::new();
-    let signed_up: Value = http
-        .post(format!("{}/v1/tenants", server.address))
-        .json(&json!({"name": "acme"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token: Value = http
-        .post(format!("{}/oauth/token", server.address))
-        .basic_auth(
-            signed_up["client_id"].as_str().unwrap(),
-            signed_up["client_secret"].as_str(),
-        )
-        .form(&[("grant_type", "client_credentials")])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = token["access_token"].as_str().unwrap();
+    let token = &tenant_at(&http, &server.address, "acme").await.token;
     let mut client = hookrelay::grpc::proto::event_service_client::EventServiceClient::connect(
         format!("http://{grpc}"),
     )

@@ -6,9 +6,10 @@ use std::time::Duration;
 use hookrelay::tls::TlsFiles;
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use reqwest::StatusCode;
-use serde_json::{Value, json};
 
-use crate::helpers::{RelayProcess, TestTarget, TestTenant, fixture, sign, spawn_app_with};
+use crate::helpers::{
+    RelayProcess, TestTarget, fixture, repository_at, sign, spawn_app_with, tenant_at,
+};
 
 #[tokio::test]
 async fn the_agent_streams_over_tls_and_webhooks_arrive_over_https() {
@@ -53,40 +54,8 @@ async fn the_agent_streams_over_tls_and_webhooks_arrive_over_https() {
             .is_err()
     );
     // HTTPS: signup, token, repository, signed webhook.
-    let signed_up: Value = http
-        .post(format!("{https}/v1/tenants"))
-        .json(&json!({"name": "acme"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let (client_id, secret) = (
-        signed_up["client_id"].as_str().unwrap(),
-        signed_up["client_secret"].as_str().unwrap(),
-    );
-    let token: Value = http
-        .post(format!("{https}/oauth/token"))
-        .basic_auth(client_id, Some(secret))
-        .form(&[("grant_type", "client_credentials")])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = token["access_token"].as_str().unwrap();
-    let repository: Value = http
-        .post(format!("{https}/v1/repositories"))
-        .bearer_auth(token)
-        .json(&json!({"provider": "github", "name": "acme/app"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let tenant = tenant_at(&http, &https, "acme").await;
+    let repository = repository_at(&http, &https, &tenant.token, "acme/app").await;
     assert!(
         repository["webhook_url"]
             .as_str()
@@ -96,12 +65,6 @@ async fn the_agent_streams_over_tls_and_webhooks_arrive_over_https() {
     let webhook_secret = repository["webhook_secret"].as_str().unwrap().to_owned();
 
     let target = TestTarget::start(vec![webhook_secret.clone()]).await;
-    let tenant = TestTenant {
-        tenant_id: signed_up["tenant_id"].as_str().unwrap().to_owned(),
-        client_id: client_id.to_owned(),
-        client_secret: secret.to_owned(),
-        token: token.to_owned(),
-    };
     let mut tls_app = app;
     tls_app.grpc_address = grpcs;
     tls_app.address = https.clone();
