@@ -568,6 +568,21 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// Waits until `GET <base>/readyz` answers 2xx (the relay, or Envoy in front of it).
+async fn wait_ready(client: &reqwest::Client, base: &str, limit: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + limit;
+    while !client
+        .get(format!("{base}/readyz"))
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success())
+    {
+        anyhow::ensure!(Instant::now() < deadline, "{base} did not become ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
 /// CPU time (user + system) a process has used so far, in seconds.
 fn cpu_seconds(pid: u32) -> f64 {
     let ticks = Command::new("getconf")
@@ -734,16 +749,7 @@ impl Bench {
             .spawn()?;
         let http = format!("http://127.0.0.1:{http_port}");
         let client = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !client
-            .get(format!("{http}/readyz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
-            anyhow::ensure!(Instant::now() < deadline, "the server did not become ready");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_ready(&client, &http, Duration::from_secs(60)).await?;
         let signed_up: Value = client
             .post(format!("{http}/v1/tenants"))
             .json(&json!({"name": "bench"}))
@@ -1262,16 +1268,7 @@ impl Bench {
             .spawn()?;
         let front = format!("http://127.0.0.1:{port}");
         let client = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !client
-            .get(format!("{front}/readyz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
-            anyhow::ensure!(Instant::now() < deadline, "envoy did not become ready");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        wait_ready(&client, &front, Duration::from_secs(30)).await?;
         tokio::time::sleep(Duration::from_secs(2)).await;
         let seconds = self.seconds(10.0);
         let relay_cpu = cpu_seconds(self.server.id());

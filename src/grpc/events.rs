@@ -244,8 +244,8 @@ impl OpenStream {
                 stop = self.stopped() => return Err(Some(stop)),
                 outcome = read => outcome,
             };
-            let batch = match outcome {
-                Ok((known, Ok(batch))) => (known, batch),
+            let (known, batch, caught_up) = match outcome {
+                Ok((known, Ok(page))) => (known, page.events, page.complete),
                 Ok((_, Err(error))) => {
                     let _ = self.sender.send(Err(error.into())).await;
                     return Ok(());
@@ -258,13 +258,6 @@ impl OpenStream {
                     return Ok(());
                 }
             };
-            let (
-                known,
-                StreamPage {
-                    events: batch,
-                    complete: caught_up,
-                },
-            ) = batch;
             if let (false, Some(last)) = (caught_up, batch.last()) {
                 next_page = Some(self.prefetch(last.event_id));
             }

@@ -324,28 +324,11 @@ impl TestApp {
     }
 
     pub async fn tenant(&self, name: &str) -> TestTenant {
-        let signed_up = self.sign_up(name).await;
-        let client_id = signed_up["client_id"].as_str().unwrap().to_owned();
-        let client_secret = signed_up["client_secret"].as_str().unwrap().to_owned();
-        let token = self.token(&client_id, &client_secret, None).await;
-        TestTenant {
-            tenant_id: signed_up["tenant_id"].as_str().unwrap().to_owned(),
-            client_id,
-            client_secret,
-            token,
-        }
+        tenant_at(&self.http, &self.address, name).await
     }
 
     pub async fn repository(&self, tenant: &TestTenant, name: &str) -> TestRepository {
-        let response = self
-            .post_json(
-                "/v1/repositories",
-                Some(&tenant.token),
-                &json!({"provider": "github", "name": name}),
-            )
-            .await;
-        assert_eq!(response.status(), StatusCode::CREATED);
-        let body: Value = response.json().await.unwrap();
+        let body = repository_at(&self.http, &self.address, &tenant.token, name).await;
         TestRepository {
             id: body["id"].as_str().unwrap().to_owned(),
             secret: body["webhook_secret"].as_str().unwrap().to_owned(),
