@@ -142,6 +142,115 @@ pub struct ServeArgs {
     /// Do not apply pending migrations at start (run `hookrelay migrate` instead).
     #[arg(long, env = "HOOKRELAY_NO_MIGRATE")]
     pub no_migrate: bool,
+
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+/// Limits on what callers, anonymous ones included, can make the server hold.
+#[derive(Clone, Args)]
+pub struct LimitArgs {
+    /// An HTTP client must send complete request headers within this time of
+    /// connecting, or of starting its next request on a kept-alive connection.
+    #[arg(long, env = "HOOKRELAY_HTTP_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub http_header_timeout: Duration,
+
+    /// A request body must arrive in full within this time of its headers (408 otherwise).
+    #[arg(long, env = "HOOKRELAY_HTTP_BODY_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub http_body_timeout: Duration,
+
+    /// A kept-alive HTTP connection with no request is closed after this time.
+    #[arg(long, env = "HOOKRELAY_HTTP_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub http_idle_timeout: Duration,
+
+    /// Most connections open at once, HTTP and gRPC together. At the cap, a new
+    /// connection replaces the oldest idle HTTP one. Default: the open-file
+    /// limit (raised to its hard limit at start) minus room for the database
+    /// pool, files and health checks.
+    #[arg(long, env = "HOOKRELAY_MAX_CONNECTIONS",
+          value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub max_connections: Option<u64>,
+
+    /// Bytes of webhook bodies held in memory at once, across all requests.
+    /// A webhook that would exceed it gets 503 with Retry-After before its body is read.
+    #[arg(long, env = "HOOKRELAY_WEBHOOK_MEMORY", default_value_t = 256 * 1024 * 1024,
+          value_parser = clap::value_parser!(u64).range(1..=64 * 1024 * 1024 * 1024))]
+    pub webhook_memory: u64,
+
+    /// Signups (POST /v1/tenants) per source address: N/s, N/min or N/h, or off.
+    #[arg(long, env = "HOOKRELAY_SIGNUP_RATE_LIMIT", default_value = "10/min",
+          value_parser = parse_rate)]
+    pub signup_rate_limit: RateSetting,
+
+    /// Failed client authentications at /oauth/token per source address: N/s,
+    /// N/min or N/h, or off. A source over it gets 429 until its bucket refills.
+    #[arg(long, env = "HOOKRELAY_TOKEN_FAILURE_RATE_LIMIT", default_value = "20/min",
+          value_parser = parse_rate)]
+    pub token_failure_rate_limit: RateSetting,
+
+    /// Proxies (comma-separated addresses or CIDRs) whose X-Forwarded-For is
+    /// believed: the source address is the right-most X-Forwarded-For entry
+    /// that is not one of them. Behind the Envoy sidecar: 127.0.0.1,::1.
+    #[arg(long, env = "HOOKRELAY_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_net)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+}
+
+/// A parsed rate limit; `None` is `off`.
+#[derive(Debug, Clone, Copy)]
+pub struct RateSetting(pub Option<crate::http::Rate>);
+
+fn parse_rate(value: &str) -> Result<RateSetting, String> {
+    crate::http::Rate::parse(value).map(RateSetting)
+}
+
+fn parse_net(value: &str) -> Result<ipnet::IpNet, String> {
+    let value = value.trim();
+    value
+        .parse::<ipnet::IpNet>()
+        .or_else(|_| value.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("`{value}` is not an address or CIDR such as 10.0.0.0/8"))
+}
+
+/// The validated limits (see `LimitArgs`).
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub http_header_timeout: Duration,
+    pub http_body_timeout: Duration,
+    pub http_idle_timeout: Duration,
+    /// None: derived from the open-file limit at start.
+    pub max_connections: Option<usize>,
+    pub webhook_memory: usize,
+    pub signup_rate: Option<crate::http::Rate>,
+    pub token_failure_rate: Option<crate::http::Rate>,
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+}
+
+impl Default for Limits {
+    /// The defaults of `hookrelay serve`.
+    fn default() -> Self {
+        let args = Cli::parse_from(["hookrelay", "serve"]);
+        let Command::Serve(serve) = args.command else {
+            unreachable!("parsed `serve`")
+        };
+        serve.limits.into_limits()
+    }
+}
+
+impl LimitArgs {
+    fn into_limits(self) -> Limits {
+        Limits {
+            http_header_timeout: self.http_header_timeout,
+            http_body_timeout: self.http_body_timeout,
+            http_idle_timeout: self.http_idle_timeout,
+            max_connections: self
+                .max_connections
+                .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+            webhook_memory: usize::try_from(self.webhook_memory).unwrap_or(usize::MAX),
+            signup_rate: self.signup_rate_limit.0,
+            token_failure_rate: self.token_failure_rate_limit.0,
+            trusted_proxies: self.trusted_proxies,
+        }
+    }
 }
 
 /// Where the key-encryption key comes from.
@@ -182,6 +291,7 @@ pub struct Config {
     pub drain_delay: Duration,
     pub shutdown_grace: Duration,
     pub migrate: bool,
+    pub limits: Limits,
 }
 
 /// A setting that parsed but makes no sense; rendered as one line naming it.
@@ -333,7 +443,17 @@ impl ServeArgs {
             }
             token => token.map(SecretString::from),
         };
+        if self.limits.webhook_memory < self.max_webhook_bytes {
+            return Err(InvalidSetting {
+                setting: "HOOKRELAY_WEBHOOK_MEMORY",
+                reason: format!(
+                    "must hold at least one webhook of HOOKRELAY_MAX_WEBHOOK_BYTES ({} bytes)",
+                    self.max_webhook_bytes
+                ),
+            });
+        }
         Ok(Config {
+            limits: self.limits.into_limits(),
             database: self.database.into_config()?,
             http_addr: self.http_addr,
             grpc_addr: self.grpc_addr,

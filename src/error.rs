@@ -33,6 +33,13 @@ pub enum Error {
     UnsupportedMediaType(String),
     #[error("request body is larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
+    /// The request body did not arrive within the body deadline.
+    #[error("the request body did not arrive within {0} s")]
+    RequestTimeout(u64),
+    /// Too many requests (or failed attempts) from one source address.
+    #[error("too many requests from this address; retry in {retry_after} s")]
+    RateLimited { retry_after: u64 },
+    /// Try again shortly: overloaded, shutting down, or the database is away.
     #[error("{0}")]
     Unavailable(String),
     /// A consumer's cursor is older than the retained events.
@@ -65,8 +72,11 @@ impl Error {
             Error::InvalidJson(_) => "invalid_json",
             Error::UnsupportedMediaType(_) => "unsupported_media_type",
             Error::PayloadTooLarge { .. } => "payload_too_large",
+            Error::RequestTimeout(_) => "request_timeout",
+            Error::RateLimited { .. } => "rate_limited",
             Error::Unavailable(_) => "unavailable",
             Error::BehindRetention(_) => "behind_retention",
+            Error::Database(error) if database_unavailable(error) => "unavailable",
             Error::Database(_) | Error::Internal(_) => "internal",
         }
     }
@@ -80,8 +90,13 @@ impl Error {
             Error::Invalid { .. } | Error::InvalidJson(_) => StatusCode::BAD_REQUEST,
             Error::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Error::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::BehindRetention(_) => StatusCode::GONE,
+            Error::Database(error) if database_unavailable(error) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Error::Database(_) | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -96,9 +111,13 @@ impl Error {
             Error::Invalid { .. } | Error::InvalidJson(_) | Error::UnsupportedMediaType(_) => {
                 tonic::Code::InvalidArgument
             }
-            Error::PayloadTooLarge { .. } => tonic::Code::ResourceExhausted,
+            Error::PayloadTooLarge { .. } | Error::RateLimited { .. } => {
+                tonic::Code::ResourceExhausted
+            }
+            Error::RequestTimeout(_) => tonic::Code::DeadlineExceeded,
             Error::Unavailable(_) => tonic::Code::Unavailable,
             Error::BehindRetention(_) => tonic::Code::FailedPrecondition,
+            Error::Database(error) if database_unavailable(error) => tonic::Code::Unavailable,
             Error::Database(_) | Error::Internal(_) => tonic::Code::Internal,
         }
     }
@@ -108,6 +127,10 @@ impl Error {
     /// The client-facing message; internal errors are logged here, once, and hidden.
     fn public_message(&self) -> String {
         match self {
+            Error::Database(error) if database_unavailable(error) => {
+                outage_started(error);
+                "the database is unavailable; retry later".to_owned()
+            }
             Error::Database(error) => {
                 tracing::error!(error = %error, "database error");
                 "internal error".to_owned()
@@ -153,9 +176,78 @@ impl IntoResponse for Error {
                         .insert(header::WWW_AUTHENTICATE, value);
                 }
             }
+            Error::RateLimited { retry_after } => {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
+            }
+            _ if status == StatusCode::SERVICE_UNAVAILABLE => {
+                response.headers_mut().insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from(UNAVAILABLE_RETRY_AFTER_SECS),
+                );
+            }
             _ => {}
         }
         response
+    }
+}
+
+/// What a 503 tells clients to wait before retrying.
+pub const UNAVAILABLE_RETRY_AFTER_SECS: u64 = 5;
+
+/// Whether the database, not the request, is at fault and a retry can succeed:
+/// it is unreachable, shutting down, or out of storage. Those answer 503 (with
+/// `Retry-After`) rather than 500.
+pub fn database_unavailable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            // 08: connection exception; 57P01-57P03: shutting down or starting;
+            // 53: insufficient resources; 58: system (I/O) error.
+            code.starts_with("08")
+                || matches!(code.as_ref(), "57P01" | "57P02" | "57P03")
+                || storage_code(&code)
+        }),
+        _ => false,
+    }
+}
+
+/// A commit failed because the database's storage failed (disk full, I/O error):
+/// readiness reports it (see `http::health`).
+pub fn storage_failure(error: &Error) -> bool {
+    match error {
+        Error::Database(sqlx::Error::Database(db)) => db.code().is_some_and(|c| storage_code(&c)),
+        _ => false,
+    }
+}
+
+fn storage_code(code: &str) -> bool {
+    (code.starts_with("53") && code != "53300") || code.starts_with("58")
+}
+
+/// Set while the database is unavailable: the outage is logged once when it
+/// starts and once when it ends, not once per request.
+static DATABASE_OUTAGE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn outage_started(error: &sqlx::Error) {
+    if !DATABASE_OUTAGE.swap(true, std::sync::atomic::Ordering::AcqRel) {
+        tracing::error!(
+            %error,
+            "the database is unavailable: requests get 503 until it is back"
+        );
+    }
+}
+
+/// Called when the database answers again (the health loop pings it every second).
+pub fn database_answered() {
+    if DATABASE_OUTAGE.swap(false, std::sync::atomic::Ordering::AcqRel) {
+        tracing::warn!("the database is back");
     }
 }
 

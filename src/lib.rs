@@ -8,6 +8,7 @@ pub mod domain;
 pub mod embedded_db;
 pub mod error;
 pub mod grpc;
+pub mod health;
 pub mod http;
 pub mod ingest;
 pub mod probe;

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::serve::ListenerExt;
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::PgPool;
 use sqlx::postgres::PgConnectOptions;
@@ -17,11 +16,13 @@ use crate::config::{Config, DatabaseConfig, SecretKeySource};
 use crate::embedded_db::{EmbeddedOptions, EmbeddedPostgres};
 use crate::grpc::proto::event_service_server::EventServiceServer;
 use crate::grpc::{Authenticate, EventsService};
+use crate::http::server::ConnectionLimits;
 use crate::ingest::Ingestor;
 use crate::secrets::SecretKey;
 use crate::store;
 use crate::streams::StreamHub;
 use crate::telemetry::Metrics;
+use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Identity, ServerTlsConfig};
@@ -35,6 +36,10 @@ pub struct Settings {
     pub signup_token: Option<SecretString>,
     pub max_webhook_bytes: usize,
     pub secret_rotation_grace: Duration,
+    /// A request body must arrive within this time of its headers.
+    pub body_timeout: Duration,
+    /// Proxies whose X-Forwarded-For names the source address.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 /// What every handler shares.
@@ -48,6 +53,12 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub streams: Arc<StreamHub>,
     pub targets: Arc<crate::webhook::targets::TargetCache>,
+    /// Bytes of webhook bodies held at once.
+    pub webhook_memory: Arc<crate::http::MemoryBudget>,
+    pub rate_limits: Arc<crate::http::RateLimits>,
+    pub connections: Arc<crate::http::server::Connections>,
+    /// Whether ingest commits are failing for a storage reason (readiness).
+    pub storage: Arc<crate::health::StorageHealth>,
     /// Cancelled on SIGTERM: /readyz and gRPC health report not ready while the
     /// server keeps serving for the drain delay.
     pub draining: CancellationToken,
@@ -120,6 +131,7 @@ pub struct Application {
     cors_origins: Vec<String>,
     drain_delay: Duration,
     shutdown_grace: Duration,
+    connection_limits: ConnectionLimits,
     ingest_writers: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -144,6 +156,10 @@ impl Application {
             config.cors_origins.clone(),
         );
         let (drain_delay, shutdown_grace) = (config.drain_delay, config.shutdown_grace);
+        let connection_limits = ConnectionLimits {
+            header_timeout: config.limits.http_header_timeout,
+            idle_timeout: config.limits.http_idle_timeout,
+        };
         let built = async {
             if let Some(tls) = &tls {
                 // Fail at start, not at the first connection.
@@ -171,6 +187,7 @@ impl Application {
                 cors_origins,
                 drain_delay,
                 shutdown_grace,
+                connection_limits,
                 ingest_writers,
             }),
             Err(error) => {
@@ -234,6 +251,15 @@ impl Application {
         .await
         .context("cannot load the JWT signing key")?;
         let (ingestor, ingest_writers) = Ingestor::spawn(pool.clone());
+        let limits = &config.limits;
+        let open_files = crate::http::server::raise_open_file_limit();
+        let max_connections = limits.max_connections.unwrap_or_else(|| {
+            crate::http::server::default_max_connections(
+                open_files,
+                config.database.max_connections,
+            )
+        });
+        tracing::info!(open_files, max_connections, "connection limits");
         let state = AppState {
             pool,
             settings: Arc::new(Settings {
@@ -241,7 +267,16 @@ impl Application {
                 signup_token: config.signup_token.clone(),
                 max_webhook_bytes: config.max_webhook_bytes,
                 secret_rotation_grace: config.secret_rotation_grace,
+                body_timeout: limits.http_body_timeout,
+                trusted_proxies: limits.trusted_proxies.clone(),
             }),
+            webhook_memory: Arc::new(crate::http::MemoryBudget::new(limits.webhook_memory)),
+            rate_limits: Arc::new(crate::http::RateLimits {
+                signup: crate::http::Limiter::new(limits.signup_rate),
+                token_failures: crate::http::Limiter::new(limits.token_failure_rate),
+            }),
+            connections: crate::http::server::Connections::new(max_connections),
+            storage: Arc::default(),
             keys: Arc::new(keys),
             secret_key: Arc::new(secret_key),
             ingestor,
@@ -298,6 +333,7 @@ impl Application {
             cors_origins,
             drain_delay,
             shutdown_grace,
+            connection_limits,
             ingest_writers,
         } = self;
         tracing::info!(
@@ -322,10 +358,12 @@ impl Application {
                     .check_revocations(state.pool.clone(), stop.clone()),
             ),
             tokio::spawn(retention_job(state.pool.clone(), retention, stop.clone())),
+            tokio::spawn(forget_idle_sources(state.rate_limits.clone(), stop.clone())),
         ];
         let (health_reporter, health) = tonic_health::server::health_reporter();
         let health_task = tokio::spawn(report_health(
             state.pool.clone(),
+            state.storage.clone(),
             health_reporter,
             state.draining.clone(),
             stop.clone(),
@@ -341,25 +379,14 @@ impl Application {
         )?;
         let https = tls.as_ref().map(|tls| tls.http_acceptor()).transpose()?;
         let router = crate::http::router(state.clone());
-        let http_stop = stop.clone();
-        let http_server = async move {
-            match https {
-                Some(acceptor) => {
-                    crate::tls::serve_https(http, acceptor, router, http_stop.cancelled_owned())
-                        .await
-                }
-                // Small answers go out at once rather than waiting on Nagle.
-                None => axum::serve(
-                    http.tap_io(|tcp| {
-                        let _ = tcp.set_nodelay(true);
-                    }),
-                    router,
-                )
-                .with_graceful_shutdown(http_stop.cancelled_owned())
-                .await
-                .context("the HTTP server failed"),
-            }
-        };
+        let http_server = crate::http::server::serve(
+            http,
+            https,
+            router,
+            connection_limits,
+            state.connections.clone(),
+            stop.clone(),
+        );
         let (trigger, draining, deadline) = (
             stop.clone(),
             state.draining.clone(),
@@ -440,7 +467,23 @@ fn grpc_server(
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)
         .add_service(events);
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let connections = state.connections.clone();
+    // gRPC connections count against the same cap as HTTP ones.
+    let incoming = TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .filter_map(move |accepted| match accepted {
+            Ok(stream) => match connections.admit() {
+                Some(slot) => Some(Ok(Admitted {
+                    stream,
+                    _slot: slot,
+                })),
+                None => {
+                    tracing::debug!("gRPC connection refused: every connection is busy");
+                    None
+                }
+            },
+            Err(error) => Some(Err(error)),
+        });
     Ok(async move {
         router
             .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
@@ -478,6 +521,7 @@ fn grpc_web_cors(origins: &[String]) -> anyhow::Result<tower_http::cors::CorsLay
 /// from the moment the server starts draining.
 async fn report_health(
     pool: PgPool,
+    storage: Arc<crate::health::StorageHealth>,
     reporter: tonic_health::server::HealthReporter,
     draining: CancellationToken,
     stop: CancellationToken,
@@ -490,7 +534,11 @@ async fn report_health(
             () = draining.cancelled(), if !draining.is_cancelled() => {}
             _ = interval.tick() => {}
         }
-        let status = if !draining.is_cancelled() && store::ping(&pool).await {
+        let answered = store::ping(&pool).await;
+        if answered {
+            crate::error::database_answered();
+        }
+        let status = if !draining.is_cancelled() && answered && !storage.failing() {
             ServingStatus::Serving
         } else {
             ServingStatus::NotServing
@@ -521,6 +569,79 @@ async fn retention_job(pool: PgPool, retention: Duration, stop: CancellationToke
             Ok(deleted) => tracing::info!(deleted, "retention deleted expired events"),
             Err(error) => tracing::warn!(%error, "retention job failed"),
         }
+    }
+}
+
+/// Keeps the rate limiters' memory proportional to recent sources.
+async fn forget_idle_sources(limits: Arc<crate::http::RateLimits>, stop: CancellationToken) {
+    let mut interval = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = interval.tick() => {}
+        }
+        limits.signup.forget_idle();
+        limits.token_failures.forget_idle();
+    }
+}
+
+/// A gRPC connection holding its place under the connection cap.
+struct Admitted {
+    stream: tokio::net::TcpStream,
+    _slot: crate::http::server::Slot,
+}
+
+impl tonic::transport::server::Connected for Admitted {
+    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.stream.connect_info()
+    }
+}
+
+impl tokio::io::AsyncRead for Admitted {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Admitted {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
     }
 }
 

@@ -787,7 +787,7 @@ impl Bench {
             .await?
             .json()
             .await?;
-        let body = root().join("../shared/fixtures/github/push.json");
+        let body = root().join("tests/fixtures/github/push.json");
         anyhow::ensure!(body.exists(), "{} is missing", body.display());
         Ok(Self {
             pool: sqlx::PgPool::connect(&database_url).await?,

@@ -20,12 +20,22 @@ async fn healthz() -> impl IntoResponse {
     axum::Json(json!({"status": "ok"}))
 }
 
-/// The process can serve: it is not draining and the database answers.
+/// The process can serve: it is not draining, the database answers, and
+/// recent ingest commits did not fail for a storage reason (a full disk).
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     if state.draining.is_cancelled() {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             axum::Json(json!({"error": "unavailable", "message": "shutting down"})),
+        );
+    }
+    if state.storage.failing() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({
+                "error": "unavailable",
+                "message": "recent ingest commits failed for a storage reason"
+            })),
         );
     }
     if store::ping(&state.pool).await {

@@ -1,11 +1,14 @@
 //! The HTTP API: one module per resource, each with its own `router()`.
 
+mod body;
 mod clients;
 mod deliveries;
 mod health;
 mod json;
 mod oauth;
+mod rate_limit;
 mod repositories;
+pub mod server;
 mod tenants;
 mod webhooks;
 mod well_known;
@@ -24,7 +27,9 @@ use tracing::Span;
 
 use crate::startup::AppState;
 
+pub use body::MemoryBudget;
 pub use json::ApiJson;
+pub use rate_limit::{Limiter, Rate, RateLimits, SourceAddr};
 
 /// JSON API bodies are small; webhooks get their own, larger limit.
 const API_BODY_LIMIT: usize = 64 * 1024;
@@ -37,7 +42,11 @@ pub fn router(state: AppState) -> Router {
         .merge(repositories::router())
         .merge(clients::router())
         .merge(deliveries::router())
-        .layer(DefaultBodyLimit::max(API_BODY_LIMIT));
+        .layer(DefaultBodyLimit::max(API_BODY_LIMIT))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            body::buffer_api_body,
+        ));
     Router::new()
         .merge(api)
         .merge(webhooks::router())
@@ -85,4 +94,16 @@ pub fn router(state: AppState) -> Router {
                 .layer(PropagateRequestIdLayer::new(request_id)),
         )
         .with_state(state)
+}
+
+/// Whether reading a body failed on its length limit.
+fn is_length_limit(error: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = source {
+        if e.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }

@@ -4,16 +4,17 @@
 //! body read (bounded), signature, headers. Nothing is stored until all pass,
 //! and the answer is sent only after the event is committed.
 
-use std::time::Instant;
+use tokio::time::Instant;
 
 use axum::Router;
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::routing::post;
 use serde_json::json;
 use time::OffsetDateTime;
 
+use super::body;
 use crate::domain::RepositoryId;
 use crate::error::Error;
 use crate::startup::AppState;
@@ -36,7 +37,8 @@ async fn receive(
 ) -> Result<(StatusCode, axum::Json<serde_json::Value>), Error> {
     let started = Instant::now();
     let received_at = OffsetDateTime::now_utc();
-    let result = accept(&state, &repository_id, &headers, body, received_at).await;
+    let result = accept(&state, &repository_id, &headers, body, received_at, started).await;
+    state.storage.record(&result);
     match &result {
         Ok(_) => state
             .metrics
@@ -65,6 +67,7 @@ async fn accept(
     headers: &HeaderMap,
     body: Body,
     received_at: OffsetDateTime,
+    started: Instant,
 ) -> Result<(&'static str, Ingested), Error> {
     let limit = state.settings.max_webhook_bytes;
     let announced = headers
@@ -86,15 +89,20 @@ async fn accept(
         .ok_or(Error::NotFound("repository"))?;
     tracing::Span::current().record("tenant_id", tracing::field::display(target.tenant_id));
 
-    let body: Bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
-        if is_length_limit(&e) {
-            Error::PayloadTooLarge { limit }
-        } else {
-            Error::invalid("body", format!("cannot read the request body: {e}"))
-        }
-    })?;
+    // Held until the event is committed: the budget counts every body in memory.
+    let timeout = state.settings.body_timeout;
+    let (body, _reservation) = body::read_webhook(
+        body,
+        announced,
+        limit,
+        &state.webhook_memory,
+        started + timeout,
+        timeout,
+    )
+    .await?;
 
     let scheme = webhook::scheme(target.provider);
+    webhook::check_unambiguous(scheme, headers).map_err(webhook_error)?;
     if let Err(error) = scheme.verify(headers, &body, &target.secrets()) {
         if fresh {
             return Err(webhook_error(error));
@@ -124,7 +132,7 @@ async fn accept(
             event_type,
             delivery_id,
             received_at,
-            headers: webhook::replayable_headers(headers),
+            headers: webhook::replayable_headers(headers).map_err(webhook_error)?,
             body,
         })
         .await?;
@@ -137,6 +145,8 @@ fn webhook_error(error: WebhookError) -> Error {
             Error::InvalidSignature(error.to_string())
         }
         WebhookError::BadHeader(name) => Error::invalid(name, "missing or malformed"),
+        WebhookError::Repeated(name) => Error::invalid(name, "appears more than once"),
+        WebhookError::NotUtf8(_) => Error::invalid("headers", error.to_string()),
     }
 }
 
@@ -155,17 +165,6 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), Error> {
     }
 }
 
-fn is_length_limit(error: &axum::Error) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    while let Some(e) = source {
-        if e.is::<http_body_util::LengthLimitError>() {
-            return true;
-        }
-        source = e.source();
-    }
-    false
-}
-
 fn rejection_reason(error: &Error) -> &'static str {
     match error {
         Error::InvalidSignature(_) => "signature",
@@ -174,7 +173,11 @@ fn rejection_reason(error: &Error) -> &'static str {
         Error::UnsupportedMediaType(_) => "content_type",
         Error::Invalid { .. } | Error::InvalidJson(_) => "bad_request",
         Error::Unavailable(_) => "unavailable",
-        Error::BehindRetention(_) => "internal",
+        Error::RequestTimeout(_) => "body_timeout",
+        Error::Database(error) if crate::error::database_unavailable(error) => {
+            "database_unavailable"
+        }
+        Error::BehindRetention(_) | Error::RateLimited { .. } => "internal",
         Error::Unauthenticated(_)
         | Error::InsufficientScope(_)
         | Error::Forbidden(_)

@@ -27,6 +27,9 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
 pub async fn attempt(http: &reqwest::Client, target: &url::Url, event: &Event) -> Attempt {
     let mut request = http.post(target.clone()).body(event.body.clone());
     for header in &event.headers {
+        if crate::webhook::never_replayed(&header.name) {
+            continue;
+        }
         if let (Ok(name), Ok(value)) = (
             HeaderName::from_bytes(header.name.as_bytes()),
             HeaderValue::from_str(&header.value),

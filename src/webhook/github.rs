@@ -57,6 +57,10 @@ impl WebhookScheme for GitHub {
             .ok_or(WebhookError::BadHeader("X-GitHub-Event"))
     }
 
+    fn identifying_headers(&self) -> &'static [&'static str] {
+        &[SIGNATURE, "x-hub-signature", EVENT, DELIVERY]
+    }
+
     fn delivery_id(&self, headers: &HeaderMap) -> Result<DeliveryId, WebhookError> {
         headers
             .get(DELIVERY)

@@ -19,6 +19,10 @@ pub enum WebhookError {
     BadSignature(&'static str),
     #[error("missing or invalid {0} header")]
     BadHeader(&'static str),
+    #[error("the {0} header appears more than once")]
+    Repeated(&'static str),
+    #[error("the value of the {0} header is not UTF-8")]
+    NotUtf8(String),
 }
 
 /// What hookrelay needs to know about one provider's webhooks.
@@ -33,6 +37,9 @@ pub trait WebhookScheme: Send + Sync {
     ) -> Result<(), WebhookError>;
     fn event_type(&self, headers: &HeaderMap) -> Result<String, WebhookError>;
     fn delivery_id(&self, headers: &HeaderMap) -> Result<DeliveryId, WebhookError>;
+    /// The headers that carry the signature, event type and delivery id: none
+    /// may appear twice.
+    fn identifying_headers(&self) -> &'static [&'static str];
 }
 
 pub fn scheme(provider: Provider) -> &'static dyn WebhookScheme {
@@ -41,14 +48,20 @@ pub fn scheme(provider: Provider) -> &'static dyn WebhookScheme {
     }
 }
 
-/// The request headers worth replaying: what the sender sent, minus hop-by-hop
-/// headers (RFC 9110 §7.6.1, including any named in `Connection`), Host and
-/// Content-Length, which the replaying client sets for its own connection.
-/// Headers that proxies add on the way in (`x-request-id`, `x-forwarded-*`,
-/// `forwarded`, `via`, Envoy's `x-envoy-*`) are not the sender's and are dropped
-/// too. Order is kept.
-pub fn replayable_headers(headers: &HeaderMap) -> Vec<(String, String)> {
-    const DROPPED: [HeaderName; 9] = [
+/// Whether a header is never stored nor replayed, whatever the sender sent:
+/// - hop-by-hop headers (RFC 9110 §7.6.1), `Host` and `Content-Length`, which
+///   the replaying client sets for its own connection;
+/// - credentials (`Authorization`, `Proxy-Authorization`, `Cookie`): a sender,
+///   or anyone replaying a captured signed body, must not be able to make the
+///   agent present credentials to a target inside a private network;
+/// - what proxies add on the way (`Forwarded`, `X-Forwarded-*`, `X-Real-IP`,
+///   `Via`, `X-Request-Id`, Envoy's `x-envoy-*`): not the sender's, and a
+///   target may trust them.
+///
+/// The agent applies the same rule before it replays, so events stored by an
+/// older server cannot carry them either.
+pub fn never_replayed(name: &str) -> bool {
+    const DROPPED: [HeaderName; 12] = [
         header::CONNECTION,
         header::HOST,
         header::CONTENT_LENGTH,
@@ -58,7 +71,28 @@ pub fn replayable_headers(headers: &HeaderMap) -> Vec<(String, String)> {
         header::UPGRADE,
         header::PROXY_AUTHORIZATION,
         header::PROXY_AUTHENTICATE,
+        header::AUTHORIZATION,
+        header::COOKIE,
+        header::FORWARDED,
     ];
+    let name = name.to_ascii_lowercase();
+    DROPPED.iter().any(|dropped| dropped.as_str() == name)
+        || matches!(
+            name.as_str(),
+            "keep-alive" | "proxy-connection" | "x-request-id" | "via" | "x-real-ip"
+        )
+        || name.starts_with("x-forwarded-")
+        || name.starts_with("x-envoy-")
+}
+
+/// The request headers to store and replay, in order: everything but what
+/// `never_replayed` names and the headers listed in `Connection`.
+///
+/// Values are replayed byte for byte. Stored headers are strings (JSON in the
+/// database, `string` in the gRPC API), which hold any valid UTF-8 exactly; a
+/// value that is not UTF-8 (RFC 9110 obs-text, which no supported sender
+/// emits) is refused with 400 rather than rewritten.
+pub fn replayable_headers(headers: &HeaderMap) -> Result<Vec<(String, String)>, WebhookError> {
     let named_by_connection: Vec<String> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -69,18 +103,29 @@ pub fn replayable_headers(headers: &HeaderMap) -> Vec<(String, String)> {
     headers
         .iter()
         .filter(|(name, _)| {
-            !DROPPED.contains(name)
-                && name.as_str() != "keep-alive"
-                && !matches!(name.as_str(), "x-request-id" | "forwarded" | "via")
-                && !name.as_str().starts_with("x-forwarded-")
-                && !name.as_str().starts_with("x-envoy-")
+            !never_replayed(name.as_str())
                 && !named_by_connection.iter().any(|n| n == name.as_str())
         })
         .map(|(name, value)| {
-            (
-                name.as_str().to_owned(),
-                String::from_utf8_lossy(value.as_bytes()).into_owned(),
-            )
+            let value = std::str::from_utf8(value.as_bytes())
+                .map_err(|_| WebhookError::NotUtf8(name.to_string()))?;
+            Ok((name.as_str().to_owned(), value.to_owned()))
         })
         .collect()
+}
+
+/// Refuses a delivery that repeats a header naming its signature, event or
+/// delivery: hookrelay checks the first value while a target may read the last.
+pub fn check_unambiguous(
+    scheme: &dyn WebhookScheme,
+    headers: &HeaderMap,
+) -> Result<(), WebhookError> {
+    match scheme
+        .identifying_headers()
+        .iter()
+        .find(|name| headers.get_all(**name).iter().nth(1).is_some())
+    {
+        Some(name) => Err(WebhookError::Repeated(name)),
+        None => Ok(()),
+    }
 }

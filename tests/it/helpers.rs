@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use hmac::{Hmac, Mac};
-use hookrelay::config::{Config, DatabaseConfig, SecretKeySource};
+use hookrelay::config::{Config, DatabaseConfig, Limits, SecretKeySource};
 use hookrelay::embedded_db::{EmbeddedOptions, EmbeddedPostgres};
 use hookrelay::startup::Application;
 use reqwest::{Response, StatusCode};
@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use sha2::Sha256;
 use sqlx::{Connection, PgPool};
 
-pub const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures/github");
+pub const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/github");
 
 pub fn fixture(name: &str) -> Vec<u8> {
     let path = PathBuf::from(FIXTURES).join(format!("{name}.json"));
@@ -132,6 +132,7 @@ pub fn test_config(database_url: &str) -> Config {
         drain_delay: Duration::ZERO,
         shutdown_grace: Duration::from_secs(10),
         migrate: true,
+        limits: Limits::default(),
     }
 }
 
