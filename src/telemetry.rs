@@ -101,6 +101,11 @@ pub struct RejectionLabels {
     pub reason: &'static str,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointLabels {
+    pub endpoint: &'static str,
+}
+
 /// The application's Prometheus metrics.
 #[derive(Debug)]
 pub struct Metrics {
@@ -109,6 +114,8 @@ pub struct Metrics {
     pub webhooks_rejected: Family<RejectionLabels, Counter>,
     pub ingest_seconds: Histogram,
     pub tokens_issued: Counter,
+    /// Requests answered 429, by endpoint (`signup`, `token`).
+    pub rate_limited: Family<EndpointLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -138,7 +145,14 @@ impl Default for Metrics {
             "Access tokens issued by the token endpoint",
             tokens_issued.clone(),
         );
+        let rate_limited = Family::<EndpointLabels, Counter>::default();
+        registry.register(
+            "rate_limited",
+            "Requests refused with 429 by a per-source rate limit, by endpoint",
+            rate_limited.clone(),
+        );
         Self {
+            rate_limited,
             registry,
             webhooks_received,
             webhooks_rejected,
@@ -152,6 +166,12 @@ impl Metrics {
     pub fn reject(&self, reason: &'static str) {
         self.webhooks_rejected
             .get_or_create(&RejectionLabels { reason })
+            .inc();
+    }
+
+    pub fn limited(&self, endpoint: &'static str) {
+        self.rate_limited
+            .get_or_create(&EndpointLabels { endpoint })
             .inc();
     }
 

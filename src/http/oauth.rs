@@ -11,6 +11,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde_json::json;
 
+use super::SourceAddr;
 use crate::domain::{ClientId, Scopes};
 use crate::secrets;
 use crate::startup::AppState;
@@ -25,6 +26,8 @@ pub fn router() -> Router<AppState> {
 struct OAuthError {
     code: &'static str,
     description: String,
+    /// Set on 429: the seconds for Retry-After.
+    retry_after: Option<u64>,
 }
 
 impl OAuthError {
@@ -32,6 +35,21 @@ impl OAuthError {
         Self {
             code,
             description: description.into(),
+            retry_after: None,
+        }
+    }
+
+    /// Too many failed authentications from the caller's address. RFC 6749
+    /// defines no code for it; `temporarily_unavailable` is the nearest.
+    fn rate_limited(retry_after: u64) -> Self {
+        Self {
+            retry_after: Some(retry_after),
+            ..Self::new(
+                "temporarily_unavailable",
+                format!(
+                    "too many failed client authentications from this address; retry in {retry_after} s"
+                ),
+            )
         }
     }
 }
@@ -39,6 +57,7 @@ impl OAuthError {
 impl IntoResponse for OAuthError {
     fn into_response(self) -> Response {
         let status = match self.code {
+            _ if self.retry_after.is_some() => StatusCode::TOO_MANY_REQUESTS,
             "invalid_client" => StatusCode::UNAUTHORIZED,
             "server_error" => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::BAD_REQUEST,
@@ -52,6 +71,11 @@ impl IntoResponse for OAuthError {
             axum::Json(json!({"error": self.code, "error_description": self.description})),
         )
             .into_response();
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
@@ -125,12 +149,34 @@ fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, String)>, OA
     Ok(Some((unescape(id), unescape(secret))))
 }
 
+/// Failed client authentication is rate limited per source address: a source
+/// over its limit gets 429 before any work is done for it, while other
+/// sources, and its own later successes once its bucket refills, are not slowed.
 async fn token(
     State(state): State<AppState>,
+    SourceAddr(source): SourceAddr,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, OAuthError> {
-    let params = parse_form(&headers, &body)?;
+    let limiter = &state.rate_limits.token_failures;
+    let limited = |retry_after| {
+        state.metrics.limited("token");
+        tracing::info!(%source, "token endpoint rate limited");
+        OAuthError::rate_limited(retry_after)
+    };
+    limiter.blocked(source).map_err(limited)?;
+    let result = issue(&state, &headers, &body).await;
+    match result {
+        Err(error) if error.code == "invalid_client" => {
+            limiter.failed(source).map_err(limited)?;
+            Err(error)
+        }
+        other => other,
+    }
+}
+
+async fn issue(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<Response, OAuthError> {
+    let params = parse_form(headers, body)?;
     let param = |name: &str| {
         params
             .iter()
@@ -159,7 +205,7 @@ async fn token(
             ));
         }
     };
-    let (client_id, client_secret) = match (basic_credentials(&headers)?, form_credentials) {
+    let (client_id, client_secret) = match (basic_credentials(headers)?, form_credentials) {
         (Some(_), Some(_)) => {
             return Err(OAuthError::new(
                 "invalid_request",

@@ -6,7 +6,7 @@ use axum::routing::post;
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 
-use super::ApiJson;
+use super::{ApiJson, SourceAddr};
 use crate::auth::bearer_token;
 use crate::domain::{ClientId, DisplayName, Scopes, TenantId};
 use crate::error::Error;
@@ -35,9 +35,19 @@ struct SignedUp {
 /// Self-service signup: a tenant and a client holding every scope.
 async fn sign_up(
     State(state): State<AppState>,
+    SourceAddr(source): SourceAddr,
     headers: HeaderMap,
     ApiJson(body): ApiJson<SignUp>,
 ) -> Result<(StatusCode, ApiJson<SignedUp>), Error> {
+    state
+        .rate_limits
+        .signup
+        .take(source)
+        .map_err(|retry_after| {
+            state.metrics.limited("signup");
+            tracing::info!(%source, "signup rate limited");
+            Error::RateLimited { retry_after }
+        })?;
     if let Some(expected) = &state.settings.signup_token {
         let presented = bearer_token(&headers)?;
         if !secrets::constant_time_eq(presented.as_bytes(), expected.expose_secret().as_bytes()) {

@@ -430,11 +430,21 @@ pub fn hookrelay_async() -> tokio::process::Command {
 impl ServerProcess {
     /// Starts `hookrelay serve` with `envs` and waits until /readyz answers 200.
     pub async fn start(envs: &[(&str, String)], log_dir: &std::path::Path) -> ServerProcess {
+        let mut command = hookrelay();
+        command.arg("serve");
+        Self::start_command(command, envs, log_dir).await
+    }
+
+    /// Runs `command` (which starts `hookrelay serve`) on a free HTTP port and
+    /// waits until /readyz answers 200.
+    pub async fn start_command(
+        mut command: Command,
+        envs: &[(&str, String)],
+        log_dir: &std::path::Path,
+    ) -> ServerProcess {
         let port = free_port();
         let stdout = log_dir.join(format!("hookrelay-{port}.log"));
-        let mut command = hookrelay();
         command
-            .arg("serve")
             .env("HOOKRELAY_HTTP_ADDR", format!("127.0.0.1:{port}"))
             // Never the default 50051: tests run in parallel.
             .env("HOOKRELAY_GRPC_ADDR", "127.0.0.1:0")

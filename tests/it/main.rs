@@ -1,6 +1,7 @@
 //! Integration tests: the real server over HTTP against a real PostgreSQL.
 mod helpers;
 
+mod abuse;
 mod clients;
 mod config;
 mod embedded;
