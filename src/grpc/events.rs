@@ -388,8 +388,10 @@ impl EventService for EventsService {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        store::consumer::ack(&self.pool, caller.tenant.id, &consumer, &acks).await?;
-        Ok(Response::new(proto::AckEventsResponse {}))
+        let skipped = store::consumer::ack(&self.pool, caller.tenant.id, &consumer, &acks).await?;
+        Ok(Response::new(proto::AckEventsResponse {
+            skipped_repository_ids: skipped.iter().map(ToString::to_string).collect(),
+        }))
     }
 
     async fn list_events(

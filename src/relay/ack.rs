@@ -132,6 +132,7 @@ async fn send_acks(
     let mut waiters: Vec<oneshot::Sender<()>> = Vec::new();
     let mut backoff = retry_backoff();
     let mut last_sent: Option<tokio::time::Instant> = None;
+    let mut skipped_logged = std::collections::HashSet::new();
     loop {
         // Block only when there is nothing to send.
         if batch.is_empty() {
@@ -163,7 +164,30 @@ async fn send_acks(
                 Command::Flush(done) => waiters.push(done),
             }
         }
-        match send(&mut client, &tokens, batch.request(&consumer)).await {
+        let sent = match send(&mut client, &tokens, batch.request(&consumer)).await {
+            Ok(skipped) => {
+                for repository_id in skipped {
+                    if skipped_logged.insert(repository_id.clone()) {
+                        tracing::warn!(
+                            repository_id,
+                            "the server skipped acks for a repository it no longer knows (deleted?); dropping them"
+                        );
+                    }
+                }
+                Ok(())
+            }
+            // A server without skipped acks fails the whole batch instead.
+            // Dropping it only means its events may be delivered again.
+            Err(status) if status.code() == tonic::Code::NotFound => {
+                tracing::warn!(
+                    message = status.message(),
+                    "the server refused a batch of acks; dropping it (its events may be delivered again)"
+                );
+                Ok(())
+            }
+            Err(status) => Err(status),
+        };
+        match sent {
             Ok(()) => {
                 last_sent = Some(tokio::time::Instant::now());
                 batch = Batch {
@@ -191,7 +215,7 @@ async fn send(
     client: &mut EventServiceClient<Channel>,
     tokens: &TokenSource,
     request: AckEventsRequest,
-) -> Result<(), tonic::Status> {
+) -> Result<Vec<String>, tonic::Status> {
     let token = tokens
         .token()
         .await
@@ -201,7 +225,10 @@ async fn send(
         .parse()
         .map_err(|_| tonic::Status::internal("the token is not valid metadata"))?;
     request.metadata_mut().insert("authorization", bearer);
-    client.ack_events(request).await.map(|_| ())
+    client
+        .ack_events(request)
+        .await
+        .map(|response| response.into_inner().skipped_repository_ids)
 }
 
 fn retry_backoff() -> impl Iterator<Item = Duration> {

@@ -33,19 +33,21 @@ pub struct Ack {
 }
 
 /// Records acks in one transaction. Cursors only move forward, so a late or
-/// repeated ack is harmless. Fails with NotFound, changing nothing, if any ack
-/// names a repository that is not the tenant's.
+/// repeated ack is harmless. Acks naming a repository that is not the
+/// tenant's (any more) are skipped, not fatal: an agent acking an event of a
+/// repository deleted a moment ago must not be stuck on it. Returns the
+/// skipped repositories.
 #[tracing::instrument(skip_all, fields(tenant_id = %tenant_id, consumer = consumer.as_str()))]
 pub async fn ack(
     pool: &PgPool,
     tenant_id: TenantId,
     consumer: &ConsumerName,
     acks: &[Ack],
-) -> Result<(), Error> {
+) -> Result<Vec<RepositoryId>, Error> {
     let repositories: Vec<uuid::Uuid> = acks.iter().map(|a| a.repository_id.as_uuid()).collect();
     let events: Vec<i64> = acks.iter().map(|a| a.event_id).collect();
     let mut tx = pool.begin().await?;
-    let updated = sqlx::query(
+    let applied: Vec<RepositoryId> = sqlx::query_scalar(
         "insert into consumer_cursor (tenant_id, consumer, repository_id, acked_event_id) \
          select $1, $2, a.repository_id, max(a.event_id) \
          from unnest($3::uuid[], $4::bigint[]) as a(repository_id, event_id) \
@@ -53,19 +55,16 @@ pub async fn ack(
          group by a.repository_id \
          on conflict (tenant_id, consumer, repository_id) do update set \
              acked_event_id = greatest(consumer_cursor.acked_event_id, excluded.acked_event_id), \
-             updated_at = now()",
+             updated_at = now() \
+         returning repository_id",
     )
     .bind(tenant_id)
     .bind(consumer.as_str())
     .bind(&repositories)
     .bind(&events)
-    .execute(&mut *tx)
+    .fetch_all(&mut *tx)
     .await?;
-    let distinct: std::collections::HashSet<_> = repositories.iter().collect();
-    if updated.rows_affected() != distinct.len() as u64 {
-        return Err(Error::NotFound("repository"));
-    }
-    for ack in acks {
+    for ack in acks.iter().filter(|a| applied.contains(&a.repository_id)) {
         if let Some(reason) = &ack.failure {
             sqlx::query(
                 "insert into delivery_failure (tenant_id, consumer, repository_id, event_id, reason) \
@@ -81,7 +80,14 @@ pub async fn ack(
         }
     }
     tx.commit().await?;
-    Ok(())
+    let mut skipped: Vec<RepositoryId> = acks
+        .iter()
+        .map(|a| a.repository_id)
+        .filter(|id| !applied.contains(id))
+        .collect();
+    skipped.sort_unstable_by_key(|id| id.as_uuid());
+    skipped.dedup();
+    Ok(skipped)
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]

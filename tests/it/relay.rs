@@ -301,3 +301,83 @@ async fn the_agent_gets_a_new_token_when_its_stream_expires() {
     // A periodic summary is logged.
     relay.wait_for_output("relay summary", 1, WAIT).await;
 }
+
+/// Deleting a repository while its event is at the target: the ack for it is
+/// skipped by the server, and every later ack still lands (before, the whole
+/// batch failed for ever and a restart delivered everything again).
+#[tokio::test]
+async fn an_ack_for_a_deleted_repository_does_not_hold_back_later_acks() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app().await;
+    let tenant = app.tenant("acme").await;
+    let doomed = app.repository(&tenant, "acme/old").await;
+    let kept = app.repository(&tenant, "acme/app").await;
+    let target = TestTarget::answering(
+        vec![doomed.secret.clone(), kept.secret.clone()],
+        Arc::new(|_| (200, None)),
+        Duration::from_millis(1000),
+    )
+    .await;
+    deliver(&app, &doomed, "doomed-1", "push").await;
+    let mut relay = RelayProcess::start(&app, &tenant, "ci", &target.url, &[], dir.path());
+    let deadline = Instant::now() + WAIT;
+    while target.requests.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the agent never reached the target"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The target holds the event for a second: delete its repository meanwhile.
+    let response = app
+        .delete(&format!("/v1/repositories/{}", doomed.id), &tenant.token)
+        .await;
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    for i in 0..3 {
+        deliver(&app, &kept, &format!("kept-{i}"), "push").await;
+    }
+    assert_eq!(
+        target.wait_for(4, WAIT).await,
+        ["doomed-1", "kept-0", "kept-1", "kept-2"]
+    );
+    relay.wait_for_output("no longer knows", 1, WAIT).await;
+    relay.signal("TERM");
+    assert!(relay.wait(WAIT).await.success(), "{}", relay.output());
+
+    // A restart resumes after the acks: nothing is delivered again.
+    let relay = RelayProcess::start(&app, &tenant, "ci", &target.url, &[], dir.path());
+    deliver(&app, &kept, "kept-after", "push").await;
+    target.wait_for(5, WAIT).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        target.deliveries(),
+        ["doomed-1", "kept-0", "kept-1", "kept-2", "kept-after"],
+        "{}",
+        relay.output()
+    );
+}
+
+/// Events stored by an older server may carry credential headers: the agent
+/// still never presents them to the target.
+#[tokio::test]
+async fn the_agent_never_replays_credential_or_proxy_headers() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app().await;
+    let tenant = app.tenant("acme").await;
+    let repository = app.repository(&tenant, "acme/app").await;
+    let target = TestTarget::start(vec![repository.secret.clone()]).await;
+    deliver(&app, &repository, "d-1", "push").await;
+    sqlx::query(
+        r#"update event set headers = headers || '[["authorization","Bearer admin"],["cookie","s=1"],["x-forwarded-for","10.0.0.1"],["x-real-ip","10.0.0.1"]]'::jsonb"#,
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let _relay = RelayProcess::start(&app, &tenant, "ci", &target.url, &[], dir.path());
+    target.wait_for(1, WAIT).await;
+    let received = target.received.lock().unwrap()[0].headers.clone();
+    assert_eq!(received["x-github-hook-id"], "292430182");
+    for name in ["authorization", "cookie", "x-forwarded-for", "x-real-ip"] {
+        assert!(!received.contains_key(name), "{name} was replayed");
+    }
+}
