@@ -106,6 +106,8 @@ async fn list(
 }
 
 /// From now on the client gets no token, and its issued tokens are refused.
+/// The caller must hold every scope of the client, and the tenant's last client
+/// with `clients:write` stays (see `store::client::delete`).
 async fn remove(
     State(state): State<AppState>,
     tenant: Tenant,
@@ -113,9 +115,6 @@ async fn remove(
 ) -> Result<StatusCode, Error> {
     tenant.require(Scope::ClientsWrite)?;
     let client_id = ClientId::parse(&client_id).ok_or(Error::NotFound("client"))?;
-    if store::client::delete(&state.pool, tenant.id, &client_id).await? {
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(Error::NotFound("client"))
-    }
+    store::client::delete(&state.pool, tenant.id, &client_id, &tenant.scopes).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -69,17 +69,54 @@ pub async fn list(pool: &PgPool, tenant_id: TenantId) -> Result<Vec<Client>, Err
 }
 
 /// Deletes the client; its tokens stop working from the next request on.
+///
+/// A caller may delete only a client whose every scope it holds itself (403
+/// otherwise), and never the tenant's last client holding `clients:write`
+/// (409), which would lock the tenant out. The tenant's clients are locked for
+/// the check, so two concurrent deletions cannot both remove "the other" one.
 pub async fn delete(
     pool: &PgPool,
     tenant_id: TenantId,
     client_id: &ClientId,
-) -> Result<bool, Error> {
-    let result = sqlx::query("delete from client where tenant_id = $1 and client_id = $2")
+    caller_scopes: &Scopes,
+) -> Result<(), Error> {
+    let mut tx = pool.begin().await?;
+    let rows: Vec<(ClientId, Vec<String>)> = sqlx::query_as(
+        "select client_id, scopes from client where tenant_id = $1 order by client_id for update",
+    )
+    .bind(tenant_id)
+    .fetch_all(&mut *tx)
+    .await?;
+    let clients = rows
+        .into_iter()
+        .map(|(id, scopes)| Ok((id, scopes_from_db(scopes)?)))
+        .collect::<Result<Vec<_>, Error>>()?;
+    let (_, scopes) = clients
+        .iter()
+        .find(|(id, _)| id == client_id)
+        .ok_or(Error::NotFound("client"))?;
+    if !scopes.is_subset(caller_scopes) {
+        return Err(Error::Forbidden(
+            "deleting a client needs every scope it holds".into(),
+        ));
+    }
+    let can_manage = |scopes: &Scopes| scopes.contains(Scope::ClientsWrite);
+    if can_manage(scopes)
+        && !clients
+            .iter()
+            .any(|(id, scopes)| id != client_id && can_manage(scopes))
+    {
+        return Err(Error::Conflict(
+            "this is the tenant's last client with clients:write; create another first".into(),
+        ));
+    }
+    sqlx::query("delete from client where tenant_id = $1 and client_id = $2")
         .bind(tenant_id)
         .bind(client_id)
-        .execute(pool)
+        .execute(&mut *tx)
         .await?;
-    Ok(result.rows_affected() == 1)
+    tx.commit().await?;
+    Ok(())
 }
 
 /// Whether the client still exists: checked on every authenticated request.

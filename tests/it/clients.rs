@@ -188,3 +188,77 @@ async fn bad_client_requests_are_refused_and_change_nothing() {
     .await;
     assert_eq!(app.database_digest().await, before);
 }
+
+/// A client with only `clients:write` cannot remove a stronger client (it
+/// would lock the tenant out), and nobody can remove the tenant's last client
+/// able to manage clients.
+#[tokio::test]
+async fn a_client_cannot_delete_beyond_its_scopes_nor_the_last_manager() {
+    let app = spawn_app().await;
+    let tenant = app.tenant("acme").await;
+    let created = app
+        .post_json(
+            "/v1/clients",
+            Some(&tenant.token),
+            &json!({"name": "manager", "scopes": ["clients:write"]}),
+        )
+        .await;
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let manager: Value = created.json().await.unwrap();
+    let manager_id = manager["client_id"].as_str().unwrap().to_owned();
+    let manager_token = app
+        .token(
+            &manager_id,
+            manager["client_secret"].as_str().unwrap(),
+            None,
+        )
+        .await;
+    let before = app.database_digest().await;
+
+    // The narrow client cannot delete the full-scope signup client...
+    assert_error(
+        app.delete(&format!("/v1/clients/{}", tenant.client_id), &manager_token)
+            .await,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    )
+    .await;
+    // ...nor create one stronger than itself.
+    assert_error(
+        app.post_json(
+            "/v1/clients",
+            Some(&manager_token),
+            &json!({"name": "escalate", "scopes": ["repos:write"]}),
+        )
+        .await,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    )
+    .await;
+    assert_eq!(app.database_digest().await, before);
+
+    // The full client removes the narrow one; then it is the last manager.
+    assert_eq!(
+        app.delete(&format!("/v1/clients/{manager_id}"), &tenant.token)
+            .await
+            .status(),
+        StatusCode::NO_CONTENT
+    );
+    let before = app.database_digest().await;
+    assert_error(
+        app.delete(&format!("/v1/clients/{}", tenant.client_id), &tenant.token)
+            .await,
+        StatusCode::CONFLICT,
+        "conflict",
+    )
+    .await;
+    assert_eq!(app.database_digest().await, before);
+    // And the tenant still gets in.
+    let token = app
+        .token(&tenant.client_id, &tenant.client_secret, None)
+        .await;
+    assert_eq!(
+        app.get("/v1/clients", &token).await.status(),
+        StatusCode::OK
+    );
+}
