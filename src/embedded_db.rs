@@ -62,6 +62,7 @@ pub struct EmbeddedOptions {
 /// A running cluster. Dropping it stops PostgreSQL and waits for it.
 #[derive(Debug)]
 pub struct EmbeddedPostgres {
+    dir: PathBuf,
     socket_dir: PathBuf,
     guard: Child,
     stdin: Option<ChildStdin>,
@@ -186,6 +187,7 @@ set -- "$d"
             detail: log_tail(dir),
         })?;
         let mut cluster = EmbeddedPostgres {
+            dir: dir.clone(),
             socket_dir,
             guard,
             stdin,
@@ -231,6 +233,23 @@ set -- "$d"
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// If PostgreSQL has exited on its own, why (the tail of its log).
+    pub fn exited(&mut self) -> Option<String> {
+        if Path::new(&format!("/proc/{}", self.postgres_pid)).exists()
+            && !is_zombie(self.postgres_pid)
+        {
+            return None;
+        }
+        // Reap the guard (it has nothing left to stop) and say why.
+        self.stdin.take();
+        let _ = self.guard.wait();
+        Some(format!(
+            "postgres (pid {}) is gone; its log ends: {}",
+            self.postgres_pid,
+            log_tail(&self.dir)
+        ))
     }
 
     /// Stops PostgreSQL and waits until it has exited.
@@ -382,6 +401,18 @@ fn socket_dir_for(dir: &Path, run_as: Option<RunAs>) -> Result<PathBuf, Embedded
         std::os::unix::fs::chown(&socket_dir, Some(user.uid), Some(user.gid))?;
     }
     Ok(socket_dir)
+}
+
+fn is_zombie(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            stat.rsplit(')')
+                .next()
+                .and_then(|rest| rest.split_whitespace().next())
+                .map(|state| state == "Z")
+        })
+        .unwrap_or(true)
 }
 
 fn log_tail(dir: &Path) -> String {

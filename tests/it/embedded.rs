@@ -92,3 +92,71 @@ fn without_postgresql_binaries_the_error_names_the_package_and_database_url() {
     assert!(stderr.contains("apt-get install postgresql"), "{stderr}");
     assert!(stderr.contains("DATABASE_URL"), "{stderr}");
 }
+
+/// The embedded PostgreSQL is supervised: killed, it is restarted and the
+/// server serves again. A second server on the same data directory stops at
+/// once, naming the first.
+#[tokio::test]
+async fn the_embedded_database_is_restarted_and_its_data_directory_is_locked() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let data = dir.path().join("data");
+    let env = [("HOOKRELAY_DATA_DIR", data.display().to_string())];
+    let server = ServerProcess::start(&env, dir.path()).await;
+    let http = reqwest::Client::new();
+    let tenant = tenant_at(&http, &server.address, "acme").await;
+
+    let started = Instant::now();
+    let second = hookrelay()
+        .arg("serve")
+        .env("HOOKRELAY_DATA_DIR", &data)
+        .env("HOOKRELAY_HTTP_ADDR", "127.0.0.1:0")
+        .env("HOOKRELAY_GRPC_ADDR", "127.0.0.1:0")
+        .output()
+        .unwrap();
+    assert!(!second.status.success());
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        stderr.contains("in use by another hookrelay")
+            && stderr.contains(&format!("pid {}", server.child.id())),
+        "{stderr}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(20), "it waited");
+
+    let pid = postgres_pid(&data);
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    wait_gone(pid, Duration::from_secs(10)).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let token = loop {
+        let response = http
+            .post(format!("{}/oauth/token", server.address))
+            .basic_auth(&tenant.client_id, Some(&tenant.client_secret))
+            .form(&[("grant_type", "client_credentials")])
+            .send()
+            .await
+            .unwrap();
+        if response.status() == StatusCode::OK {
+            let body: serde_json::Value = response.json().await.unwrap();
+            break body["access_token"].as_str().unwrap().to_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the server never recovered: {}",
+            server.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(!token.is_empty());
+    assert_ne!(postgres_pid(&data), pid, "a new postmaster runs");
+    assert!(
+        server
+            .log()
+            .contains("the embedded PostgreSQL exited; restarting it"),
+        "{}",
+        server.log()
+    );
+}
