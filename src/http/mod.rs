@@ -82,6 +82,10 @@ pub fn router(state: AppState) -> Router {
                             )
                         })
                         .on_request(())
+                        // "request finished" below records every status once;
+                        // an error line per 5xx would flood the log in an
+                        // outage, which is logged once where it is detected.
+                        .on_failure(())
                         .on_response(|response: &Response, latency: Duration, span: &Span| {
                             span.record("status", response.status().as_u16());
                             tracing::info!(

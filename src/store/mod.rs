@@ -25,7 +25,7 @@ pub static MIGRATOR: Migrator = sqlx::migrate!();
 pub async fn connect(options: PgConnectOptions, max_connections: u32) -> anyhow::Result<PgPool> {
     PgPoolOptions::new()
         .max_connections(max_connections)
-        .acquire_timeout(Duration::from_secs(10))
+        .acquire_timeout(Duration::from_secs(5))
         .connect_with(options)
         .await
         .context("cannot connect to the database")

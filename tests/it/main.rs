@@ -6,6 +6,7 @@ mod clients;
 mod config;
 mod embedded;
 mod envoy;
+mod faults;
 mod grpc_tools;
 mod health;
 mod isolation;
