@@ -303,8 +303,10 @@ pub struct InvalidSetting {
 }
 
 impl Cli {
-    /// Parses the command line. `--help` and `--version` print and exit 0; any
-    /// invalid flag or environment value exits 2 with one line that names it.
+    /// Parses the command line. `--help` and `--version` print and exit 0. Any
+    /// invalid flag or environment value exits 2 with clap's whole message (what
+    /// is wrong, "did you mean", the usage line), plus the environment variable
+    /// behind the flag when it has one.
     pub fn parse_or_exit() -> Self {
         match Self::try_parse() {
             Ok(cli) => cli,
@@ -313,7 +315,13 @@ impl Cli {
                 | ErrorKind::DisplayVersion
                 | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => error.exit(),
                 _ => {
-                    eprintln!("hookrelay: {}", one_line(&error));
+                    // Colours only on a terminal, as clap decides.
+                    let _ = error.print();
+                    if let Some(env) = environment_variable(&error) {
+                        eprintln!(
+                            "\nThe flag can also be set with the environment variable {env}."
+                        );
+                    }
                     std::process::exit(2);
                 }
             },
@@ -321,28 +329,20 @@ impl Cli {
     }
 }
 
-/// The first line of a clap error, with the environment variable behind the flag.
-fn one_line(error: &clap::Error) -> String {
-    let rendered = error.render().to_string();
-    let first = rendered
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .trim_start_matches("error: ")
-        .to_owned();
+/// The environment variable behind the flag a clap error names, if any.
+fn environment_variable(error: &clap::Error) -> Option<String> {
     let Some(ContextValue::String(arg)) = error.get(ContextKind::InvalidArg) else {
-        return first;
+        return None;
     };
-    let env = Cli::command().get_subcommands().find_map(|sub| {
+    Cli::command().get_subcommands().find_map(|sub| {
         sub.get_arguments()
-            .find(|a| arg.starts_with(&format!("--{}", a.get_long().unwrap_or_default())))
+            .find(|a| {
+                a.get_long()
+                    .is_some_and(|long| arg.starts_with(&format!("--{long}")))
+            })
             .and_then(|a| a.get_env())
             .map(|env| env.to_string_lossy().into_owned())
-    });
-    match env {
-        Some(env) => format!("{first} (environment variable {env})"),
-        None => first,
-    }
+    })
 }
 
 fn parse_duration(value: &str) -> Result<Duration, String> {

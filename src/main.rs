@@ -74,11 +74,8 @@ fn main() -> ExitCode {
     telemetry.shutdown();
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // Once, on stderr, with the cause chain ("cannot open X: Read-only file system").
         Err(error) => {
-            tracing::error!(
-                error = format!("{error:#}"),
-                "hookrelay stopped with an error"
-            );
             eprintln!("hookrelay: {error:#}");
             ExitCode::FAILURE
         }

@@ -65,7 +65,10 @@ impl SecretKey {
     /// Reads the key from `path`, or generates it there with mode 0600.
     pub fn load_or_generate(path: &Path) -> anyhow::Result<Self> {
         if path.exists() {
-            let mode = fs::metadata(path)?.permissions().mode();
+            let mode = fs::metadata(path)
+                .with_context(|| format!("cannot read {}", path.display()))?
+                .permissions()
+                .mode();
             if mode & 0o077 != 0 {
                 bail!(
                     "{} must not be readable by group or others (mode {:o})",
@@ -76,7 +79,8 @@ impl SecretKey {
             return Self::from_file(path);
         }
         if let Some(parent) = path.parent() {
-            fs::create_dir_all(parent)?;
+            fs::create_dir_all(parent)
+                .with_context(|| format!("cannot create the directory {}", parent.display()))?;
         }
         let key = XChaCha20Poly1305::generate_key(&mut OsRng);
         let mut file = fs::OpenOptions::new()
@@ -85,8 +89,9 @@ impl SecretKey {
             .mode(0o600)
             .open(path)
             .with_context(|| format!("cannot create {}", path.display()))?;
-        writeln!(file, "{}", STANDARD.encode(key))?;
-        file.sync_all()?;
+        writeln!(file, "{}", STANDARD.encode(key))
+            .and_then(|()| file.sync_all())
+            .with_context(|| format!("cannot write {}", path.display()))?;
         Ok(Self(XChaCha20Poly1305::new(&key)))
     }
 

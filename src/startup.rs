@@ -300,6 +300,8 @@ impl Application {
         let pool = database.pool.clone();
         if config.migrate {
             store::migrate(&pool).await?;
+        } else {
+            store::check_migrated(&pool).await?;
         }
         let secret_key = match &config.secret_key {
             SecretKeySource::Value(value) => {

@@ -193,7 +193,7 @@ impl Keys {
     /// this is synchronous (the gRPC interceptor calls it too).
     pub fn verify(&self, token: &str) -> Result<Claims, VerifyError> {
         let header = jsonwebtoken::decode_header(token)
-            .map_err(|e| VerifyError::Invalid(format!("malformed token: {e}")))?;
+            .map_err(|_| VerifyError::Invalid("malformed token".into()))?;
         let kid = header
             .kid
             .ok_or_else(|| VerifyError::Invalid("the token has no key id".into()))?;
@@ -207,7 +207,7 @@ impl Keys {
         validation.leeway = 5;
         jsonwebtoken::decode::<Claims>(token, key, &validation)
             .map(|data| data.claims)
-            .map_err(|e| VerifyError::Invalid(format!("invalid token: {e}")))
+            .map_err(|e| VerifyError::Invalid(format!("invalid token: {}", reason(&e))))
     }
 
     /// Reloads keys from the database (another replica may have rotated them).
@@ -308,4 +308,25 @@ fn generate(secret_key: &SecretKey) -> anyhow::Result<StoredKey> {
         algorithm: algorithm_name(algorithm).to_owned(),
         public_jwk: serde_json::to_value(&jwk)?,
     })
+}
+
+/// A short, stable reason for a rejected token: what a client can act on, not
+/// the library's internals (which claim failed to parse, at which column).
+fn reason(error: &jsonwebtoken::errors::Error) -> &'static str {
+    use jsonwebtoken::errors::ErrorKind;
+    match error.kind() {
+        ErrorKind::ExpiredSignature => "expired",
+        ErrorKind::ImmatureSignature => "not yet valid",
+        ErrorKind::InvalidSignature => "bad signature",
+        ErrorKind::InvalidAudience => "wrong audience",
+        ErrorKind::InvalidIssuer => "wrong issuer",
+        ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => "wrong algorithm",
+        ErrorKind::MissingRequiredClaim(_) => "missing claim",
+        ErrorKind::InvalidSubject => "wrong subject",
+        ErrorKind::Json(_)
+        | ErrorKind::Utf8(_)
+        | ErrorKind::Base64(_)
+        | ErrorKind::InvalidToken => "malformed",
+        _ => "rejected",
+    }
 }

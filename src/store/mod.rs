@@ -38,6 +38,34 @@ pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
         .context("cannot apply database migrations")
 }
 
+/// For `serve --no-migrate`: the schema must be this release's, or the error
+/// says to run `hookrelay migrate`.
+pub async fn check_migrated(pool: &PgPool) -> anyhow::Result<()> {
+    let applied: Vec<i64> =
+        match sqlx::query_scalar("select version from _sqlx_migrations where success")
+            .fetch_all(pool)
+            .await
+        {
+            Ok(applied) => applied,
+            Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("42P01") => {
+                anyhow::bail!(
+                    "the database has no hookrelay schema: run `hookrelay migrate` first, \
+                     or start without --no-migrate (HOOKRELAY_NO_MIGRATE)"
+                )
+            }
+            Err(error) => return Err(error).context("cannot read the applied migrations"),
+        };
+    let pending = MIGRATOR
+        .iter()
+        .filter(|m| !applied.contains(&m.version))
+        .count();
+    anyhow::ensure!(
+        pending == 0,
+        "the database schema lacks {pending} migration(s) of this release: run `hookrelay migrate`"
+    );
+    Ok(())
+}
+
 const KEY_CHECK_CONTEXT: &str = "secret_key_check";
 const KEY_CHECK_VALUE: &[u8] = b"hookrelay key-encryption key check";
 

@@ -61,6 +61,11 @@ async fn serve_with_no_migrate_uses_the_schema_migrate_made() {
         !refused.status.success(),
         "serve --no-migrate started on an empty database"
     );
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("no hookrelay schema") && stderr.contains("hookrelay migrate"),
+        "{stderr}"
+    );
 
     assert!(migrate(&unmigrated).status.success());
     let server = ServerProcess::start(

@@ -147,6 +147,30 @@ async fn bad_tokens_are_refused_and_change_nothing() {
             );
         }
     }
+    // Short, stable reasons, not the JWT library's internals.
+    let without_tenant = {
+        let mut c = good.clone();
+        c.as_object_mut().unwrap().remove("tenant_id");
+        forge(&kid, &key, &c)
+    };
+    let named: Vec<(&str, &str)> = vec![
+        (&cases[0].1, "invalid token: expired"),
+        (&cases[1].1, "invalid token: not yet valid"),
+        (&cases[2].1, "invalid token: wrong issuer"),
+        (&cases[3].1, "invalid token: wrong audience"),
+        (&cases[12].1, "invalid token: bad signature"),
+        (&without_tenant, "invalid token: malformed"),
+        (&cases[7].1, "malformed token"),
+    ];
+    for (token, reason) in named {
+        let error = assert_error(
+            app.get("/v1/repositories", token).await,
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+        )
+        .await;
+        assert_eq!(error["message"], reason);
+    }
     let missing = app
         .http
         .get(app.url("/v1/repositories"))
