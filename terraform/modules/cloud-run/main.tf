@@ -112,6 +112,12 @@ resource "google_cloud_run_v2_service" "this" {
         value = "/tmp/hookrelay"
       }
       env {
+        # Cloud Run replaces X-Forwarded-For with the client's address before
+        # Envoy appends its peer: every hop after the client is Google's or ours.
+        name  = "HOOKRELAY_TRUSTED_PROXIES"
+        value = "0.0.0.0/0,::/0"
+      }
+      env {
         # Cloud Run sends SIGTERM and allows 10 seconds before SIGKILL.
         name  = "HOOKRELAY_DRAIN_DELAY"
         value = "2s"
