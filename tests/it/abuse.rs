@@ -396,15 +396,7 @@ async fn signups_are_rate_limited_per_source_behind_a_trusted_proxy() {
         sign_up("198.51.100.2").await.unwrap().status(),
         StatusCode::CREATED
     );
-    let metrics = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains(r#"hookrelay_rate_limited_total{endpoint="signup"} 1"#),
         "{metrics}"
@@ -477,15 +469,7 @@ async fn failed_client_authentication_is_rate_limited_without_slowing_other_sour
             .unwrap();
         assert_eq!(response.status(), StatusCode::OK);
     }
-    let metrics = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains(r#"hookrelay_rate_limited_total{endpoint="token"} 2"#),
         "{metrics}"

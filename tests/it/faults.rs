@@ -100,8 +100,24 @@ fn post_until(
         .collect()
 }
 
-/// Every delivery that got a 2xx is stored, under the event id it was told.
-async fn assert_all_stored(pool: &sqlx::PgPool, outcomes: &Outcomes) -> usize {
+/// Stops the posters, then checks that every delivery that got a 2xx is
+/// stored, under the event id it was told, and that nothing but 2xx and 503
+/// came back. Returns the number of 2xx.
+async fn stop_and_check(
+    stop: &AtomicBool,
+    posters: Vec<tokio::task::JoinHandle<()>>,
+    pool: &sqlx::PgPool,
+    outcomes: &Outcomes,
+) -> usize {
+    stop.store(true, Ordering::SeqCst);
+    for poster in posters {
+        poster.await.unwrap();
+    }
+    assert!(
+        outcomes.other.lock().unwrap().is_empty(),
+        "only 2xx and 503: {:?}",
+        outcomes.other.lock().unwrap()
+    );
     let stored: BTreeMap<String, i64> =
         sqlx::query_as::<_, (String, i64)>("select delivery_id, event_id from event")
             .fetch_all(pool)
@@ -161,17 +177,8 @@ async fn every_2xx_survives_the_server_being_killed_under_load() {
         server = ServerProcess::start(&env, logs.path()).await;
         *address.lock().unwrap() = server.address.clone();
     }
-    stop.store(true, Ordering::SeqCst);
-    for poster in posters {
-        poster.await.unwrap();
-    }
     let pool = sqlx::PgPool::connect(&database).await.unwrap();
-    let accepted = assert_all_stored(&pool, &outcomes).await;
-    assert!(
-        outcomes.other.lock().unwrap().is_empty(),
-        "{:?}",
-        outcomes.other.lock().unwrap()
-    );
+    let accepted = stop_and_check(&stop, posters, &pool, &outcomes).await;
     eprintln!(
         "kill -9 x{ROUNDS}: {accepted} webhooks got a 2xx ({per_round:?} before each kill); all stored"
     );
@@ -280,32 +287,15 @@ async fn postgresql_stopped_mid_ingest_gets_503_never_a_false_2xx_and_recovers()
         assert!(Instant::now() < deadline, "ingest did not recover");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    stop.store(true, Ordering::SeqCst);
-    for poster in posters {
-        poster.await.unwrap();
-    }
-
     let pool = sqlx::PgPool::connect(&url).await.unwrap();
-    let accepted = assert_all_stored(&pool, &outcomes).await;
-    assert!(
-        outcomes.other.lock().unwrap().is_empty(),
-        "only 2xx and 503: {:?}",
-        outcomes.other.lock().unwrap()
-    );
+    let accepted = stop_and_check(&stop, posters, &pool, &outcomes).await;
     assert_eq!(
         outcomes
             .unavailable_without_retry_after
             .load(Ordering::SeqCst),
         0
     );
-    let metrics = http
-        .get(format!("{}/metrics", server.address))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = crate::helpers::metrics_at(&http, &server.address).await;
     assert!(
         metrics.contains(r#"hookrelay_webhooks_rejected_total{reason="database_unavailable"}"#),
         "{metrics}"

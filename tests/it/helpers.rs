@@ -359,6 +359,11 @@ impl TestApp {
             .unwrap()
     }
 
+    /// The Prometheus text at /metrics.
+    pub async fn metrics(&self) -> String {
+        metrics_at(&self.http, &self.address).await
+    }
+
     pub async fn event_count(&self) -> i64 {
         sqlx::query_scalar("select count(*) from event")
             .fetch_one(&self.pool)
@@ -381,6 +386,17 @@ impl TestApp {
         }
         digest
     }
+}
+
+/// The Prometheus text a server at `base` serves.
+pub async fn metrics_at(http: &reqwest::Client, base: &str) -> String {
+    http.get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
 }
 
 /// Asserts an API error: status and `{"error": code}`.

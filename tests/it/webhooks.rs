@@ -250,15 +250,7 @@ async fn bad_deliveries_are_refused_and_store_nothing() {
     }
     assert_eq!(app.database_digest().await, before);
 
-    let metrics = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains(r#"hookrelay_webhooks_rejected_total{reason="signature"} 5"#),
         "{metrics}"
