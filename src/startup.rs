@@ -22,10 +22,7 @@ use crate::secrets::SecretKey;
 use crate::store;
 use crate::streams::StreamHub;
 use crate::telemetry::Metrics;
-use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::server::TcpIncoming;
-use tonic::transport::{Identity, ServerTlsConfig};
 use tonic_health::ServingStatus;
 
 /// Settings the handlers read.
@@ -262,7 +259,7 @@ impl Application {
         let built = async {
             if let Some(tls) = &tls {
                 // Fail at start, not at the first connection.
-                tls.http_acceptor()?;
+                tls.acceptor()?;
             }
             Self::build_on(config, &database).await
         };
@@ -470,19 +467,19 @@ impl Application {
             stop.clone(),
         ));
 
-        let grpc_server = grpc_server(
-            &state,
-            health,
-            tls.as_ref(),
-            &cors_origins,
-            stop.clone(),
+        let acceptor = tls.as_ref().map(|tls| tls.acceptor()).transpose()?;
+        let grpc_server = crate::http::server::serve(
             grpc,
-        )?;
-        let https = tls.as_ref().map(|tls| tls.http_acceptor()).transpose()?;
+            acceptor.clone(),
+            grpc_router(&state, health, &cors_origins, stop.clone())?,
+            connection_limits,
+            state.connections.clone(),
+            stop.clone(),
+        );
         let router = crate::http::router(state.clone());
         let http_server = crate::http::server::serve(
             http,
-            https,
+            acceptor,
             router,
             connection_limits,
             state.connections.clone(),
@@ -529,68 +526,40 @@ impl Application {
     }
 }
 
-/// The gRPC server: EventService behind the auth interceptor; health and
-/// reflection (v1 and v1alpha, which grpcurl speaks) without auth.
-fn grpc_server(
+/// The gRPC services as one router: EventService behind the auth interceptor;
+/// health and reflection (v1 and v1alpha, which grpcurl speaks) without auth;
+/// gRPC-Web translated here, by tonic-web, and nowhere else (Envoy only routes
+/// it), so browsers reach the same server with or without Envoy. It is served
+/// by `http::server` like the HTTP API, with the same connection limits.
+fn grpc_router(
     state: &AppState,
     health: tonic_health::pb::health_server::HealthServer<
         impl tonic_health::pb::health_server::Health,
     >,
-    tls: Option<&crate::tls::TlsFiles>,
     cors_origins: &[String],
     stop: CancellationToken,
-    listener: TcpListener,
-) -> anyhow::Result<impl Future<Output = anyhow::Result<()>>> {
+) -> anyhow::Result<axum::Router> {
     let reflection = || {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(crate::grpc::proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
     let events = EventServiceServer::with_interceptor(
-        EventsService::new(state.pool.clone(), state.streams.clone(), stop.clone()),
+        EventsService::new(state.pool.clone(), state.streams.clone(), stop),
         Authenticate::new(state.keys.clone()),
     );
-    let mut builder = tonic::transport::Server::builder()
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(10)));
-    if let Some(tls) = tls {
-        let (cert, key) = tls.read()?;
-        builder =
-            builder.tls_config(ServerTlsConfig::new().identity(Identity::from_pem(cert, key)))?;
-    }
-    // gRPC-Web is translated here, by tonic-web, and nowhere else (Envoy only
-    // routes it): browsers reach the same server with or without Envoy.
-    let router = builder
-        .accept_http1(true)
-        .layer(grpc_web_cors(cors_origins)?)
-        .layer(tonic_web::GrpcWebLayer::new())
+    let routes = tonic::service::Routes::builder()
         .add_service(health)
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)
-        .add_service(events);
-    let connections = state.connections.clone();
-    // gRPC connections count against the same cap as HTTP ones.
-    let incoming = TcpIncoming::from(listener)
-        .with_nodelay(Some(true))
-        .filter_map(move |accepted| match accepted {
-            Ok(stream) => match connections.admit() {
-                Some(slot) => Some(Ok(Admitted {
-                    stream,
-                    _slot: slot,
-                })),
-                None => {
-                    tracing::debug!("gRPC connection refused: every connection is busy");
-                    None
-                }
-            },
-            Err(error) => Some(Err(error)),
-        });
-    Ok(async move {
-        router
-            .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
-            .await
-            .context("the gRPC server failed")
-    })
+        .add_service(events)
+        .clone()
+        .routes();
+    Ok(routes
+        .prepare()
+        .into_axum_router()
+        .layer(tonic_web::GrpcWebLayer::new())
+        .layer(grpc_web_cors(cors_origins)?))
 }
 
 /// CORS for browsers calling over gRPC-Web from `origins` (none: no cross-origin calls).
@@ -683,66 +652,6 @@ async fn forget_idle_sources(limits: Arc<crate::http::RateLimits>, stop: Cancell
         }
         limits.signup.forget_idle();
         limits.token_failures.forget_idle();
-    }
-}
-
-/// A gRPC connection holding its place under the connection cap.
-struct Admitted {
-    stream: tokio::net::TcpStream,
-    _slot: crate::http::server::Slot,
-}
-
-impl tonic::transport::server::Connected for Admitted {
-    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
-
-    fn connect_info(&self) -> Self::ConnectInfo {
-        self.stream.connect_info()
-    }
-}
-
-impl tokio::io::AsyncRead for Admitted {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.stream).poll_read(cx, buf)
-    }
-}
-
-impl tokio::io::AsyncWrite for Admitted {
-    fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.stream).poll_write(cx, buf)
-    }
-
-    fn poll_flush(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.stream).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
     }
 }
 

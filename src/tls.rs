@@ -25,8 +25,9 @@ impl TlsFiles {
         Ok((cert, key))
     }
 
-    /// The rustls configuration of the HTTP listener (HTTP/2 and HTTP/1.1 by ALPN).
-    pub fn http_acceptor(&self) -> anyhow::Result<TlsAcceptor> {
+    /// The rustls configuration of both listeners (HTTP/2 and HTTP/1.1 by ALPN:
+    /// gRPC needs HTTP/2, gRPC-Web and webhooks may use either).
+    pub fn acceptor(&self) -> anyhow::Result<TlsAcceptor> {
         let (cert, key) = self.read()?;
         let chain = certificates(&cert, &self.cert)?;
         let key = private_key(&key, &self.key)?;

@@ -1,12 +1,14 @@
-//! Serves the HTTP router over TCP (plain or TLS) with the limits an endpoint on
-//! the open internet needs. Each connection is watched, as Go's `http.Server`
-//! does it:
+//! Serves a router (the HTTP API, or the gRPC services) over TCP, plain or TLS,
+//! HTTP/1.1 and HTTP/2, with the limits an endpoint on the open internet needs.
+//! Each connection is watched, as Go's `http.Server` does it:
 //!
-//! - **Header timeout.** A new connection, or a kept-alive one that has started
-//!   sending its next request, must deliver complete request headers within
-//!   `header_timeout`, or it is closed (slowloris).
-//! - **Idle timeout.** A kept-alive connection with no request in flight and
-//!   nothing sent is closed after `idle_timeout`.
+//! - **Header timeout.** A new connection must deliver its first complete
+//!   request headers within `header_timeout`, and so must a kept-alive HTTP/1.1
+//!   connection once it starts sending its next request; otherwise it is closed
+//!   (slowloris). The TLS handshake counts as part of the first headers.
+//! - **Idle timeout.** A connection with no request in flight (a request is in
+//!   flight until its response body ends, so an open gRPC stream counts) is
+//!   closed after `idle_timeout`.
 //! - **Connection cap.** At most `max_connections` are open across both
 //!   listeners. At the cap, a new connection evicts the oldest connection with
 //!   no request in flight (a flood of idle sockets cannot lock out health checks
@@ -18,7 +20,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -43,14 +45,14 @@ pub struct ConnectionLimits {
     pub idle_timeout: Duration,
 }
 
-/// The connections open across both listeners, and the HTTP ones that can be
-/// evicted when the cap is reached.
+/// The connections open across both listeners, each with its watch, so that
+/// idle ones can be evicted when the cap is reached.
 #[derive(Debug)]
 pub struct Connections {
     max: usize,
     open: AtomicUsize,
     next_id: AtomicU64,
-    http: Mutex<HashMap<u64, Arc<Watch>>>,
+    watched: Mutex<HashMap<u64, Arc<Watch>>>,
 }
 
 impl Connections {
@@ -59,7 +61,7 @@ impl Connections {
             max,
             open: AtomicUsize::new(0),
             next_id: AtomicU64::new(0),
-            http: Mutex::new(HashMap::new()),
+            watched: Mutex::new(HashMap::new()),
         })
     }
 
@@ -71,8 +73,8 @@ impl Connections {
         self.open.load(Ordering::Relaxed)
     }
 
-    /// A slot for a new connection: at the cap, the oldest idle HTTP connection
-    /// is asked to close to make room; None when every connection is busy.
+    /// A slot for a new connection: at the cap, the oldest idle connection is
+    /// asked to close to make room; None when every connection is busy.
     pub fn admit(self: &Arc<Self>) -> Option<Slot> {
         let mut open = self.open.load(Ordering::Relaxed);
         loop {
@@ -101,11 +103,11 @@ impl Connections {
     }
 
     fn evict_one(&self) -> bool {
-        let http = self
-            .http
+        let watched = self
+            .watched
             .lock()
             .expect("the connection table is not poisoned");
-        let oldest = http
+        let oldest = watched
             .values()
             .filter(|watch| watch.is_idle() && !watch.evicted.is_cancelled())
             .min_by_key(|watch| watch.accepted);
@@ -141,7 +143,10 @@ struct Watch {
     /// Milliseconds after `accepted` when the first byte arrived while idle;
     /// `u64::MAX` while nothing has arrived.
     head_started: AtomicU64,
-    served_any: std::sync::atomic::AtomicBool,
+    served_any: AtomicBool,
+    /// HTTP/2 multiplexes: bytes on an idle connection (PING, SETTINGS) are not
+    /// the start of a request, so only the idle timeout applies between requests.
+    http2: AtomicBool,
     changed: Notify,
     evicted: CancellationToken,
 }
@@ -155,7 +160,8 @@ impl Watch {
             in_flight: AtomicUsize::new(0),
             idle_since: AtomicU64::new(0),
             head_started: AtomicU64::new(NOT_STARTED),
-            served_any: std::sync::atomic::AtomicBool::new(false),
+            served_any: AtomicBool::new(false),
+            http2: AtomicBool::new(false),
             changed: Notify::new(),
             evicted: CancellationToken::new(),
         }
@@ -212,6 +218,10 @@ impl Watch {
             return Some(at(0, limits.header_timeout));
         }
         match self.head_started.load(Ordering::Acquire) {
+            _ if self.http2.load(Ordering::Acquire) => Some(at(
+                self.idle_since.load(Ordering::Acquire),
+                limits.idle_timeout,
+            )),
             NOT_STARTED => Some(at(
                 self.idle_since.load(Ordering::Acquire),
                 limits.idle_timeout,
@@ -256,6 +266,13 @@ impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
         if buf.filled().len() > before {
+            if before == 0 && !self.watch.served_any.load(Ordering::Acquire) {
+                // Prior-knowledge HTTP/2 (h2c) starts with its preface.
+                let read = &buf.filled()[before..];
+                if read.starts_with(b"PRI * HTTP/2.0") {
+                    self.watch.http2.store(true, Ordering::Release);
+                }
+            }
             self.watch.bytes_arrived();
         }
         polled
@@ -292,7 +309,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
     }
 }
 
-/// Counts the connection's requests in flight until their response is ready.
+/// Counts one of the connection's requests as in flight until it is dropped:
+/// with the response body, so a streaming response counts until it ends.
 struct InFlight(Arc<Watch>);
 
 impl InFlight {
@@ -305,6 +323,32 @@ impl InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.request_finished();
+    }
+}
+
+/// A response body that keeps its request in flight until it ends.
+struct Tracked {
+    body: axum::body::Body,
+    _in_flight: InFlight,
+}
+
+impl hyper::body::Body for Tracked {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
     }
 }
 
@@ -341,13 +385,13 @@ pub async fn serve(
             let watch = Arc::new(Watch::new());
             let id = connections.next_id.fetch_add(1, Ordering::Relaxed);
             connections
-                .http
+                .watched
                 .lock()
                 .expect("the connection table is not poisoned")
                 .insert(id, watch.clone());
             serve_connection(stream, peer, tls, router, limits, &watch, stop).await;
             connections
-                .http
+                .watched
                 .lock()
                 .expect("the connection table is not poisoned")
                 .remove(&id);
@@ -378,7 +422,12 @@ async fn serve_connection(
             // The handshake is part of the request head: same timeout.
             let handshake = tokio::time::timeout(limits.header_timeout, acceptor.accept(stream));
             match handshake.await {
-                Ok(Ok(stream)) => drive(stream, peer, router, limits, watch, stop).await,
+                Ok(Ok(stream)) => {
+                    if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                        watch.http2.store(true, Ordering::Release);
+                    }
+                    drive(stream, peer, router, limits, watch, stop).await;
+                }
                 Ok(Err(error)) => tracing::debug!(%error, %peer, "TLS handshake failed"),
                 Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
             }
@@ -403,8 +452,12 @@ async fn drive<I>(
         let router = router.clone();
         async move {
             let response = router.oneshot(request.map(axum::body::Body::new)).await;
-            drop(in_flight);
-            response
+            response.map(|response| {
+                response.map(|body| Tracked {
+                    body,
+                    _in_flight: in_flight,
+                })
+            })
         }
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -413,6 +466,7 @@ async fn drive<I>(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(None);
+    // Pings find peers that vanished without closing (an agent's laptop lid).
     builder
         .http2()
         .timer(TokioTimer::new())
@@ -423,7 +477,11 @@ async fn drive<I>(
     let closing = tokio::select! {
         served = connection.as_mut() => return finished(served, peer),
         () = watch.expired(&limits) => {
-            tracing::debug!(%peer, evicted = watch.evicted.is_cancelled(), "closing an idle connection");
+            tracing::debug!(
+                %peer,
+                evicted = watch.evicted.is_cancelled(),
+                "closing an idle connection"
+            );
             connection.as_mut().graceful_shutdown();
             // Idle: nothing to finish. Give HTTP/2 a moment for its GOAWAY.
             Some(Duration::from_secs(1))

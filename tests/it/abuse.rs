@@ -571,3 +571,44 @@ async fn ambiguous_or_non_utf8_identifying_headers_are_refused_and_nothing_is_st
     }
     assert_eq!(app.database_digest().await, before);
 }
+
+/// The gRPC listener has the same limits: a silent connection is cut at the
+/// header timeout, while an open stream, however quiet, is a request in flight
+/// and outlives the idle timeout.
+#[tokio::test]
+async fn grpc_connections_are_cut_when_silent_but_open_streams_stay() {
+    let app = spawn_app_with(|config| {
+        config.limits.http_header_timeout = Duration::from_secs(1);
+        config.limits.http_idle_timeout = Duration::from_secs(2);
+    })
+    .await;
+    let tenant = app.tenant("acme").await;
+    let repository = app.repository(&tenant, "acme/app").await;
+    let mut silent = TcpStream::connect(app.grpc_address.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let mut stream = app
+        .stream(&tenant.token, "quiet", &[&repository.id], None)
+        .await
+        .unwrap();
+    assert!(
+        read_until_closed(&mut silent, Duration::from_secs(10))
+            .await
+            .is_some(),
+        "a silent gRPC connection is disconnected"
+    );
+    // Three idle timeouts of silence on the stream.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let response = app
+        .deliver(
+            &repository.id,
+            &repository.secret,
+            "ping",
+            "after-the-silence",
+            &fixture("ping"),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let event = crate::helpers::next_event(&mut stream, Duration::from_secs(10)).await;
+    assert_eq!(event.delivery_id, "after-the-silence");
+}
