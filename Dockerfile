@@ -11,7 +11,8 @@ FROM rust:1.95.0-slim-bookworm AS build
 WORKDIR /src
 # Dependencies and build outputs live in BuildKit cache mounts, so a source-only change
 # rebuilds only hookrelay itself.
-COPY Cargo.toml Cargo.lock build.rs ./
+COPY Cargo.toml Cargo.lock ./
+COPY crates ./crates
 COPY proto ./proto
 COPY migrations ./migrations
 COPY src ./src

@@ -12,7 +12,9 @@ pub mod health;
 pub mod http;
 pub mod ingest;
 pub mod probe;
-pub mod relay;
+/// The agent (`hookrelay relay`), which is its own crate so that the
+/// `hookrelay-agent` binary links none of the server.
+pub use hookrelay_agent as relay;
 pub mod secrets;
 pub mod startup;
 pub mod store;

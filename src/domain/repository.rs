@@ -91,17 +91,11 @@ impl DisplayName {
 pub struct ConsumerName(String);
 
 impl ConsumerName {
+    /// The rule the agent checks too (`hookrelay_proto::rules`).
     pub fn parse(value: &str) -> Result<Self, String> {
-        let valid = !value.is_empty()
-            && value.len() <= 100
-            && value
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
-        if valid {
-            Ok(Self(value.to_owned()))
-        } else {
-            Err("must be 1 to 100 letters, digits, `.`, `_` or `-`".into())
-        }
+        hookrelay_proto::rules::check_consumer_name(value)
+            .map(|()| Self(value.to_owned()))
+            .map_err(str::to_owned)
     }
 
     pub fn as_str(&self) -> &str {

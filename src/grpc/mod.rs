@@ -14,15 +14,8 @@ use crate::domain::Scope;
 
 pub use events::EventsService;
 
-/// Generated code for `proto/hookrelay/v1`.
-pub mod proto {
-    #![allow(clippy::all, missing_docs)]
-    tonic::include_proto!("hookrelay.v1");
-
-    /// The descriptor set that server reflection serves.
-    pub const FILE_DESCRIPTOR_SET: &[u8] =
-        tonic::include_file_descriptor_set!("hookrelay_descriptor");
-}
+/// Generated code for `proto/hookrelay/v1` (the `hookrelay-proto` crate).
+pub use hookrelay_proto as proto;
 
 /// The authenticated caller of an RPC, put in the request's extensions by `Authenticate`.
 #[derive(Debug, Clone)]

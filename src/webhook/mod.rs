@@ -5,7 +5,7 @@ mod github;
 pub mod targets;
 
 use axum::http::HeaderMap;
-use axum::http::header::{self, HeaderName};
+use axum::http::header;
 
 use crate::domain::{DeliveryId, Provider};
 
@@ -48,42 +48,7 @@ pub fn scheme(provider: Provider) -> &'static dyn WebhookScheme {
     }
 }
 
-/// Whether a header is never stored nor replayed, whatever the sender sent:
-/// - hop-by-hop headers (RFC 9110 §7.6.1), `Host` and `Content-Length`, which
-///   the replaying client sets for its own connection;
-/// - credentials (`Authorization`, `Proxy-Authorization`, `Cookie`): a sender,
-///   or anyone replaying a captured signed body, must not be able to make the
-///   agent present credentials to a target inside a private network;
-/// - what proxies add on the way (`Forwarded`, `X-Forwarded-*`, `X-Real-IP`,
-///   `Via`, `X-Request-Id`, Envoy's `x-envoy-*`): not the sender's, and a
-///   target may trust them.
-///
-/// The agent applies the same rule before it replays, so events stored by an
-/// older server cannot carry them either.
-pub fn never_replayed(name: &str) -> bool {
-    const DROPPED: [HeaderName; 12] = [
-        header::CONNECTION,
-        header::HOST,
-        header::CONTENT_LENGTH,
-        header::TRANSFER_ENCODING,
-        header::TE,
-        header::TRAILER,
-        header::UPGRADE,
-        header::PROXY_AUTHORIZATION,
-        header::PROXY_AUTHENTICATE,
-        header::AUTHORIZATION,
-        header::COOKIE,
-        header::FORWARDED,
-    ];
-    let name = name.to_ascii_lowercase();
-    DROPPED.iter().any(|dropped| dropped.as_str() == name)
-        || matches!(
-            name.as_str(),
-            "keep-alive" | "proxy-connection" | "x-request-id" | "via" | "x-real-ip"
-        )
-        || name.starts_with("x-forwarded-")
-        || name.starts_with("x-envoy-")
-}
+pub use hookrelay_proto::rules::never_replayed;
 
 /// The request headers to store and replay, in order: everything but what
 /// `never_replayed` names and the headers listed in `Connection`.

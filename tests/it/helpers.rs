@@ -436,6 +436,18 @@ pub fn hookrelay() -> Command {
     command
 }
 
+/// The `hookrelay-agent` binary of the workspace, built next to `hookrelay` by
+/// `cargo test --workspace` (scripts/test).
+pub fn agent_binary() -> PathBuf {
+    let path = PathBuf::from(env!("CARGO_BIN_EXE_hookrelay")).with_file_name("hookrelay-agent");
+    assert!(
+        path.is_file(),
+        "{} is missing: run the tests with `cargo test --workspace` (scripts/test)",
+        path.display()
+    );
+    path
+}
+
 /// `hookrelay` for tests that must not block their runtime while it runs.
 pub fn hookrelay_async() -> tokio::process::Command {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_hookrelay"));
@@ -758,13 +770,46 @@ impl RelayProcess {
         extra: &[&str],
         log_dir: &std::path::Path,
     ) -> RelayProcess {
+        let mut command = hookrelay();
+        command.arg("relay");
+        Self::spawn(command, server, tenant, consumer, target, extra, log_dir)
+    }
+
+    /// The standalone `hookrelay-agent` binary (same flags as `hookrelay relay`).
+    pub fn start_standalone(
+        app: &TestApp,
+        tenant: &TestTenant,
+        consumer: &str,
+        target: &str,
+        log_dir: &std::path::Path,
+    ) -> RelayProcess {
+        let token_url = app.url("/oauth/token");
+        let command = Command::new(agent_binary());
+        Self::spawn(
+            command,
+            &app.grpc_address,
+            tenant,
+            consumer,
+            target,
+            &["--token-url", &token_url],
+            log_dir,
+        )
+    }
+
+    fn spawn(
+        mut command: Command,
+        server: &str,
+        tenant: &TestTenant,
+        consumer: &str,
+        target: &str,
+        extra: &[&str],
+        log_dir: &std::path::Path,
+    ) -> RelayProcess {
         let log = log_dir.join(format!(
             "relay-{consumer}-{}.log",
             uuid::Uuid::new_v4().simple()
         ));
-        let mut command = hookrelay();
         command
-            .arg("relay")
             .args(["--server", server])
             .args(["--client-id", &tenant.client_id])
             .args(["--consumer", consumer])

@@ -381,3 +381,19 @@ async fn the_agent_never_replays_credential_or_proxy_headers() {
         assert!(!received.contains_key(name), "{name} was replayed");
     }
 }
+
+/// The standalone `hookrelay-agent`, which links none of the server, delivers
+/// exactly as `hookrelay relay` does.
+#[tokio::test]
+async fn the_standalone_agent_binary_delivers_byte_for_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app().await;
+    let tenant = app.tenant("acme").await;
+    let repository = app.repository(&tenant, "acme/app").await;
+    let target = TestTarget::start(vec![repository.secret.clone()]).await;
+    let relay = RelayProcess::start_standalone(&app, &tenant, "slim", &target.url, dir.path());
+    deliver(&app, &repository, "d-1", "push").await;
+    assert_eq!(target.wait_for(1, WAIT).await, ["d-1"]);
+    assert_eq!(target.received.lock().unwrap()[0].body, fixture("push"));
+    relay.wait_for_output("\"delivered\"", 1, WAIT).await;
+}

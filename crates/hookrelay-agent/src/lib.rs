@@ -1,5 +1,6 @@
-//! `hookrelay relay`: the agent inside a private network. It keeps an outbound
-//! StreamEvents call open, replays each event to a local target and acks it.
+//! The agent inside a private network (`hookrelay-agent`, also `hookrelay
+//! relay`). It keeps an outbound StreamEvents call open, replays each event to
+//! a local target and acks it.
 //!
 //! - **Order.** Events are delivered one at a time in stream order, so each
 //!   repository's events reach the target in id order. A retried event holds
@@ -10,6 +11,8 @@
 //!   delivered but not yet acked.
 //! - **Acks** go to a background task that coalesces them (the highest id per
 //!   repository), so slow ack round trips never stall delivery.
+
+#![forbid(unsafe_code)]
 
 mod ack;
 mod deliver;
@@ -29,10 +32,10 @@ use tonic::Code;
 use tonic::metadata::MetadataValue;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
-use crate::grpc::proto::event_service_client::EventServiceClient;
-use crate::grpc::proto::{AckOutcome, Event, StreamEventsRequest};
 use ack::{Acker, PendingAck};
 use deliver::Attempt;
+use hookrelay_proto::event_service_client::EventServiceClient;
+use hookrelay_proto::{AckOutcome, Event, StreamEventsRequest};
 use token::TokenSource;
 
 // No Debug: it holds the client secret as a plain string.
@@ -106,10 +109,33 @@ struct Agent {
     shutdown: CancellationToken,
 }
 
+/// Runs the agent until SIGTERM or Ctrl-C (see `run`).
+pub async fn run_until_signal(args: RelayArgs) -> anyhow::Result<()> {
+    let stop = CancellationToken::new();
+    let trigger = stop.clone();
+    tokio::spawn(async move {
+        let terminate = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut signal) => {
+                    signal.recv().await;
+                }
+                Err(_) => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            () = terminate => {}
+        }
+        tracing::info!("shutdown signal received");
+        trigger.cancel();
+    });
+    run(args, stop).await
+}
+
 /// Runs the agent until `shutdown` (SIGTERM or Ctrl-C): the delivery in flight
 /// finishes and its ack is sent before it returns.
 pub async fn run(args: RelayArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
-    crate::domain::ConsumerName::parse(&args.consumer)
+    hookrelay_proto::rules::check_consumer_name(&args.consumer)
         .map_err(|e| anyhow::anyhow!("invalid --consumer: {e}"))?;
     let ca = match &args.ca_file {
         Some(path) => Some(

@@ -6,11 +6,11 @@ use std::path::PathBuf;
 use prost::Message;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["proto/hookrelay/v1/events.proto"];
+    let protos = ["../../proto/hookrelay/v1/events.proto"];
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");
     }
-    let descriptors = protox::compile(protos, ["proto"])?;
+    let descriptors = protox::compile(protos, ["../../proto"])?;
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
     std::fs::write(
         out.join("hookrelay_descriptor.bin"),

@@ -15,8 +15,8 @@ use tokio::sync::{mpsc, oneshot};
 use tonic::transport::Channel;
 
 use super::token::TokenSource;
-use crate::grpc::proto::event_service_client::EventServiceClient;
-use crate::grpc::proto::{AckEventsRequest, AckOutcome, EventAck};
+use hookrelay_proto::event_service_client::EventServiceClient;
+use hookrelay_proto::{AckEventsRequest, AckOutcome, EventAck};
 
 /// Waiting longer than this for acks to reach the server only risks duplicates, never loss.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 use reqwest::StatusCode;
 use reqwest::header::{HeaderName, HeaderValue, RETRY_AFTER};
 
-use crate::grpc::proto::Event;
+use hookrelay_proto::Event;
 
 /// What one attempt came to.
 #[derive(Debug)]
@@ -27,7 +27,7 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
 pub async fn attempt(http: &reqwest::Client, target: &url::Url, event: &Event) -> Attempt {
     let mut request = http.post(target.clone()).body(event.body.clone());
     for header in &event.headers {
-        if crate::webhook::never_replayed(&header.name) {
+        if hookrelay_proto::rules::never_replayed(&header.name) {
             continue;
         }
         if let (Ok(name), Ok(value)) = (

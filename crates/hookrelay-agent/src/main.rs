@@ -1,0 +1,45 @@
+//! `hookrelay-agent`: the same agent as `hookrelay relay`, without the server.
+
+#![forbid(unsafe_code)]
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+#[derive(Parser)]
+#[command(
+    name = "hookrelay-agent",
+    version,
+    about = "Relay a tenant's hookrelay events to a local target"
+)]
+struct Cli {
+    #[command(flatten)]
+    relay: hookrelay_agent::RelayArgs,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt().with_env_filter(filter);
+    if std::io::stdout().is_terminal() {
+        logs.init();
+    } else {
+        logs.json().flatten_event(true).init();
+    }
+    // One delivery at a time, waiting on the network: one thread does it with
+    // no cross-thread wake-ups per event (docs/benchmarks.md).
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("the tokio runtime starts");
+    let result = runtime.block_on(hookrelay_agent::run_until_signal(cli.relay));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("hookrelay-agent: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
