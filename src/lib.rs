@@ -17,6 +17,7 @@ pub mod probe;
 pub use hookrelay_agent as relay;
 pub mod secrets;
 pub mod startup;
+pub mod state;
 pub mod store;
 pub mod streams;
 pub mod telemetry;

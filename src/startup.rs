@@ -6,60 +6,25 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::ExposeSecret;
 use sqlx::PgPool;
 use sqlx::postgres::PgConnectOptions;
 use tokio::net::TcpListener;
 
-use crate::auth::Keys;
+use crate::auth::{Authenticator, GrpcAuthLayer, Keys};
 use crate::config::{Config, DatabaseConfig, SecretKeySource};
 use crate::embedded_db::{EmbeddedOptions, EmbeddedPostgres};
+use crate::grpc::EventsService;
 use crate::grpc::proto::event_service_server::EventServiceServer;
-use crate::grpc::{Authenticate, EventsService};
 use crate::http::server::ConnectionLimits;
 use crate::ingest::Ingestor;
 use crate::secrets::SecretKey;
+use crate::state::{AppState, Settings};
 use crate::store;
 use crate::streams::StreamHub;
 use crate::telemetry::Metrics;
 use tokio_util::sync::CancellationToken;
 use tonic_health::ServingStatus;
-
-/// Settings the handlers read.
-#[derive(Debug)]
-pub struct Settings {
-    /// Without a trailing slash: the issuer and the base of webhook URLs.
-    pub public_url: String,
-    pub signup_token: Option<SecretString>,
-    pub max_webhook_bytes: usize,
-    pub secret_rotation_grace: Duration,
-    /// A request body must arrive within this time of its headers.
-    pub body_timeout: Duration,
-    /// Proxies whose X-Forwarded-For names the source address.
-    pub trusted_proxies: Vec<ipnet::IpNet>,
-}
-
-/// What every handler shares.
-#[derive(Debug, Clone)]
-pub struct AppState {
-    pub pool: PgPool,
-    pub settings: Arc<Settings>,
-    pub keys: Arc<Keys>,
-    pub secret_key: Arc<SecretKey>,
-    pub ingestor: Ingestor,
-    pub metrics: Arc<Metrics>,
-    pub streams: Arc<StreamHub>,
-    pub targets: Arc<crate::webhook::targets::TargetCache>,
-    /// Bytes of webhook bodies held at once.
-    pub webhook_memory: Arc<crate::http::MemoryBudget>,
-    pub rate_limits: Arc<crate::http::RateLimits>,
-    pub connections: Arc<crate::http::server::Connections>,
-    /// Whether ingest commits are failing for a storage reason (readiness).
-    pub storage: Arc<crate::health::StorageHealth>,
-    /// Cancelled on SIGTERM: /readyz and gRPC health report not ready while the
-    /// server keeps serving for the drain delay.
-    pub draining: CancellationToken,
-}
 
 /// The database the server runs on: an external one, or the embedded default.
 pub struct Database {
@@ -348,6 +313,7 @@ impl Application {
         )
         .await
         .context("cannot load the JWT signing key")?;
+        let keys = Arc::new(keys);
         let (ingestor, ingest_writers) = Ingestor::spawn(pool.clone());
         let limits = &config.limits;
         let open_files = crate::http::server::raise_open_file_limit();
@@ -359,6 +325,7 @@ impl Application {
         });
         tracing::info!(open_files, max_connections, "connection limits");
         let state = AppState {
+            auth: Authenticator::new(keys.clone(), pool.clone()),
             pool,
             settings: Arc::new(Settings {
                 public_url,
@@ -375,7 +342,7 @@ impl Application {
             }),
             connections: crate::http::server::Connections::new(max_connections),
             storage: Arc::default(),
-            keys: Arc::new(keys),
+            keys,
             secret_key: Arc::new(secret_key),
             ingestor,
             metrics: Arc::new(Metrics::default()),
@@ -544,9 +511,13 @@ fn grpc_router(
             .register_encoded_file_descriptor_set(crate::grpc::proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
-    let events = EventServiceServer::with_interceptor(
-        EventsService::new(state.pool.clone(), state.streams.clone(), stop),
-        Authenticate::new(state.keys.clone()),
+    let events = tower::Layer::layer(
+        &GrpcAuthLayer::new(state.auth.clone()),
+        EventServiceServer::new(EventsService::new(
+            state.pool.clone(),
+            state.streams.clone(),
+            stop,
+        )),
     );
     let routes = tonic::service::Routes::builder()
         .add_service(health)

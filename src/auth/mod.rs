@@ -1,18 +1,26 @@
-//! Who is calling: access tokens (issue and verify), signing keys and the JWKS,
-//! scopes, and the `Tenant` that every handler receives by type.
+//! Who is calling. One `Authenticator::authenticate` serves both transports:
+//! HTTP handlers reach it through the `Authorized<S>` extractor, which also
+//! checks the scope `S` the handler names in its signature; gRPC methods
+//! through `GrpcAuthLayer`, which checks the scope its table lists per method.
+//! Both produce the same `Caller`.
 
 mod extractor;
-pub use extractor::bearer_token;
 pub mod keys;
+mod layer;
 
+use std::sync::Arc;
+
+use axum::http::HeaderMap;
+use axum::http::header::AUTHORIZATION;
+
+pub use extractor::{Authorized, ClientsWrite, EventsRead, ReposRead, ReposWrite, ScopeMarker};
 pub use keys::{Claims, Keys, VerifyError};
+pub use layer::{GrpcAuthLayer, caller};
 
 use crate::domain::{ClientId, Scope, Scopes, TenantId};
 use crate::error::Error;
 
-/// An authenticated caller. Handlers get it from the bearer token (HTTP
-/// extractor; the gRPC interceptor produces the same type) and pass `id` to
-/// every store call.
+/// An authenticated tenant: what handlers pass (`id`) to every store call.
 #[derive(Debug, Clone)]
 pub struct Tenant {
     pub id: TenantId,
@@ -20,10 +28,16 @@ pub struct Tenant {
     pub scopes: Scopes,
 }
 
+/// The verified caller of one request or RPC.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub tenant: Tenant,
+    /// When the token expires (Unix seconds): long-lived streams end then.
+    pub expires_at: u64,
+}
+
 impl Tenant {
-    /// The caller a verified token names. Both the HTTP extractor and the gRPC
-    /// interceptor use this, so both produce the same `Tenant`.
-    pub fn from_claims(claims: &Claims) -> Result<Self, Error> {
+    fn from_claims(claims: &Claims) -> Result<Self, Error> {
         let client_id = ClientId::parse(&claims.sub).ok_or_else(|| {
             Error::Unauthenticated("the token's subject is not a hookrelay client".into())
         })?;
@@ -36,24 +50,94 @@ impl Tenant {
         })
     }
 
-    /// Fails unless the token's client still exists: a deleted client's tokens
-    /// stop working from the next request on.
-    pub async fn check_active(&self, pool: &sqlx::PgPool) -> Result<(), Error> {
-        if crate::store::client::is_active(pool, self.id, &self.client_id).await? {
-            Ok(())
-        } else {
-            Err(Error::Unauthenticated(
-                "the client of this token was deleted".into(),
-            ))
-        }
-    }
-
-    /// Fails with 403 `insufficient_scope` unless the token carries `scope`.
+    /// Fails with 403 / PERMISSION_DENIED unless the token carries `scope`.
     pub fn require(&self, scope: Scope) -> Result<(), Error> {
         if self.scopes.contains(scope) {
             Ok(())
         } else {
             Err(Error::InsufficientScope(scope))
         }
+    }
+}
+
+/// Verifies bearer tokens for both transports.
+#[derive(Debug, Clone)]
+pub struct Authenticator {
+    keys: Arc<Keys>,
+    pool: sqlx::PgPool,
+}
+
+impl Authenticator {
+    pub fn new(keys: Arc<Keys>, pool: sqlx::PgPool) -> Self {
+        Self { keys, pool }
+    }
+
+    /// The one way in: parses `Authorization: Bearer <JWT>` (an HTTP header or
+    /// gRPC metadata), verifies it against the keys in memory (reloading them
+    /// once on an unknown key id: another replica may have rotated them),
+    /// checks that the token's client still exists (a deleted client's tokens
+    /// stop working from the next request on), and returns the caller.
+    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, Error> {
+        let token = bearer_token(headers)?;
+        let claims = match self.keys.verify(token) {
+            Err(VerifyError::UnknownKey) if self.keys.refresh().await.unwrap_or(false) => {
+                self.keys.verify(token)
+            }
+            other => other,
+        }
+        .map_err(|e| Error::Unauthenticated(e.to_string()))?;
+        let tenant = Tenant::from_claims(&claims)?;
+        if !crate::store::client::is_active(&self.pool, tenant.id, &tenant.client_id).await? {
+            return Err(Error::Unauthenticated(
+                "the client of this token was deleted".into(),
+            ));
+        }
+        tracing::Span::current().record("tenant_id", tracing::field::display(tenant.id));
+        Ok(Caller {
+            tenant,
+            expires_at: claims.exp,
+        })
+    }
+}
+
+/// The bearer token of `Authorization`, if the header is well formed.
+pub fn bearer_token(headers: &HeaderMap) -> Result<&str, Error> {
+    let value = headers
+        .get(AUTHORIZATION)
+        .ok_or_else(|| Error::Unauthenticated("missing Authorization: Bearer token".into()))?;
+    let value = value
+        .to_str()
+        .map_err(|_| Error::Unauthenticated("malformed Authorization header".into()))?;
+    match value.split_once(' ') {
+        Some((scheme, token))
+            if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
+        {
+            Ok(token.trim())
+        }
+        _ => Err(Error::Unauthenticated(
+            "the Authorization header must be `Bearer <token>`".into(),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn headers(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(AUTHORIZATION, HeaderValue::from_str(value).unwrap());
+        headers
+    }
+
+    #[test]
+    fn bearer_tokens_parse_in_any_case_and_nothing_else_does() {
+        assert_eq!(bearer_token(&headers("Bearer abc")).unwrap(), "abc");
+        assert_eq!(bearer_token(&headers("bearer  abc ")).unwrap(), "abc");
+        for bad in ["Basic YTpi", "Bearer", "Bearer   ", "abc"] {
+            assert!(bearer_token(&headers(bad)).is_err(), "{bad}");
+        }
+        assert!(bearer_token(&HeaderMap::new()).is_err());
     }
 }

@@ -12,7 +12,7 @@ use tonic::{Request, Response, Status};
 
 use super::proto::event_service_server::EventService;
 use super::proto::{self, AckOutcome};
-use super::{Caller, caller};
+use crate::auth::caller;
 use crate::domain::{ConsumerName, RepositoryId, TenantId};
 use crate::error::Error;
 use crate::store;
@@ -45,13 +45,6 @@ impl EventsService {
             hub,
             shutdown,
         }
-    }
-
-    /// The caller, once its client is known to still exist.
-    async fn active_caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
-        let caller = caller(request)?;
-        caller.tenant.check_active(&self.pool).await?;
-        Ok(caller)
     }
 }
 
@@ -290,7 +283,7 @@ impl EventService for EventsService {
         &self,
         request: Request<proto::StreamEventsRequest>,
     ) -> Result<Response<Self::StreamEventsStream>, Status> {
-        let caller = self.active_caller(&request).await?;
+        let caller = caller(&request)?;
         let tenant = caller.tenant.id;
         let request = request.into_inner();
         let consumer = parse_consumer(&request.consumer)?;
@@ -359,7 +352,7 @@ impl EventService for EventsService {
         &self,
         request: Request<proto::AckEventsRequest>,
     ) -> Result<Response<proto::AckEventsResponse>, Status> {
-        let caller = self.active_caller(&request).await?;
+        let caller = caller(&request)?;
         let request = request.into_inner();
         let consumer = parse_consumer(&request.consumer)?;
         if request.acks.is_empty() || request.acks.len() > MAX_ACKS {
@@ -398,7 +391,7 @@ impl EventService for EventsService {
         &self,
         request: Request<proto::ListEventsRequest>,
     ) -> Result<Response<proto::ListEventsResponse>, Status> {
-        let caller = self.active_caller(&request).await?;
+        let caller = caller(&request)?;
         let request = request.into_inner();
         let repository =
             owned_repositories(&self.pool, caller.tenant.id, &[request.repository_id]).await?[0];

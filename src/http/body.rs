@@ -14,7 +14,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use crate::error::Error;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// Bytes of webhook bodies that may be held in memory at once.
 #[derive(Debug)]

@@ -7,11 +7,11 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use super::ApiJson;
-use crate::auth::Tenant;
+use crate::auth::{Authorized, ClientsWrite};
 use crate::domain::{ClientId, DisplayName, Scope, Scopes};
 use crate::error::Error;
 use crate::secrets;
-use crate::startup::AppState;
+use crate::state::AppState;
 use crate::store;
 
 pub fn router() -> Router<AppState> {
@@ -48,10 +48,9 @@ struct ClientView {
 /// client can only hand out scopes it holds itself.
 async fn create(
     State(state): State<AppState>,
-    tenant: Tenant,
+    Authorized(tenant, _): Authorized<ClientsWrite>,
     ApiJson(body): ApiJson<CreateClient>,
 ) -> Result<(StatusCode, ApiJson<CreatedClient>), Error> {
-    tenant.require(Scope::ClientsWrite)?;
     let name = DisplayName::parse(&body.name).map_err(|reason| Error::invalid("name", reason))?;
     let scopes = body
         .scopes
@@ -88,9 +87,8 @@ async fn create(
 
 async fn list(
     State(state): State<AppState>,
-    tenant: Tenant,
+    Authorized(tenant, _): Authorized<ClientsWrite>,
 ) -> Result<ApiJson<Vec<ClientView>>, Error> {
-    tenant.require(Scope::ClientsWrite)?;
     let clients = store::client::list(&state.pool, tenant.id).await?;
     Ok(ApiJson(
         clients
@@ -110,10 +108,9 @@ async fn list(
 /// with `clients:write` stays (see `store::client::delete`).
 async fn remove(
     State(state): State<AppState>,
-    tenant: Tenant,
+    Authorized(tenant, _): Authorized<ClientsWrite>,
     Path(client_id): Path<String>,
 ) -> Result<StatusCode, Error> {
-    tenant.require(Scope::ClientsWrite)?;
     let client_id = ClientId::parse(&client_id).ok_or(Error::NotFound("client"))?;
     store::client::delete(&state.pool, tenant.id, &client_id, &tenant.scopes).await?;
     Ok(StatusCode::NO_CONTENT)

@@ -5,10 +5,10 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use super::ApiJson;
-use crate::auth::Tenant;
-use crate::domain::{ConsumerName, RepositoryId, Scope};
+use crate::auth::{Authorized, EventsRead};
+use crate::domain::{ConsumerName, RepositoryId};
 use crate::error::Error;
-use crate::startup::AppState;
+use crate::state::AppState;
 use crate::store;
 
 pub fn router() -> Router<AppState> {
@@ -33,10 +33,9 @@ struct FailedDelivery {
 /// Events an agent's target refused for good (acked as failed), newest first.
 async fn failed(
     State(state): State<AppState>,
-    tenant: Tenant,
+    Authorized(tenant, _): Authorized<EventsRead>,
     Query(query): Query<FailedQuery>,
 ) -> Result<ApiJson<Vec<FailedDelivery>>, Error> {
-    tenant.require(Scope::EventsRead)?;
     let consumer = query
         .consumer
         .as_deref()

@@ -5,7 +5,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use serde_json::json;
 
-use crate::startup::AppState;
+use crate::state::AppState;
 use crate::store;
 
 pub fn router() -> Router<AppState> {

@@ -25,7 +25,7 @@ use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::TraceLayer;
 use tracing::Span;
 
-use crate::startup::AppState;
+use crate::state::AppState;
 
 pub use body::MemoryBudget;
 pub use json::ApiJson;

@@ -14,7 +14,7 @@ use serde_json::json;
 use super::SourceAddr;
 use crate::domain::{ClientId, Scopes};
 use crate::secrets;
-use crate::startup::AppState;
+use crate::state::AppState;
 use crate::store;
 
 pub fn router() -> Router<AppState> {

@@ -15,7 +15,7 @@ use governor::{DefaultKeyedRateLimiter, Quota};
 use ipnet::IpNet;
 
 use crate::error::Error;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// `N/s`, `N/min` or `N/h` per source address (a burst of N), or `off`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

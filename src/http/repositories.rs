@@ -7,11 +7,11 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use super::ApiJson;
-use crate::auth::Tenant;
-use crate::domain::{Provider, RepositoryId, RepositoryName, Scope};
+use crate::auth::{Authorized, ReposRead, ReposWrite};
+use crate::domain::{Provider, RepositoryId, RepositoryName};
 use crate::error::Error;
 use crate::secrets;
-use crate::startup::AppState;
+use crate::state::AppState;
 use crate::store;
 use crate::store::repository::Repository;
 
@@ -73,10 +73,9 @@ fn parse_id(id: &str) -> Result<RepositoryId, Error> {
 
 async fn create(
     State(state): State<AppState>,
-    tenant: Tenant,
+    Authorized(tenant, _): Authorized<ReposWrite>,
     ApiJson(body): ApiJson<CreateRepository>,
 ) -> Result<(StatusCode, ApiJson<RepositoryView>), Error> {
-    tenant.require(Scope::ReposWrite)?;
     let provider: Provider = body
         .provider
         .parse()
@@ -99,9 +98,8 @@ async fn create(
 
 async fn list(
     State(state): State<AppState>,
-    tenant: Tenant,
+    Authorized(tenant, _): Authorized<ReposRead>,
 ) -> Result<ApiJson<Vec<RepositoryView>>, Error> {
-    tenant.require(Scope::ReposRead)?;
     let repositories = store::repository::list(&state.pool, tenant.id).await?;
     Ok(ApiJson(
         repositories
@@ -113,10 +111,9 @@ async fn list(
 
 async fn show(
     State(state): State<AppState>,
-    tenant: Tenant,
+    Authorized(tenant, _): Authorized<ReposRead>,
     Path(id): Path<String>,
 ) -> Result<ApiJson<RepositoryView>, Error> {
-    tenant.require(Scope::ReposRead)?;
     let id = parse_id(&id)?;
     let repository = store::repository::get(&state.pool, tenant.id, id)
         .await?
@@ -127,10 +124,9 @@ async fn show(
 /// Deletes the repository and its stored events; its webhook URL answers 404.
 async fn remove(
     State(state): State<AppState>,
-    tenant: Tenant,
+    Authorized(tenant, _): Authorized<ReposWrite>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, Error> {
-    tenant.require(Scope::ReposWrite)?;
     let id = parse_id(&id)?;
     let deleted = store::repository::delete(&state.pool, tenant.id, id).await?;
     state.targets.forget(id);
@@ -145,10 +141,9 @@ async fn remove(
 /// period (24 h by default), so the provider side can be updated without loss.
 async fn rotate_secret(
     State(state): State<AppState>,
-    tenant: Tenant,
+    Authorized(tenant, _): Authorized<ReposWrite>,
     Path(id): Path<String>,
 ) -> Result<ApiJson<RepositoryView>, Error> {
-    tenant.require(Scope::ReposWrite)?;
     let id = parse_id(&id)?;
     let secret = secrets::generate_webhook_secret();
     let sealed = state

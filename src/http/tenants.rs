@@ -11,7 +11,7 @@ use crate::auth::bearer_token;
 use crate::domain::{ClientId, DisplayName, Scopes, TenantId};
 use crate::error::Error;
 use crate::secrets;
-use crate::startup::AppState;
+use crate::state::AppState;
 use crate::store;
 
 pub fn router() -> Router<AppState> {

@@ -17,7 +17,7 @@ use time::OffsetDateTime;
 use super::body;
 use crate::domain::RepositoryId;
 use crate::error::Error;
-use crate::startup::AppState;
+use crate::state::AppState;
 use crate::store::event::{Ingested, NewEvent};
 use crate::telemetry::ProviderLabels;
 use crate::webhook::{self, WebhookError};

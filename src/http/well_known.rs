@@ -6,7 +6,7 @@ use axum::routing::get;
 use serde_json::json;
 
 use crate::domain::Scope;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
     Router::new()

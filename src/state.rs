@@ -1,0 +1,52 @@
+//! What every handler shares: `AppState`, and the `Settings` it carries.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use secrecy::SecretString;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::{Authenticator, Keys};
+use crate::ingest::Ingestor;
+use crate::secrets::SecretKey;
+use crate::streams::StreamHub;
+use crate::telemetry::Metrics;
+
+/// Settings the handlers read.
+#[derive(Debug)]
+pub struct Settings {
+    /// Without a trailing slash: the issuer and the base of webhook URLs.
+    pub public_url: String,
+    pub signup_token: Option<SecretString>,
+    pub max_webhook_bytes: usize,
+    pub secret_rotation_grace: Duration,
+    /// A request body must arrive within this time of its headers.
+    pub body_timeout: Duration,
+    /// Proxies whose X-Forwarded-For names the source address.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+}
+
+/// What every handler shares.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub pool: PgPool,
+    pub settings: Arc<Settings>,
+    pub keys: Arc<Keys>,
+    /// The one way in, for HTTP and gRPC alike.
+    pub auth: Authenticator,
+    pub secret_key: Arc<SecretKey>,
+    pub ingestor: Ingestor,
+    pub metrics: Arc<Metrics>,
+    pub streams: Arc<StreamHub>,
+    pub targets: Arc<crate::webhook::targets::TargetCache>,
+    /// Bytes of webhook bodies held at once.
+    pub webhook_memory: Arc<crate::http::MemoryBudget>,
+    pub rate_limits: Arc<crate::http::RateLimits>,
+    pub connections: Arc<crate::http::server::Connections>,
+    /// Whether ingest commits are failing for a storage reason (readiness).
+    pub storage: Arc<crate::health::StorageHealth>,
+    /// Cancelled on SIGTERM: /readyz and gRPC health report not ready while the
+    /// server keeps serving for the drain delay.
+    pub draining: CancellationToken,
+}
