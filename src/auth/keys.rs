@@ -64,7 +64,9 @@ enum Source {
 pub struct Keys {
     set: RwLock<Arc<KeySet>>,
     source: Source,
-    last_refresh: std::sync::Mutex<Instant>,
+    /// None until the first reload: a replica that just started must still
+    /// learn a key another replica rotated in a moment ago.
+    last_refresh: std::sync::Mutex<Option<Instant>>,
     issuer: String,
     audience: String,
     ttl: Duration,
@@ -143,7 +145,7 @@ impl Keys {
         Ok(Self {
             set: RwLock::new(Arc::new(set)),
             source,
-            last_refresh: std::sync::Mutex::new(Instant::now()),
+            last_refresh: std::sync::Mutex::new(None),
             issuer,
             audience,
             ttl,
@@ -218,10 +220,10 @@ impl Keys {
         };
         {
             let mut last = self.last_refresh.lock().expect("refresh lock");
-            if last.elapsed() < Duration::from_secs(5) {
+            if last.is_some_and(|at| at.elapsed() < Duration::from_secs(5)) {
                 return Ok(false);
             }
-            *last = Instant::now();
+            *last = Some(Instant::now());
         }
         let set = from_database(pool, secret_key).await?;
         *self.set.write().expect("key set lock") = Arc::new(set);

@@ -207,3 +207,63 @@ async fn a_token_expires_after_its_lifetime() {
     )
     .await;
 }
+
+/// A key rotated on another replica: a token signed with it carries a key id
+/// this replica has not loaded. Both transports reload the keys once and accept
+/// it (gRPC used to refuse it).
+#[tokio::test]
+async fn a_key_rotated_on_another_replica_is_accepted_over_http_and_grpc() {
+    // Replicas share one public URL: the tokens' issuer.
+    let public_url = || Some(url::Url::parse("https://relay.example.com").unwrap());
+    let first = crate::helpers::spawn_app_with(|c| c.public_url = public_url()).await;
+    let tenant = first.tenant("acme").await;
+    // Rotate: the same key material under a new key id, newer than the old one.
+    let (kid, sealed): (String, Vec<u8>) =
+        sqlx::query_as("select kid, private_key from signing_key")
+            .fetch_one(&first.pool)
+            .await
+            .unwrap();
+    let key = SecretKey::from_base64(&TEST_SECRET_KEY.to_owned().into()).unwrap();
+    let der = key.decrypt(&sealed, &format!("signing_key:{kid}")).unwrap();
+    sqlx::query(
+        "insert into signing_key (kid, algorithm, private_key, public_jwk, created_at) \
+         select 'rotated', algorithm, $1, public_jwk, created_at + interval '1 second' from signing_key where kid = $2",
+    )
+    .bind(key.encrypt(&der, "signing_key:rotated"))
+    .bind(&kid)
+    .execute(&first.pool)
+    .await
+    .unwrap();
+    // Another replica starts, loads both keys and signs with the newer one.
+    let second = crate::helpers::spawn_app_on(&first.database_url, |c| c.public_url = public_url())
+        .await
+        .unwrap();
+    let token = second
+        .token(&tenant.client_id, &tenant.client_secret, None)
+        .await;
+    let header: Value = serde_json::from_slice(
+        &base64::Engine::decode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            token.split('.').next().unwrap(),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(header["kid"], "rotated");
+
+    let mut client = first.grpc().await;
+    let listed = client
+        .list_events(crate::helpers::authed(
+            hookrelay::grpc::proto::ListEventsRequest {
+                repository_id: first.repository(&tenant, "acme/app").await.id,
+                ..Default::default()
+            },
+            &token,
+        ))
+        .await;
+    assert!(listed.is_ok(), "gRPC: {listed:?}");
+    assert_eq!(
+        first.get("/v1/repositories", &token).await.status(),
+        StatusCode::OK
+    );
+}
