@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod database;
 pub mod domain;
 pub mod embedded_db;
 pub mod error;
@@ -11,6 +12,7 @@ pub mod grpc;
 pub mod health;
 pub mod http;
 pub mod ingest;
+pub mod jobs;
 pub mod probe;
 /// The agent (`hookrelay relay`), which is its own crate so that the
 /// `hookrelay-agent` binary links none of the server.

@@ -57,7 +57,7 @@ fn main() -> ExitCode {
                 let app = Application::build(*config).await?;
                 app.run_until_stopped(startup::shutdown_signal()).await
             }
-            Run::Migrate(config) => startup::migrate_only(config).await,
+            Run::Migrate(config) => hookrelay::database::migrate_only(config).await,
             Run::Probe(args) => hookrelay::probe::run(args).await,
             Run::Relay(args) => {
                 let stop = tokio_util::sync::CancellationToken::new();

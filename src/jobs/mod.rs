@@ -1,0 +1,9 @@
+//! Background jobs, each running until the server's shutdown token.
+
+mod health;
+mod rate_limits;
+mod retention;
+
+pub use health::report_health;
+pub use rate_limits::forget_idle_sources;
+pub use retention::retention_job;

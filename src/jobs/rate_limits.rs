@@ -1,0 +1,17 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+/// Keeps the rate limiters' memory proportional to recent sources.
+pub async fn forget_idle_sources(limits: Arc<crate::http::RateLimits>, stop: CancellationToken) {
+    let mut interval = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = interval.tick() => {}
+        }
+        limits.signup.forget_idle();
+        limits.token_failures.forget_idle();
+    }
+}

@@ -1,0 +1,24 @@
+use std::time::Duration;
+
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use crate::store;
+
+/// Deletes events older than `retention`, every quarter of it (at most every minute).
+pub async fn retention_job(pool: PgPool, retention: Duration, stop: CancellationToken) {
+    let every = (retention / 4).clamp(Duration::from_millis(250), Duration::from_secs(60));
+    let mut interval = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = interval.tick() => {}
+        }
+        let cutoff = time::OffsetDateTime::now_utc() - retention;
+        match store::event::delete_expired(&pool, cutoff, 10_000).await {
+            Ok(0) => {}
+            Ok(deleted) => tracing::info!(deleted, "retention deleted expired events"),
+            Err(error) => tracing::warn!(%error, "retention job failed"),
+        }
+    }
+}
