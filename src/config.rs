@@ -477,3 +477,51 @@ impl ServeArgs {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serve(args: &[&str]) -> Result<Config, String> {
+        let mut argv = vec!["hookrelay", "serve"];
+        argv.extend_from_slice(args);
+        let cli = Cli::try_parse_from(argv).map_err(|e| e.to_string())?;
+        let Command::Serve(serve) = cli.command else {
+            unreachable!("parsed serve")
+        };
+        serve.into_config().map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults_work_on_a_laptop() {
+        let config = serve(&[]).unwrap();
+        assert_eq!(config.http_addr.to_string(), "127.0.0.1:8080");
+        assert!(config.migrate);
+        assert_eq!(config.limits.http_header_timeout, Duration::from_secs(10));
+        assert_eq!(config.limits.webhook_memory, 256 * 1024 * 1024);
+        assert_eq!(
+            config.limits.signup_rate.map(|r| (r.count.get(), r.per)),
+            Some((10, Duration::from_secs(60)))
+        );
+    }
+
+    #[test]
+    fn settings_are_validated_against_each_other() {
+        let error = serve(&["--drain-delay", "30s", "--shutdown-grace", "10s"]).unwrap_err();
+        assert!(error.contains("HOOKRELAY_DRAIN_DELAY"), "{error}");
+        let error =
+            serve(&["--webhook-memory", "1000", "--max-webhook-bytes", "2000"]).unwrap_err();
+        assert!(error.contains("HOOKRELAY_WEBHOOK_MEMORY"), "{error}");
+        let config = serve(&["--trusted-proxies", "127.0.0.1,10.0.0.0/8,::1"]).unwrap();
+        assert_eq!(config.limits.trusted_proxies.len(), 3);
+        assert!(serve(&["--trusted-proxies", "lb"]).is_err());
+        assert!(
+            serve(&["--signup-rate-limit", "off"])
+                .unwrap()
+                .limits
+                .signup_rate
+                .is_none()
+        );
+        assert!(serve(&["--public-url", "https://relay.example.com/?x=1"]).is_err());
+    }
+}

@@ -265,3 +265,55 @@ async fn issue(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<Res
     )
         .into_response())
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderValue;
+
+    use super::*;
+
+    fn with(name: header::HeaderName, value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(name, HeaderValue::from_str(value).unwrap());
+        headers
+    }
+
+    #[test]
+    fn the_form_must_be_urlencoded_and_repeat_no_parameter() {
+        let form = with(
+            header::CONTENT_TYPE,
+            "application/x-www-form-urlencoded; charset=utf-8",
+        );
+        let params = parse_form(&form, b"grant_type=client_credentials&scope=a+b").unwrap();
+        assert_eq!(
+            params,
+            vec![
+                ("grant_type".to_owned(), "client_credentials".to_owned()),
+                ("scope".to_owned(), "a b".to_owned()),
+            ]
+        );
+        let repeated = parse_form(&form, b"scope=a&scope=b").unwrap_err();
+        assert_eq!(repeated.code, "invalid_request");
+        let json = with(header::CONTENT_TYPE, "application/json");
+        assert_eq!(
+            parse_form(&json, b"{}").unwrap_err().code,
+            "invalid_request"
+        );
+    }
+
+    #[test]
+    fn basic_credentials_are_urldecoded_after_base64() {
+        // RFC 6749 §2.3.1: id and secret are form-urlencoded before base64.
+        let encoded = STANDARD.encode("hrc%3Aid:s%2Bcret%25");
+        let headers = with(header::AUTHORIZATION, &format!("Basic {encoded}"));
+        assert_eq!(
+            basic_credentials(&headers).unwrap(),
+            Some(("hrc:id".to_owned(), "s+cret%".to_owned()))
+        );
+        assert_eq!(basic_credentials(&HeaderMap::new()).unwrap(), None);
+        for bad in ["Basic !!!", "Basic", "Bearer abc"] {
+            let error = basic_credentials(&with(header::AUTHORIZATION, bad)).unwrap_err();
+            assert_eq!(error.code, "invalid_client", "{bad}");
+        }
+    }
+}

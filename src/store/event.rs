@@ -337,3 +337,67 @@ pub async fn delete_expired(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{RepositoryId, TenantId};
+
+    fn event(tenant: TenantId, repository: RepositoryId, event_id: i64) -> StoredEvent {
+        StoredEvent {
+            tenant_id: tenant.as_uuid(),
+            event_id,
+            repository_id: repository.as_uuid(),
+            provider: "github".into(),
+            event_type: "push".into(),
+            delivery_id: format!("d-{event_id}"),
+            received_at: OffsetDateTime::UNIX_EPOCH,
+            headers: sqlx::types::Json(Vec::new()),
+            body: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_stream_wants_its_tenant_s_repositories_past_their_cursors_and_the_floor() {
+        let (tenant, other) = (TenantId::new(), TenantId::new());
+        let (a, b, c) = (
+            RepositoryId::new(),
+            RepositoryId::new(),
+            RepositoryId::new(),
+        );
+        let scope = StreamScope {
+            repositories: Some(vec![a, b]),
+            cursors: vec![(a, 10)],
+            default_cursor: 3,
+        };
+        assert!(scope.wants(tenant, 0, &event(tenant, a, 11)));
+        assert!(!scope.wants(tenant, 0, &event(tenant, a, 10)), "acked");
+        assert!(
+            scope.wants(tenant, 0, &event(tenant, b, 4)),
+            "default cursor"
+        );
+        assert!(!scope.wants(tenant, 0, &event(tenant, b, 3)));
+        assert!(
+            !scope.wants(tenant, 20, &event(tenant, a, 15)),
+            "below the floor"
+        );
+        assert!(
+            !scope.wants(tenant, 0, &event(tenant, c, 50)),
+            "not streamed"
+        );
+        assert!(
+            !scope.wants(tenant, 0, &event(other, a, 50)),
+            "another tenant"
+        );
+        let all = StreamScope {
+            repositories: None,
+            cursors: Vec::new(),
+            default_cursor: 0,
+        };
+        assert!(
+            all.wants(tenant, 0, &event(tenant, c, 1)),
+            "registered later"
+        );
+        assert!(!all.wants(other, 0, &event(tenant, c, 1)));
+    }
+}

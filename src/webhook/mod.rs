@@ -94,3 +94,62 @@ pub fn check_unambiguous(
         None => Ok(()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::http::{HeaderMap, HeaderValue};
+
+    use super::*;
+
+    fn headers(pairs: &[(&str, &[u8])]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(
+                axum::http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_bytes(value).unwrap(),
+            );
+        }
+        map
+    }
+
+    #[test]
+    fn replayable_headers_keep_order_and_drop_connection_named_and_credential_headers() {
+        let map = headers(&[
+            ("x-github-event", b"push"),
+            ("connection", b"keep-alive, x-hop"),
+            ("x-hop", b"1"),
+            ("authorization", b"Bearer t"),
+            ("user-agent", b"GitHub-Hookshot/1"),
+            ("x-forwarded-for", b"1.2.3.4"),
+        ]);
+        assert_eq!(
+            replayable_headers(&map).unwrap(),
+            vec![
+                ("x-github-event".to_owned(), "push".to_owned()),
+                ("user-agent".to_owned(), "GitHub-Hookshot/1".to_owned()),
+            ]
+        );
+        let map = headers(&[("x-custom", b"caf\xe9")]);
+        assert_eq!(
+            replayable_headers(&map),
+            Err(WebhookError::NotUtf8("x-custom".into()))
+        );
+        let map = headers(&[("x-custom", "café".as_bytes())]);
+        assert_eq!(replayable_headers(&map).unwrap()[0].1, "café");
+    }
+
+    #[test]
+    fn a_repeated_identifying_header_is_ambiguous() {
+        let once = headers(&[
+            ("x-github-delivery", b"a"),
+            ("x-custom", b"1"),
+            ("x-custom", b"2"),
+        ]);
+        assert_eq!(check_unambiguous(&GitHub, &once), Ok(()));
+        let twice = headers(&[("x-github-delivery", b"a"), ("x-github-delivery", b"b")]);
+        assert_eq!(
+            check_unambiguous(&GitHub, &twice),
+            Err(WebhookError::Repeated("x-github-delivery"))
+        );
+    }
+}
