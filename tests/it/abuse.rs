@@ -146,17 +146,8 @@ async fn a_body_that_does_not_finish_within_the_deadline_gets_408_and_nothing_is
 
 /// Peak and current resident memory of a process, in MiB.
 fn memory_mib(pid: u32) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|kb| kb.parse::<u64>().ok())
-            .unwrap()
-            / 1024
-    };
-    (field("VmHWM:"), field("VmRSS:"))
+    let (rss, peak) = hookrelay_testkit::rss_kib(pid);
+    (peak / 1024, rss / 1024)
 }
 
 /// 40 clients start near-25 MiB uploads at once and stall, as slow uploads do.

@@ -6,21 +6,25 @@
 //! writes JSON. Scenarios: ingest, latency, fanout, catchup, agent, envoy.
 #![forbid(unsafe_code)]
 
+mod messages;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
-use hmac::{Hmac, Mac};
 use hookrelay::embedded_db::{EmbeddedOptions, EmbeddedPostgres};
 use hookrelay::grpc::proto::StreamEventsRequest;
 use hookrelay::grpc::proto::event_service_client::EventServiceClient;
+use hookrelay_testkit::{
+    ChildGuard, bearer, cpu_seconds, fixture_path, free_port, repo_root, sign, tool, wait_ready,
+};
+use messages::{CatchupLoad, FanoutLoad, IngestLoad, LatencyLoad};
 use serde_json::{Value, json};
-use sha2::Sha256;
 
 const SECRET_KEY: &str = "YmVuY2htYXJrLWtleS1lbmNyeXB0aW9uLWtleS0zMmI=";
 const ALL: [&str; 6] = ["ingest", "latency", "fanout", "catchup", "agent", "envoy"];
@@ -104,27 +108,12 @@ fn now_micros() -> u64 {
         .unwrap_or(0)
 }
 
-fn sign(secret: &str, body: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
-    mac.update(body);
-    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
-}
-
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }
     let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
     sorted[rank.min(sorted.len() - 1)]
-}
-
-fn bearer<T>(message: T, token: &str) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {token}").parse().expect("ascii"),
-    );
-    request
 }
 
 async fn post(
@@ -149,7 +138,7 @@ async fn post(
 // ---------------------------------------------------------------- load processes
 
 async fn run_load(load: Generator) -> anyhow::Result<()> {
-    let result = match load {
+    let result: String = match load {
         Generator::Ingest {
             url,
             secret,
@@ -157,17 +146,16 @@ async fn run_load(load: Generator) -> anyhow::Result<()> {
             concurrency,
             seconds,
             prefix,
-        } => {
-            load_ingest(
-                &url,
-                &secret,
-                &std::fs::read(body)?,
-                concurrency,
-                seconds,
-                &prefix,
-            )
-            .await?
-        }
+        } => load_ingest(
+            &url,
+            &secret,
+            &std::fs::read(body)?,
+            concurrency,
+            seconds,
+            &prefix,
+        )
+        .await
+        .map(|r| serde_json::to_string(&r))??,
         Generator::Latency {
             url,
             grpc,
@@ -178,32 +166,31 @@ async fn run_load(load: Generator) -> anyhow::Result<()> {
             seconds,
             after,
             prefix,
-        } => {
-            load_latency(
-                &url,
-                &grpc,
-                &token,
-                &secret,
-                &std::fs::read(body)?,
-                rate,
-                seconds,
-                after,
-                &prefix,
-            )
-            .await?
-        }
+        } => load_latency(
+            &url,
+            &grpc,
+            &token,
+            &secret,
+            &std::fs::read(body)?,
+            rate,
+            seconds,
+            after,
+            &prefix,
+        )
+        .await
+        .map(|r| serde_json::to_string(&r))??,
         Generator::Fanout {
             grpc,
             token,
             streams,
             after,
-        } => load_fanout(&grpc, &token, streams, after).await?,
+        } => serde_json::to_string(&load_fanout(&grpc, &token, streams, after).await?)?,
         Generator::Catchup {
             grpc,
             token,
             repository,
             expect,
-        } => load_catchup(&grpc, &token, &repository, expect).await?,
+        } => serde_json::to_string(&load_catchup(&grpc, &token, &repository, expect).await?)?,
     };
     println!("{result}");
     Ok(())
@@ -216,7 +203,7 @@ async fn load_ingest(
     concurrency: usize,
     seconds: f64,
     prefix: &str,
-) -> anyhow::Result<Value> {
+) -> anyhow::Result<IngestLoad> {
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(concurrency)
         .build()?;
@@ -257,11 +244,15 @@ async fn load_ingest(
     }
     let elapsed = started.elapsed().as_secs_f64();
     latencies.sort_by(f64::total_cmp);
-    Ok(json!({
-        "ok": latencies.len(), "non_2xx": non_2xx, "errors": errors, "seconds": elapsed,
-        "per_second": latencies.len() as f64 / elapsed,
-        "p50_ms": percentile(&latencies, 50.0), "p99_ms": percentile(&latencies, 99.0),
-    }))
+    Ok(IngestLoad {
+        ok: latencies.len() as u64,
+        non_2xx,
+        errors,
+        seconds: elapsed,
+        per_second: latencies.len() as f64 / elapsed,
+        p50_ms: percentile(&latencies, 50.0),
+        p99_ms: percentile(&latencies, 99.0),
+    })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -275,7 +266,7 @@ async fn load_latency(
     seconds: f64,
     after: i64,
     prefix: &str,
-) -> anyhow::Result<Value> {
+) -> anyhow::Result<LatencyLoad> {
     let mut client = EventServiceClient::connect(grpc.to_owned())
         .await?
         .max_decoding_message_size(64 << 20);
@@ -373,13 +364,17 @@ async fn load_latency(
     let mut committed = poster.committed.lock().unwrap().clone();
     committed.sort_by(f64::total_cmp);
     let posted = poster.posted.load(Ordering::Relaxed);
-    Ok(json!({
-        "posted": posted, "failed": poster.failed.load(Ordering::Relaxed), "received": latencies.len(),
-        "per_second": posted as f64 / elapsed,
-        "p50_ms": percentile(&latencies, 50.0), "p99_ms": percentile(&latencies, 99.0),
-        "max_ms": latencies.last().copied().unwrap_or(f64::NAN),
-        "commit_p50_ms": percentile(&committed, 50.0), "commit_p99_ms": percentile(&committed, 99.0),
-    }))
+    Ok(LatencyLoad {
+        posted,
+        failed: poster.failed.load(Ordering::Relaxed),
+        received: latencies.len(),
+        per_second: posted as f64 / elapsed,
+        p50_ms: percentile(&latencies, 50.0),
+        p99_ms: percentile(&latencies, 99.0),
+        max_ms: latencies.last().copied().unwrap_or(f64::NAN),
+        commit_p50_ms: percentile(&committed, 50.0),
+        commit_p99_ms: percentile(&committed, 99.0),
+    })
 }
 
 /// Posts webhooks for the latency run, noting when each was sent.
@@ -416,7 +411,12 @@ impl Poster {
     }
 }
 
-async fn load_fanout(grpc: &str, token: &str, streams: usize, after: i64) -> anyhow::Result<Value> {
+async fn load_fanout(
+    grpc: &str,
+    token: &str,
+    streams: usize,
+    after: i64,
+) -> anyhow::Result<FanoutLoad> {
     const PER_CONNECTION: usize = 100;
     let mut receivers = tokio::task::JoinSet::new();
     for chunk in 0..streams.div_ceil(PER_CONNECTION) {
@@ -445,9 +445,12 @@ async fn load_fanout(grpc: &str, token: &str, streams: usize, after: i64) -> any
     println!("ready");
     let received: Vec<Option<u64>> = receivers.join_all().await;
     let got: Vec<u64> = received.iter().flatten().copied().collect();
-    Ok(
-        json!({ "streams": streams, "received": got.len(), "last_receipt_us": got.iter().max(), "first_receipt_us": got.iter().min() }),
-    )
+    Ok(FanoutLoad {
+        streams,
+        received: got.len(),
+        last_receipt_us: got.iter().max().copied(),
+        first_receipt_us: got.iter().min().copied(),
+    })
 }
 
 async fn load_catchup(
@@ -455,7 +458,7 @@ async fn load_catchup(
     token: &str,
     repository: &str,
     expect: usize,
-) -> anyhow::Result<Value> {
+) -> anyhow::Result<CatchupLoad> {
     let mut client = EventServiceClient::connect(grpc.to_owned())
         .await?
         .max_decoding_message_size(64 << 20);
@@ -476,9 +479,12 @@ async fn load_catchup(
         bytes += event.body.len();
     }
     let elapsed = started.elapsed().as_secs_f64();
-    Ok(
-        json!({ "events": count, "seconds": elapsed, "per_second": count as f64 / elapsed, "mib_per_second": bytes as f64 / elapsed / 1048576.0 }),
-    )
+    Ok(CatchupLoad {
+        events: count,
+        seconds: elapsed,
+        per_second: count as f64 / elapsed,
+        mib_per_second: bytes as f64 / elapsed / 1048576.0,
+    })
 }
 
 // ---------------------------------------------------------------- the runner
@@ -488,7 +494,7 @@ struct Bench {
     _cluster: EmbeddedPostgres,
     socket: String,
     pool: sqlx::PgPool,
-    server: Child,
+    server: ChildGuard,
     http: String,
     grpc: String,
     token: String,
@@ -502,17 +508,6 @@ struct Bench {
     results: serde_json::Map<String, Value>,
 }
 
-impl Drop for Bench {
-    fn drop(&mut self) {
-        let _ = self.server.kill();
-        let _ = self.server.wait();
-    }
-}
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
 fn sibling(name: &str) -> anyhow::Result<PathBuf> {
     let path = std::env::current_exe()?.with_file_name(name);
     anyhow::ensure!(
@@ -521,90 +516,6 @@ fn sibling(name: &str) -> anyhow::Result<PathBuf> {
         path.display()
     );
     Ok(path)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(0)
-}
-
-fn tool(name: &str) -> anyhow::Result<PathBuf> {
-    let venv = root().join(".venv/bin").join(name);
-    if venv.exists() {
-        return Ok(venv);
-    }
-    let on_path = std::env::var_os("PATH").and_then(|path| {
-        std::env::split_paths(&path)
-            .map(|d| d.join(name))
-            .find(|p| p.exists())
-    });
-    if let Some(path) = on_path {
-        return Ok(path);
-    }
-    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .map(|d| {
-            d.filter_map(Result::ok)
-                .map(|e| e.path().join("bin").join(name))
-                .filter(|p| p.exists())
-                .collect()
-        })
-        .unwrap_or_default();
-    versions.sort();
-    versions
-        .pop()
-        .with_context(|| format!("{name} not found (scripts/bench installs what it needs)"))
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-/// Waits until `GET <base>/readyz` answers 2xx (the relay, or Envoy in front of it).
-async fn wait_ready(client: &reqwest::Client, base: &str, limit: Duration) -> anyhow::Result<()> {
-    let deadline = Instant::now() + limit;
-    while !client
-        .get(format!("{base}/readyz"))
-        .send()
-        .await
-        .is_ok_and(|r| r.status().is_success())
-    {
-        anyhow::ensure!(Instant::now() < deadline, "{base} did not become ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Ok(())
-}
-
-/// CPU time (user + system) a process has used so far, in seconds.
-fn cpu_seconds(pid: u32) -> f64 {
-    let ticks = Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .trim()
-                .parse::<f64>()
-                .ok()
-        })
-        .unwrap_or(100.0);
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| {
-            // Fields after the parenthesised command name; utime and stime are 14 and 15.
-            let rest = stat.rsplit_once(')')?.1;
-            let fields: Vec<&str> = rest.split_whitespace().collect();
-            Some(fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?)
-        })
-        .map_or(0.0, |t| t / ticks)
 }
 
 fn machine() -> Value {
@@ -638,8 +549,8 @@ fn machine() -> Value {
     })
 }
 
-/// Runs this binary as a load generator and parses the JSON it prints last.
-fn load(args: &[String]) -> anyhow::Result<Value> {
+/// Runs this binary as a load generator and parses the line it prints last.
+fn load<T: serde::de::DeserializeOwned>(args: &[String]) -> anyhow::Result<T> {
     let output = Command::new(std::env::current_exe()?)
         .args(args)
         .stderr(Stdio::inherit())
@@ -737,16 +648,17 @@ impl Bench {
         let database_url =
             format!("postgres://postgres@localhost/postgres?host={socket}&port=5432");
         let (http_port, grpc_port) = (free_port(), free_port());
-        let server = Command::new(sibling("hookrelay")?)
-            .arg("serve")
-            .env("DATABASE_URL", &database_url)
-            .env("HOOKRELAY_SECRET_KEY", SECRET_KEY)
-            .env("HOOKRELAY_HTTP_ADDR", format!("127.0.0.1:{http_port}"))
-            .env("HOOKRELAY_GRPC_ADDR", format!("127.0.0.1:{grpc_port}"))
-            .env("HOOKRELAY_DATA_DIR", dir.join("data"))
-            .env("RUST_LOG", "warn")
-            .stdout(std::fs::File::create(dir.join("server.log"))?)
-            .spawn()?;
+        let server = ChildGuard::spawn(
+            Command::new(sibling("hookrelay")?)
+                .arg("serve")
+                .env("DATABASE_URL", &database_url)
+                .env("HOOKRELAY_SECRET_KEY", SECRET_KEY)
+                .env("HOOKRELAY_HTTP_ADDR", format!("127.0.0.1:{http_port}"))
+                .env("HOOKRELAY_GRPC_ADDR", format!("127.0.0.1:{grpc_port}"))
+                .env("HOOKRELAY_DATA_DIR", dir.join("data"))
+                .env("RUST_LOG", "warn")
+                .stdout(std::fs::File::create(dir.join("server.log"))?),
+        )?;
         let http = format!("http://127.0.0.1:{http_port}");
         let client = reqwest::Client::new();
         wait_ready(&client, &http, Duration::from_secs(60)).await?;
@@ -787,7 +699,7 @@ impl Bench {
             .await?
             .json()
             .await?;
-        let body = root().join("tests/fixtures/github/push.json");
+        let body = fixture_path("push");
         anyhow::ensure!(body.exists(), "{} is missing", body.display());
         Ok(Self {
             pool: sqlx::PgPool::connect(&database_url).await?,
@@ -880,15 +792,15 @@ impl Bench {
         let mut at_32 = 0.0;
         for concurrency in [1, 8, 32, 128] {
             let before = self.event_count().await?;
-            let result =
+            let result: IngestLoad =
                 load(&self.ingest_args(&self.http.clone(), concurrency, self.seconds(10.0)))?;
             let rows = self.event_count().await? - before;
-            let ok = result["ok"].as_i64().unwrap_or(-1);
+            let ok = result.ok as i64;
             anyhow::ensure!(
                 rows == ok,
                 "ingest at {concurrency}: {ok} answers 2xx but {rows} rows were stored"
             );
-            let per_second = result["per_second"].as_f64().unwrap_or(0.0);
+            let per_second = result.per_second;
             if concurrency == 32 {
                 at_32 = per_second;
             }
@@ -897,13 +809,11 @@ impl Bench {
                 format!("c={concurrency}: webhooks/s (p50, p99 ms)"),
                 format!(
                     "{per_second:.0} ({:.1}, {:.1})",
-                    result["p50_ms"].as_f64().unwrap_or(f64::NAN),
-                    result["p99_ms"].as_f64().unwrap_or(f64::NAN)
+                    result.p50_ms, result.p99_ms
                 ),
                 format!(
                     "rows = 2xx: {rows} = {ok}; non-2xx {}",
-                    result["non_2xx"].as_u64().unwrap_or(0)
-                        + result["errors"].as_u64().unwrap_or(0)
+                    result.non_2xx + result.errors
                 ),
             );
             runs.push(json!({"concurrency": concurrency, "result": result, "rows": rows}));
@@ -1013,7 +923,7 @@ impl Bench {
         let mut runs = Vec::new();
         for rate in [100.0, 1000.0, 0.0] {
             let after = self.newest_id().await?;
-            let result = load(&self.latency_args(
+            let result: LatencyLoad = load(&self.latency_args(
                 &self.http.clone(),
                 &self.grpc.clone(),
                 rate,
@@ -1023,10 +933,7 @@ impl Bench {
             let label = if rate > 0.0 {
                 format!("{rate:.0}/s")
             } else {
-                format!(
-                    "max ({:.0}/s)",
-                    result["per_second"].as_f64().unwrap_or(0.0)
-                )
+                format!("max ({:.0}/s)", result.per_second)
             };
             let target = if rate == 1000.0 { "p99 ≤ 10 ms" } else { "" };
             self.row(
@@ -1034,16 +941,11 @@ impl Bench {
                 format!("{label}: POST→stream p50/p99/max ms"),
                 format!(
                     "{:.1}/{:.1}/{:.0}",
-                    result["p50_ms"].as_f64().unwrap_or(f64::NAN),
-                    result["p99_ms"].as_f64().unwrap_or(f64::NAN),
-                    result["max_ms"].as_f64().unwrap_or(f64::NAN)
+                    result.p50_ms, result.p99_ms, result.max_ms
                 ),
                 format!(
                     "{target} (got {}/{}; POST→2xx p50/p99 {:.1}/{:.1})",
-                    result["received"],
-                    result["posted"],
-                    result["commit_p50_ms"].as_f64().unwrap_or(f64::NAN),
-                    result["commit_p99_ms"].as_f64().unwrap_or(f64::NAN)
+                    result.received, result.posted, result.commit_p50_ms, result.commit_p99_ms
                 ),
             );
             runs.push(json!({"rate": rate, "result": result}));
@@ -1057,7 +959,7 @@ impl Bench {
         let counts: &[usize] = if self.quick { &[1000] } else { &[1000, 10000] };
         for &streams in counts {
             let pid = self.server.id();
-            let before = rss_kib(pid);
+            let before = hookrelay_testkit::rss_kib(pid).0;
             let after = self.newest_id().await?;
             let mut child = Command::new(std::env::current_exe()?)
                 .args([
@@ -1078,7 +980,7 @@ impl Bench {
                 "the fan-out client failed to open its streams"
             );
             tokio::time::sleep(Duration::from_secs(1)).await;
-            let open = rss_kib(pid);
+            let open = hookrelay_testkit::rss_kib(pid).0;
             let sent_at = now_micros();
             let status = post(
                 &reqwest::Client::new(),
@@ -1089,14 +991,11 @@ impl Bench {
             )
             .await?;
             anyhow::ensure!(status == 202, "the fan-out event was refused: {status}");
-            let result: Value =
+            let result: FanoutLoad =
                 serde_json::from_str(&lines.last().transpose()?.unwrap_or_default())?;
             child.wait()?;
-            let reach_ms = result["last_receipt_us"]
-                .as_u64()
-                .unwrap_or(0)
-                .saturating_sub(sent_at) as f64
-                / 1000.0;
+            let reach_ms =
+                result.last_receipt_us.unwrap_or(0).saturating_sub(sent_at) as f64 / 1000.0;
             let per_stream_kib = open.saturating_sub(before) as f64 / streams as f64;
             self.row(
                 "fanout",
@@ -1107,7 +1006,7 @@ impl Bench {
             self.row(
                 "fanout",
                 format!("{streams} streams: one event reaches all, ms"),
-                format!("{reach_ms:.0} ({}/{streams})", result["received"]),
+                format!("{reach_ms:.0} ({}/{streams})", result.received),
                 if streams == 10000 { "≤ 1000 ms" } else { "" },
             );
             runs.push(json!({"streams": streams, "rss_before_kib": before, "rss_open_kib": open, "reach_ms": reach_ms, "result": result}));
@@ -1145,7 +1044,7 @@ impl Bench {
     async fn catchup(&mut self) -> anyhow::Result<()> {
         let count = if self.quick { 20_000 } else { 100_000 };
         let repository = self.backlog("bench/catchup", count).await?;
-        let result = load(&[
+        let result: CatchupLoad = load(&[
             "load-catchup".into(),
             self.grpc.clone(),
             self.token.clone(),
@@ -1155,10 +1054,11 @@ impl Bench {
         self.row(
             "catchup",
             format!("{count} events of 2 KiB behind: events/s"),
-            format!("{:.0}", result["per_second"].as_f64().unwrap_or(0.0)),
+            format!("{:.0}", result.per_second),
             "≥ 50,000",
         );
-        self.results.insert("catchup".into(), result);
+        self.results
+            .insert("catchup".into(), serde_json::to_value(&result)?);
         Ok(())
     }
 
@@ -1180,9 +1080,9 @@ impl Bench {
         let target_url = format!("http://{}/", listener.local_addr()?);
         let server = tokio::spawn(async move { axum::serve(listener, target).await });
         let started = Instant::now();
-        let mut agent = Command::new(sibling("hookrelay")?)
+        // The slim agent binary users install, not `hookrelay relay`.
+        let mut agent = Command::new(sibling("hookrelay-agent")?)
             .args([
-                "relay",
                 "--server",
                 &self.grpc,
                 "--token-url",
@@ -1239,7 +1139,7 @@ impl Bench {
             self.http.trim_start_matches("http://").to_owned(),
             self.grpc.trim_start_matches("http://").to_owned(),
         );
-        let rendered = Command::new(root().join("envoy/render"))
+        let rendered = Command::new(repo_root().join("envoy/render"))
             .args([
                 "--listen",
                 &format!("127.0.0.1:{port}"),
@@ -1279,16 +1179,12 @@ impl Bench {
         let through = load(&self.ingest_args(&front, 32, seconds))?;
         let envoy_cpu = cpu_seconds(proxy.id()) - envoy_cpu;
         // CPU per webhook: what the relay itself spends, and what Envoy adds.
-        let per_webhook =
-            |cpu: f64, run: &Value| cpu * 1e6 / run["ok"].as_f64().unwrap_or(f64::NAN).max(1.0);
+        let per_webhook = |cpu: f64, run: &IngestLoad| cpu * 1e6 / (run.ok as f64).max(1.0);
         let (relay_us, envoy_us) = (
             per_webhook(relay_cpu, &direct),
             per_webhook(envoy_cpu, &through),
         );
-        let (d, t) = (
-            direct["per_second"].as_f64().unwrap_or(0.0),
-            through["per_second"].as_f64().unwrap_or(0.0),
-        );
+        let (d, t) = (direct.per_second, through.per_second);
         self.row(
             "envoy",
             "ingest c=32 webhooks/s: direct → Envoy",
@@ -1303,7 +1199,7 @@ impl Bench {
         );
         self.settle().await?;
         let after = self.newest_id().await?;
-        let direct_latency = load(&self.latency_args(
+        let direct_latency: LatencyLoad = load(&self.latency_args(
             &self.http.clone(),
             &self.grpc.clone(),
             1000.0,
@@ -1312,14 +1208,14 @@ impl Bench {
         ))?;
         self.settle().await?;
         let after = self.newest_id().await?;
-        let through_latency = load(&self.latency_args(&front, &front, 1000.0, seconds, after))?;
+        let through_latency: LatencyLoad =
+            load(&self.latency_args(&front, &front, 1000.0, seconds, after))?;
         self.row(
             "envoy",
             "1000/s p99 ms: direct → Envoy",
             format!(
                 "{:.1} → {:.1}",
-                direct_latency["p99_ms"].as_f64().unwrap_or(f64::NAN),
-                through_latency["p99_ms"].as_f64().unwrap_or(f64::NAN)
+                direct_latency.p99_ms, through_latency.p99_ms
             ),
             "",
         );

@@ -1,0 +1,295 @@
+//! spawn_app(): the real server on port 0 against a fresh database, and a
+//! `TestApp` with one helper per endpoint and RPC.
+
+use std::time::Duration;
+
+use base64::Engine;
+use hookrelay::config::{Config, DatabaseConfig, Limits, SecretKeySource};
+use hookrelay::startup::Application;
+use reqwest::{Response, StatusCode};
+use secrecy::SecretString;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+
+use super::{TestRepository, TestTenant, authed, fresh_database, repository_at, sign, tenant_at};
+
+pub const TEST_SECRET_KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+
+pub fn test_config(database_url: &str) -> Config {
+    Config {
+        database: DatabaseConfig {
+            url: Some(SecretString::from(database_url.to_owned())),
+            data_dir: std::env::temp_dir(),
+            postgres_bin_dir: None,
+            max_connections: 8,
+        },
+        http_addr: "127.0.0.1:0".parse().unwrap(),
+        grpc_addr: "127.0.0.1:0".parse().unwrap(),
+        public_url: None,
+        signup_token: None,
+        secret_key: SecretKeySource::Value(SecretString::from(TEST_SECRET_KEY)),
+        jwt_key_file: None,
+        jwt_audience: "hookrelay".into(),
+        token_ttl: Duration::from_secs(900),
+        max_webhook_bytes: 25 * 1024 * 1024,
+        secret_rotation_grace: Duration::from_secs(24 * 3600),
+        retention: Duration::from_secs(7 * 24 * 3600),
+        tls: None,
+        cors_origins: Vec::new(),
+        drain_delay: Duration::ZERO,
+        shutdown_grace: Duration::from_secs(10),
+        migrate: true,
+        limits: Limits::default(),
+    }
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub grpc_address: String,
+    pub database_url: String,
+    pub pool: PgPool,
+    pub http: reqwest::Client,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
+    let database_url = fresh_database().await;
+    spawn_app_on(&database_url, configure)
+        .await
+        .expect("the application builds")
+}
+
+pub async fn spawn_app_on(
+    database_url: &str,
+    configure: impl FnOnce(&mut Config),
+) -> anyhow::Result<TestApp> {
+    let mut config = test_config(database_url);
+    configure(&mut config);
+    let app = Application::build(config).await?;
+    let address = format!("http://{}", app.http_addr());
+    let grpc_address = format!("http://{}", app.grpc_addr());
+    let (stop, stopped) = tokio::sync::oneshot::channel();
+    tokio::spawn(app.run_until_stopped(async move {
+        let _ = stopped.await;
+    }));
+    Ok(TestApp {
+        address,
+        grpc_address,
+        database_url: database_url.to_owned(),
+        pool: PgPool::connect(database_url).await?,
+        http: reqwest::Client::new(),
+        stop: Some(stop),
+    })
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> Response {
+        self.http
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn delete(&self, path: &str, token: &str) -> Response {
+        self.http
+            .delete(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn post_json(&self, path: &str, token: Option<&str>, body: &Value) -> Response {
+        let mut request = self.http.post(self.url(path)).json(body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.unwrap()
+    }
+
+    pub async fn sign_up(&self, name: &str) -> Value {
+        let response = self
+            .post_json("/v1/tenants", None, &json!({"name": name}))
+            .await;
+        assert_eq!(response.status(), StatusCode::CREATED);
+        response.json().await.unwrap()
+    }
+
+    /// client_secret_basic, as most OAuth2 clients send it.
+    pub async fn request_token(
+        &self,
+        client_id: &str,
+        secret: &str,
+        scope: Option<&str>,
+    ) -> Response {
+        let mut form = vec![("grant_type", "client_credentials")];
+        if let Some(scope) = scope {
+            form.push(("scope", scope));
+        }
+        self.http
+            .post(self.url("/oauth/token"))
+            .basic_auth(client_id, Some(secret))
+            .form(&form)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn token(&self, client_id: &str, secret: &str, scope: Option<&str>) -> String {
+        let response = self.request_token(client_id, secret, scope).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let body: Value = response.json().await.unwrap();
+        body["access_token"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn tenant(&self, name: &str) -> TestTenant {
+        tenant_at(&self.http, &self.address, name).await
+    }
+
+    pub async fn repository(&self, tenant: &TestTenant, name: &str) -> TestRepository {
+        let body = repository_at(&self.http, &self.address, &tenant.token, name).await;
+        TestRepository {
+            id: body["id"].as_str().unwrap().to_owned(),
+            secret: body["webhook_secret"].as_str().unwrap().to_owned(),
+        }
+    }
+
+    /// A GitHub delivery, signed with `secret`, as GitHub sends it.
+    pub async fn deliver(
+        &self,
+        repository_id: &str,
+        secret: &str,
+        event: &str,
+        delivery: &str,
+        body: &[u8],
+    ) -> Response {
+        self.http
+            .post(self.url(&format!("/v1/webhooks/{repository_id}")))
+            .header("content-type", "application/json")
+            .header("user-agent", "GitHub-Hookshot/044aadd")
+            .header("x-github-event", event)
+            .header("x-github-delivery", delivery)
+            .header("x-github-hook-id", "292430182")
+            .header("x-hub-signature-256", sign(secret, body))
+            .body(body.to_vec())
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// The Prometheus text at /metrics.
+    pub async fn metrics(&self) -> String {
+        metrics_at(&self.http, &self.address).await
+    }
+
+    pub async fn event_count(&self) -> i64 {
+        sqlx::query_scalar("select count(*) from event")
+            .fetch_one(&self.pool)
+            .await
+            .unwrap()
+    }
+
+    /// A digest of every row of every table: equal digests mean nothing changed.
+    pub async fn database_digest(&self) -> String {
+        let mut digest = String::new();
+        for table in ["tenant", "client", "repository", "event", "signing_key"] {
+            let sql = format!(
+                "select coalesce(md5(string_agg(t::text, '|' order by t::text)), '') from {table} t"
+            );
+            let part: String = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                .fetch_one(&self.pool)
+                .await
+                .unwrap();
+            digest.push_str(&part);
+        }
+        digest
+    }
+}
+
+/// The Prometheus text a server at `base` serves.
+pub async fn metrics_at(http: &reqwest::Client, base: &str) -> String {
+    http.get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// Asserts an API error: status and `{"error": code}`.
+pub async fn assert_error(response: Response, status: StatusCode, code: &str) -> Value {
+    assert_eq!(response.status(), status, "expected {status} {code}");
+    let body: Value = response.json().await.expect("an error body in JSON");
+    assert_eq!(body["error"], code, "{body}");
+    assert!(
+        body["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+    body
+}
+
+pub fn base64url(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+pub type EventClient =
+    hookrelay::grpc::proto::event_service_client::EventServiceClient<tonic::transport::Channel>;
+
+impl TestApp {
+    pub async fn grpc(&self) -> EventClient {
+        EventClient::connect(self.grpc_address.clone())
+            .await
+            .expect("the gRPC server answers")
+    }
+
+    /// Opens StreamEvents for `consumer`.
+    pub async fn stream(
+        &self,
+        token: &str,
+        consumer: &str,
+        repositories: &[&str],
+        after: Option<i64>,
+    ) -> Result<tonic::Streaming<hookrelay::grpc::proto::Event>, tonic::Status> {
+        let request = hookrelay::grpc::proto::StreamEventsRequest {
+            repository_ids: repositories.iter().map(|r| r.to_string()).collect(),
+            consumer: consumer.to_owned(),
+            after_event_id: after,
+        };
+        self.grpc()
+            .await
+            .stream_events(authed(request, token))
+            .await
+            .map(tonic::Response::into_inner)
+    }
+}
+
+/// The next event of a stream, within `timeout`.
+pub async fn next_event(
+    stream: &mut tonic::Streaming<hookrelay::grpc::proto::Event>,
+    timeout: Duration,
+) -> hookrelay::grpc::proto::Event {
+    tokio::time::timeout(timeout, stream.message())
+        .await
+        .expect("an event arrives in time")
+        .expect("the stream is healthy")
+        .expect("the stream is open")
+}
