@@ -65,8 +65,6 @@ impl RepositoryView {
     }
 }
 
-use crate::webhook::targets::sealing_context;
-
 fn parse_id(id: &str) -> Result<RepositoryId, Error> {
     RepositoryId::parse(id).ok_or(Error::NotFound("repository"))
 }
@@ -85,11 +83,16 @@ async fn create(
     let id = RepositoryId::new();
     tracing::Span::current().record("repository_id", tracing::field::display(id));
     let secret = secrets::generate_webhook_secret();
-    let sealed = state
-        .secret_key
-        .encrypt(secret.expose_secret().as_bytes(), &sealing_context(id));
-    let repository =
-        store::repository::create(&state.pool, tenant.id, id, provider, &name, &sealed).await?;
+    let repository = store::repository::create(
+        &state.pool,
+        &state.secret_key,
+        tenant.id,
+        id,
+        provider,
+        &name,
+        &secret,
+    )
+    .await?;
     Ok((
         StatusCode::CREATED,
         ApiJson(RepositoryView::new(&state, repository, Some(&secret))),
@@ -146,14 +149,12 @@ async fn rotate_secret(
 ) -> Result<ApiJson<RepositoryView>, Error> {
     let id = parse_id(&id)?;
     let secret = secrets::generate_webhook_secret();
-    let sealed = state
-        .secret_key
-        .encrypt(secret.expose_secret().as_bytes(), &sealing_context(id));
     let repository = store::repository::rotate_secret(
         &state.pool,
+        &state.secret_key,
         tenant.id,
         id,
-        &sealed,
+        &secret,
         state.settings.secret_rotation_grace,
     )
     .await?

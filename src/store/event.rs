@@ -14,7 +14,7 @@
 //! own: one round trip, one lock, one multi-row INSERT and one fsync for many
 //! webhooks.
 
-use axum::body::Bytes;
+use bytes::Bytes;
 use sqlx::PgPool;
 use time::OffsetDateTime;
 use tokio_stream::StreamExt;

@@ -1,5 +1,8 @@
 use std::time::Duration;
 
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::secrets::SecretKey;
 use sqlx::PgPool;
 use time::OffsetDateTime;
 
@@ -45,25 +48,37 @@ macro_rules! columns {
     };
 }
 
-/// Where a webhook goes, and the sealed secrets that may sign it, each with the
-/// time it stops verifying (None: the current secret).
-#[derive(Debug, Clone)]
+/// Where a webhook goes, and the secrets that may sign it, opened, each with
+/// the time it stops verifying (None: the current secret). No Debug: it holds
+/// secrets.
 pub struct WebhookTarget {
     pub tenant_id: TenantId,
     pub repository_id: RepositoryId,
     pub provider: Provider,
-    pub sealed_secrets: Vec<(Vec<u8>, Option<OffsetDateTime>)>,
+    pub secrets: Vec<(Vec<u8>, Option<OffsetDateTime>)>,
+}
+
+/// Webhook secrets are sealed here, and only here: the column is the store's.
+/// The associated data binds each ciphertext to its repository.
+fn sealing_context(id: RepositoryId) -> String {
+    format!("repository:{id}:webhook_secret")
+}
+
+fn seal(key: &SecretKey, id: RepositoryId, secret: &SecretString) -> Vec<u8> {
+    key.encrypt(secret.expose_secret().as_bytes(), &sealing_context(id))
 }
 
 #[tracing::instrument(skip_all, fields(tenant_id = %tenant_id, repository_id = %id))]
 pub async fn create(
     pool: &PgPool,
+    key: &SecretKey,
     tenant_id: TenantId,
     id: RepositoryId,
     provider: Provider,
     name: &RepositoryName,
-    sealed_secret: &[u8],
+    secret: &SecretString,
 ) -> Result<Repository, Error> {
+    let sealed_secret = seal(key, id, secret);
     let row: RepositoryRow = sqlx::query_as(concat!(
         "insert into repository (repository_id, tenant_id, provider, name, webhook_secret) \
          values ($1, $2, $3, $4, $5) returning ",
@@ -74,7 +89,7 @@ pub async fn create(
     .bind(tenant_id)
     .bind(provider.as_str())
     .bind(name.as_str())
-    .bind(sealed_secret)
+    .bind(&sealed_secret)
     .fetch_one(pool)
     .await
     .map_err(|e| match violated_constraint(&e) {
@@ -131,11 +146,13 @@ pub async fn delete(pool: &PgPool, tenant_id: TenantId, id: RepositoryId) -> Res
 #[tracing::instrument(skip_all, fields(tenant_id = %tenant_id, repository_id = %id))]
 pub async fn rotate_secret(
     pool: &PgPool,
+    key: &SecretKey,
     tenant_id: TenantId,
     id: RepositoryId,
-    sealed_secret: &[u8],
+    secret: &SecretString,
     grace: Duration,
 ) -> Result<Option<Repository>, Error> {
+    let sealed_secret = seal(key, id, secret);
     let row: Option<RepositoryRow> = sqlx::query_as(concat!(
         "update repository set previous_webhook_secret = webhook_secret, \
              previous_secret_expires_at = now() + make_interval(secs => $4), \
@@ -146,7 +163,7 @@ pub async fn rotate_secret(
     ))
     .bind(tenant_id)
     .bind(id)
-    .bind(sealed_secret)
+    .bind(&sealed_secret)
     .bind(grace.as_secs_f64())
     .fetch_optional(pool)
     .await?;
@@ -157,6 +174,7 @@ pub async fn rotate_secret(
 /// the signature check that follows is what authenticates the sender.
 pub async fn webhook_target(
     pool: &PgPool,
+    key: &SecretKey,
     id: RepositoryId,
 ) -> Result<Option<WebhookTarget>, Error> {
     type TargetRow = (
@@ -181,13 +199,16 @@ pub async fn webhook_target(
     let provider = provider
         .parse()
         .map_err(|e: String| Error::Internal(anyhow::anyhow!("stored provider: {e}")))?;
-    let mut sealed_secrets = vec![(current, None)];
-    sealed_secrets.extend(previous.map(|sealed| (sealed, previous_until)));
+    let open = |sealed: &[u8]| key.decrypt(sealed, &sealing_context(id));
+    let mut secrets = vec![(open(&current)?, None)];
+    if let Some(sealed) = previous {
+        secrets.push((open(&sealed)?, previous_until));
+    }
     Ok(Some(WebhookTarget {
         tenant_id,
         repository_id: id,
         provider,
-        sealed_secrets,
+        secrets,
     }))
 }
 

@@ -55,11 +55,6 @@ impl std::fmt::Debug for TargetCache {
     }
 }
 
-/// The additional data that binds a sealed webhook secret to its repository.
-pub fn sealing_context(id: RepositoryId) -> String {
-    format!("repository:{id}:webhook_secret")
-}
-
 impl TargetCache {
     /// The target of `id`, and whether it was just read from the database.
     pub async fn get(
@@ -75,19 +70,14 @@ impl TargetCache {
         {
             return Ok(Some((target.clone(), false)));
         }
-        let Some(stored) = store::repository::webhook_target(pool, id).await? else {
+        let Some(stored) = store::repository::webhook_target(pool, key, id).await? else {
             self.forget(id);
             return Ok(None);
         };
-        let secrets = stored
-            .sealed_secrets
-            .iter()
-            .map(|(sealed, until)| Ok((key.decrypt(sealed, &sealing_context(id))?, *until)))
-            .collect::<anyhow::Result<Vec<_>>>()?;
         let target = Arc::new(Target {
             tenant_id: stored.tenant_id,
             provider: stored.provider,
-            secrets,
+            secrets: stored.secrets,
         });
         let mut entries = self.entries.write().expect("target cache");
         if entries.len() >= MAX_ENTRIES {
