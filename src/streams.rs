@@ -26,7 +26,7 @@ use sqlx::postgres::PgListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::domain::ClientId;
+use crate::domain::{ClientId, EventId};
 use crate::store;
 use crate::store::event::{NOTIFY_CHANNEL, StoredEvent};
 
@@ -39,8 +39,8 @@ const TAIL_FETCH: i64 = 1_000;
 #[derive(Debug, Default)]
 struct Tail {
     events: VecDeque<Arc<StoredEvent>>,
-    low: i64,
-    high: i64,
+    low: EventId,
+    high: EventId,
     bytes: usize,
 }
 
@@ -52,7 +52,7 @@ pub const REVOCATION_CHECK: Duration = Duration::from_secs(2);
 
 #[derive(Debug)]
 pub struct StreamHub {
-    latest: watch::Sender<i64>,
+    latest: watch::Sender<EventId>,
     tail: std::sync::RwLock<Tail>,
     registry: Mutex<HashMap<u64, (ClientId, CancellationToken)>>,
     next_id: AtomicU64,
@@ -80,11 +80,11 @@ impl Drop for StreamRegistration {
 impl StreamHub {
     pub fn new() -> Arc<Self> {
         Arc::new(Self {
-            latest: watch::channel(0).0,
+            latest: watch::channel(EventId::ZERO).0,
             // Covers nothing until the listener knows the newest id.
             tail: std::sync::RwLock::new(Tail {
-                low: i64::MAX,
-                high: i64::MAX,
+                low: EventId::MAX,
+                high: EventId::MAX,
                 ..Tail::default()
             }),
             registry: Mutex::default(),
@@ -93,7 +93,7 @@ impl StreamHub {
     }
 
     /// Changes whenever events may have committed.
-    pub fn subscribe(&self) -> watch::Receiver<i64> {
+    pub fn subscribe(&self) -> watch::Receiver<EventId> {
         self.latest.subscribe()
     }
 
@@ -113,9 +113,9 @@ impl StreamHub {
 
     /// The tail's events after `floor` and the id the tail is complete up to, if
     /// the tail covers everything after `floor`; None: read from the database.
-    pub fn cached_after(&self, floor: i64) -> Option<(Vec<Arc<StoredEvent>>, i64)> {
+    pub fn cached_after(&self, floor: EventId) -> Option<(Vec<Arc<StoredEvent>>, EventId)> {
         let tail = self.tail.read().expect("tail lock");
-        if floor < tail.low || tail.high == i64::MAX {
+        if floor < tail.low || tail.high == EventId::MAX {
             return None;
         }
         let start = tail.events.partition_point(|e| e.event_id <= floor);
@@ -125,14 +125,18 @@ impl StreamHub {
     /// The id up to which every event has committed, as far as the tail knows (0
     /// when it knows nothing). Read before a database query: a complete answer
     /// to that query has seen everything up to here.
-    pub fn committed_high(&self) -> i64 {
+    pub fn committed_high(&self) -> EventId {
         let tail = self.tail.read().expect("tail lock");
-        if tail.high == i64::MAX { 0 } else { tail.high }
+        if tail.high == EventId::MAX {
+            EventId::ZERO
+        } else {
+            tail.high
+        }
     }
 
     /// Forgets the tail and restarts it after `newest` (after a (re)connect,
     /// notifications may have been lost).
-    fn reset_tail(&self, newest: i64) {
+    fn reset_tail(&self, newest: EventId) {
         *self.tail.write().expect("tail lock") = Tail {
             low: newest,
             high: newest,
@@ -141,7 +145,11 @@ impl StreamHub {
     }
 
     /// Reads every event committed after the tail's end into it; returns the new end.
-    async fn extend_tail(&self, pool: &PgPool, notified: i64) -> Result<i64, crate::error::Error> {
+    async fn extend_tail(
+        &self,
+        pool: &PgPool,
+        notified: EventId,
+    ) -> Result<EventId, crate::error::Error> {
         let mut high = self.tail.read().expect("tail lock").high;
         loop {
             let events = store::event::all_after(pool, high, TAIL_FETCH).await?;
@@ -192,7 +200,7 @@ impl StreamHub {
                 self.latest
                     .send_modify(|latest| *latest = (*latest).max(newest));
                 let mut backstop = tokio::time::interval(BACKSTOP);
-                let mut stalled_at: Option<i64> = None;
+                let mut stalled_at: Option<EventId> = None;
                 loop {
                     let notification = tokio::select! {
                         // `recv` would reconnect silently, losing notifications
@@ -213,8 +221,8 @@ impl StreamHub {
                         if newest > announced {
                             if stalled_at == Some(announced) {
                                 tracing::warn!(
-                                    newest,
-                                    announced,
+                                    newest = newest.get(),
+                                    announced = announced.get(),
                                     "events committed without a wake-up; catching up"
                                 );
                             }
@@ -228,10 +236,11 @@ impl StreamHub {
                         stalled_at = Some(*self.latest.borrow());
                         continue;
                     };
-                    let mut notified = notification.payload().parse::<i64>().unwrap_or(0);
+                    let id = |payload: &str| EventId::new(payload.parse().unwrap_or(0));
+                    let mut notified = id(notification.payload());
                     // Coalesce a burst of commits into one read.
                     while let Some(next) = listener.next_buffered() {
-                        notified = notified.max(next.payload().parse().unwrap_or(0));
+                        notified = notified.max(id(next.payload()));
                     }
                     let high = if self.open_streams() == 0 {
                         // Nobody reads the tail: restart it after the newest id
@@ -259,7 +268,7 @@ impl StreamHub {
                     if let Err(error) = result {
                         tracing::warn!(%error, "event listener lost its connection; reconnecting");
                         // Until it is back, streams read from the database.
-                        *self.tail.write().expect("tail lock") = Tail { low: i64::MAX, high: i64::MAX, ..Tail::default() };
+                        *self.tail.write().expect("tail lock") = Tail { low: EventId::MAX, high: EventId::MAX, ..Tail::default() };
                         self.latest.send_modify(|_| {});
                     }
                 }

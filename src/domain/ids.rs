@@ -89,13 +89,29 @@ impl fmt::Display for ClientId {
 
 /// An event's position in the global log. Ids grow in commit order (see `store::event`).
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, sqlx::Type,
+    Debug,
+    Default,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    sqlx::Type,
 )]
 #[serde(transparent)]
 #[sqlx(transparent)]
 pub struct EventId(i64);
 
 impl EventId {
+    /// Before the first event: "from the oldest retained".
+    pub const ZERO: EventId = EventId(0);
+    /// After every event: a tail that holds nothing yet.
+    pub const MAX: EventId = EventId(i64::MAX);
+
     pub fn new(value: i64) -> Self {
         Self(value)
     }

@@ -10,7 +10,7 @@ impl From<&StoredEvent> for proto::Event {
 impl From<StoredEvent> for proto::Event {
     fn from(event: StoredEvent) -> Self {
         proto::Event {
-            id: event.event_id,
+            id: event.event_id.get(),
             repository_id: event.repository_id.to_string(),
             provider: event.provider,
             event_type: event.event_type,

@@ -13,7 +13,7 @@ use tonic::{Request, Response, Status};
 use super::proto::event_service_server::EventService;
 use super::proto::{self, AckOutcome};
 use crate::auth::caller;
-use crate::domain::{ConsumerName, RepositoryId, TenantId};
+use crate::domain::{ConsumerName, EventId, RepositoryId, TenantId};
 use crate::error::Error;
 use crate::store;
 use crate::store::consumer::Ack;
@@ -105,7 +105,7 @@ struct OpenStream {
 
 /// A database page read ahead while the previous one is being sent; aborted
 /// when the stream ends first.
-struct Prefetch(tokio::task::JoinHandle<(i64, Result<StreamPage, Error>)>);
+struct Prefetch(tokio::task::JoinHandle<(EventId, Result<StreamPage, Error>)>);
 
 impl Drop for Prefetch {
     fn drop(&mut self) {
@@ -156,7 +156,7 @@ impl OpenStream {
     /// Waits for the next wake-up. Err as for `send`.
     async fn wait(
         &self,
-        wakeups: &mut tokio::sync::watch::Receiver<i64>,
+        wakeups: &mut tokio::sync::watch::Receiver<EventId>,
     ) -> Result<(), Option<Stop>> {
         tokio::select! {
             biased;
@@ -168,7 +168,7 @@ impl OpenStream {
 
     /// Starts reading the page after `floor`, noting first what the tail knows
     /// is committed (see `StreamHub::committed_high`).
-    fn prefetch(&self, floor: i64) -> Prefetch {
+    fn prefetch(&self, floor: EventId) -> Prefetch {
         let (pool, hub, tenant, scope) = (
             self.pool.clone(),
             self.hub.clone(),
@@ -192,7 +192,7 @@ impl OpenStream {
 
     /// Backlog in id order, then live events as they commit, until the client
     /// goes away or the stream must stop.
-    async fn run(self, wakeups: tokio::sync::watch::Receiver<i64>) {
+    async fn run(self, wakeups: tokio::sync::watch::Receiver<EventId>) {
         if let Err(Some(stop)) = self.stream(wakeups).await {
             let _ = self.sender.send(Err(stop.into())).await;
         }
@@ -200,9 +200,9 @@ impl OpenStream {
 
     async fn stream(
         &self,
-        mut wakeups: tokio::sync::watch::Receiver<i64>,
+        mut wakeups: tokio::sync::watch::Receiver<EventId>,
     ) -> Result<(), Option<Stop>> {
-        let mut floor = 0i64;
+        let mut floor = EventId::ZERO;
         // The first read always goes to the database: the tail may still hold
         // events that retention or a repository deletion removed since. Later
         // reads only take events that committed after the stream caught up.
@@ -297,11 +297,12 @@ impl EventService for EventsService {
         }
 
         // Where each repository resumes: after_event_id for all, else the acks.
-        let (cursors, default_cursor) = match request.after_event_id {
+        let after_event_id = request.after_event_id.map(EventId::new);
+        let (cursors, default_cursor) = match after_event_id {
             Some(after) => (Vec::new(), after),
             None => (
                 store::consumer::cursors(&self.pool, tenant, &consumer).await?,
-                0,
+                EventId::ZERO,
             ),
         };
         // A cursor older than what retention deleted has lost events: refuse
@@ -309,14 +310,14 @@ impl EventService for EventsService {
         let in_scope = |repository: &RepositoryId| {
             repositories.as_ref().is_none_or(|r| r.contains(repository))
         };
-        let acked: HashMap<RepositoryId, i64> = cursors.iter().copied().collect();
+        let acked: HashMap<RepositoryId, EventId> = cursors.iter().copied().collect();
         for (repository, deleted_through) in
             store::consumer::retention_horizons(&self.pool, tenant).await?
         {
             let cursor = acked
                 .get(&repository)
                 .copied()
-                .or(request.after_event_id.filter(|after| *after > 0));
+                .or(after_event_id.filter(|after| *after > EventId::ZERO));
             if in_scope(&repository) && cursor.is_some_and(|cursor| cursor < deleted_through) {
                 return Err(Error::BehindRetention(format!(
                     "consumer `{}` is behind retention in repository {repository}: events up to {deleted_through} \
@@ -376,7 +377,7 @@ impl EventService for EventsService {
                 }
                 Ok(Ack {
                     repository_id: parse_repository(&ack.repository_id)?,
-                    event_id: ack.event_id,
+                    event_id: EventId::new(ack.event_id),
                     failure,
                 })
             })
@@ -407,13 +408,15 @@ impl EventService for EventsService {
             &self.pool,
             caller.tenant.id,
             repository,
-            request.after_event_id.max(0),
+            EventId::new(request.after_event_id.max(0)),
             i64::from(page_size) + 1,
         )
         .await?;
         let more = events.len() > page_size as usize;
         events.truncate(page_size as usize);
-        let next_after_event_id = more.then(|| events.last().map(|e| e.event_id)).flatten();
+        let next_after_event_id = more
+            .then(|| events.last().map(|e| e.event_id.get()))
+            .flatten();
         Ok(Response::new(proto::ListEventsResponse {
             events: events.into_iter().map(Into::into).collect(),
             next_after_event_id,

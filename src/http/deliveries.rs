@@ -6,7 +6,7 @@ use time::OffsetDateTime;
 
 use super::ApiJson;
 use crate::auth::{Authorized, EventsRead};
-use crate::domain::{ConsumerName, RepositoryId};
+use crate::domain::{ConsumerName, EventId, RepositoryId};
 use crate::error::Error;
 use crate::state::AppState;
 use crate::store;
@@ -24,7 +24,7 @@ struct FailedQuery {
 struct FailedDelivery {
     consumer: String,
     repository_id: RepositoryId,
-    event_id: i64,
+    event_id: EventId,
     reason: String,
     #[serde(with = "time::serde::rfc3339")]
     failed_at: OffsetDateTime,

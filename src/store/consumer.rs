@@ -4,7 +4,7 @@
 use sqlx::PgPool;
 use time::OffsetDateTime;
 
-use crate::domain::{ConsumerName, RepositoryId, TenantId};
+use crate::domain::{ConsumerName, EventId, RepositoryId, TenantId};
 use crate::error::Error;
 
 /// The consumer's last acknowledged event per repository.
@@ -12,7 +12,7 @@ pub async fn cursors(
     pool: &PgPool,
     tenant_id: TenantId,
     consumer: &ConsumerName,
-) -> Result<Vec<(RepositoryId, i64)>, Error> {
+) -> Result<Vec<(RepositoryId, EventId)>, Error> {
     let rows = sqlx::query_as(
         "select repository_id, acked_event_id from consumer_cursor where tenant_id = $1 and consumer = $2",
     )
@@ -27,7 +27,7 @@ pub async fn cursors(
 #[derive(Debug, Clone)]
 pub struct Ack {
     pub repository_id: RepositoryId,
-    pub event_id: i64,
+    pub event_id: EventId,
     /// Some(reason) when the target refused the event for good.
     pub failure: Option<String>,
 }
@@ -45,7 +45,7 @@ pub async fn ack(
     acks: &[Ack],
 ) -> Result<Vec<RepositoryId>, Error> {
     let repositories: Vec<uuid::Uuid> = acks.iter().map(|a| a.repository_id.as_uuid()).collect();
-    let events: Vec<i64> = acks.iter().map(|a| a.event_id).collect();
+    let events: Vec<i64> = acks.iter().map(|a| a.event_id.get()).collect();
     let mut tx = pool.begin().await?;
     let applied: Vec<RepositoryId> = sqlx::query_scalar(
         "insert into consumer_cursor (tenant_id, consumer, repository_id, acked_event_id) \
@@ -94,7 +94,7 @@ pub async fn ack(
 pub struct Failure {
     pub consumer: String,
     pub repository_id: RepositoryId,
-    pub event_id: i64,
+    pub event_id: EventId,
     pub reason: String,
     pub failed_at: OffsetDateTime,
 }
@@ -121,7 +121,7 @@ pub async fn failures(
 pub async fn retention_horizons(
     pool: &PgPool,
     tenant_id: TenantId,
-) -> Result<Vec<(RepositoryId, i64)>, Error> {
+) -> Result<Vec<(RepositoryId, EventId)>, Error> {
     let rows = sqlx::query_as(
         "select repository_id, deleted_through_event_id from retention_horizon where tenant_id = $1",
     )

@@ -140,7 +140,7 @@ pub async fn insert_batch(pool: &PgPool, events: &[NewEvent]) -> Result<Vec<Inge
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct StoredEvent {
     pub tenant_id: uuid::Uuid,
-    pub event_id: i64,
+    pub event_id: EventId,
     pub repository_id: uuid::Uuid,
     pub provider: String,
     pub event_type: String,
@@ -156,9 +156,9 @@ pub struct StreamScope {
     /// None: every repository of the tenant, including ones registered later.
     pub repositories: Option<Vec<RepositoryId>>,
     /// Per-repository starting cursors (the consumer's acks).
-    pub cursors: Vec<(RepositoryId, i64)>,
+    pub cursors: Vec<(RepositoryId, EventId)>,
     /// The cursor of repositories without one of their own.
-    pub default_cursor: i64,
+    pub default_cursor: EventId,
 }
 
 /// A stream page: events in id order, and whether it holds everything
@@ -183,12 +183,15 @@ pub async fn stream_batch(
     pool: &PgPool,
     tenant_id: TenantId,
     scope: &StreamScope,
-    floor: i64,
+    floor: EventId,
     limit: i64,
     max_bytes: usize,
 ) -> Result<StreamPage, Error> {
-    let (cursor_repositories, cursor_values): (Vec<uuid::Uuid>, Vec<i64>) =
-        scope.cursors.iter().map(|(r, c)| (r.as_uuid(), *c)).unzip();
+    let (cursor_repositories, cursor_values): (Vec<uuid::Uuid>, Vec<i64>) = scope
+        .cursors
+        .iter()
+        .map(|(r, c)| (r.as_uuid(), c.get()))
+        .unzip();
     let repositories: Option<Vec<uuid::Uuid>> = scope
         .repositories
         .as_ref()
@@ -242,7 +245,7 @@ pub async fn list(
     pool: &PgPool,
     tenant_id: TenantId,
     repository_id: RepositoryId,
-    after: i64,
+    after: EventId,
     limit: i64,
 ) -> Result<Vec<StoredEvent>, Error> {
     let events = sqlx::query_as(
@@ -261,7 +264,11 @@ pub async fn list(
 
 /// Every tenant's events after `after`, in id order: feeds the streams' shared
 /// in-memory tail (see `crate::streams`), which filters them per stream.
-pub async fn all_after(pool: &PgPool, after: i64, limit: i64) -> Result<Vec<StoredEvent>, Error> {
+pub async fn all_after(
+    pool: &PgPool,
+    after: EventId,
+    limit: i64,
+) -> Result<Vec<StoredEvent>, Error> {
     let events = sqlx::query_as(
         "select tenant_id, event_id, repository_id, provider, event_type, delivery_id, received_at, headers, body \
          from event where event_id > $1 order by event_id limit $2",
@@ -276,7 +283,7 @@ pub async fn all_after(pool: &PgPool, after: i64, limit: i64) -> Result<Vec<Stor
 impl StreamScope {
     /// Whether a stream of `tenant_id` that has read everything up to `floor`
     /// should send `event` (the same rule as `stream_batch`'s WHERE clause).
-    pub fn wants(&self, tenant_id: TenantId, floor: i64, event: &StoredEvent) -> bool {
+    pub fn wants(&self, tenant_id: TenantId, floor: EventId, event: &StoredEvent) -> bool {
         if event.tenant_id != tenant_id.as_uuid() {
             return false;
         }
@@ -297,11 +304,11 @@ impl StreamScope {
 }
 
 /// The newest committed event id, for waking streams after a lost notification.
-pub async fn newest_id(pool: &PgPool) -> Result<i64, Error> {
-    let newest: Option<i64> = sqlx::query_scalar("select max(event_id) from event")
+pub async fn newest_id(pool: &PgPool) -> Result<EventId, Error> {
+    let newest: Option<EventId> = sqlx::query_scalar("select max(event_id) from event")
         .fetch_one(pool)
         .await?;
-    Ok(newest.unwrap_or(0))
+    Ok(newest.unwrap_or(EventId::ZERO))
 }
 
 /// Deletes events received before `cutoff`, a batch at a time, and records per
@@ -346,7 +353,7 @@ mod tests {
     fn event(tenant: TenantId, repository: RepositoryId, event_id: i64) -> StoredEvent {
         StoredEvent {
             tenant_id: tenant.as_uuid(),
-            event_id,
+            event_id: EventId::new(event_id),
             repository_id: repository.as_uuid(),
             provider: "github".into(),
             event_type: "push".into(),
@@ -367,37 +374,40 @@ mod tests {
         );
         let scope = StreamScope {
             repositories: Some(vec![a, b]),
-            cursors: vec![(a, 10)],
-            default_cursor: 3,
+            cursors: vec![(a, EventId::new(10))],
+            default_cursor: EventId::new(3),
         };
-        assert!(scope.wants(tenant, 0, &event(tenant, a, 11)));
-        assert!(!scope.wants(tenant, 0, &event(tenant, a, 10)), "acked");
+        assert!(scope.wants(tenant, EventId::new(0), &event(tenant, a, 11)));
         assert!(
-            scope.wants(tenant, 0, &event(tenant, b, 4)),
+            !scope.wants(tenant, EventId::new(0), &event(tenant, a, 10)),
+            "acked"
+        );
+        assert!(
+            scope.wants(tenant, EventId::new(0), &event(tenant, b, 4)),
             "default cursor"
         );
-        assert!(!scope.wants(tenant, 0, &event(tenant, b, 3)));
+        assert!(!scope.wants(tenant, EventId::new(0), &event(tenant, b, 3)));
         assert!(
-            !scope.wants(tenant, 20, &event(tenant, a, 15)),
+            !scope.wants(tenant, EventId::new(20), &event(tenant, a, 15)),
             "below the floor"
         );
         assert!(
-            !scope.wants(tenant, 0, &event(tenant, c, 50)),
+            !scope.wants(tenant, EventId::new(0), &event(tenant, c, 50)),
             "not streamed"
         );
         assert!(
-            !scope.wants(tenant, 0, &event(other, a, 50)),
+            !scope.wants(tenant, EventId::new(0), &event(other, a, 50)),
             "another tenant"
         );
         let all = StreamScope {
             repositories: None,
             cursors: Vec::new(),
-            default_cursor: 0,
+            default_cursor: EventId::ZERO,
         };
         assert!(
-            all.wants(tenant, 0, &event(tenant, c, 1)),
+            all.wants(tenant, EventId::new(0), &event(tenant, c, 1)),
             "registered later"
         );
-        assert!(!all.wants(other, 0, &event(tenant, c, 1)));
+        assert!(!all.wants(other, EventId::new(0), &event(tenant, c, 1)));
     }
 }
