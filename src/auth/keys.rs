@@ -19,7 +19,7 @@ use sqlx::PgPool;
 
 use crate::domain::{ClientId, Scopes, TenantId};
 use crate::secrets::SecretKey;
-use crate::store::signing_key::{self, StoredKey};
+use crate::store::signing_key::{self, SigningKey};
 
 /// The claims of a hookrelay access token.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -260,22 +260,18 @@ fn from_pem_file(path: &Path) -> anyhow::Result<KeySet> {
     )])
 }
 
-fn sealing_context(kid: &str) -> String {
-    format!("signing_key:{kid}")
-}
-
 async fn from_database(pool: &PgPool, secret_key: &SecretKey) -> anyhow::Result<KeySet> {
-    let mut stored = signing_key::active(pool).await?;
+    let mut stored = signing_key::active(pool, secret_key).await?;
     if stored.is_empty() {
-        stored = signing_key::insert_if_none(pool, &generate(secret_key)?).await?;
+        stored = signing_key::insert_if_none(pool, secret_key, &generate()?).await?;
     }
     let signers = stored
         .into_iter()
         .map(|stored| {
-            let der = secret_key.decrypt(&stored.private_key, &sealing_context(&stored.kid))?;
+            let der = &stored.private_key_der;
             let (algorithm, key) = match stored.algorithm.as_str() {
-                "ES256" => (Algorithm::ES256, EncodingKey::from_ec_der(&der)),
-                "RS256" => (Algorithm::RS256, EncodingKey::from_rsa_der(&der)),
+                "ES256" => (Algorithm::ES256, EncodingKey::from_ec_der(der)),
+                "RS256" => (Algorithm::RS256, EncodingKey::from_rsa_der(der)),
                 other => bail!(
                     "stored signing key {} has unknown algorithm {other}",
                     stored.kid
@@ -296,16 +292,16 @@ async fn from_database(pool: &PgPool, secret_key: &SecretKey) -> anyhow::Result<
     key_set(signers)
 }
 
-/// A new ES256 key, sealed for storage.
-fn generate(secret_key: &SecretKey) -> anyhow::Result<StoredKey> {
+/// A new ES256 key.
+fn generate() -> anyhow::Result<SigningKey> {
     let secret = p256::SecretKey::random(&mut rand::rngs::OsRng);
     let der = secret.to_pkcs8_der().context("cannot encode the new key")?;
     let algorithm = Algorithm::ES256;
     let key = EncodingKey::from_ec_der(der.as_bytes());
     let jwk = public_jwk(&key, algorithm)?;
     let kid = jwk.common.key_id.clone().expect("set by public_jwk");
-    Ok(StoredKey {
-        private_key: secret_key.encrypt(der.as_bytes(), &sealing_context(&kid)),
+    Ok(SigningKey {
+        private_key_der: der.as_bytes().to_vec(),
         kid,
         algorithm: algorithm_name(algorithm).to_owned(),
         public_jwk: serde_json::to_value(&jwk)?,

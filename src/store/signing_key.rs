@@ -1,27 +1,51 @@
+//! The JWT signing keys. Their private keys are sealed here, and only here,
+//! under the key-encryption key, bound to their key id.
+
 use sqlx::PgPool;
 
-/// A stored signing key; `private_key` is sealed under the key-encryption key.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct StoredKey {
+use crate::secrets::SecretKey;
+
+/// A signing key with its private key (PKCS#8 DER) opened. No Debug: it holds
+/// the private key.
+#[derive(Clone)]
+pub struct SigningKey {
     pub kid: String,
     pub algorithm: String,
-    pub private_key: Vec<u8>,
+    pub private_key_der: Vec<u8>,
     pub public_jwk: serde_json::Value,
 }
 
+fn sealing_context(kid: &str) -> String {
+    format!("signing_key:{kid}")
+}
+
 /// Keys not retired, newest first: the first signs, all verify.
-pub async fn active(pool: &PgPool) -> Result<Vec<StoredKey>, sqlx::Error> {
-    sqlx::query_as(
+pub async fn active(pool: &PgPool, key: &SecretKey) -> anyhow::Result<Vec<SigningKey>> {
+    let rows: Vec<(String, String, Vec<u8>, serde_json::Value)> = sqlx::query_as(
         "select kid, algorithm, private_key, public_jwk from signing_key \
          where retired_at is null order by created_at desc, kid",
     )
     .fetch_all(pool)
-    .await
+    .await?;
+    rows.into_iter()
+        .map(|(kid, algorithm, sealed, public_jwk)| {
+            Ok(SigningKey {
+                private_key_der: key.decrypt(&sealed, &sealing_context(&kid))?,
+                kid,
+                algorithm,
+                public_jwk,
+            })
+        })
+        .collect()
 }
 
-/// Stores `key` unless another replica stored one first; returns the active keys.
+/// Stores `new` unless another replica stored one first; returns the active keys.
 /// The advisory lock makes concurrent first starts agree on one key.
-pub async fn insert_if_none(pool: &PgPool, key: &StoredKey) -> Result<Vec<StoredKey>, sqlx::Error> {
+pub async fn insert_if_none(
+    pool: &PgPool,
+    key: &SecretKey,
+    new: &SigningKey,
+) -> anyhow::Result<Vec<SigningKey>> {
     let mut tx = pool.begin().await?;
     sqlx::query("select pg_advisory_xact_lock(hashtext('hookrelay.signing_key'))")
         .execute(&mut *tx)
@@ -34,13 +58,13 @@ pub async fn insert_if_none(pool: &PgPool, key: &StoredKey) -> Result<Vec<Stored
         sqlx::query(
             "insert into signing_key (kid, algorithm, private_key, public_jwk) values ($1, $2, $3, $4)",
         )
-        .bind(&key.kid)
-        .bind(&key.algorithm)
-        .bind(&key.private_key)
-        .bind(&key.public_jwk)
+        .bind(&new.kid)
+        .bind(&new.algorithm)
+        .bind(key.encrypt(&new.private_key_der, &sealing_context(&new.kid)))
+        .bind(&new.public_jwk)
         .execute(&mut *tx)
         .await?;
     }
     tx.commit().await?;
-    active(pool).await
+    active(pool, key).await
 }
