@@ -59,15 +59,7 @@ fn main() -> ExitCode {
             }
             Run::Migrate(config) => hookrelay::database::migrate_only(config).await,
             Run::Probe(args) => hookrelay::probe::run(args).await,
-            Run::Relay(args) => {
-                let stop = tokio_util::sync::CancellationToken::new();
-                let trigger = stop.clone();
-                tokio::spawn(async move {
-                    startup::shutdown_signal().await;
-                    trigger.cancel();
-                });
-                hookrelay::relay::run(*args, stop).await
-            }
+            Run::Relay(args) => hookrelay::relay::run_until_signal(*args).await,
         }
     });
     drop(runtime);

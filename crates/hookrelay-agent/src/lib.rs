@@ -109,24 +109,29 @@ struct Agent {
     shutdown: CancellationToken,
 }
 
+/// Completes on SIGTERM or Ctrl-C (the server's `serve` waits on it too).
+pub async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
+    tracing::info!("shutdown signal received");
+}
+
 /// Runs the agent until SIGTERM or Ctrl-C (see `run`).
 pub async fn run_until_signal(args: RelayArgs) -> anyhow::Result<()> {
     let stop = CancellationToken::new();
     let trigger = stop.clone();
     tokio::spawn(async move {
-        let terminate = async {
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(mut signal) => {
-                    signal.recv().await;
-                }
-                Err(_) => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            () = terminate => {}
-        }
-        tracing::info!("shutdown signal received");
+        shutdown_signal().await;
         trigger.cancel();
     });
     run(args, stop).await
