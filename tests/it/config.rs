@@ -1,6 +1,6 @@
 //! The command line: bad settings stop the start with a message naming them.
 
-use crate::helpers::hookrelay;
+use crate::helpers::{hookrelay, serve_on};
 
 fn start_with(env: &[(&str, &str)]) -> (i32, String) {
     let data = tempfile::tempdir().unwrap();
@@ -123,13 +123,7 @@ fn an_unusable_data_directory_is_named_once_with_its_cause() {
     // A file where the data directory should be.
     let data = dir.path().join("data");
     std::fs::write(&data, "not a directory").unwrap();
-    let output = hookrelay()
-        .arg("serve")
-        .env("HOOKRELAY_DATA_DIR", &data)
-        .env("HOOKRELAY_HTTP_ADDR", "127.0.0.1:0")
-        .env("HOOKRELAY_GRPC_ADDR", "127.0.0.1:0")
-        .output()
-        .unwrap();
+    let output = serve_on(&data).output().unwrap();
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
     let stdout = String::from_utf8_lossy(&output.stdout);

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 
-use crate::helpers::{ServerProcess, hookrelay, process_alive, tenant_at, token_at};
+use crate::helpers::{ServerProcess, process_alive, serve_on, tenant_at, token_at};
 
 fn postgres_pid(data_dir: &Path) -> u32 {
     let pid_file =
@@ -79,12 +79,8 @@ async fn serve_runs_an_embedded_database_that_never_outlives_it() {
 #[test]
 fn without_postgresql_binaries_the_error_names_the_package_and_database_url() {
     let dir = tempfile::tempdir().unwrap();
-    let output = hookrelay()
-        .arg("serve")
-        .env("HOOKRELAY_DATA_DIR", dir.path().join("data"))
+    let output = serve_on(&dir.path().join("data"))
         .env("HOOKRELAY_POSTGRES_BIN_DIR", dir.path())
-        .env("HOOKRELAY_HTTP_ADDR", "127.0.0.1:0")
-        .env("HOOKRELAY_GRPC_ADDR", "127.0.0.1:0")
         .output()
         .unwrap();
     assert!(!output.status.success());
@@ -107,13 +103,7 @@ async fn the_embedded_database_is_restarted_and_its_data_directory_is_locked() {
     let tenant = tenant_at(&http, &server.address, "acme").await;
 
     let started = Instant::now();
-    let second = hookrelay()
-        .arg("serve")
-        .env("HOOKRELAY_DATA_DIR", &data)
-        .env("HOOKRELAY_HTTP_ADDR", "127.0.0.1:0")
-        .env("HOOKRELAY_GRPC_ADDR", "127.0.0.1:0")
-        .output()
-        .unwrap();
+    let second = serve_on(&data).output().unwrap();
     assert!(!second.status.success());
     let stderr = String::from_utf8_lossy(&second.stderr);
     assert!(

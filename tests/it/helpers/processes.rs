@@ -36,6 +36,18 @@ pub fn agent_binary() -> PathBuf {
     path
 }
 
+/// `hookrelay serve` on `data_dir` with both listeners on free ports: for tests
+/// that expect it to stop at start.
+pub fn serve_on(data_dir: &std::path::Path) -> Command {
+    let mut command = hookrelay();
+    command
+        .arg("serve")
+        .env("HOOKRELAY_DATA_DIR", data_dir)
+        .env("HOOKRELAY_HTTP_ADDR", "127.0.0.1:0")
+        .env("HOOKRELAY_GRPC_ADDR", "127.0.0.1:0");
+    command
+}
+
 /// `hookrelay` for tests that must not block their runtime while it runs.
 pub fn hookrelay_async() -> tokio::process::Command {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_hookrelay"));
