@@ -193,6 +193,20 @@ pub struct LimitArgs {
     /// that is not one of them. Behind the Envoy sidecar: 127.0.0.1,::1.
     #[arg(long, env = "HOOKRELAY_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_net)]
     pub trusted_proxies: Vec<ipnet::IpNet>,
+
+    /// HTTP/2 connections (gRPC streams) are pinged this often; a peer that
+    /// does not answer within HOOKRELAY_HTTP2_KEEPALIVE_TIMEOUT (a frozen or
+    /// vanished agent) is disconnected and its streams end.
+    #[arg(long, env = "HOOKRELAY_HTTP2_KEEPALIVE_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+    pub http2_keepalive_interval: Duration,
+
+    #[arg(long, env = "HOOKRELAY_HTTP2_KEEPALIVE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub http2_keepalive_timeout: Duration,
+
+    /// A consumer with a connected stream whose oldest pending event is older
+    /// than this is `stalled` (GET /v1/consumers, hookrelay_consumers_stalled).
+    #[arg(long, env = "HOOKRELAY_STALL_THRESHOLD", default_value = "60s", value_parser = parse_duration)]
+    pub stall_threshold: Duration,
 }
 
 /// A parsed rate limit; `None` is `off`.
@@ -223,6 +237,9 @@ pub struct Limits {
     pub signup_rate: Option<crate::http::Rate>,
     pub token_failure_rate: Option<crate::http::Rate>,
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    pub http2_keepalive_interval: Duration,
+    pub http2_keepalive_timeout: Duration,
+    pub stall_threshold: Duration,
 }
 
 impl Default for Limits {
@@ -249,6 +266,9 @@ impl LimitArgs {
             signup_rate: self.signup_rate_limit.0,
             token_failure_rate: self.token_failure_rate_limit.0,
             trusted_proxies: self.trusted_proxies,
+            http2_keepalive_interval: self.http2_keepalive_interval,
+            http2_keepalive_timeout: self.http2_keepalive_timeout,
+            stall_threshold: self.stall_threshold,
         }
     }
 }

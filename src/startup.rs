@@ -61,6 +61,8 @@ impl Application {
         let connection_limits = ConnectionLimits {
             header_timeout: config.limits.http_header_timeout,
             idle_timeout: config.limits.http_idle_timeout,
+            keepalive_interval: config.limits.http2_keepalive_interval,
+            keepalive_timeout: config.limits.http2_keepalive_timeout,
         };
         let built = async {
             if let Some(tls) = &tls {
@@ -165,6 +167,8 @@ impl Application {
             )
         });
         tracing::info!(open_files, max_connections, "connection limits");
+        let metrics = Arc::new(Metrics::default());
+        let streams = StreamHub::new(pool.clone(), &metrics);
         let state = AppState {
             auth: Authenticator::new(keys.clone(), pool.clone()),
             pool,
@@ -175,6 +179,7 @@ impl Application {
                 secret_rotation_grace: config.secret_rotation_grace,
                 body_timeout: limits.http_body_timeout,
                 trusted_proxies: limits.trusted_proxies.clone(),
+                stall_threshold: limits.stall_threshold,
             }),
             webhook_memory: Arc::new(crate::http::MemoryBudget::new(limits.webhook_memory)),
             rate_limits: Arc::new(crate::http::RateLimits {
@@ -186,8 +191,8 @@ impl Application {
             keys,
             secret_key: Arc::new(secret_key),
             ingestor,
-            metrics: Arc::new(Metrics::default()),
-            streams: StreamHub::new(),
+            streams,
+            metrics,
             targets: Arc::default(),
             draining: CancellationToken::new(),
         };
@@ -263,6 +268,13 @@ impl Application {
                     .clone()
                     .check_revocations(state.pool.clone(), stop.clone()),
             ),
+            tokio::spawn(state.streams.clone().heartbeat(stop.clone())),
+            tokio::spawn(jobs::consumer_metrics(
+                state.pool.clone(),
+                state.metrics.clone(),
+                state.settings.stall_threshold,
+                stop.clone(),
+            )),
             tokio::spawn(jobs::retention_job(
                 state.pool.clone(),
                 retention,

@@ -25,6 +25,8 @@ pub struct Settings {
     pub body_timeout: Duration,
     /// Proxies whose X-Forwarded-For names the source address.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// When a connected consumer with an older pending event counts as stalled.
+    pub stall_threshold: Duration,
 }
 
 /// What every handler shares.

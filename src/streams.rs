@@ -15,6 +15,15 @@
 //! - **Revocation.** Every open stream is registered with its client id. A
 //!   background check looks up all of them in one query every two seconds and
 //!   cancels the streams of deleted clients.
+//! - **Signals.** Seeks, redeliveries and deleted consumers reach the open
+//!   streams of that consumer on every server through a second NOTIFY channel
+//!   (`store::consumer::CONTROL_CHANNEL`), sent by those rare operations only.
+//!   If the LISTEN connection drops, every stream looks for pending
+//!   redeliveries once it is back; a seek lost that way takes effect when the
+//!   agent next reconnects (the cursor is in the database).
+//! - **Connected streams** are rows in `consumer_stream`, written when a stream
+//!   opens and closes and refreshed by a heartbeat, so every replica's API sees
+//!   every replica's streams, and a crashed server's rows go stale.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,8 +35,11 @@ use sqlx::postgres::PgListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::domain::{ClientId, EventId};
+use prometheus_client::metrics::gauge::Gauge;
+
+use crate::domain::{ClientId, ConsumerName, EventId, TenantId};
 use crate::store;
+use crate::store::consumer::{CONTROL_CHANNEL, Change, STREAM_HEARTBEAT, Signal};
 use crate::store::event::{NOTIFY_CHANNEL, StoredEvent};
 
 /// The most events, and bytes of bodies, the shared tail keeps.
@@ -54,8 +66,52 @@ pub const REVOCATION_CHECK: Duration = Duration::from_secs(2);
 pub struct StreamHub {
     latest: watch::Sender<EventId>,
     tail: std::sync::RwLock<Tail>,
-    registry: Mutex<HashMap<u64, (ClientId, CancellationToken)>>,
+    registry: Mutex<HashMap<u64, Entry>>,
     next_id: AtomicU64,
+    /// Names this server's rows in `consumer_stream`.
+    server_id: uuid::Uuid,
+    pool: PgPool,
+    streams_open: Gauge,
+}
+
+#[derive(Debug)]
+struct Entry {
+    client: ClientId,
+    tenant: TenantId,
+    consumer: ConsumerName,
+    revoked: CancellationToken,
+    signals: Arc<Signals>,
+}
+
+/// Changes waiting for one stream to act on them.
+#[derive(Debug, Default)]
+pub struct Signals {
+    changes: Mutex<Vec<Change>>,
+    waiting: std::sync::atomic::AtomicBool,
+    arrived: tokio::sync::Notify,
+}
+
+impl Signals {
+    fn push(&self, change: Change) {
+        self.changes.lock().expect("signals").push(change);
+        self.waiting.store(true, Ordering::Release);
+        self.arrived.notify_one();
+    }
+
+    /// Whether a change waits: checked before every event sent.
+    pub fn waiting(&self) -> bool {
+        self.waiting.load(Ordering::Acquire)
+    }
+
+    pub fn take(&self) -> Vec<Change> {
+        self.waiting.store(false, Ordering::Release);
+        std::mem::take(&mut *self.changes.lock().expect("signals"))
+    }
+
+    /// Completes once a change was pushed since the last wait.
+    pub async fn arrived(&self) {
+        self.arrived.notified().await;
+    }
 }
 
 /// An open stream's registration; dropping it unregisters the stream.
@@ -63,8 +119,11 @@ pub struct StreamHub {
 pub struct StreamRegistration {
     hub: Arc<StreamHub>,
     id: u64,
+    /// This stream's row in `consumer_stream`.
+    pub stream_id: uuid::Uuid,
     /// Cancelled when the stream's client is deleted.
     pub revoked: CancellationToken,
+    pub signals: Arc<Signals>,
 }
 
 impl Drop for StreamRegistration {
@@ -74,11 +133,19 @@ impl Drop for StreamRegistration {
             .lock()
             .expect("stream registry")
             .remove(&self.id);
+        self.hub.streams_open.dec();
+        let (pool, stream_id) = (self.hub.pool.clone(), self.stream_id);
+        tokio::spawn(async move {
+            if let Err(error) = store::consumer::close_stream(&pool, stream_id).await {
+                // Its row goes stale without heartbeats; it stops counting then.
+                tracing::warn!(%error, "cannot record a closed stream");
+            }
+        });
     }
 }
 
 impl StreamHub {
-    pub fn new() -> Arc<Self> {
+    pub fn new(pool: PgPool, metrics: &crate::telemetry::Metrics) -> Arc<Self> {
         Arc::new(Self {
             latest: watch::channel(EventId::ZERO).0,
             // Covers nothing until the listener knows the newest id.
@@ -89,7 +156,14 @@ impl StreamHub {
             }),
             registry: Mutex::default(),
             next_id: AtomicU64::new(0),
+            server_id: uuid::Uuid::new_v4(),
+            pool,
+            streams_open: metrics.streams_open.clone(),
         })
+    }
+
+    pub fn server_id(&self) -> uuid::Uuid {
+        self.server_id
     }
 
     /// Changes whenever events may have committed.
@@ -97,17 +171,66 @@ impl StreamHub {
         self.latest.subscribe()
     }
 
-    pub fn register(self: &Arc<Self>, client_id: ClientId) -> StreamRegistration {
+    /// Registers an open stream; the caller records `stream_id` in the
+    /// database (`store::consumer::open_stream`).
+    pub fn register(
+        self: &Arc<Self>,
+        client: ClientId,
+        tenant: TenantId,
+        consumer: ConsumerName,
+    ) -> StreamRegistration {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let revoked = CancellationToken::new();
-        self.registry
-            .lock()
-            .expect("stream registry")
-            .insert(id, (client_id, revoked.clone()));
+        let signals = Arc::new(Signals::default());
+        self.registry.lock().expect("stream registry").insert(
+            id,
+            Entry {
+                client,
+                tenant,
+                consumer,
+                revoked: revoked.clone(),
+                signals: signals.clone(),
+            },
+        );
+        self.streams_open.inc();
         StreamRegistration {
             hub: self.clone(),
             id,
+            stream_id: uuid::Uuid::new_v4(),
             revoked,
+            signals,
+        }
+    }
+
+    /// Hands a signal to the open streams of its consumer; None: to every stream.
+    fn dispatch(&self, signal: Option<Signal>) {
+        let registry = self.registry.lock().expect("stream registry");
+        for entry in registry.values() {
+            match &signal {
+                Some(signal)
+                    if entry.tenant == signal.tenant_id
+                        && entry.consumer.as_str() == signal.consumer =>
+                {
+                    entry.signals.push(signal.change.clone());
+                }
+                Some(_) => {}
+                None => entry.signals.push(Change::Redeliver),
+            }
+        }
+    }
+
+    /// Refreshes this server's rows in `consumer_stream` every
+    /// `STREAM_HEARTBEAT`, until `stop`.
+    pub async fn heartbeat(self: Arc<Self>, stop: CancellationToken) {
+        let mut interval = tokio::time::interval(STREAM_HEARTBEAT);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = interval.tick() => {}
+            }
+            if let Err(error) = store::consumer::heartbeat(&self.pool, self.server_id).await {
+                tracing::warn!(%error, "cannot refresh the open streams' heartbeat");
+            }
         }
     }
 
@@ -191,7 +314,12 @@ impl StreamHub {
         loop {
             let connected = async {
                 let mut listener = PgListener::connect_with(&pool).await?;
-                listener.listen(NOTIFY_CHANNEL).await?;
+                listener
+                    .listen_all([NOTIFY_CHANNEL, CONTROL_CHANNEL])
+                    .await?;
+                // Signals sent while the listener was away are lost: every
+                // stream looks for pending redeliveries once.
+                self.dispatch(None);
                 // Anything committed before LISTEN took effect is found by re-reading.
                 let newest = store::event::newest_id(&pool)
                     .await
@@ -236,11 +364,25 @@ impl StreamHub {
                         stalled_at = Some(*self.latest.borrow());
                         continue;
                     };
-                    let id = |payload: &str| EventId::new(payload.parse().unwrap_or(0));
-                    let mut notified = id(notification.payload());
                     // Coalesce a burst of commits into one read.
-                    while let Some(next) = listener.next_buffered() {
-                        notified = notified.max(id(next.payload()));
+                    let mut notified = EventId::ZERO;
+                    let mut next = Some(notification);
+                    while let Some(notification) = next {
+                        if notification.channel() == CONTROL_CHANNEL {
+                            match serde_json::from_str::<Signal>(notification.payload()) {
+                                Ok(signal) => self.dispatch(Some(signal)),
+                                Err(error) => {
+                                    tracing::warn!(%error, "ignoring a malformed control signal")
+                                }
+                            }
+                        } else {
+                            notified = notified
+                                .max(EventId::new(notification.payload().parse().unwrap_or(0)));
+                        }
+                        next = listener.next_buffered();
+                    }
+                    if notified == EventId::ZERO {
+                        continue;
                     }
                     let high = if self.open_streams() == 0 {
                         // Nobody reads the tail: restart it after the newest id
@@ -292,7 +434,7 @@ impl StreamHub {
                 let registry = self.registry.lock().expect("stream registry");
                 let mut ids: Vec<String> = registry
                     .values()
-                    .map(|(c, _)| c.as_str().to_owned())
+                    .map(|entry| entry.client.as_str().to_owned())
                     .collect();
                 ids.sort();
                 ids.dedup();
@@ -304,9 +446,9 @@ impl StreamHub {
             match store::client::existing(&pool, &clients).await {
                 Ok(existing) => {
                     let registry = self.registry.lock().expect("stream registry");
-                    for (client, token) in registry.values() {
-                        if !existing.contains(client.as_str()) {
-                            token.cancel();
+                    for entry in registry.values() {
+                        if !existing.contains(entry.client.as_str()) {
+                            entry.revoked.cancel();
                         }
                     }
                 }

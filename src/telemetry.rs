@@ -14,6 +14,7 @@ use opentelemetry_sdk::trace::SdkTracerProvider;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use tracing_subscriber::layer::SubscriberExt;
@@ -106,6 +107,11 @@ pub struct EndpointLabels {
     pub endpoint: &'static str,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: &'static str,
+}
+
 /// The application's Prometheus metrics.
 #[derive(Debug)]
 pub struct Metrics {
@@ -116,6 +122,16 @@ pub struct Metrics {
     pub tokens_issued: Counter,
     /// Requests answered 429, by endpoint (`signup`, `token`).
     pub rate_limited: Family<EndpointLabels, Counter>,
+    /// Event streams open on this server.
+    pub streams_open: Gauge,
+    pub stream_events_sent: Counter,
+    /// Acks received, by outcome (`delivered`, `failed`).
+    pub acks: Family<OutcomeLabels, Counter>,
+    pub redeliveries: Counter,
+    /// Refreshed periodically from the database (see `jobs::consumer_metrics`):
+    /// the same figures on every replica, for every tenant together.
+    pub consumers_stalled: Gauge,
+    pub consumer_oldest_pending_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
 }
 
 impl Default for Metrics {
@@ -151,7 +167,49 @@ impl Default for Metrics {
             "Requests refused with 429 by a per-source rate limit, by endpoint",
             rate_limited.clone(),
         );
+        let streams_open = Gauge::default();
+        registry.register(
+            "streams_open",
+            "Event streams open on this server",
+            streams_open.clone(),
+        );
+        let stream_events_sent = Counter::default();
+        registry.register(
+            "stream_events_sent",
+            "Events sent on event streams, redeliveries included",
+            stream_events_sent.clone(),
+        );
+        let acks = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "acks",
+            "Event acknowledgements received, by outcome",
+            acks.clone(),
+        );
+        let redeliveries = Counter::default();
+        registry.register(
+            "redeliveries",
+            "Redeliveries requested through the API",
+            redeliveries.clone(),
+        );
+        let consumers_stalled = Gauge::default();
+        registry.register(
+            "consumers_stalled",
+            "Consumers with a connected stream whose oldest pending event is older than the stall threshold",
+            consumers_stalled.clone(),
+        );
+        let consumer_oldest_pending_seconds = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register(
+            "consumer_oldest_pending_seconds",
+            "Age of the oldest event any consumer has yet to acknowledge",
+            consumer_oldest_pending_seconds.clone(),
+        );
         Self {
+            streams_open,
+            stream_events_sent,
+            acks,
+            redeliveries,
+            consumers_stalled,
+            consumer_oldest_pending_seconds,
             rate_limited,
             registry,
             webhooks_received,

@@ -274,6 +274,7 @@ async fn load_latency(
         repository_ids: vec![],
         consumer: format!("{prefix}-latency"),
         after_event_id: Some(after),
+        ..Default::default()
     };
     let mut stream = client
         .stream_events(bearer(request, token))
@@ -429,6 +430,7 @@ async fn load_fanout(
                 repository_ids: vec![],
                 consumer: format!("fan-{chunk}-{i}"),
                 after_event_id: Some(after),
+                ..Default::default()
             };
             let mut stream = client
                 .stream_events(bearer(request, token))
@@ -466,6 +468,7 @@ async fn load_catchup(
         repository_ids: vec![repository.to_owned()],
         consumer: "catchup".into(),
         after_event_id: None,
+        ..Default::default()
     };
     let started = Instant::now();
     let mut stream = client

@@ -32,6 +32,7 @@ scopes! {
     ReposWrite => Scope::ReposWrite,
     ClientsWrite => Scope::ClientsWrite,
     EventsRead => Scope::EventsRead,
+    EventsWrite => Scope::EventsWrite,
 }
 
 /// An authenticated caller whose token carries scope `S`: 401 without a valid

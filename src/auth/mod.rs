@@ -13,7 +13,9 @@ use std::sync::Arc;
 use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
 
-pub use extractor::{Authorized, ClientsWrite, EventsRead, ReposRead, ReposWrite, ScopeMarker};
+pub use extractor::{
+    Authorized, ClientsWrite, EventsRead, EventsWrite, ReposRead, ReposWrite, ScopeMarker,
+};
 pub use keys::{Claims, Keys, VerifyError};
 pub use layer::{GrpcAuthLayer, caller};
 

@@ -1,9 +1,12 @@
 //! Newtypes that parse once at the edge: a value of these types is valid.
 
+mod filter;
 mod ids;
 mod repository;
 mod scope;
 
+pub(crate) use filter::event_selected;
+pub use filter::{EventFilter, LikePatterns};
 pub use ids::{ClientId, DeliveryId, EventId, RepositoryId, TenantId};
 pub use repository::{ConsumerName, DisplayName, Provider, RepositoryName};
 pub use scope::{Scope, Scopes};

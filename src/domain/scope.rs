@@ -15,14 +15,18 @@ pub enum Scope {
     ClientsWrite,
     #[serde(rename = "events:read")]
     EventsRead,
+    /// Seek and delete consumers, redeliver events.
+    #[serde(rename = "events:write")]
+    EventsWrite,
 }
 
 impl Scope {
-    pub const ALL: [Scope; 4] = [
+    pub const ALL: [Scope; 5] = [
         Scope::ReposRead,
         Scope::ReposWrite,
         Scope::ClientsWrite,
         Scope::EventsRead,
+        Scope::EventsWrite,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -31,6 +35,7 @@ impl Scope {
             Scope::ReposWrite => "repos:write",
             Scope::ClientsWrite => "clients:write",
             Scope::EventsRead => "events:read",
+            Scope::EventsWrite => "events:write",
         }
     }
 }

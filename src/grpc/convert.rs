@@ -26,6 +26,10 @@ impl From<StoredEvent> for proto::Event {
                 .map(|(name, value)| proto::Header { name, value })
                 .collect(),
             body: event.body,
+            redelivery: false,
+            redelivery_id: String::new(),
+            branch: event.branch,
+            tag: event.tag,
         }
     }
 }

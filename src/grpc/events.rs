@@ -10,15 +10,19 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
+use prometheus_client::metrics::counter::Counter;
+
 use super::proto::event_service_server::EventService;
 use super::proto::{self, AckOutcome};
 use crate::auth::caller;
-use crate::domain::{ConsumerName, EventId, RepositoryId, TenantId};
+use crate::domain::{ConsumerName, EventFilter, EventId, RepositoryId, TenantId};
 use crate::error::Error;
 use crate::store;
 use crate::store::consumer::Ack;
+use crate::store::consumer::Change;
 use crate::store::event::{StreamPage, StreamScope};
 use crate::streams::{StreamHub, StreamRegistration};
+use crate::telemetry::{Metrics, OutcomeLabels};
 
 /// Events read per query while catching up.
 const STREAM_BATCH: i64 = 1000;
@@ -29,20 +33,30 @@ const STREAM_BUFFER: usize = 128;
 const MAX_PAGE_SIZE: i32 = 1000;
 const DEFAULT_PAGE_SIZE: i32 = 100;
 const MAX_ACKS: usize = 10_000;
+/// Redeliveries a stream remembers having sent (so as not to send them twice
+/// while their acks are under way); past this, it forgets and may resend.
+const MAX_SENT_REDELIVERIES: usize = 10_000;
 
 #[derive(Debug, Clone)]
 pub struct EventsService {
     pool: sqlx::PgPool,
     hub: Arc<StreamHub>,
+    metrics: Arc<Metrics>,
     /// Cancelled when the server shuts down: streams end with UNAVAILABLE.
     shutdown: CancellationToken,
 }
 
 impl EventsService {
-    pub fn new(pool: sqlx::PgPool, hub: Arc<StreamHub>, shutdown: CancellationToken) -> Self {
+    pub fn new(
+        pool: sqlx::PgPool,
+        hub: Arc<StreamHub>,
+        metrics: Arc<Metrics>,
+        shutdown: CancellationToken,
+    ) -> Self {
         Self {
             pool,
             hub,
+            metrics,
             shutdown,
         }
     }
@@ -78,6 +92,7 @@ enum Stop {
     Revoked,
     Expired,
     ShuttingDown,
+    ConsumerDeleted,
 }
 
 impl From<Stop> for Status {
@@ -88,6 +103,7 @@ impl From<Stop> for Status {
                 Status::unauthenticated("the access token expired; reconnect with a new one")
             }
             Stop::ShuttingDown => Status::unavailable("the server is shutting down; reconnect now"),
+            Stop::ConsumerDeleted => Status::not_found("the consumer was deleted"),
         }
     }
 }
@@ -96,7 +112,10 @@ struct OpenStream {
     pool: sqlx::PgPool,
     hub: Arc<StreamHub>,
     tenant: TenantId,
+    consumer: ConsumerName,
     scope: StreamScope,
+    sent_redeliveries: Vec<uuid::Uuid>,
+    events_sent: Counter,
     registration: StreamRegistration,
     shutdown: CancellationToken,
     expires_at: tokio::time::Instant,
@@ -143,14 +162,16 @@ impl OpenStream {
         }
         // The common case, a client that keeps up, costs no timer and no select.
         match self.sender.try_send(Ok(event)) {
-            Ok(()) => Ok(()),
-            Err(TrySendError::Closed(_)) => Err(None),
+            Ok(()) => {}
+            Err(TrySendError::Closed(_)) => return Err(None),
             Err(TrySendError::Full(item)) => tokio::select! {
                 biased;
-                stop = self.stopped() => Err(Some(stop)),
-                sent = self.sender.send(item) => sent.map_err(|_| None),
+                stop = self.stopped() => return Err(Some(stop)),
+                sent = self.sender.send(item) => sent.map_err(|_| None)?,
             },
         }
+        self.events_sent.inc();
+        Ok(())
     }
 
     /// Waits for the next wake-up. Err as for `send`.
@@ -162,8 +183,79 @@ impl OpenStream {
             biased;
             stop = self.stopped() => Err(Some(stop)),
             () = self.sender.closed() => Err(None),
+            () = self.registration.signals.arrived() => Ok(()),
             changed = wakeups.changed() => changed.map_err(|_| None),
         }
+    }
+
+    /// Sends the consumer's pending redeliveries this stream has not sent
+    /// yet, marked as such. A failed read is retried at the next signal or
+    /// reconnect: redeliveries wait in the database.
+    async fn redeliver(&mut self) -> Result<(), Option<Stop>> {
+        if self.sent_redeliveries.len() > MAX_SENT_REDELIVERIES {
+            self.sent_redeliveries.clear();
+        }
+        let pending = match store::consumer::pending_redeliveries(
+            &self.pool,
+            self.tenant,
+            &self.consumer,
+            &self.sent_redeliveries,
+        )
+        .await
+        {
+            Ok(pending) => pending,
+            Err(error) => {
+                tracing::warn!(%error, "cannot read pending redeliveries");
+                return Ok(());
+            }
+        };
+        for (redelivery_id, event) in pending {
+            self.sent_redeliveries.push(redelivery_id);
+            let streamed = self.scope.repositories.as_ref().is_none_or(|repositories| {
+                repositories
+                    .iter()
+                    .any(|r| r.as_uuid() == event.repository_id)
+            });
+            if streamed {
+                let mut event = proto::Event::from(event);
+                event.redelivery = true;
+                event.redelivery_id = redelivery_id.to_string();
+                self.send(event).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Acts on the signals that arrived. True when a seek moved a cursor: the
+    /// stream then reads again from the cursors, with `floor` reset.
+    async fn apply_signals(&mut self, floor: &mut EventId) -> Result<bool, Option<Stop>> {
+        let (mut moved, mut redeliver) = (false, false);
+        for change in self.registration.signals.take() {
+            match change {
+                Change::Deleted => return Err(Some(Stop::ConsumerDeleted)),
+                Change::Redeliver => redeliver = true,
+                Change::Seek {
+                    repository_id,
+                    after_event_id,
+                } => {
+                    // What was sent stays sent: every other repository goes on
+                    // after max(its cursor, the floor); this one after the seek.
+                    let sent = *floor;
+                    for (_, cursor) in &mut self.scope.cursors {
+                        *cursor = (*cursor).max(sent);
+                    }
+                    self.scope.default_cursor = self.scope.default_cursor.max(sent);
+                    self.scope.cursors.retain(|(r, _)| *r != repository_id);
+                    self.scope.cursors.push((repository_id, after_event_id));
+                    *floor = EventId::ZERO;
+                    moved = true;
+                }
+            }
+        }
+        if redeliver {
+            self.redeliver().await?;
+        }
+        Ok(moved)
     }
 
     /// Starts reading the page after `floor`, noting first what the tail knows
@@ -192,14 +284,14 @@ impl OpenStream {
 
     /// Backlog in id order, then live events as they commit, until the client
     /// goes away or the stream must stop.
-    async fn run(self, wakeups: tokio::sync::watch::Receiver<EventId>) {
+    async fn run(mut self, wakeups: tokio::sync::watch::Receiver<EventId>) {
         if let Err(Some(stop)) = self.stream(wakeups).await {
             let _ = self.sender.send(Err(stop.into())).await;
         }
     }
 
     async fn stream(
-        &self,
+        &mut self,
         mut wakeups: tokio::sync::watch::Receiver<EventId>,
     ) -> Result<(), Option<Stop>> {
         let mut floor = EventId::ZERO;
@@ -209,7 +301,17 @@ impl OpenStream {
         let mut caught_up_once = false;
         // While catching up, the next page is read while this one is sent.
         let mut next_page: Option<Prefetch> = None;
+        // Redeliveries wait in the database: they survive restarts of either end.
+        self.redeliver().await?;
         loop {
+            // Signals (a seek, a redelivery, a deletion) are checked before
+            // every event; the read-ahead is dropped, as a seek makes it stale.
+            if self.registration.signals.waiting() {
+                next_page = None;
+                if self.apply_signals(&mut floor).await? {
+                    caught_up_once = false;
+                }
+            }
             // Mark the current wake-up seen *before* reading, so a commit that
             // lands during the read wakes the wait below.
             wakeups.borrow_and_update();
@@ -218,13 +320,21 @@ impl OpenStream {
                 && caught_up_once
                 && let Some((events, high)) = self.hub.cached_after(floor)
             {
+                let mut interrupted = false;
                 for event in events {
+                    if self.registration.signals.waiting() {
+                        interrupted = true;
+                        break;
+                    }
                     if self.scope.wants(self.tenant, floor, &event) {
                         self.send(event.as_ref().into()).await?;
                     }
+                    floor = floor.max(event.event_id);
                 }
-                floor = floor.max(high);
-                self.wait(&mut wakeups).await?;
+                if !interrupted {
+                    floor = floor.max(high);
+                    self.wait(&mut wakeups).await?;
+                }
                 continue;
             }
             let page = next_page.take().unwrap_or_else(|| self.prefetch(floor));
@@ -254,9 +364,17 @@ impl OpenStream {
             if let (false, Some(last)) = (caught_up, batch.last()) {
                 next_page = Some(self.prefetch(last.event_id));
             }
+            let mut interrupted = false;
             for event in batch {
+                if self.registration.signals.waiting() {
+                    interrupted = true;
+                    break;
+                }
                 floor = event.event_id;
                 self.send(event.into()).await?;
+            }
+            if interrupted {
+                continue;
             }
             if caught_up {
                 caught_up_once = true;
@@ -295,6 +413,8 @@ impl EventService for EventsService {
         if request.after_event_id.is_some_and(|after| after < 0) {
             return Err(Error::invalid("after_event_id", "must not be negative").into());
         }
+        let filter = EventFilter::parse(request.event_types, request.branches, request.tags)
+            .map_err(|(field, reason)| Error::invalid(field, reason))?;
 
         // Where each repository resumes: after_event_id for all, else the acks.
         let after_event_id = request.after_event_id.map(EventId::new);
@@ -328,18 +448,37 @@ impl EventService for EventsService {
             }
         }
 
+        // Registered before it is recorded, so that no signal sent once the
+        // consumer exists can miss this stream.
+        let registration =
+            self.hub
+                .register(caller.tenant.client_id.clone(), tenant, consumer.clone());
+        store::consumer::open_stream(
+            &self.pool,
+            tenant,
+            &consumer,
+            &filter,
+            repositories.as_deref(),
+            registration.stream_id,
+            self.hub.server_id(),
+        )
+        .await?;
         let (sender, receiver) = mpsc::channel(STREAM_BUFFER);
         let expires_in = Duration::from_secs(caller.expires_at.saturating_sub(unix_now()));
         let stream = OpenStream {
             pool: self.pool.clone(),
             hub: self.hub.clone(),
             tenant,
+            consumer: consumer.clone(),
             scope: StreamScope {
                 repositories,
                 cursors,
                 default_cursor,
+                filter,
             },
-            registration: self.hub.register(caller.tenant.client_id.clone()),
+            sent_redeliveries: Vec::new(),
+            events_sent: self.metrics.stream_events_sent.clone(),
+            registration,
             shutdown: self.shutdown.clone(),
             expires_at: tokio::time::Instant::now() + expires_in,
             sender,
@@ -375,14 +514,36 @@ impl EventService for EventsService {
                 if ack.event_id <= 0 {
                     return Err(Error::invalid("event_id", "must be positive"));
                 }
+                let redelivery_id = match ack.redelivery_id.as_str() {
+                    "" => None,
+                    id => Some(
+                        uuid::Uuid::parse_str(id)
+                            .map_err(|_| Error::invalid("redelivery_id", "must be a UUID"))?,
+                    ),
+                };
                 Ok(Ack {
                     repository_id: parse_repository(&ack.repository_id)?,
                     event_id: EventId::new(ack.event_id),
                     failure,
+                    redelivery_id,
+                    status_code: ack.status_code.filter(|code| (100..=999).contains(code)),
+                    attempts: ack.attempts.map(|n| i32::try_from(n).unwrap_or(i32::MAX)),
+                    duration_ms: ack.duration_ms.map(i64::from),
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
         let skipped = store::consumer::ack(&self.pool, caller.tenant.id, &consumer, &acks).await?;
+        for ack in &acks {
+            let outcome = if ack.failure.is_some() {
+                "failed"
+            } else {
+                "delivered"
+            };
+            self.metrics
+                .acks
+                .get_or_create(&OutcomeLabels { outcome })
+                .inc();
+        }
         Ok(Response::new(proto::AckEventsResponse {
             skipped_repository_ids: skipped.iter().map(ToString::to_string).collect(),
         }))

@@ -42,6 +42,7 @@ pub fn router(
         EventServiceServer::new(EventsService::new(
             state.pool.clone(),
             state.streams.clone(),
+            state.metrics.clone(),
             stop,
         )),
     );

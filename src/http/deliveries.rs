@@ -25,12 +25,15 @@ struct FailedDelivery {
     consumer: String,
     repository_id: RepositoryId,
     event_id: EventId,
+    event_type: String,
+    delivery_id: String,
     reason: String,
     #[serde(with = "time::serde::rfc3339")]
     failed_at: OffsetDateTime,
 }
 
-/// Events an agent's target refused for good (acked as failed), newest first.
+/// Events an agent's target refused for good (acked as failed) and not
+/// delivered since by a redelivery, newest first.
 async fn failed(
     State(state): State<AppState>,
     Authorized(tenant, _): Authorized<EventsRead>,
@@ -50,6 +53,8 @@ async fn failed(
                 consumer: f.consumer,
                 repository_id: f.repository_id,
                 event_id: f.event_id,
+                event_type: f.event_type,
+                delivery_id: f.delivery_id,
                 reason: f.reason,
                 failed_at: f.failed_at,
             })

@@ -2,7 +2,9 @@
 
 mod body;
 mod clients;
+mod consumers;
 mod deliveries;
+mod events;
 mod health;
 mod json;
 mod oauth;
@@ -42,6 +44,8 @@ pub fn router(state: AppState) -> Router {
         .merge(repositories::router())
         .merge(clients::router())
         .merge(deliveries::router())
+        .merge(consumers::router())
+        .merge(events::router())
         .layer(DefaultBodyLimit::max(API_BODY_LIMIT))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -43,6 +43,9 @@ use tower::ServiceExt;
 pub struct ConnectionLimits {
     pub header_timeout: Duration,
     pub idle_timeout: Duration,
+    /// HTTP/2 pings find peers that vanished without closing (an agent's laptop lid).
+    pub keepalive_interval: Duration,
+    pub keepalive_timeout: Duration,
 }
 
 /// The connections open across both listeners, each with its watch, so that
@@ -466,12 +469,11 @@ async fn drive<I>(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(None);
-    // Pings find peers that vanished without closing (an agent's laptop lid).
     builder
         .http2()
         .timer(TokioTimer::new())
-        .keep_alive_interval(Some(Duration::from_secs(30)))
-        .keep_alive_timeout(Duration::from_secs(10));
+        .keep_alive_interval(Some(limits.keepalive_interval))
+        .keep_alive_timeout(limits.keepalive_timeout);
     let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(connection);
     let closing = tokio::select! {

@@ -20,7 +20,7 @@ use crate::error::Error;
 use crate::state::AppState;
 use crate::store::event::{Ingested, NewEvent};
 use crate::telemetry::ProviderLabels;
-use crate::webhook::{self, WebhookError};
+use crate::webhook::{self, Encoding, WebhookError};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -119,9 +119,10 @@ async fn accept(
             .map_err(webhook_error)?;
     }
 
-    check_content_type(headers)?;
+    let encoding = check_content_type(headers)?;
     let event_type = scheme.event_type(headers).map_err(webhook_error)?;
     let delivery_id = scheme.delivery_id(headers).map_err(webhook_error)?;
+    let git_ref = scheme.git_ref(&event_type, &body, encoding);
 
     let outcome = state
         .ingestor
@@ -134,6 +135,8 @@ async fn accept(
             received_at,
             headers: webhook::replayable_headers(headers).map_err(webhook_error)?,
             body,
+            branch: git_ref.branch,
+            tag: git_ref.tag,
         })
         .await?;
     Ok((target.provider.as_str(), outcome))
@@ -151,14 +154,15 @@ fn webhook_error(error: WebhookError) -> Error {
 }
 
 /// GitHub delivers either content type; both are stored untouched.
-fn check_content_type(headers: &HeaderMap) -> Result<(), Error> {
+fn check_content_type(headers: &HeaderMap) -> Result<Encoding, Error> {
     let essence = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
         .map(|v| v.trim().to_ascii_lowercase());
     match essence.as_deref() {
-        Some("application/json" | "application/x-www-form-urlencoded") => Ok(()),
+        Some("application/json") => Ok(Encoding::Json),
+        Some("application/x-www-form-urlencoded") => Ok(Encoding::Form),
         _ => Err(Error::UnsupportedMediaType(
             "webhooks must be application/json or application/x-www-form-urlencoded".into(),
         )),

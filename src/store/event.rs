@@ -19,7 +19,9 @@ use sqlx::PgPool;
 use time::OffsetDateTime;
 use tokio_stream::StreamExt;
 
-use crate::domain::{DeliveryId, EventId, Provider, RepositoryId, TenantId};
+use crate::domain::{
+    DeliveryId, EventFilter, EventId, Provider, RepositoryId, TenantId, event_selected,
+};
 use crate::error::{Error, violated_constraint};
 
 /// The NOTIFY channel that announces new events; the payload is the highest new
@@ -36,6 +38,8 @@ pub struct NewEvent {
     pub received_at: OffsetDateTime,
     pub headers: Vec<(String, String)>,
     pub body: Bytes,
+    pub branch: Option<String>,
+    pub tag: Option<String>,
 }
 
 /// The outcome of ingesting one event.
@@ -58,6 +62,8 @@ pub async fn insert_batch(pool: &PgPool, events: &[NewEvent]) -> Result<Vec<Inge
     let mut received = Vec::with_capacity(events.len());
     let mut headers = Vec::with_capacity(events.len());
     let mut bodies = Vec::with_capacity(events.len());
+    let mut branches = Vec::with_capacity(events.len());
+    let mut tags = Vec::with_capacity(events.len());
     for event in events {
         tenant_ids.push(event.tenant_id.as_uuid());
         repository_ids.push(event.repository_id.as_uuid());
@@ -67,16 +73,18 @@ pub async fn insert_batch(pool: &PgPool, events: &[NewEvent]) -> Result<Vec<Inge
         received.push(event.received_at);
         headers.push(sqlx::types::Json(&event.headers));
         bodies.push(event.body.as_ref());
+        branches.push(event.branch.as_deref());
+        tags.push(event.tag.as_deref());
     }
     // `order by ord` draws ids in arrival order; duplicates (already stored, or
     // repeated within the batch) are skipped and looked up below. Outside an
     // explicit transaction the statement commits when it completes, before the
     // answer arrives.
     let inserted: Vec<(i64, uuid::Uuid, String)> = sqlx::query_as(
-        "insert into event (tenant_id, repository_id, provider, event_type, delivery_id, received_at, headers, body) \
-         select tenant_id, repository_id, provider, event_type, delivery_id, received_at, headers, body \
-         from unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::timestamptz[], $7::jsonb[], $8::bytea[]) \
-              with ordinality as input(tenant_id, repository_id, provider, event_type, delivery_id, received_at, headers, body, ord) \
+        "insert into event (tenant_id, repository_id, provider, event_type, delivery_id, received_at, headers, body, branch, tag) \
+         select tenant_id, repository_id, provider, event_type, delivery_id, received_at, headers, body, branch, tag \
+         from unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::timestamptz[], $7::jsonb[], $8::bytea[], $9::text[], $10::text[]) \
+              with ordinality as input(tenant_id, repository_id, provider, event_type, delivery_id, received_at, headers, body, branch, tag, ord) \
          order by ord \
          on conflict (repository_id, delivery_id) do nothing \
          returning event_id, repository_id, delivery_id",
@@ -89,6 +97,8 @@ pub async fn insert_batch(pool: &PgPool, events: &[NewEvent]) -> Result<Vec<Inge
     .bind(&received)
     .bind(&headers)
     .bind(&bodies)
+    .bind(&branches)
+    .bind(&tags)
     .fetch_all(pool)
     .await
     .map_err(|e| match violated_constraint(&e) {
@@ -148,7 +158,18 @@ pub struct StoredEvent {
     pub received_at: OffsetDateTime,
     pub headers: sqlx::types::Json<Vec<(String, String)>>,
     pub body: Vec<u8>,
+    pub branch: Option<String>,
+    pub tag: Option<String>,
 }
+
+/// The columns of a `StoredEvent`, for `select stored_event!() from event e`.
+macro_rules! stored_event {
+    () => {
+        "e.tenant_id, e.event_id, e.repository_id, e.provider, e.event_type, \
+         e.delivery_id, e.received_at, e.headers, e.body, e.branch, e.tag"
+    };
+}
+pub(crate) use stored_event;
 
 /// Which events a stream reads: some repositories, or all of the tenant's.
 #[derive(Debug, Clone)]
@@ -159,6 +180,7 @@ pub struct StreamScope {
     pub cursors: Vec<(RepositoryId, EventId)>,
     /// The cursor of repositories without one of their own.
     pub default_cursor: EventId,
+    pub filter: EventFilter,
 }
 
 /// A stream page: events in id order, and whether it holds everything
@@ -196,34 +218,43 @@ pub async fn stream_batch(
         .repositories
         .as_ref()
         .map(|ids| ids.iter().map(RepositoryId::as_uuid).collect());
-    let mut rows = sqlx::query_as::<_, StoredEvent>(
+    let likes = scope.filter.likes();
+    let query = concat!(
         "with cursors as ( \
              select r.repository_id, greatest(coalesce(k.after, $4), $5) as after \
              from repository r \
              left join unnest($2::uuid[], $3::bigint[]) as k(repository_id, after) on k.repository_id = r.repository_id \
              where r.tenant_id = $1 and ($6::uuid[] is null or r.repository_id = any($6)) \
+         ), filter as ( \
+             select $8::text[] as event_type_likes, $9::text[] as branch_likes, $10::text[] as tag_likes \
          ), page as ( \
              select n.event_id from cursors c \
              cross join lateral ( \
-                 select e.event_id from event e \
-                 where e.repository_id = c.repository_id and e.event_id > c.after \
-                 order by e.event_id limit $7 \
+                 select e.event_id from event e, filter \
+                 where e.repository_id = c.repository_id and e.event_id > c.after and ",
+        event_selected!("e", "filter"),
+        " order by e.event_id limit $7 \
              ) n \
              order by n.event_id limit $7 \
          ) \
-         select e.tenant_id, e.event_id, e.repository_id, e.provider, e.event_type, e.delivery_id, e.received_at, e.headers, e.body \
-         from page join event e on e.event_id = page.event_id \
+         select ",
+        stored_event!(),
+        " from page join event e on e.event_id = page.event_id \
          where e.tenant_id = $1 \
          order by e.event_id",
-    )
-    .bind(tenant_id)
-    .bind(cursor_repositories)
-    .bind(cursor_values)
-    .bind(scope.default_cursor)
-    .bind(floor)
-    .bind(repositories)
-    .bind(limit)
-    .fetch(pool);
+    );
+    let mut rows = sqlx::query_as::<_, StoredEvent>(query)
+        .bind(tenant_id)
+        .bind(cursor_repositories)
+        .bind(cursor_values)
+        .bind(scope.default_cursor)
+        .bind(floor)
+        .bind(repositories)
+        .bind(limit)
+        .bind(&likes.event_types)
+        .bind(&likes.branches)
+        .bind(&likes.tags)
+        .fetch(pool);
     // Rows past the byte cap are read off the wire one at a time and dropped.
     let (mut events, mut bytes, mut rows_in_page) = (Vec::new(), 0usize, 0i64);
     while let Some(event) = rows.next().await {
@@ -248,11 +279,13 @@ pub async fn list(
     after: EventId,
     limit: i64,
 ) -> Result<Vec<StoredEvent>, Error> {
-    let events = sqlx::query_as(
-        "select tenant_id, event_id, repository_id, provider, event_type, delivery_id, received_at, headers, body \
-         from event where tenant_id = $1 and repository_id = $2 and event_id > $3 \
-         order by event_id limit $4",
-    )
+    let events = sqlx::query_as(concat!(
+        "select ",
+        stored_event!(),
+        " from event e \
+         where e.tenant_id = $1 and e.repository_id = $2 and e.event_id > $3 \
+         order by e.event_id limit $4"
+    ))
     .bind(tenant_id)
     .bind(repository_id)
     .bind(after)
@@ -262,6 +295,82 @@ pub async fn list(
     Ok(events)
 }
 
+/// An event without its headers and body, as event lists show it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct EventSummary {
+    pub event_id: EventId,
+    pub repository_id: RepositoryId,
+    pub provider: String,
+    pub event_type: String,
+    pub delivery_id: String,
+    pub received_at: OffsetDateTime,
+    pub branch: Option<String>,
+    pub tag: Option<String>,
+    pub size: i64,
+}
+
+/// What `newest` lists; None matches anything.
+#[derive(Debug, Clone, Default)]
+pub struct EventQuery {
+    pub repository_id: Option<RepositoryId>,
+    pub event_type: Option<String>,
+    pub branch: Option<String>,
+    pub tag: Option<String>,
+    pub before: Option<EventId>,
+}
+
+/// The tenant's newest events matching `query`, newest first. Each repository
+/// contributes from its own (repository_id, event_id) index, so a small
+/// tenant's list costs the same however busy the others are. `size` comes
+/// from the stored value's header: the body is not read.
+pub async fn newest(
+    pool: &PgPool,
+    tenant_id: TenantId,
+    query: &EventQuery,
+    limit: i64,
+) -> Result<Vec<EventSummary>, Error> {
+    let events = sqlx::query_as(
+        "select n.* from repository r cross join lateral ( \
+             select e.event_id, e.repository_id, e.provider, e.event_type, e.delivery_id, e.received_at, \
+                    e.branch, e.tag, octet_length(e.body)::bigint as size \
+             from event e where e.repository_id = r.repository_id and e.event_id < $3 \
+               and ($4::text is null or e.event_type = $4) and ($5::text is null or e.branch = $5) \
+               and ($6::text is null or e.tag = $6) \
+             order by e.event_id desc limit $7 \
+         ) n \
+         where r.tenant_id = $1 and ($2::uuid is null or r.repository_id = $2) \
+         order by n.event_id desc limit $7",
+    )
+    .bind(tenant_id)
+    .bind(query.repository_id)
+    .bind(query.before.unwrap_or(EventId::MAX))
+    .bind(query.event_type.as_deref())
+    .bind(query.branch.as_deref())
+    .bind(query.tag.as_deref())
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    Ok(events)
+}
+
+/// One of the tenant's retained events.
+pub async fn get(
+    pool: &PgPool,
+    tenant_id: TenantId,
+    event_id: EventId,
+) -> Result<Option<StoredEvent>, Error> {
+    let event = sqlx::query_as(concat!(
+        "select ",
+        stored_event!(),
+        " from event e where e.event_id = $1 and e.tenant_id = $2"
+    ))
+    .bind(event_id)
+    .bind(tenant_id)
+    .fetch_optional(pool)
+    .await?;
+    Ok(event)
+}
+
 /// Every tenant's events after `after`, in id order: feeds the streams' shared
 /// in-memory tail (see `crate::streams`), which filters them per stream.
 pub async fn all_after(
@@ -269,10 +378,11 @@ pub async fn all_after(
     after: EventId,
     limit: i64,
 ) -> Result<Vec<StoredEvent>, Error> {
-    let events = sqlx::query_as(
-        "select tenant_id, event_id, repository_id, provider, event_type, delivery_id, received_at, headers, body \
-         from event where event_id > $1 order by event_id limit $2",
-    )
+    let events = sqlx::query_as(concat!(
+        "select ",
+        stored_event!(),
+        " from event e where e.event_id > $1 order by e.event_id limit $2"
+    ))
     .bind(after)
     .bind(limit)
     .fetch_all(pool)
@@ -300,6 +410,11 @@ impl StreamScope {
             .find(|(r, _)| r.as_uuid() == event.repository_id)
             .map_or(self.default_cursor, |(_, c)| *c);
         event.event_id > cursor.max(floor)
+            && self.filter.matches(
+                &event.event_type,
+                event.branch.as_deref(),
+                event.tag.as_deref(),
+            )
     }
 }
 
@@ -313,31 +428,49 @@ pub async fn newest_id(pool: &PgPool) -> Result<EventId, Error> {
 
 /// Deletes events received before `cutoff`, a batch at a time, and records per
 /// repository the highest id deleted. Returns how many were deleted.
+///
+/// A consumer whose filter skipped every deleted event after its cursor lost
+/// nothing it wanted: its cursor moves past them in the same statement, so its
+/// next stream does not stop at the retention horizon (the events a filter
+/// skips count as handled).
 pub async fn delete_expired(
     pool: &PgPool,
     cutoff: OffsetDateTime,
     batch: i64,
 ) -> Result<u64, Error> {
+    let query = concat!(
+        "with doomed as ( \
+             select event_id, repository_id from event where received_at < $1 order by event_id limit $2 \
+         ), through as ( \
+             select repository_id, max(event_id) as through from doomed group by repository_id \
+         ), skipped as ( \
+             update consumer_cursor k set acked_event_id = t.through, updated_at = now() \
+             from through t, consumer_position p \
+             where k.repository_id = t.repository_id and k.acked_event_id < t.through \
+               and p.tenant_id = k.tenant_id and p.consumer = k.consumer and p.repository_id = k.repository_id \
+               and not exists ( \
+                   select 1 from event e where e.repository_id = k.repository_id \
+                   and e.event_id > k.acked_event_id and e.event_id <= t.through and ",
+        event_selected!("e", "p"),
+        ") \
+         ), deleted as ( \
+             delete from event e using doomed d where e.event_id = d.event_id \
+             returning e.tenant_id, e.repository_id, e.event_id \
+         ), horizon as ( \
+             insert into retention_horizon (repository_id, tenant_id, deleted_through_event_id) \
+             select repository_id, tenant_id, max(event_id) from deleted group by repository_id, tenant_id \
+             on conflict (repository_id) do update set deleted_through_event_id = \
+                 greatest(retention_horizon.deleted_through_event_id, excluded.deleted_through_event_id) \
+         ) \
+         select count(*) from deleted",
+    );
     let mut total = 0;
     loop {
-        let deleted: i64 = sqlx::query_scalar(
-            "with doomed as ( \
-                 select event_id from event where received_at < $1 order by event_id limit $2 \
-             ), deleted as ( \
-                 delete from event e using doomed d where e.event_id = d.event_id \
-                 returning e.tenant_id, e.repository_id, e.event_id \
-             ), horizon as ( \
-                 insert into retention_horizon (repository_id, tenant_id, deleted_through_event_id) \
-                 select repository_id, tenant_id, max(event_id) from deleted group by repository_id, tenant_id \
-                 on conflict (repository_id) do update set deleted_through_event_id = \
-                     greatest(retention_horizon.deleted_through_event_id, excluded.deleted_through_event_id) \
-             ) \
-             select count(*) from deleted",
-        )
-        .bind(cutoff)
-        .bind(batch)
-        .fetch_one(pool)
-        .await?;
+        let deleted: i64 = sqlx::query_scalar(query)
+            .bind(cutoff)
+            .bind(batch)
+            .fetch_one(pool)
+            .await?;
         total += deleted as u64;
         if deleted < batch {
             return Ok(total);
@@ -361,6 +494,8 @@ mod tests {
             received_at: OffsetDateTime::UNIX_EPOCH,
             headers: sqlx::types::Json(Vec::new()),
             body: Vec::new(),
+            branch: None,
+            tag: None,
         }
     }
 
@@ -376,6 +511,7 @@ mod tests {
             repositories: Some(vec![a, b]),
             cursors: vec![(a, EventId::new(10))],
             default_cursor: EventId::new(3),
+            filter: EventFilter::default(),
         };
         assert!(scope.wants(tenant, EventId::new(0), &event(tenant, a, 11)));
         assert!(
@@ -403,6 +539,7 @@ mod tests {
             repositories: None,
             cursors: Vec::new(),
             default_cursor: EventId::ZERO,
+            filter: EventFilter::default(),
         };
         assert!(
             all.wants(tenant, EventId::new(0), &event(tenant, c, 1)),

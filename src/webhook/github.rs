@@ -1,7 +1,11 @@
+use std::borrow::Cow;
+
 use axum::http::HeaderMap;
 use hmac::{Hmac, Mac};
+use serde::Deserialize;
 use sha2::Sha256;
 
+use super::git_ref::{Encoding, GitRef, json_document};
 use super::{WebhookError, WebhookScheme};
 use crate::domain::DeliveryId;
 
@@ -68,11 +72,164 @@ impl WebhookScheme for GitHub {
             .and_then(DeliveryId::parse)
             .ok_or(WebhookError::BadHeader("X-GitHub-Delivery"))
     }
+
+    fn git_ref(&self, event_type: &str, body: &[u8], encoding: Encoding) -> GitRef {
+        // Only the event types that concern a ref are parsed at all.
+        let wanted = matches!(
+            event_type,
+            "push"
+                | "create"
+                | "delete"
+                | "workflow_dispatch"
+                | "pull_request"
+                | "pull_request_review"
+                | "pull_request_review_comment"
+                | "pull_request_review_thread"
+                | "workflow_run"
+                | "workflow_job"
+                | "check_suite"
+        );
+        let Some(document) = wanted.then(|| json_document(body, encoding)).flatten() else {
+            return GitRef::default();
+        };
+        // A signed body that is not the expected shape is stored all the same;
+        // it simply concerns no ref.
+        let Ok(payload) = serde_json::from_slice::<RefFields<'_>>(&document) else {
+            return GitRef::default();
+        };
+        match event_type {
+            // `ref` is a full ref for push and workflow_dispatch, a short name
+            // with `ref_type` for create and delete.
+            "push" | "workflow_dispatch" => payload
+                .git_ref
+                .map_or_else(GitRef::default, |r| GitRef::from_full_ref(&r)),
+            "create" | "delete" => match (payload.git_ref, payload.ref_type.as_deref()) {
+                (Some(name), Some("branch")) => GitRef::branch(&name),
+                (Some(name), Some("tag")) => GitRef::tag(&name),
+                _ => GitRef::default(),
+            },
+            "workflow_run" => head_branch(payload.workflow_run),
+            "workflow_job" => head_branch(payload.workflow_job),
+            "check_suite" => head_branch(payload.check_suite),
+            _ => payload
+                .pull_request
+                .and_then(|pr| pr.base)
+                .and_then(|base| base.git_ref)
+                .map_or_else(GitRef::default, |name| GitRef::branch(&name)),
+        }
+    }
+}
+
+/// The few fields `git_ref` reads; serde skips everything else without
+/// building it, and strings without escapes are borrowed from the body.
+#[derive(Deserialize)]
+struct RefFields<'a> {
+    #[serde(rename = "ref", borrow, default)]
+    git_ref: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    ref_type: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pull_request: Option<PullRequest<'a>>,
+    #[serde(borrow, default)]
+    workflow_run: Option<HeadBranch<'a>>,
+    #[serde(borrow, default)]
+    workflow_job: Option<HeadBranch<'a>>,
+    #[serde(borrow, default)]
+    check_suite: Option<HeadBranch<'a>>,
+}
+
+#[derive(Deserialize)]
+struct PullRequest<'a> {
+    #[serde(borrow, default)]
+    base: Option<Base<'a>>,
+}
+
+#[derive(Deserialize)]
+struct Base<'a> {
+    #[serde(rename = "ref", borrow, default)]
+    git_ref: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct HeadBranch<'a> {
+    #[serde(borrow, default)]
+    head_branch: Option<Cow<'a, str>>,
+}
+
+fn head_branch(object: Option<HeadBranch<'_>>) -> GitRef {
+    object
+        .and_then(|o| o.head_branch)
+        .map_or_else(GitRef::default, |name| GitRef::branch(&name))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn fixture(name: &str) -> Vec<u8> {
+        std::fs::read(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/github")
+                .join(name),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn finds_the_ref_of_real_payloads() {
+        let cases = [
+            ("push", "push.json", GitRef::tag("simple-tag")),
+            ("create", "create.json", GitRef::tag("simple-tag")),
+            (
+                "pull_request",
+                "pull_request.opened.json",
+                GitRef::branch("master"),
+            ),
+            (
+                "workflow_run",
+                "workflow_run.completed.json",
+                GitRef::branch("master"),
+            ),
+            ("issues", "issues.opened.json", GitRef::default()),
+            ("release", "release.published.json", GitRef::default()),
+        ];
+        for (event_type, file, expected) in cases {
+            assert_eq!(
+                GitHub.git_ref(event_type, &fixture(file), Encoding::Json),
+                expected,
+                "{file}"
+            );
+        }
+        let branch_push = String::from_utf8(fixture("push.json"))
+            .unwrap()
+            .replace("refs/tags/simple-tag", "refs/heads/release/1.x");
+        assert_eq!(
+            GitHub.git_ref("push", branch_push.as_bytes(), Encoding::Json),
+            GitRef::branch("release/1.x")
+        );
+        let form: String = form_urlencoded::Serializer::new(String::new())
+            .append_pair("payload", &branch_push)
+            .finish();
+        assert_eq!(
+            GitHub.git_ref("push", form.as_bytes(), Encoding::Form),
+            GitRef::branch("release/1.x")
+        );
+    }
+
+    #[test]
+    fn a_body_of_another_shape_concerns_no_ref() {
+        for body in [&b"not json"[..], b"[]", br#"{"ref": 7}"#, b""] {
+            assert_eq!(
+                GitHub.git_ref("push", body, Encoding::Json),
+                GitRef::default()
+            );
+        }
+        assert_eq!(
+            GitHub.git_ref("push", br#"{"ref":"refs/heads/a\"b"}"#, Encoding::Json),
+            GitRef::branch("a\"b"),
+            "escaped strings are decoded"
+        );
+    }
 
     fn headers(signature: &str) -> HeaderMap {
         let mut headers = HeaderMap::new();

@@ -1,6 +1,7 @@
 //! Provider webhook schemes: how a delivery is signed, and which headers name
 //! its event type and delivery id. One module per provider behind one trait.
 
+mod git_ref;
 mod github;
 pub mod targets;
 
@@ -9,6 +10,7 @@ use axum::http::header;
 
 use crate::domain::{DeliveryId, Provider};
 
+pub use git_ref::{Encoding, GitRef};
 pub use github::GitHub;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -40,6 +42,9 @@ pub trait WebhookScheme: Send + Sync {
     /// The headers that carry the signature, event type and delivery id: none
     /// may appear twice.
     fn identifying_headers(&self) -> &'static [&'static str];
+    /// The branch or tag the event concerns, read from the (verified) body.
+    /// Parses only the fields it needs; a body of another shape concerns none.
+    fn git_ref(&self, event_type: &str, body: &[u8], encoding: Encoding) -> GitRef;
 }
 
 pub fn scheme(provider: Provider) -> &'static dyn WebhookScheme {

@@ -173,6 +173,7 @@ async fn http_grpc_and_grpc_web_share_one_port() {
         repository_ids: vec![],
         consumer: "h2c".into(),
         after_event_id: None,
+        ..Default::default()
     };
     let mut stream = client
         .stream_events(authed(request, &token))

@@ -4,6 +4,7 @@ mod helpers;
 mod abuse;
 mod clients;
 mod config;
+mod control_plane;
 mod embedded;
 mod envoy;
 mod faults;

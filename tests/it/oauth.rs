@@ -103,7 +103,13 @@ async fn metadata_follows_rfc_8414() {
     );
     assert_eq!(
         metadata["scopes_supported"],
-        serde_json::json!(["repos:read", "repos:write", "clients:write", "events:read"])
+        serde_json::json!([
+            "repos:read",
+            "repos:write",
+            "clients:write",
+            "events:read",
+            "events:write"
+        ])
     );
 }
 
@@ -125,7 +131,7 @@ async fn the_oauth2_crate_gets_tokens_that_verify_against_the_jwks() {
         assert_eq!(claims["tenant_id"], signed_up["tenant_id"]);
         assert_eq!(
             claims["scope"],
-            "repos:read repos:write clients:write events:read"
+            "repos:read repos:write clients:write events:read events:write"
         );
         assert_eq!(
             claims["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap(),

@@ -36,6 +36,7 @@ async fn sigterm_drains_then_ends_streams_then_exits_within_the_grace_period() {
         repository_ids: vec![],
         consumer: "ci".into(),
         after_event_id: None,
+        ..Default::default()
     };
     let mut stream = client
         .stream_events(authed(request, token))

@@ -26,7 +26,13 @@ async fn signup_returns_credentials_and_stores_only_a_hash_of_the_secret() {
     assert_eq!(hash, Sha256::digest(secret.as_bytes()).to_vec());
     assert_eq!(
         scopes,
-        ["repos:read", "repos:write", "clients:write", "events:read"]
+        [
+            "repos:read",
+            "repos:write",
+            "clients:write",
+            "events:read",
+            "events:write"
+        ]
     );
     let dump: String = sqlx::query_scalar("select string_agg(c::text, '') from client c")
         .fetch_one(&app.pool)

@@ -36,6 +36,7 @@ fn ack(repository: &str, event_id: i64) -> EventAck {
         event_id,
         outcome: AckOutcome::Delivered.into(),
         failure_reason: String::new(),
+        ..Default::default()
     }
 }
 
@@ -302,6 +303,7 @@ async fn every_auth_failure_gets_its_status() {
             repository_ids: repositories,
             consumer: consumer.into(),
             after_event_id: None,
+            ..Default::default()
         };
         match token {
             Some(token) => authed(message, token),
@@ -529,6 +531,7 @@ async fn failed_deliveries_are_recorded_and_listed() {
         event_id: id,
         outcome: AckOutcome::Failed.into(),
         failure_reason: "the target answered 400 Bad Request".into(),
+        ..Default::default()
     };
     app.grpc()
         .await

@@ -1,11 +1,10 @@
-//! Sends the agent's acks in the background, coalesced: per repository only the
-//! highest delivered id matters (cursors only move forward), plus each failure.
-//! At most one AckEvents call goes out per `ACK_INTERVAL` (each is a commit on
-//! the server), except that a flush (before a reconnect or exit) goes at once.
-//! So a kill -9 re-delivers at most what was delivered in the last interval and
-//! while the last ack call was in flight.
+//! Sends the agent's acks in the background, batched: at most one AckEvents
+//! call goes out per `ACK_INTERVAL` (each is a commit on the server), except
+//! that a flush (before a reconnect or exit) goes at once. Every ack carries
+//! its delivery's outcome, status code, attempts and duration, which the
+//! server records per event. So a kill -9 re-delivers at most what was
+//! delivered in the last interval and while the last ack call was in flight.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,6 +21,8 @@ use hookrelay_proto::{AckEventsRequest, AckOutcome, EventAck};
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
 /// The shortest time between two ack calls, unless a flush is waiting.
 const ACK_INTERVAL: Duration = Duration::from_millis(20);
+/// Acks per call, at most (the server takes up to 10,000).
+const MAX_ACKS_PER_CALL: usize = 5_000;
 
 #[derive(Debug, Clone)]
 pub struct PendingAck {
@@ -29,6 +30,11 @@ pub struct PendingAck {
     pub event_id: i64,
     pub outcome: AckOutcome,
     pub failure_reason: String,
+    /// The event's redelivery_id, if it was a redelivery.
+    pub redelivery_id: String,
+    pub status_code: u16,
+    pub attempts: u32,
+    pub duration_ms: u32,
 }
 
 enum Command {
@@ -41,47 +47,41 @@ pub struct Acker {
     task: tokio::task::JoinHandle<()>,
 }
 
+#[derive(Default)]
 struct Batch {
-    delivered: BTreeMap<String, i64>,
-    failed: Vec<EventAck>,
+    acks: Vec<EventAck>,
 }
 
 impl Batch {
     fn is_empty(&self) -> bool {
-        self.delivered.is_empty() && self.failed.is_empty()
+        self.acks.is_empty()
     }
 
     fn add(&mut self, ack: PendingAck) {
-        if ack.outcome == AckOutcome::Failed {
-            self.failed.push(EventAck {
-                repository_id: ack.repository_id,
-                event_id: ack.event_id,
-                outcome: AckOutcome::Failed.into(),
-                failure_reason: ack.failure_reason,
-            });
-        } else {
-            let id = self
-                .delivered
-                .entry(ack.repository_id)
-                .or_insert(ack.event_id);
-            *id = (*id).max(ack.event_id);
+        self.acks.push(EventAck {
+            repository_id: ack.repository_id,
+            event_id: ack.event_id,
+            outcome: ack.outcome.into(),
+            failure_reason: ack.failure_reason,
+            redelivery_id: ack.redelivery_id,
+            status_code: Some(i32::from(ack.status_code)),
+            attempts: Some(ack.attempts),
+            duration_ms: Some(ack.duration_ms),
+        });
+    }
+
+    /// The next call's acks, oldest first.
+    fn request(&self, consumer: &str) -> AckEventsRequest {
+        AckEventsRequest {
+            consumer: consumer.to_owned(),
+            acks: self.acks[..self.acks.len().min(MAX_ACKS_PER_CALL)].to_vec(),
         }
     }
 
-    fn request(&self, consumer: &str) -> AckEventsRequest {
-        let delivered = self
-            .delivered
-            .iter()
-            .map(|(repository_id, event_id)| EventAck {
-                repository_id: repository_id.clone(),
-                event_id: *event_id,
-                outcome: AckOutcome::Delivered.into(),
-                failure_reason: String::new(),
-            });
-        AckEventsRequest {
-            consumer: consumer.to_owned(),
-            acks: delivered.chain(self.failed.iter().cloned()).collect(),
-        }
+    /// Forgets the acks `request` sent.
+    fn sent(&mut self) {
+        let sent = self.acks.len().min(MAX_ACKS_PER_CALL);
+        self.acks.drain(..sent);
     }
 }
 
@@ -125,10 +125,7 @@ async fn send_acks(
     consumer: String,
     mut commands: mpsc::Receiver<Command>,
 ) {
-    let mut batch = Batch {
-        delivered: BTreeMap::new(),
-        failed: Vec::new(),
-    };
+    let mut batch = Batch::default();
     let mut waiters: Vec<oneshot::Sender<()>> = Vec::new();
     let mut backoff = retry_backoff();
     let mut last_sent: Option<tokio::time::Instant> = None;
@@ -190,13 +187,12 @@ async fn send_acks(
         match sent {
             Ok(()) => {
                 last_sent = Some(tokio::time::Instant::now());
-                batch = Batch {
-                    delivered: BTreeMap::new(),
-                    failed: Vec::new(),
-                };
+                batch.sent();
                 backoff = retry_backoff();
-                for done in waiters.drain(..) {
-                    let _ = done.send(());
+                if batch.is_empty() {
+                    for done in waiters.drain(..) {
+                        let _ = done.send(());
+                    }
                 }
             }
             Err(status) => {

@@ -18,7 +18,10 @@ pub enum Attempt {
         retry_after: Option<Duration>,
     },
     /// Any other 4xx: the target will never take it.
-    Failed(String),
+    Failed {
+        status: StatusCode,
+        reason: String,
+    },
 }
 
 /// The longest Retry-After honoured, so a confused target cannot park the agent for days.
@@ -62,7 +65,10 @@ pub async fn attempt(http: &reqwest::Client, target: &url::Url, event: &Event) -
             retry_after,
         }
     } else {
-        Attempt::Failed(format!("the target answered {status}"))
+        Attempt::Failed {
+            status,
+            reason: format!("the target answered {status}"),
+        }
     }
 }
 

@@ -77,6 +77,34 @@ pub struct RelayArgs {
     #[arg(long, env = "HOOKRELAY_CA_FILE")]
     pub ca_file: Option<PathBuf>,
 
+    /// Deliver only events of these types (glob patterns, repeatable or
+    /// comma-separated), e.g. push,pull_request. Default: every type.
+    #[arg(
+        long = "event-type",
+        env = "HOOKRELAY_EVENT_TYPES",
+        value_delimiter = ','
+    )]
+    pub event_types: Vec<String>,
+
+    /// Deliver only events concerning these branches (glob patterns, e.g.
+    /// main,release/*), or the tags below. Default: no branch or tag filter.
+    #[arg(long = "branch", env = "HOOKRELAY_BRANCHES", value_delimiter = ',')]
+    pub branches: Vec<String>,
+
+    /// Deliver only events concerning these tags (glob patterns, e.g. v*), or
+    /// the branches above.
+    #[arg(long = "tag", env = "HOOKRELAY_TAGS", value_delimiter = ',')]
+    pub tags: Vec<String>,
+
+    /// HTTP/2 pings to the server this often; a server that does not answer
+    /// within --keepalive-timeout (frozen, or a silently dropped connection)
+    /// counts as lost and the agent reconnects.
+    #[arg(long, env = "HOOKRELAY_KEEPALIVE_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub keepalive_interval: Duration,
+
+    #[arg(long, env = "HOOKRELAY_KEEPALIVE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub keepalive_timeout: Duration,
+
     /// How often to log a summary line (delivered, retried, failed, lag).
     #[arg(long, env = "HOOKRELAY_SUMMARY_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
     pub summary_interval: Duration,
@@ -173,8 +201,8 @@ pub async fn run(args: RelayArgs, shutdown: CancellationToken) -> anyhow::Result
     let mut endpoint = Endpoint::from_shared(args.server.to_string())?
         .connect_timeout(Duration::from_secs(5))
         .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(30))
-        .keep_alive_timeout(Duration::from_secs(10))
+        .http2_keep_alive_interval(args.keepalive_interval)
+        .keep_alive_timeout(args.keepalive_timeout)
         .keep_alive_while_idle(true);
     if args.server.scheme() == "https" {
         let mut tls = ClientTlsConfig::new().with_native_roots();
@@ -250,6 +278,9 @@ impl Agent {
             repository_ids: self.args.repositories.clone(),
             consumer: self.args.consumer.clone(),
             after_event_id: None,
+            event_types: self.args.event_types.clone(),
+            branches: self.args.branches.clone(),
+            tags: self.args.tags.clone(),
         });
         let bearer: MetadataValue<_> = format!("Bearer {}", token.expose_secret()).parse()?;
         request.metadata_mut().insert("authorization", bearer);
@@ -324,7 +355,7 @@ impl Agent {
             attempts += 1;
             match deliver::attempt(&self.http, &self.args.target, &event).await {
                 Attempt::Delivered(status) => break Ok(status),
-                Attempt::Failed(reason) => break Err(reason),
+                Attempt::Failed { status, reason } => break Err((status, reason)),
                 Attempt::Retry {
                     reason,
                     retry_after,
@@ -348,7 +379,7 @@ impl Agent {
             }
         };
         let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
-        let (outcome, failure_reason) = match outcome {
+        let (outcome, failure_reason, status_code) = match outcome {
             Ok(status) => {
                 self.counters.delivered.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(
@@ -359,11 +390,12 @@ impl Agent {
                     status = status.as_u16(),
                     attempts,
                     elapsed_ms,
+                    redelivery = event.redelivery,
                     "delivered"
                 );
-                (AckOutcome::Delivered, String::new())
+                (AckOutcome::Delivered, String::new(), status)
             }
-            Err(reason) => {
+            Err((status, reason)) => {
                 self.counters.failed.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(
                     event_id = event.id,
@@ -374,10 +406,11 @@ impl Agent {
                     reason,
                     "delivery failed for good; recorded as failed"
                 );
-                (AckOutcome::Failed, reason)
+                (AckOutcome::Failed, reason, status)
             }
         };
-        if let Some(received) = &event.received_at {
+        // A redelivery is old news: it says nothing about how far behind the stream is.
+        if let Some(received) = event.received_at.as_ref().filter(|_| !event.redelivery) {
             let ms = received.seconds.saturating_mul(1000) + i64::from(received.nanos / 1_000_000);
             self.counters
                 .last_received_ms
@@ -389,6 +422,10 @@ impl Agent {
                 event_id: event.id,
                 outcome,
                 failure_reason,
+                redelivery_id: event.redelivery_id,
+                status_code: status_code.as_u16(),
+                attempts,
+                duration_ms: elapsed_ms as u32,
             })
             .await;
         true

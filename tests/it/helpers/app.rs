@@ -210,7 +210,17 @@ impl TestApp {
     /// A digest of every row of every table: equal digests mean nothing changed.
     pub async fn database_digest(&self) -> String {
         let mut digest = String::new();
-        for table in ["tenant", "client", "repository", "event", "signing_key"] {
+        for table in [
+            "tenant",
+            "client",
+            "repository",
+            "event",
+            "signing_key",
+            "consumer",
+            "consumer_cursor",
+            "delivery",
+            "redelivery",
+        ] {
             let sql = format!(
                 "select coalesce(md5(string_agg(t::text, '|' order by t::text)), '') from {table} t"
             );
@@ -273,6 +283,7 @@ impl TestApp {
             repository_ids: repositories.iter().map(|r| r.to_string()).collect(),
             consumer: consumer.to_owned(),
             after_event_id: after,
+            ..Default::default()
         };
         self.grpc()
             .await
