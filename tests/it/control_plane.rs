@@ -1035,3 +1035,341 @@ async fn send(
     };
     request.send().await.unwrap()
 }
+
+/// The messages as the first published proto defined them (see
+/// crates/hookrelay-proto/tests/baseline): what an older agent sends and decodes.
+mod old {
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct StreamEventsRequest {
+        #[prost(string, repeated, tag = "1")]
+        pub repository_ids: Vec<String>,
+        #[prost(string, tag = "2")]
+        pub consumer: String,
+        #[prost(int64, optional, tag = "3")]
+        pub after_event_id: Option<i64>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Header {
+        #[prost(string, tag = "1")]
+        pub name: String,
+        #[prost(string, tag = "2")]
+        pub value: String,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Event {
+        #[prost(int64, tag = "1")]
+        pub id: i64,
+        #[prost(string, tag = "2")]
+        pub repository_id: String,
+        #[prost(string, tag = "3")]
+        pub provider: String,
+        #[prost(string, tag = "4")]
+        pub event_type: String,
+        #[prost(string, tag = "5")]
+        pub delivery_id: String,
+        #[prost(message, optional, tag = "6")]
+        pub received_at: Option<prost_types::Timestamp>,
+        #[prost(message, repeated, tag = "7")]
+        pub headers: Vec<Header>,
+        #[prost(bytes = "vec", tag = "8")]
+        pub body: Vec<u8>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct EventAck {
+        #[prost(string, tag = "1")]
+        pub repository_id: String,
+        #[prost(int64, tag = "2")]
+        pub event_id: i64,
+        #[prost(int32, tag = "3")]
+        pub outcome: i32,
+        #[prost(string, tag = "4")]
+        pub failure_reason: String,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct AckEventsRequest {
+        #[prost(string, tag = "1")]
+        pub consumer: String,
+        #[prost(message, repeated, tag = "2")]
+        pub acks: Vec<EventAck>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct AckEventsResponse {
+        #[prost(string, repeated, tag = "1")]
+        pub skipped_repository_ids: Vec<String>,
+    }
+}
+
+#[tokio::test]
+async fn an_older_client_still_streams_acks_and_completes_redeliveries() {
+    use tonic::codegen::http::uri::PathAndQuery;
+    let app = spawn_app().await;
+    let tenant = app.tenant("acme").await;
+    let repository = app.repository(&tenant, "acme/app").await;
+    let event = post(&app, &repository, "push", "d-1", &fixture("push")).await;
+    let channel = tonic::transport::Endpoint::from_shared(app.grpc_address.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let grpc = tonic::client::Grpc::new(channel);
+    let stream_path = PathAndQuery::from_static("/hookrelay.v1.EventService/StreamEvents");
+    let ack_path = PathAndQuery::from_static("/hookrelay.v1.EventService/AckEvents");
+    let request = old::StreamEventsRequest {
+        consumer: "legacy".into(),
+        ..Default::default()
+    };
+    let open = |mut grpc: tonic::client::Grpc<tonic::transport::Channel>| {
+        let (request, path, token) = (request.clone(), stream_path.clone(), tenant.token.clone());
+        async move {
+            grpc.ready().await.unwrap();
+            grpc.server_streaming(
+                authed(request, &token),
+                path,
+                tonic_prost::ProstCodec::<old::StreamEventsRequest, old::Event>::default(),
+            )
+            .await
+            .unwrap()
+            .into_inner()
+        }
+    };
+    let old_ack = |mut grpc: tonic::client::Grpc<tonic::transport::Channel>, id: i64| {
+        let (path, token, repository_id) = (
+            ack_path.clone(),
+            tenant.token.clone(),
+            repository.id.clone(),
+        );
+        async move {
+            let request = old::AckEventsRequest {
+                consumer: "legacy".into(),
+                acks: vec![old::EventAck {
+                    repository_id,
+                    event_id: id,
+                    outcome: AckOutcome::Delivered.into(),
+                    failure_reason: String::new(),
+                }],
+            };
+            grpc.ready().await.unwrap();
+            grpc.unary(
+                authed(request, &token),
+                path,
+                tonic_prost::ProstCodec::<old::AckEventsRequest, old::AckEventsResponse>::default(),
+            )
+            .await
+            .unwrap();
+        }
+    };
+
+    let mut stream = open(grpc.clone()).await;
+    let received = tokio::time::timeout(WAIT, stream.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!((received.id, received.body), (event, fixture("push")));
+    old_ack(grpc.clone(), event).await;
+    let consumer = get_json(&app, "/v1/consumers/legacy", &tenant.token).await;
+    assert_eq!(consumer["repositories"][0]["acked_event_id"], event);
+    let deliveries = get_json(
+        &app,
+        &format!("/v1/events/{event}/deliveries"),
+        &tenant.token,
+    )
+    .await;
+    assert_eq!(deliveries["deliveries"][0]["outcome"], "delivered");
+    assert_eq!(
+        deliveries["deliveries"][0]["status_code"],
+        Value::Null,
+        "an older agent reports less"
+    );
+
+    // A redelivery reaches it as a plain event; its plain ack completes it.
+    let response = app
+        .post_json(
+            &format!("/v1/events/{event}/redeliver"),
+            Some(&tenant.token),
+            &json!({"consumer": "legacy"}),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let again = tokio::time::timeout(WAIT, stream.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.id, event);
+    old_ack(grpc.clone(), event).await;
+    drop(stream);
+    let mut stream = open(grpc).await;
+    assert!(
+        tokio::time::timeout(Duration::from_millis(700), stream.message())
+            .await
+            .is_err(),
+        "the completed redelivery is not sent again"
+    );
+}
+
+/// A frozen server, or a frozen agent, is noticed by HTTP/2 keepalive pings on
+/// the other side: no stream hangs on a dead link.
+#[tokio::test]
+async fn a_frozen_server_or_agent_is_noticed_and_the_stream_comes_back() {
+    frozen_peers(false).await;
+}
+
+/// The same through Envoy: its pings on both sides find the frozen peer.
+#[tokio::test]
+async fn through_envoy_a_frozen_server_or_agent_is_noticed_too() {
+    frozen_peers(true).await;
+}
+
+async fn frozen_peers(through_envoy: bool) {
+    let logs = tempfile::tempdir().unwrap();
+    let grpc_port = crate::helpers::free_port();
+    let server = crate::helpers::ServerProcess::start(
+        &[
+            ("DATABASE_URL", crate::helpers::fresh_database().await),
+            (
+                "HOOKRELAY_SECRET_KEY",
+                crate::helpers::TEST_SECRET_KEY.to_owned(),
+            ),
+            ("HOOKRELAY_GRPC_ADDR", format!("127.0.0.1:{grpc_port}")),
+            ("HOOKRELAY_HTTP2_KEEPALIVE_INTERVAL", "1s".to_owned()),
+            ("HOOKRELAY_HTTP2_KEEPALIVE_TIMEOUT", "1s".to_owned()),
+        ],
+        logs.path(),
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let tenant = crate::helpers::tenant_at(&http, &server.address, "acme").await;
+    let created =
+        crate::helpers::repository_at(&http, &server.address, &tenant.token, "acme/app").await;
+    let repository = TestRepository {
+        id: created["id"].as_str().unwrap().to_owned(),
+        secret: created["webhook_secret"].as_str().unwrap().to_owned(),
+    };
+    let post = |delivery: &'static str| {
+        let (http, url, secret) = (
+            http.clone(),
+            format!("{}/v1/webhooks/{}", server.address, repository.id),
+            repository.secret.clone(),
+        );
+        async move {
+            let body = fixture("push");
+            let response = http
+                .post(url)
+                .header("content-type", "application/json")
+                .header("x-github-event", "push")
+                .header("x-github-delivery", delivery)
+                .header("x-hub-signature-256", sign(&secret, &body))
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), StatusCode::ACCEPTED);
+        }
+    };
+    let target = TestTarget::start(vec![repository.secret.clone()]).await;
+    let token_url = format!("{}/oauth/token", server.address);
+    let envoy = if through_envoy {
+        let upstream = |address: &str| address.trim_start_matches("http://").to_owned();
+        Some(
+            crate::helpers::EnvoyProcess::start_with(
+                0,
+                &[upstream(&server.address)],
+                &[format!("127.0.0.1:{grpc_port}")],
+                &["--keepalive-interval", "1s", "--keepalive-timeout", "1s"],
+                logs.path(),
+            )
+            .await,
+        )
+    } else {
+        None
+    };
+    let agent = RelayProcess::start_at(
+        &envoy.as_ref().map_or_else(
+            || format!("http://127.0.0.1:{grpc_port}"),
+            |e| e.address.clone(),
+        ),
+        &tenant,
+        "ci",
+        &target.url,
+        &[
+            "--token-url",
+            &token_url,
+            "--keepalive-interval",
+            "1s",
+            "--keepalive-timeout",
+            "1s",
+        ],
+        logs.path(),
+    );
+    post("d-1").await;
+    target.wait_for(1, WAIT).await;
+    // Its ack in, so that what follows redelivers nothing (at-least-once
+    // would: an ack lost with the frozen server means d-1 comes again).
+    let pending = |expected: i64| {
+        let (http, url, token) = (
+            http.clone(),
+            format!("{}/v1/consumers/ci", server.address),
+            tenant.token.clone(),
+        );
+        async move {
+            let consumer: Value = http
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            (consumer["repositories"][0]["pending_events"] == expected).then_some(())
+        }
+    };
+    eventually("d-1 to be acked", || pending(0)).await;
+
+    // The server freezes: the agent notices the dead link, and reconnects once
+    // the server continues.
+    server.signal("STOP");
+    agent.wait_for_output("stream lost", 1, WAIT).await;
+    server.signal("CONT");
+    agent.wait_for_output("stream open", 2, WAIT).await;
+    post("d-2").await;
+    assert_eq!(target.wait_for(2, WAIT).await, ["d-1", "d-2"]);
+
+    // The agent freezes: the server notices, and its stream stops counting.
+    let connected = |expected: i64| {
+        let (http, url, token) = (
+            http.clone(),
+            format!("{}/v1/consumers/ci", server.address),
+            tenant.token.clone(),
+        );
+        async move {
+            let consumer: Value = http
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            (consumer["connected_streams"] == expected).then_some(())
+        }
+    };
+    eventually("the stream to be connected", || connected(1)).await;
+    eventually("d-2 to be acked", || pending(0)).await;
+    agent.signal("STOP");
+    eventually("the server to drop the frozen agent's stream", || {
+        connected(0)
+    })
+    .await;
+    agent.signal("CONT");
+    agent.wait_for_output("stream open", 3, WAIT).await;
+    post("d-3").await;
+    assert_eq!(target.wait_for(3, WAIT).await, ["d-1", "d-2", "d-3"]);
+}

@@ -271,10 +271,22 @@ impl EnvoyProcess {
         grpc: &[String],
         dir: &std::path::Path,
     ) -> EnvoyProcess {
+        Self::start_with(port, http, grpc, &[], dir).await
+    }
+
+    /// `start`, with more envoy/render flags.
+    pub async fn start_with(
+        port: u16,
+        http: &[String],
+        grpc: &[String],
+        render_flags: &[&str],
+        dir: &std::path::Path,
+    ) -> EnvoyProcess {
         let port = if port == 0 { free_port() } else { port };
         let admin = free_port();
         let (listen, admin_address) = (format!("127.0.0.1:{port}"), format!("127.0.0.1:{admin}"));
         let mut args = vec!["--listen", &listen, "--admin", &admin_address];
+        args.extend_from_slice(render_flags);
         for address in http {
             args.extend(["--http", address]);
         }
