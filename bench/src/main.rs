@@ -27,7 +27,9 @@ use messages::{CatchupLoad, FanoutLoad, IngestLoad, LatencyLoad};
 use serde_json::{Value, json};
 
 const SECRET_KEY: &str = "YmVuY2htYXJrLWtleS1lbmNyeXB0aW9uLWtleS0zMmI=";
-const ALL: [&str; 6] = ["ingest", "latency", "fanout", "catchup", "agent", "envoy"];
+const ALL: [&str; 7] = [
+    "ingest", "latency", "fanout", "catchup", "agent", "envoy", "refs",
+];
 
 #[derive(Parser)]
 #[command(
@@ -37,8 +39,12 @@ const ALL: [&str; 6] = ["ingest", "latency", "fanout", "catchup", "agent", "envo
 struct Cli {
     #[command(subcommand)]
     load: Option<Generator>,
-    /// Scenarios to run (default: all): ingest, latency, fanout, catchup, agent, envoy.
+    /// Scenarios to run (default: all): ingest, latency, fanout, catchup, agent, envoy, refs.
     scenarios: Vec<String>,
+    /// The `hookrelay` binary to benchmark (default: the one beside this runner),
+    /// e.g. an older build, for runs that alternate two versions.
+    #[arg(long)]
+    server: Option<PathBuf>,
     /// Shorter runs, for a smoke check of the runner itself.
     #[arg(long)]
     quick: bool,
@@ -584,7 +590,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     let machine = machine();
     println!("hookrelay benchmarks on {machine}");
-    let mut bench = Bench::start(cli.quick).await?;
+    let server = match &cli.server {
+        Some(path) => path.clone(),
+        None => sibling("hookrelay")?,
+    };
+    let mut bench = Bench::start(cli.quick, &server).await?;
     let mut outcome = Ok(());
     for scenario in &scenarios {
         println!("== {scenario}");
@@ -601,6 +611,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             "catchup" => bench.catchup().await,
             "agent" => bench.agent().await,
             "envoy" => bench.envoy().await,
+            "refs" => bench.refs(),
             _ => unreachable!(),
         }
         .with_context(|| format!("scenario {scenario}"));
@@ -629,7 +640,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 impl Bench {
-    async fn start(quick: bool) -> anyhow::Result<Self> {
+    async fn start(quick: bool, server: &std::path::Path) -> anyhow::Result<Self> {
         let dir = std::env::temp_dir().join(format!("hookrelay-bench-{}", std::process::id()));
         let cluster_dir = dir.join("postgres");
         let cluster = tokio::task::spawn_blocking(move || {
@@ -652,7 +663,7 @@ impl Bench {
             format!("postgres://postgres@localhost/postgres?host={socket}&port=5432");
         let (http_port, grpc_port) = (free_port(), free_port());
         let server = ChildGuard::spawn(
-            Command::new(sibling("hookrelay")?)
+            Command::new(server)
                 .arg("serve")
                 .env("DATABASE_URL", &database_url)
                 .env("HOOKRELAY_SECRET_KEY", SECRET_KEY)
@@ -736,6 +747,52 @@ impl Bench {
         } else {
             full
         }
+    }
+
+    /// The CPU that extracting the branch or tag adds to ingest: the
+    /// extraction alone, in this process, over real payloads (compare with the
+    /// relay's whole CPU per webhook in `envoy`).
+    fn refs(&mut self) -> anyhow::Result<()> {
+        use hookrelay::webhook::{Encoding, GitHub, WebhookScheme};
+        // At least half a second of CPU each: /proc counts in 10 ms ticks.
+        let min_cpu = if self.quick { 0.5 } else { 2.0 };
+        let mut results = serde_json::Map::new();
+        for (event_type, fixture_name) in [
+            ("push", "push"),
+            ("pull_request", "pull_request.opened"),
+            ("workflow_run", "workflow_run.completed"),
+            ("issues", "issues.opened"),
+        ] {
+            let body = hookrelay_testkit::fixture(fixture_name);
+            let pid = std::process::id();
+            let before = cpu_seconds(pid);
+            let (mut rounds, mut found) = (0usize, 0usize);
+            // Checked every 20,000 rounds: reading the clock spawns a process.
+            while rounds % 20_000 != 0 || cpu_seconds(pid) - before < min_cpu {
+                let git_ref =
+                    GitHub.git_ref(std::hint::black_box(event_type), &body, Encoding::Json);
+                found += usize::from(git_ref.branch.is_some() || git_ref.tag.is_some());
+                rounds += 1;
+            }
+            let micros = (cpu_seconds(pid) - before) * 1e6 / rounds as f64;
+            anyhow::ensure!(
+                event_type == "issues" || found == rounds,
+                "{event_type}: no ref found"
+            );
+            self.row(
+                "refs",
+                format!("CPU µs per {event_type} ({} KB)", body.len() / 1024),
+                format!("{micros:.2}"),
+                "",
+            );
+            results.insert(
+                event_type.into(),
+                json!({"cpu_us": micros, "bytes": body.len()}),
+            );
+        }
+        self.results
+            .insert("refs".into(), serde_json::Value::Object(results));
+        Ok(())
     }
 
     fn row(

@@ -312,12 +312,13 @@ pub async fn failures(
     let rows = sqlx::query_as(
         "select d.consumer, e.repository_id, d.event_id, e.event_type, e.delivery_id, \
                 coalesce(d.error, 'delivery failed') as reason, d.completed_at as failed_at \
-         from ( \
-             select distinct on (consumer, event_id) consumer, event_id, outcome, error, completed_at \
-             from delivery where tenant_id = $1 and ($2::text is null or consumer = $2) \
-             order by consumer, event_id, completed_at desc, delivery_pk desc \
-         ) d join event e on e.event_id = d.event_id and e.tenant_id = $1 \
-         where d.outcome = 'failed' \
+         from delivery d join event e on e.event_id = d.event_id and e.tenant_id = $1 \
+         where d.tenant_id = $1 and d.outcome = 'failed' and ($2::text is null or d.consumer = $2) \
+           and not exists ( \
+               select 1 from delivery later \
+               where later.event_id = d.event_id and later.tenant_id = d.tenant_id \
+                 and later.consumer = d.consumer and later.delivery_pk <> d.delivery_pk \
+                 and (later.completed_at, later.delivery_pk) > (d.completed_at, d.delivery_pk)) \
          order by d.completed_at desc, d.event_id desc limit 1000",
     )
     .bind(tenant_id)
