@@ -295,15 +295,20 @@ impl Application {
         ));
 
         let acceptor = tls.as_ref().map(|tls| tls.acceptor()).transpose()?;
+        let grpc_router = crate::grpc::router(&state, health, &cors_origins, stop.clone())?;
         let grpc_server = crate::http::server::serve(
             grpc,
             acceptor.clone(),
-            crate::grpc::router(&state, health, &cors_origins, stop.clone())?,
+            grpc_router.clone(),
             connection_limits,
             state.connections.clone(),
             stop.clone(),
         );
-        let router = crate::http::router(state.clone());
+        // The HTTP listener serves the gRPC paths too: the web console, served
+        // from this listener, reaches its live data (gRPC-Web) on its own
+        // origin, with no Envoy and no CORS. Behind Envoy they go to the gRPC
+        // listener instead, by content type.
+        let router = crate::http::router(state.clone()).merge(grpc_router);
         let http_server = crate::http::server::serve(
             http,
             acceptor,

@@ -78,7 +78,8 @@ pub struct StreamHub {
 struct Entry {
     client: ClientId,
     tenant: TenantId,
-    consumer: ConsumerName,
+    /// None for a watch (the console): it takes no signals.
+    consumer: Option<ConsumerName>,
     revoked: CancellationToken,
     signals: Arc<Signals>,
 }
@@ -144,6 +145,25 @@ impl Drop for StreamRegistration {
     }
 }
 
+/// A watch's registration; dropping it unregisters the watch.
+#[derive(Debug)]
+pub struct WatchRegistration {
+    hub: Arc<StreamHub>,
+    id: u64,
+    /// Cancelled when the watch's client is deleted.
+    pub revoked: CancellationToken,
+}
+
+impl Drop for WatchRegistration {
+    fn drop(&mut self) {
+        self.hub
+            .registry
+            .lock()
+            .expect("stream registry")
+            .remove(&self.id);
+    }
+}
+
 impl StreamHub {
     pub fn new(pool: PgPool, metrics: &crate::telemetry::Metrics) -> Arc<Self> {
         Arc::new(Self {
@@ -187,7 +207,7 @@ impl StreamHub {
             Entry {
                 client,
                 tenant,
-                consumer,
+                consumer: Some(consumer),
                 revoked: revoked.clone(),
                 signals: signals.clone(),
             },
@@ -202,14 +222,42 @@ impl StreamHub {
         }
     }
 
+    /// Registers a watch (WatchEvents and the like): cancelled like a stream
+    /// when its client is deleted, but no consumer, no row, no signals.
+    pub fn register_watch(
+        self: &Arc<Self>,
+        client: ClientId,
+        tenant: TenantId,
+    ) -> WatchRegistration {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let revoked = CancellationToken::new();
+        self.registry.lock().expect("stream registry").insert(
+            id,
+            Entry {
+                client,
+                tenant,
+                consumer: None,
+                revoked: revoked.clone(),
+                signals: Arc::default(),
+            },
+        );
+        WatchRegistration {
+            hub: self.clone(),
+            id,
+            revoked,
+        }
+    }
+
     /// Hands a signal to the open streams of its consumer; None: to every stream.
     fn dispatch(&self, signal: Option<Signal>) {
         let registry = self.registry.lock().expect("stream registry");
         for entry in registry.values() {
+            let Some(consumer) = &entry.consumer else {
+                continue;
+            };
             match &signal {
                 Some(signal)
-                    if entry.tenant == signal.tenant_id
-                        && entry.consumer.as_str() == signal.consumer =>
+                    if entry.tenant == signal.tenant_id && consumer.as_str() == signal.consumer =>
                 {
                     entry.signals.push(signal.change.clone());
                 }
@@ -305,8 +353,14 @@ impl StreamHub {
         }
     }
 
+    /// Open event streams (watches not counted: they do not read the tail).
     pub fn open_streams(&self) -> usize {
-        self.registry.lock().expect("stream registry").len()
+        self.registry
+            .lock()
+            .expect("stream registry")
+            .values()
+            .filter(|entry| entry.consumer.is_some())
+            .count()
     }
 
     /// Publishes committed event ids until `stop`.

@@ -20,7 +20,10 @@ fn required_scope(path: &str) -> Option<Scope> {
     match path {
         "/hookrelay.v1.EventService/StreamEvents"
         | "/hookrelay.v1.EventService/AckEvents"
-        | "/hookrelay.v1.EventService/ListEvents" => Some(Scope::EventsRead),
+        | "/hookrelay.v1.EventService/ListEvents"
+        | "/hookrelay.v1.EventService/WatchEvents"
+        | "/hookrelay.v1.EventService/WatchDeliveries"
+        | "/hookrelay.v1.EventService/WatchConsumers" => Some(Scope::EventsRead),
         _ => None,
     }
 }

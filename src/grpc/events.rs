@@ -14,6 +14,7 @@ use prometheus_client::metrics::counter::Counter;
 
 use super::proto::event_service_server::EventService;
 use super::proto::{self, AckOutcome};
+use super::watch::{WatchStream, Watches};
 use crate::auth::caller;
 use crate::domain::{ConsumerName, EventFilter, EventId, RepositoryId, TenantId};
 use crate::error::Error;
@@ -37,13 +38,14 @@ const MAX_ACKS: usize = 10_000;
 /// while their acks are under way); past this, it forgets and may resend.
 const MAX_SENT_REDELIVERIES: usize = 10_000;
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct EventsService {
     pool: sqlx::PgPool,
     hub: Arc<StreamHub>,
     metrics: Arc<Metrics>,
     /// Cancelled when the server shuts down: streams end with UNAVAILABLE.
     shutdown: CancellationToken,
+    watches: Arc<Watches>,
 }
 
 impl EventsService {
@@ -52,8 +54,15 @@ impl EventsService {
         hub: Arc<StreamHub>,
         metrics: Arc<Metrics>,
         shutdown: CancellationToken,
+        stall_threshold: Duration,
     ) -> Self {
         Self {
+            watches: Arc::new(Watches {
+                pool: pool.clone(),
+                hub: hub.clone(),
+                shutdown: shutdown.clone(),
+                stall_threshold,
+            }),
             pool,
             hub,
             metrics,
@@ -396,6 +405,43 @@ fn unix_now() -> u64 {
 #[tonic::async_trait]
 impl EventService for EventsService {
     type StreamEventsStream = ReceiverStream<Result<proto::Event, Status>>;
+    type WatchEventsStream = WatchStream<proto::EventSummary>;
+    type WatchDeliveriesStream = WatchStream<proto::DeliveryRecord>;
+    type WatchConsumersStream = WatchStream<proto::ConsumersSnapshot>;
+
+    async fn watch_events(
+        &self,
+        request: Request<proto::WatchEventsRequest>,
+    ) -> Result<Response<Self::WatchEventsStream>, Status> {
+        let caller = caller(&request)?;
+        let request = request.into_inner();
+        let repositories = if request.repository_ids.is_empty() {
+            Vec::new()
+        } else {
+            owned_repositories(&self.pool, caller.tenant.id, &request.repository_ids).await?
+        };
+        Ok(Response::new(
+            self.watches.events(&caller, request, repositories).await?,
+        ))
+    }
+
+    async fn watch_deliveries(
+        &self,
+        request: Request<proto::WatchDeliveriesRequest>,
+    ) -> Result<Response<Self::WatchDeliveriesStream>, Status> {
+        let caller = caller(&request)?;
+        Ok(Response::new(
+            self.watches.deliveries(&caller, request.into_inner()),
+        ))
+    }
+
+    async fn watch_consumers(
+        &self,
+        request: Request<proto::WatchConsumersRequest>,
+    ) -> Result<Response<Self::WatchConsumersStream>, Status> {
+        let caller = caller(&request)?;
+        Ok(Response::new(self.watches.consumers(&caller)))
+    }
 
     async fn stream_events(
         &self,

@@ -4,6 +4,7 @@
 
 mod convert;
 mod events;
+mod watch;
 
 pub use events::EventsService;
 
@@ -44,6 +45,7 @@ pub fn router(
             state.streams.clone(),
             state.metrics.clone(),
             stop,
+            state.settings.stall_threshold,
         )),
     );
     let routes = tonic::service::Routes::builder()

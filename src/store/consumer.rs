@@ -589,6 +589,8 @@ pub async fn pending_redeliveries(
 /// One delivery of an event to a consumer.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Delivery {
+    pub delivery_pk: i64,
+    pub event_id: EventId,
     pub consumer: String,
     pub redelivery_id: Option<uuid::Uuid>,
     pub outcome: String,
@@ -606,12 +608,35 @@ pub async fn deliveries(
     event_id: EventId,
 ) -> Result<Vec<Delivery>, Error> {
     let rows = sqlx::query_as(
-        "select consumer, redelivery_id, outcome, status_code, attempts, duration_ms, error, completed_at \
+        "select delivery_pk, event_id, consumer, redelivery_id, outcome, status_code, attempts, duration_ms, \
+                error, completed_at \
          from delivery where tenant_id = $1 and event_id = $2 \
          order by completed_at desc, delivery_pk desc",
     )
     .bind(tenant_id)
     .bind(event_id)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows)
+}
+
+/// The tenant's delivery records completed since `since` (of one event, or
+/// all), oldest first, for watching.
+pub async fn deliveries_since(
+    pool: &PgPool,
+    tenant_id: TenantId,
+    event_id: Option<EventId>,
+    since: OffsetDateTime,
+) -> Result<Vec<Delivery>, Error> {
+    let rows = sqlx::query_as(
+        "select delivery_pk, event_id, consumer, redelivery_id, outcome, status_code, attempts, duration_ms, \
+                error, completed_at \
+         from delivery where tenant_id = $1 and ($2::bigint is null or event_id = $2) and completed_at > $3 \
+         order by completed_at, delivery_pk limit 1000",
+    )
+    .bind(tenant_id)
+    .bind(event_id)
+    .bind(since)
     .fetch_all(pool)
     .await?;
     Ok(rows)

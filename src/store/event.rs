@@ -353,6 +353,35 @@ pub async fn newest(
     Ok(events)
 }
 
+/// The tenant's events after `after`, oldest first, for watching: ids come in
+/// commit order, so reading on from the last one seen misses none.
+pub async fn summaries_after(
+    pool: &PgPool,
+    tenant_id: TenantId,
+    after: EventId,
+    repositories: &[RepositoryId],
+    event_types: &[String],
+    limit: i64,
+) -> Result<Vec<EventSummary>, Error> {
+    let repositories: Vec<uuid::Uuid> = repositories.iter().map(RepositoryId::as_uuid).collect();
+    let events = sqlx::query_as(
+        "select e.event_id, e.repository_id, e.provider, e.event_type, e.delivery_id, e.received_at, \
+                e.branch, e.tag, octet_length(e.body)::bigint as size \
+         from event e where e.event_id > $2 and e.tenant_id = $1 \
+           and (cardinality($3::uuid[]) = 0 or e.repository_id = any($3)) \
+           and (cardinality($4::text[]) = 0 or e.event_type = any($4)) \
+         order by e.event_id limit $5",
+    )
+    .bind(tenant_id)
+    .bind(after)
+    .bind(&repositories)
+    .bind(event_types)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    Ok(events)
+}
+
 /// One of the tenant's retained events.
 pub async fn get(
     pool: &PgPool,

@@ -1,0 +1,353 @@
+//! The watch RPCs of `EventService` (WatchEvents, WatchDeliveries,
+//! WatchConsumers): what the web console shows live, over gRPC-Web. They read
+//! and never write: no consumer, no cursor.
+//!
+//! New events wake a watch through the same NOTIFY as the streams. Delivery
+//! records and consumer status are polled (every `POLL`) per watch: acks are
+//! far too frequent to announce each, and a console is a handful of watches.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use time::OffsetDateTime;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::Status;
+
+use super::proto;
+use crate::auth::Caller;
+use crate::domain::{EventId, RepositoryId, TenantId};
+use crate::error::Error;
+use crate::store;
+use crate::store::consumer::{ConsumerStatus, Delivery};
+use crate::store::event::EventSummary;
+use crate::streams::{StreamHub, WatchRegistration};
+
+/// How often delivery records and consumer status are read again.
+const POLL: Duration = Duration::from_secs(1);
+/// Delivery records can commit out of `completed_at` order (it is their
+/// transaction's start): each poll looks back this far, and skips what it sent.
+const LOOKBACK: Duration = Duration::from_secs(10);
+const WATCH_BUFFER: usize = 64;
+const EVENTS_PER_READ: i64 = 500;
+
+pub type WatchStream<T> = ReceiverStream<Result<T, Status>>;
+
+/// What every watch shares: it ends when the server shuts down, the token
+/// expires, or the client is deleted, or when the watcher goes away.
+struct Watch<T> {
+    sender: mpsc::Sender<Result<T, Status>>,
+    shutdown: CancellationToken,
+    expires_at: tokio::time::Instant,
+    registration: WatchRegistration,
+}
+
+impl<T: Send + 'static> Watch<T> {
+    fn open(
+        hub: &Arc<StreamHub>,
+        caller: &Caller,
+        shutdown: &CancellationToken,
+    ) -> (Self, WatchStream<T>) {
+        let (sender, receiver) = mpsc::channel(WATCH_BUFFER);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or_default();
+        let watch = Self {
+            sender,
+            shutdown: shutdown.clone(),
+            expires_at: tokio::time::Instant::now()
+                + Duration::from_secs(caller.expires_at.saturating_sub(now)),
+            registration: hub.register_watch(caller.tenant.client_id.clone(), caller.tenant.id),
+        };
+        (watch, ReceiverStream::new(receiver))
+    }
+
+    /// Completes when the watch must end, with the status to end it with
+    /// (None: the watcher went away).
+    async fn ended(&self) -> Option<Status> {
+        tokio::select! {
+            () = self.sender.closed() => None,
+            () = self.shutdown.cancelled() => Some(Status::unavailable("the server is shutting down; reconnect now")),
+            () = self.registration.revoked.cancelled() => Some(Status::unauthenticated("the client of this token was deleted")),
+            () = tokio::time::sleep_until(self.expires_at) => Some(Status::unauthenticated("the access token expired; reconnect with a new one")),
+        }
+    }
+
+    /// Sends one message; false when the watch is over.
+    async fn send(&self, message: T) -> bool {
+        self.sender.send(Ok(message)).await.is_ok()
+    }
+
+    /// Ends the watch with `status`, if the watcher is still there to hear it.
+    async fn end(&self, status: Option<Status>) {
+        if let Some(status) = status {
+            let _ = self.sender.send(Err(status)).await;
+        }
+    }
+}
+
+fn timestamp(at: OffsetDateTime) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: at.unix_timestamp(),
+        nanos: i32::try_from(at.nanosecond()).unwrap_or_default(),
+    }
+}
+
+impl From<EventSummary> for proto::EventSummary {
+    fn from(e: EventSummary) -> Self {
+        Self {
+            id: e.event_id.get(),
+            repository_id: e.repository_id.to_string(),
+            provider: e.provider,
+            event_type: e.event_type,
+            delivery_id: e.delivery_id,
+            received_at: Some(timestamp(e.received_at)),
+            branch: e.branch,
+            tag: e.tag,
+            size: e.size,
+        }
+    }
+}
+
+impl From<Delivery> for proto::DeliveryRecord {
+    fn from(d: Delivery) -> Self {
+        Self {
+            event_id: d.event_id.get(),
+            consumer: d.consumer,
+            redelivery_id: d.redelivery_id.map(|id| id.to_string()).unwrap_or_default(),
+            outcome: d.outcome,
+            status_code: d.status_code,
+            attempts: d.attempts,
+            duration_ms: d.duration_ms,
+            error: d.error.unwrap_or_default(),
+            completed_at: Some(timestamp(d.completed_at)),
+        }
+    }
+}
+
+fn consumer_status(status: ConsumerStatus, threshold: Duration) -> proto::ConsumerStatus {
+    let filter: serde_json::Value = status.filter.clone();
+    let list = |field: &str| -> Vec<String> {
+        filter[field]
+            .as_array()
+            .map(|items| {
+                items
+                    .iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    proto::ConsumerStatus {
+        stalled: status.stalled(threshold),
+        event_types: list("event_types"),
+        branches: list("branches"),
+        tags: list("tags"),
+        name: status.name,
+        connected_streams: status.connected_streams,
+        last_seen_at: status.last_seen_at.map(timestamp),
+        repositories: status
+            .repositories
+            .into_iter()
+            .map(|p| proto::ConsumerPosition {
+                repository_id: p.repository_id.to_string(),
+                acked_event_id: p.acked_event_id.map(EventId::get),
+                pending_events: p.pending_events,
+                oldest_pending_received_at: p.oldest_pending_received_at.map(timestamp),
+            })
+            .collect(),
+    }
+}
+
+pub struct Watches {
+    pub pool: sqlx::PgPool,
+    pub hub: Arc<StreamHub>,
+    pub shutdown: CancellationToken,
+    pub stall_threshold: Duration,
+}
+
+impl Watches {
+    pub async fn events(
+        &self,
+        caller: &Caller,
+        request: proto::WatchEventsRequest,
+        repositories: Vec<RepositoryId>,
+    ) -> Result<WatchStream<proto::EventSummary>, Error> {
+        if request.after_event_id.is_some_and(|after| after < 0) {
+            return Err(Error::invalid("after_event_id", "must not be negative"));
+        }
+        let after = match request.after_event_id {
+            Some(after) => EventId::new(after),
+            None => store::event::newest_id(&self.pool).await?,
+        };
+        let (watch, stream) = Watch::open(&self.hub, caller, &self.shutdown);
+        tokio::spawn(watch_events(
+            watch,
+            self.pool.clone(),
+            self.hub.subscribe(),
+            caller.tenant.id,
+            repositories,
+            request.event_types,
+            after,
+        ));
+        Ok(stream)
+    }
+
+    pub fn deliveries(
+        &self,
+        caller: &Caller,
+        request: proto::WatchDeliveriesRequest,
+    ) -> WatchStream<proto::DeliveryRecord> {
+        let (watch, stream) = Watch::open(&self.hub, caller, &self.shutdown);
+        tokio::spawn(watch_deliveries(
+            watch,
+            self.pool.clone(),
+            caller.tenant.id,
+            request.event_id.map(EventId::new),
+        ));
+        stream
+    }
+
+    pub fn consumers(&self, caller: &Caller) -> WatchStream<proto::ConsumersSnapshot> {
+        let (watch, stream) = Watch::open(&self.hub, caller, &self.shutdown);
+        tokio::spawn(watch_consumers(
+            watch,
+            self.pool.clone(),
+            caller.tenant.id,
+            self.stall_threshold,
+        ));
+        stream
+    }
+}
+
+/// Sends the tenant's events after `after`, then each new one as it commits.
+async fn watch_events(
+    watch: Watch<proto::EventSummary>,
+    pool: sqlx::PgPool,
+    mut wakeups: tokio::sync::watch::Receiver<EventId>,
+    tenant: TenantId,
+    repositories: Vec<RepositoryId>,
+    event_types: Vec<String>,
+    mut after: EventId,
+) {
+    loop {
+        // Seen before reading: a commit during the read wakes the wait below.
+        wakeups.borrow_and_update();
+        let read = async {
+            loop {
+                let events = store::event::summaries_after(
+                    &pool,
+                    tenant,
+                    after,
+                    &repositories,
+                    &event_types,
+                    EVENTS_PER_READ,
+                )
+                .await?;
+                let full = events.len() as i64 == EVENTS_PER_READ;
+                for event in events {
+                    after = event.event_id;
+                    if !watch.send(event.into()).await {
+                        return Ok(false);
+                    }
+                }
+                if !full {
+                    return Ok::<_, Error>(true);
+                }
+            }
+        };
+        let outcome = tokio::select! {
+            ended = watch.ended() => return watch.end(ended).await,
+            outcome = read => outcome,
+        };
+        match outcome {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(error) => return watch.end(Some(error.into())).await,
+        }
+        tokio::select! {
+            ended = watch.ended() => return watch.end(ended).await,
+            changed = wakeups.changed() => if changed.is_err() { return },
+        }
+    }
+}
+
+/// Sends delivery records as they complete, polling every `POLL`.
+async fn watch_deliveries(
+    watch: Watch<proto::DeliveryRecord>,
+    pool: sqlx::PgPool,
+    tenant: TenantId,
+    event: Option<EventId>,
+) {
+    // One event's records are all sent first; the whole tenant's from now on.
+    let mut since = match event {
+        Some(_) => OffsetDateTime::UNIX_EPOCH,
+        None => OffsetDateTime::now_utc(),
+    };
+    let mut sent: HashSet<(i64, OffsetDateTime)> = HashSet::new();
+    let mut interval = tokio::time::interval(POLL);
+    loop {
+        tokio::select! {
+            ended = watch.ended() => return watch.end(ended).await,
+            _ = interval.tick() => {}
+        }
+        let read = store::consumer::deliveries_since(&pool, tenant, event, since - LOOKBACK);
+        let records = tokio::select! {
+            ended = watch.ended() => return watch.end(ended).await,
+            records = read => match records {
+                Ok(records) => records,
+                Err(error) => return watch.end(Some(error.into())).await,
+            },
+        };
+        for record in records {
+            since = since.max(record.completed_at);
+            if sent.insert((record.delivery_pk, record.completed_at))
+                && !watch.send(record.into()).await
+            {
+                return;
+            }
+        }
+        let horizon = since - LOOKBACK;
+        sent.retain(|(_, at)| *at > horizon);
+    }
+}
+
+/// Sends the tenant's consumers at once, then again whenever they change.
+async fn watch_consumers(
+    watch: Watch<proto::ConsumersSnapshot>,
+    pool: sqlx::PgPool,
+    tenant: TenantId,
+    stall_threshold: Duration,
+) {
+    let mut last: Option<proto::ConsumersSnapshot> = None;
+    let mut interval = tokio::time::interval(POLL);
+    loop {
+        tokio::select! {
+            ended = watch.ended() => return watch.end(ended).await,
+            _ = interval.tick() => {}
+        }
+        let read = store::consumer::status(&pool, tenant, None);
+        let consumers = tokio::select! {
+            ended = watch.ended() => return watch.end(ended).await,
+            consumers = read => match consumers {
+                Ok(consumers) => consumers,
+                Err(error) => return watch.end(Some(error.into())).await,
+            },
+        };
+        let snapshot = proto::ConsumersSnapshot {
+            consumers: consumers
+                .into_iter()
+                .map(|c| consumer_status(c, stall_threshold))
+                .collect(),
+        };
+        if last.as_ref() != Some(&snapshot) {
+            last = Some(snapshot.clone());
+            if !watch.send(snapshot).await {
+                return;
+            }
+        }
+    }
+}
