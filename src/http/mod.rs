@@ -2,6 +2,7 @@
 
 mod body;
 mod clients;
+mod console;
 mod consumers;
 mod deliveries;
 mod events;
@@ -54,6 +55,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(api)
         .merge(webhooks::router())
+        .merge(console::router())
         .merge(well_known::router())
         .merge(health::router())
         .layer(

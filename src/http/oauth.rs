@@ -28,6 +28,10 @@ struct OAuthError {
     description: String,
     /// Set on 429: the seconds for Retry-After.
     retry_after: Option<u64>,
+    /// A 401 carries `WWW-Authenticate: Basic` only when the client sent
+    /// Basic credentials (RFC 6749 §5.2): a browser that posted its
+    /// credentials in the form must not be shown its own login prompt.
+    challenge: bool,
 }
 
 impl OAuthError {
@@ -36,6 +40,7 @@ impl OAuthError {
             code,
             description: description.into(),
             retry_after: None,
+            challenge: true,
         }
     }
 
@@ -76,7 +81,7 @@ impl IntoResponse for OAuthError {
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
-        if status == StatusCode::UNAUTHORIZED {
+        if status == StatusCode::UNAUTHORIZED && self.challenge {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static(r#"Basic realm="hookrelay""#),
@@ -167,8 +172,9 @@ async fn token(
     limiter.blocked(source).map_err(limited)?;
     let result = issue(&state, &headers, &body).await;
     match result {
-        Err(error) if error.code == "invalid_client" => {
+        Err(mut error) if error.code == "invalid_client" => {
             limiter.failed(source).map_err(limited)?;
+            error.challenge = headers.contains_key(header::AUTHORIZATION);
             Err(error)
         }
         other => other,

@@ -4,6 +4,7 @@ mod helpers;
 mod abuse;
 mod clients;
 mod config;
+mod console;
 mod control_plane;
 mod embedded;
 mod envoy;

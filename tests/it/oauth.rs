@@ -177,9 +177,6 @@ async fn a_requested_scope_narrows_the_token() {
 
 async fn assert_oauth_error(response: reqwest::Response, status: StatusCode, code: &str) {
     assert_eq!(response.status(), status, "expected {code}");
-    if status == StatusCode::UNAUTHORIZED {
-        assert!(response.headers().contains_key("www-authenticate"));
-    }
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"], code, "{body}");
     assert!(body["error_description"].is_string());
@@ -196,8 +193,15 @@ async fn token_endpoint_errors_follow_rfc_6749() {
     let url = app.url("/oauth/token");
     let before = app.database_digest().await;
 
+    // RFC 6749 §5.2: a Basic challenge answers Basic credentials only; a
+    // browser that posted its credentials in the form gets no login prompt.
+    let wrong_basic_secret = app.request_token(id, "hrs_wrong", None).await;
+    assert_eq!(
+        wrong_basic_secret.headers()["www-authenticate"],
+        r#"Basic realm="hookrelay""#
+    );
     assert_oauth_error(
-        app.request_token(id, "hrs_wrong", None).await,
+        wrong_basic_secret,
         StatusCode::UNAUTHORIZED,
         "invalid_client",
     )
@@ -222,6 +226,7 @@ async fn token_endpoint_errors_follow_rfc_6749() {
         .send()
         .await
         .unwrap();
+    assert!(!no_credentials.headers().contains_key("www-authenticate"));
     assert_oauth_error(no_credentials, StatusCode::UNAUTHORIZED, "invalid_client").await;
     let wrong_post_secret = app
         .http
@@ -234,6 +239,7 @@ async fn token_endpoint_errors_follow_rfc_6749() {
         .send()
         .await
         .unwrap();
+    assert!(!wrong_post_secret.headers().contains_key("www-authenticate"));
     assert_oauth_error(
         wrong_post_secret,
         StatusCode::UNAUTHORIZED,

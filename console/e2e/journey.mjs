@@ -1,0 +1,198 @@
+// The console, end to end, in headless Chromium (playwright-core with the
+// system's chromium), against a running hookrelay:
+//   node e2e/journey.mjs BASE_URL AGENT_SERVER_URL AGENT_BINARY FIXTURE SCREENSHOT_DIR
+// BASE_URL serves the console (the HTTP listener, or Envoy's single port);
+// the agent streams from AGENT_SERVER_URL. Exits non-zero on the first failed
+// check, naming it.
+import { spawn } from "node:child_process";
+import { createHmac } from "node:crypto";
+import { readFileSync } from "node:fs";
+import { createServer } from "node:http";
+import { chromium } from "playwright-core";
+
+const [base, agentServer, agentBinary, fixturePath, shots] = process.argv.slice(2);
+const WAIT = 15_000;
+
+function check(condition, what) {
+  if (!condition) throw new Error(`check failed: ${what}`);
+}
+
+// A local target, as a CI server would run: 404 while "broken" (a typo in its route).
+let broken = true;
+const received = [];
+const target = createServer((request, response) => {
+  const chunks = [];
+  request.on("data", (c) => chunks.push(c));
+  request.on("end", () => {
+    if (broken) {
+      response.writeHead(404).end("no such route");
+      return;
+    }
+    received.push({ delivery: request.headers["x-github-delivery"], body: Buffer.concat(chunks) });
+    response.writeHead(200).end("ok");
+  });
+});
+await new Promise((resolve) => target.listen(0, "127.0.0.1", resolve));
+const targetUrl = `http://127.0.0.1:${target.address().port}/hook`;
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+  args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"],
+});
+const problems = [];
+let agent;
+
+async function newPage(context) {
+  const page = await context.newPage();
+  page.on("console", (message) => {
+    if (message.type() === "error" || message.type() === "warning") {
+      problems.push(`console ${message.type()}: ${message.text()} (${message.location()?.url ?? ""})`);
+    }
+  });
+  page.on("pageerror", (error) => problems.push(`page error: ${error.message}`));
+  page.on("requestfailed", (request) => {
+    // Watches are aborted on purpose when a page is left.
+    const aborted = request.failure()?.errorText === "net::ERR_ABORTED" && request.url().includes("/hookrelay.v1.EventService/Watch");
+    if (!aborted) problems.push(`request failed: ${request.method()} ${request.url()} ${request.failure()?.errorText}`);
+  });
+  page.on("response", (response) => {
+    if (response.status() >= 400 && !response.url().endsWith("/redeliver")) problems.push(`HTTP ${response.status()}: ${response.url()}`);
+  });
+  return page;
+}
+
+async function signUp(page, name) {
+  await page.goto(`${base}/`);
+  check(page.url() === `${base}/console/`, `/ redirects to /console/ (got ${page.url()})`);
+  await page.getByRole("heading", { name: "Sign in to hookrelay" }).waitFor();
+  await page.getByRole("link", { name: "Create an account" }).click();
+  await page.getByLabel("Organisation name").fill(name);
+  await page.getByRole("button", { name: "Sign up" }).click();
+  await page.getByText("Save this now.").waitFor();
+  const clientId = await page.locator('[data-secret="Client ID"]').textContent();
+  const clientSecret = await page.locator('[data-secret="Client secret"]').textContent();
+  check(clientId.startsWith("hrc_") || clientId.length > 10, "a client id is shown");
+  await page.getByRole("button", { name: /continue/ }).click();
+  await page.getByRole("heading", { name: "Repositories" }).waitFor();
+  return { clientId, clientSecret };
+}
+
+let page;
+try {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 860 } });
+  page = await newPage(context);
+  const tenant = await signUp(page, "acme");
+  await page.getByText("Register a repository to get a webhook URL.").waitFor();
+
+  // Sign out forgets everything; sign in again with the shown credentials.
+  await page.getByRole("button", { name: "Sign out" }).click();
+  await page.getByRole("heading", { name: "Sign in to hookrelay" }).waitFor();
+  const stored = await page.evaluate(() => localStorage.length + sessionStorage.length + document.cookie.length);
+  check(stored === 0, "nothing is stored in the browser");
+  await page.goto(`${base}/console/#/events`);
+  await page.getByRole("heading", { name: "Sign in to hookrelay" }).waitFor();
+  await page.getByLabel("Client ID").fill(tenant.clientId);
+  await page.getByLabel("Client secret").fill("wrong");
+  await page.getByRole("button", { name: "Sign in" }).click();
+  await page.getByText("The client ID or secret is wrong").waitFor();
+  problems.length = 0; // the 401 above was the point
+  await page.getByLabel("Client secret").fill(tenant.clientSecret);
+  await page.getByRole("button", { name: "Sign in" }).click();
+  await page.getByRole("heading", { name: /^Events/ }).waitFor();
+
+  // Register a repository: the URL and secret once, with GitHub's settings.
+  await page.getByRole("link", { name: "Repositories" }).click();
+  await page.getByLabel("Repository").fill("acme/app");
+  await page.getByRole("button", { name: "Register" }).click();
+  await page.getByText("Content type:").waitFor();
+  const webhookUrl = await page.locator('[data-secret="Payload URL"]').textContent();
+  const secret = await page.locator('[data-secret="Secret"]').textContent();
+  check(webhookUrl.includes("/v1/webhooks/"), "the webhook URL is shown");
+
+  // An agent delivers to the (broken) target.
+  agent = spawn(
+    agentBinary,
+    ["--server", agentServer, "--token-url", `${base}/oauth/token`, "--client-id", tenant.clientId, "--consumer", "ci", "--target", targetUrl],
+    { env: { ...process.env, HOOKRELAY_CLIENT_SECRET: tenant.clientSecret }, stdio: ["ignore", "ignore", "inherit"] },
+  );
+
+  // A signed webhook appears live.
+  await page.getByRole("link", { name: "Events" }).click();
+  await page.getByText("live", { exact: true }).waitFor();
+  const body = readFileSync(fixturePath);
+  const posted = Date.now();
+  const answer = await fetch(webhookUrl, {
+    method: "POST",
+    headers: {
+      "content-type": "application/json",
+      "x-github-event": "push",
+      "x-github-delivery": "console-1",
+      "x-hub-signature-256": `sha256=${createHmac("sha256", secret).update(body).digest("hex")}`,
+    },
+    body,
+  });
+  check(answer.status === 202, `the webhook is accepted (${answer.status})`);
+  const { event_id: eventId } = await answer.json();
+  await page.locator(`tr[data-event-id="${eventId}"]`).waitFor({ timeout: 3_000 });
+  const shownAfter = Date.now() - posted;
+  await page.screenshot({ path: `${shots}/console-events.png` });
+
+  // Its delivery failed (404); fix the target and redeliver.
+  await page.locator(`tr[data-event-id="${eventId}"] a`).click();
+  await page.getByRole("heading", { name: /push/ }).waitFor();
+  const row = page.locator('tr[data-consumer="ci"]');
+  await row.locator(".outcome.failed").waitFor({ timeout: WAIT });
+  check((await row.textContent()).includes("404"), "the 404 is shown");
+  await page.getByRole("button", { name: "Copy as curl" }).waitFor();
+  await page.getByRole("link", { name: "Failed deliveries" }).click();
+  await page.getByRole("link", { name: `push #${eventId}` }).click();
+  broken = false;
+  await page.locator('tr[data-consumer="ci"]').getByRole("button", { name: "Redeliver" }).click();
+  await page.locator('tr[data-consumer="ci"] .outcome.delivered').waitFor({ timeout: WAIT });
+  check(received.length === 1 && received[0].body.equals(body), "the target got the exact body once");
+  await page.screenshot({ path: `${shots}/console-event.png`, fullPage: true });
+
+  // Consumers: ci, connected, nothing pending.
+  await page.getByRole("link", { name: "Consumers" }).click();
+  const consumer = page.locator('[data-consumer="ci"]');
+  await consumer.getByText("connected", { exact: true }).waitFor({ timeout: WAIT });
+  await consumer.locator("td.pending", { hasText: "0" }).waitFor({ timeout: WAIT });
+
+  // Clients: an agent's read-only client, secret once.
+  await page.getByRole("link", { name: "Clients" }).click();
+  await page.getByLabel("Name").fill("laptop agent");
+  await page.getByRole("button", { name: "Create client" }).click();
+  await page.getByText("The secret is shown only once.").waitFor();
+  await page.getByRole("cell", { name: "laptop agent" }).waitFor();
+
+  // A phone-sized window: the events page fits without sideways scrolling.
+  await page.setViewportSize({ width: 390, height: 844 });
+  await page.getByRole("link", { name: "Events" }).click();
+  await page.locator(`tr[data-event-id="${eventId}"]`).waitFor();
+  const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  check(overflow <= 1, `no sideways scrolling on a phone (${overflow}px)`);
+
+  // A second tenant sees none of it.
+  const other = await browser.newContext();
+  const otherPage = await newPage(other);
+  await signUp(otherPage, "globex");
+  await otherPage.getByRole("link", { name: "Events" }).click();
+  await otherPage.getByText("No events yet.").waitFor();
+  await otherPage.getByRole("link", { name: "Consumers" }).click();
+  await otherPage.getByText("No consumer yet.").waitFor();
+  await otherPage.goto(`${base}/console/#/events/${eventId}`);
+  await otherPage.getByText("Not found").waitFor();
+  problems.splice(0, problems.length, ...problems.filter((p) => !p.includes(`/v1/events/${eventId}`)));
+
+  check(problems.length === 0, `no console errors or failed requests:\n${problems.join("\n")}`);
+  console.log(JSON.stringify({ event_id: eventId, shown_after_ms: shownAfter }));
+} catch (error) {
+  // What the page showed when it failed, and what went wrong before.
+  const shown = await page?.locator("body").innerText().catch(() => "") ?? "";
+  console.error(`${error.stack}\n--- the page showed:\n${shown}\n--- problems so far:\n${problems.join("\n")}`);
+  process.exitCode = 1;
+} finally {
+  agent?.kill("SIGTERM");
+  await browser.close();
+  target.close();
+}

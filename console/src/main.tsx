@@ -1,0 +1,68 @@
+import { render } from "preact";
+import { useEffect, useState } from "preact/hooks";
+import { Clients } from "./pages/clients";
+import { Consumers } from "./pages/consumers";
+import { Event } from "./pages/event";
+import { Events } from "./pages/events";
+import { Failed } from "./pages/failed";
+import { SignIn, SignUp } from "./pages/auth";
+import { Repositories } from "./pages/repositories";
+import { navigate, useRoute } from "./router";
+import { onSessionChange, session, signOut } from "./session";
+import "./style.css";
+
+const PAGES = [
+  ["events", "Events"],
+  ["repositories", "Repositories"],
+  ["consumers", "Consumers"],
+  ["failed", "Failed deliveries"],
+  ["clients", "Clients"],
+] as const;
+
+function App() {
+  const route = useRoute();
+  const [, setVersion] = useState(0);
+  useEffect(() => onSessionChange(() => setVersion((v) => v + 1)), []);
+  const current = session();
+  if (!current) {
+    return route[0] === "signup" ? <SignUp /> : <SignIn />;
+  }
+  const page = route[0] ?? "events";
+  return (
+    <>
+      <header>
+        <a class="brand" href="#/events">
+          hookrelay
+        </a>
+        <nav aria-label="Main">
+          {PAGES.map(([path, label]) => (
+            <a key={path} href={`#/${path}`} aria-current={page === path ? "page" : undefined}>
+              {label}
+            </a>
+          ))}
+        </nav>
+        <button
+          type="button"
+          class="secondary small"
+          onClick={() => {
+            signOut();
+            navigate("/signin");
+          }}
+        >
+          Sign out
+        </button>
+      </header>
+      <main>
+        {page === "events" && route[1] ? <Event id={route[1]} /> : null}
+        {page === "events" && !route[1] ? <Events /> : null}
+        {page === "repositories" && <Repositories />}
+        {page === "consumers" && <Consumers />}
+        {page === "failed" && <Failed />}
+        {page === "clients" && <Clients />}
+        {page === "signin" || page === "signup" ? <Events /> : null}
+      </main>
+    </>
+  );
+}
+
+render(<App />, document.getElementById("app")!);

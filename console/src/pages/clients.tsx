@@ -1,0 +1,122 @@
+// Clients: more credentials for the tenant (an agent's read-only one, say).
+import { useEffect, useState } from "preact/hooks";
+import { api, session } from "../session";
+import { SCOPES, type Client } from "../types";
+import { Empty, ErrorNote, Secret, time } from "../ui";
+
+interface Created {
+  client_id: string;
+  client_secret: string;
+  scopes: string[];
+}
+
+export function Clients() {
+  const [clients, setClients] = useState<Client[] | null>(null);
+  const [created, setCreated] = useState<Created | null>(null);
+  const [name, setName] = useState("");
+  const own = session()?.scopes ?? [];
+  const [scopes, setScopes] = useState<string[]>(["events:read"]);
+  const [error, setError] = useState<unknown>(null);
+  const load = () => api<Client[]>("GET", "/v1/clients").then(setClients).catch(setError);
+  useEffect(() => {
+    load();
+  }, []);
+  return (
+    <section>
+      <h1>Clients</h1>
+      <p class="hint">A client is a set of credentials. An agent needs only events:read. A client can grant only scopes it holds itself.</p>
+      <form
+        onSubmit={async (e) => {
+          e.preventDefault();
+          setError(null);
+          try {
+            setCreated(await api<Created>("POST", "/v1/clients", { name: name.trim(), scopes }));
+            setName("");
+            load();
+          } catch (err) {
+            setError(err);
+          }
+        }}
+      >
+        <label>
+          Name
+          <input name="client_name" required placeholder="laptop agent" value={name} onInput={(e) => setName(e.currentTarget.value)} />
+        </label>
+        <fieldset>
+          <legend>Scopes</legend>
+          {SCOPES.map((scope) => (
+            <label class="check" key={scope}>
+              <input
+                type="checkbox"
+                name={scope}
+                disabled={!own.includes(scope)}
+                checked={scopes.includes(scope)}
+                onChange={(e) =>
+                  setScopes(e.currentTarget.checked ? [...scopes, scope] : scopes.filter((s) => s !== scope))
+                }
+              />
+              {scope}
+            </label>
+          ))}
+        </fieldset>
+        <button type="submit">Create client</button>
+      </form>
+      <ErrorNote error={error} />
+      {created && (
+        <div class="panel">
+          <p class="warning" role="alert">
+            <strong>Save this now.</strong> The secret is shown only once.
+          </p>
+          <Secret label="Client ID" value={created.client_id} />
+          <Secret label="Client secret" value={created.client_secret} />
+        </div>
+      )}
+      {clients && clients.length === 0 && <Empty>No clients.</Empty>}
+      {clients && clients.length > 0 && (
+        <table>
+          <thead>
+            <tr>
+              <th>Name</th>
+              <th>Client ID</th>
+              <th>Scopes</th>
+              <th>Created</th>
+              <th>
+                <span class="visually-hidden">Actions</span>
+              </th>
+            </tr>
+          </thead>
+          <tbody>
+            {clients.map((client) => (
+              <tr key={client.client_id}>
+                <td>{client.name}</td>
+                <td>
+                  <code>{client.client_id}</code>
+                </td>
+                <td>{client.scopes.join(" ")}</td>
+                <td>{time(client.created_at)}</td>
+                <td class="actions">
+                  <button
+                    type="button"
+                    class="danger small"
+                    onClick={async () => {
+                      if (!window.confirm(`Delete the client ${client.name}? Its tokens stop working at once.`)) return;
+                      setError(null);
+                      try {
+                        await api("DELETE", `/v1/clients/${client.client_id}`);
+                        load();
+                      } catch (err) {
+                        setError(err);
+                      }
+                    }}
+                  >
+                    Delete
+                  </button>
+                </td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      )}
+    </section>
+  );
+}

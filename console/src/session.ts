@@ -1,0 +1,141 @@
+// The signed-in session: the access token and the credentials that renew it.
+// It lives in memory only (never localStorage or cookies): a reload or
+// "Sign out" forgets everything.
+
+export interface Session {
+  clientId: string;
+  token: string;
+  scopes: string[];
+  expiresAt: number;
+}
+
+let current: Session | null = null;
+let secret: string | null = null;
+let renewal: number | undefined;
+const listeners = new Set<() => void>();
+
+export function session(): Session | null {
+  return current;
+}
+
+export function onSessionChange(listener: () => void): () => void {
+  listeners.add(listener);
+  return () => listeners.delete(listener);
+}
+
+function changed() {
+  for (const listener of listeners) listener();
+}
+
+export class ApiError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/// What a person should read for a failed call: what failed and what to do.
+export function explain(error: unknown): string {
+  if (error instanceof ApiError) {
+    switch (error.status) {
+      case 0:
+        return "Cannot reach hookrelay. Check your connection and that the server is running.";
+      case 401:
+        return error.code === "invalid_client"
+          ? "The client ID or secret is wrong. Check them and try again."
+          : "Your session has ended. Sign in again.";
+      case 403:
+        return `This client is not allowed to do that (${error.message}). Sign in with a client that has the scope, or create one under Clients.`;
+      case 404:
+        return `Not found: ${error.message}. It may have been deleted.`;
+      case 409:
+        return error.message;
+      case 410:
+        return `${error.message}.`;
+      case 429:
+        return "Too many attempts. Wait a minute, then try again.";
+      case 503:
+        return "hookrelay cannot reach its database right now. Try again in a few seconds.";
+      default:
+        return error.message || `The request failed (${error.status}).`;
+    }
+  }
+  if (error instanceof Error) return error.message;
+  return String(error);
+}
+
+async function tokenRequest(clientId: string, clientSecret: string): Promise<Session> {
+  let response: Response;
+  try {
+    response = await fetch("/oauth/token", {
+      method: "POST",
+      headers: { "content-type": "application/x-www-form-urlencoded" },
+      body: new URLSearchParams({ grant_type: "client_credentials", client_id: clientId, client_secret: clientSecret }),
+    });
+  } catch {
+    throw new ApiError(0, "network", "network error");
+  }
+  const body = await response.json().catch(() => ({}));
+  if (!response.ok) {
+    throw new ApiError(response.status, body.error ?? "error", body.error_description ?? body.error ?? "");
+  }
+  return {
+    clientId,
+    token: body.access_token,
+    scopes: String(body.scope ?? "").split(" ").filter(Boolean),
+    expiresAt: Date.now() + Number(body.expires_in) * 1000,
+  };
+}
+
+function scheduleRenewal() {
+  window.clearTimeout(renewal);
+  if (!current || !secret) return;
+  // Renew at 80% of the token's life, so calls and streams never carry an expired one.
+  const delay = Math.max(5_000, (current.expiresAt - Date.now()) * 0.8);
+  renewal = window.setTimeout(async () => {
+    if (!current || !secret) return;
+    try {
+      current = await tokenRequest(current.clientId, secret);
+      changed();
+    } catch {
+      // Try again shortly; the session stays until the token really expires.
+    }
+    scheduleRenewal();
+  }, delay);
+}
+
+export async function signIn(clientId: string, clientSecret: string): Promise<void> {
+  current = await tokenRequest(clientId.trim(), clientSecret.trim());
+  secret = clientSecret.trim();
+  scheduleRenewal();
+  changed();
+}
+
+export function signOut(): void {
+  window.clearTimeout(renewal);
+  current = null;
+  secret = null;
+  changed();
+}
+
+/// A call to the JSON API with the session's token.
+export async function api<T>(method: string, path: string, body?: unknown): Promise<T> {
+  const headers: Record<string, string> = {};
+  if (current) headers.authorization = `Bearer ${current.token}`;
+  if (body !== undefined) headers["content-type"] = "application/json";
+  let response: Response;
+  try {
+    response = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  } catch {
+    throw new ApiError(0, "network", "network error");
+  }
+  if (response.status === 204) return undefined as T;
+  const answer = await response.json().catch(() => ({}));
+  if (!response.ok) {
+    throw new ApiError(response.status, answer.error ?? "error", answer.message ?? "");
+  }
+  return answer as T;
+}

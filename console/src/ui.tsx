@@ -1,0 +1,64 @@
+// Small shared pieces: copy buttons, errors, timestamps, sizes.
+import type { ComponentChildren } from "preact";
+import { useState } from "preact/hooks";
+import { explain } from "./session";
+
+export function CopyButton({ text, label = "Copy" }: { text: string; label?: string }) {
+  const [copied, setCopied] = useState(false);
+  return (
+    <button
+      type="button"
+      class="secondary small"
+      onClick={async () => {
+        await navigator.clipboard.writeText(text);
+        setCopied(true);
+        setTimeout(() => setCopied(false), 1500);
+      }}
+    >
+      {copied ? "Copied" : label}
+    </button>
+  );
+}
+
+/// A value shown once, with its copy button.
+export function Secret({ label, value }: { label: string; value: string }) {
+  return (
+    <div class="secret">
+      <span class="label">{label}</span>
+      <code data-secret={label}>{value}</code>
+      <CopyButton text={value} />
+    </div>
+  );
+}
+
+export function ErrorNote({ error }: { error: unknown }) {
+  if (!error) return null;
+  return (
+    <p class="error" role="alert">
+      {explain(error)}
+    </p>
+  );
+}
+
+export function Empty({ children }: { children: ComponentChildren }) {
+  return <p class="empty">{children}</p>;
+}
+
+export function time(value: string | Date | undefined | null): string {
+  if (!value) return "never";
+  const date = typeof value === "string" ? new Date(value) : value;
+  return date.toLocaleString(undefined, { dateStyle: "medium", timeStyle: "medium" });
+}
+
+export function size(bytes: number | bigint): string {
+  const n = Number(bytes);
+  if (n < 1024) return `${n} B`;
+  if (n < 1024 * 1024) return `${(n / 1024).toFixed(1)} KB`;
+  return `${(n / 1024 / 1024).toFixed(1)} MB`;
+}
+
+export function refOf(event: { branch?: string | null; tag?: string | null }): string {
+  if (event.branch) return event.branch;
+  if (event.tag) return `tag ${event.tag}`;
+  return "";
+}

@@ -1,0 +1,221 @@
+//! The web console: served by hookrelay at /console/ with a strict CSP, built
+//! from `console/` (the committed bundle must match its sources), and driven
+//! end to end in headless Chromium, directly and through Envoy's single port.
+
+use std::path::{Path, PathBuf};
+
+use reqwest::StatusCode;
+use tokio::process::Command;
+
+use crate::helpers::{EnvoyProcess, agent_binary, free_port, spawn_app, spawn_app_with};
+
+fn console_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("console")
+}
+
+/// Every file under `dir`, relative, with its bytes.
+fn files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(next) = pending.pop() {
+        for entry in std::fs::read_dir(&next).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                found.push((
+                    path.strip_prefix(dir).unwrap().to_path_buf(),
+                    std::fs::read(&path).unwrap(),
+                ));
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+async fn run(program: &Path, args: &[&str], dir: &Path) {
+    let output = Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("{} runs (scripts/test installs it): {e}", program.display()));
+    assert!(
+        output.status.success(),
+        "{} {args:?}:\n{}{}",
+        program.display(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Like the Envoy config's drift test: rebuilding the console from its
+/// sources (buf's code generator, then Vite) gives exactly what is committed,
+/// so `cargo build` embeds what the sources say without needing Node.js.
+#[tokio::test]
+async fn the_committed_console_bundle_and_generated_client_match_their_sources() {
+    let out = tempfile::tempdir().unwrap();
+    let console = console_dir();
+    let bin = console.join("node_modules/.bin");
+    let generated = out.path().join("generated");
+    run(
+        &bin.join("buf"),
+        &[
+            "generate",
+            "../proto",
+            "--template",
+            "buf.gen.yaml",
+            "-o",
+            generated.to_str().unwrap(),
+        ],
+        &console,
+    )
+    .await;
+    assert!(
+        files(&generated.join("src/gen")) == files(&console.join("src/gen")),
+        "console/src/gen is stale: run `npm run build --prefix console` and commit the result"
+    );
+    let dist = out.path().join("dist");
+    run(
+        &bin.join("vite"),
+        &[
+            "build",
+            "--logLevel",
+            "error",
+            "--emptyOutDir",
+            "--outDir",
+            dist.to_str().unwrap(),
+        ],
+        &console,
+    )
+    .await;
+    assert!(
+        files(&dist) == files(&console.join("dist")),
+        "console/dist is stale: run `npm run build --prefix console` and commit the result"
+    );
+}
+
+#[tokio::test]
+async fn the_console_is_served_with_a_strict_policy_and_slash_leads_there() {
+    let app = spawn_app().await;
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let root = no_redirects.get(app.url("/")).send().await.unwrap();
+    assert_eq!(root.status(), StatusCode::TEMPORARY_REDIRECT);
+    assert_eq!(root.headers()["location"], "/console/");
+
+    let page = app.http.get(app.url("/console/")).send().await.unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    let headers = page.headers().clone();
+    let policy = headers["content-security-policy"].to_str().unwrap();
+    for directive in [
+        "default-src 'none'",
+        "script-src 'self'",
+        "connect-src 'self'",
+        "frame-ancestors 'none'",
+    ] {
+        assert!(policy.contains(directive), "{policy}");
+    }
+    assert!(
+        !policy.contains("unsafe-inline") && !policy.contains("unsafe-eval"),
+        "{policy}"
+    );
+    assert_eq!(headers["x-frame-options"], "DENY");
+    assert_eq!(headers["x-content-type-options"], "nosniff");
+    let html = page.text().await.unwrap();
+    assert!(
+        !html.contains("<script>") && !html.contains("style="),
+        "no inline script or style"
+    );
+    let script = html
+        .split("src=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .expect("a bundled script");
+    assert!(
+        script.starts_with("/console/assets/"),
+        "bundled, no CDN: {script}"
+    );
+    let asset = app.http.get(app.url(script)).send().await.unwrap();
+    assert_eq!(asset.status(), StatusCode::OK);
+    assert!(
+        asset.headers()["cache-control"]
+            .to_str()
+            .unwrap()
+            .contains("immutable")
+    );
+    assert_eq!(
+        app.http
+            .get(app.url("/console/nope.js"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::NOT_FOUND
+    );
+}
+
+fn screenshots(variant: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target/console-screenshots")
+        .join(variant);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+async fn journey(base: &str, agent_server: &str, variant: &str) {
+    let output = Command::new("node")
+        .arg(console_dir().join("e2e/journey.mjs"))
+        .args([
+            base,
+            agent_server,
+            agent_binary().to_str().unwrap(),
+            hookrelay_testkit::fixture_path("push").to_str().unwrap(),
+            screenshots(variant).to_str().unwrap(),
+        ])
+        .output()
+        .await
+        .expect("node runs (scripts/test installs the console's packages)");
+    assert!(
+        output.status.success(),
+        "the console journey failed ({variant}):\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    eprintln!(
+        "console journey ({variant}): {}",
+        String::from_utf8_lossy(&output.stdout).trim()
+    );
+}
+
+/// Sign up, sign in, register a repository, watch a webhook arrive live, see
+/// its failed delivery to a running agent, redeliver after fixing the target;
+/// a second tenant sees none of it; no console errors, no CSP violations.
+#[tokio::test]
+async fn a_tenant_uses_the_console_end_to_end_in_a_browser() {
+    let app = spawn_app().await;
+    journey(&app.address, &app.grpc_address, "direct").await;
+}
+
+/// The same journey through Envoy's single port: the console, its API calls,
+/// gRPC-Web, the webhook and the agent's stream all go through it.
+#[tokio::test]
+async fn the_console_journey_works_through_envoys_single_port() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let front = format!("http://127.0.0.1:{port}");
+    let public = front.clone();
+    let app = spawn_app_with(move |config| config.public_url = Some(public.parse().unwrap())).await;
+    let upstream = |address: &str| address.trim_start_matches("http://").to_owned();
+    let _envoy = EnvoyProcess::start(
+        port,
+        &[upstream(&app.address)],
+        &[upstream(&app.grpc_address)],
+        dir.path(),
+    )
+    .await;
+    journey(&front, &front, "envoy").await;
+}
