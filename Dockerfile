@@ -13,8 +13,11 @@ WORKDIR /src
 # rebuilds only hookrelay itself.
 COPY Cargo.toml Cargo.lock ./
 COPY crates ./crates
+COPY bench ./bench
 COPY proto ./proto
 COPY migrations ./migrations
+# The web console's committed bundle, embedded into the binary (no Node.js here).
+COPY console/dist ./console/dist
 COPY src ./src
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \

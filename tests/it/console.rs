@@ -219,3 +219,26 @@ async fn the_console_journey_works_through_envoys_single_port() {
     .await;
     journey(&front, &front, "envoy").await;
 }
+
+/// The console renews its token before it expires; its live view reconnects
+/// with the new one when the server ends the old token's stream.
+#[tokio::test]
+async fn the_console_renews_its_token_and_stays_live() {
+    let app = spawn_app_with(|config| config.token_ttl = std::time::Duration::from_secs(6)).await;
+    let output = Command::new("node")
+        .arg(console_dir().join("e2e/renewal.mjs"))
+        .args([
+            app.address.as_str(),
+            hookrelay_testkit::fixture_path("push").to_str().unwrap(),
+            "6",
+        ])
+        .output()
+        .await
+        .expect("node runs");
+    assert!(
+        output.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
