@@ -80,6 +80,7 @@ async function signUp(page, name) {
 let page;
 try {
   const context = await browser.newContext({ viewport: { width: 1280, height: 860 } });
+  await context.grantPermissions(["clipboard-read", "clipboard-write"], { origin: base });
   page = await newPage(context);
   const tenant = await signUp(page, "acme");
   await page.getByText("Register a repository to get a webhook URL.").waitFor();
@@ -96,8 +97,12 @@ try {
   await page.getByRole("button", { name: "Sign in" }).click();
   await page.getByText("The client ID or secret is wrong").waitFor();
   problems.length = 0; // the 401 above was the point
-  await page.getByLabel("Client secret").fill(tenant.clientSecret);
-  await page.getByRole("button", { name: "Sign in" }).click();
+  // By keyboard alone: Tab from the client ID to the secret, Enter to sign in.
+  await page.getByLabel("Client ID").focus();
+  await page.keyboard.press("Tab");
+  await page.keyboard.press("ControlOrMeta+A");
+  await page.keyboard.type(tenant.clientSecret);
+  await page.keyboard.press("Enter");
   await page.getByRole("heading", { name: /^Events/ }).waitFor();
 
   // Register a repository: the URL and secret once, with GitHub's settings.
@@ -106,6 +111,8 @@ try {
   await page.getByRole("button", { name: "Register" }).click();
   await page.getByText("Content type:").waitFor();
   const webhookUrl = await page.locator('[data-secret="Payload URL"]').textContent();
+  await page.locator(".secret", { hasText: "Payload URL" }).getByRole("button", { name: "Copy" }).click();
+  check((await page.evaluate(() => navigator.clipboard.readText())) === webhookUrl, "Copy puts the URL on the clipboard");
   const secret = await page.locator('[data-secret="Secret"]').textContent();
   check(webhookUrl.includes("/v1/webhooks/"), "the webhook URL is shown");
 
