@@ -2,6 +2,7 @@
 mod helpers;
 
 mod abuse;
+mod agent_errors;
 mod clients;
 mod config;
 mod console;

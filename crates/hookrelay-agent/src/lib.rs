@@ -41,13 +41,14 @@ use token::TokenSource;
 // No Debug: it holds the client secret as a plain string.
 #[derive(Clone, Args)]
 pub struct RelayArgs {
-    /// The hookrelay gRPC URL, e.g. http://127.0.0.1:50051 or https://relay.example.com.
-    #[arg(long, env = "HOOKRELAY_SERVER")]
+    /// The relay's URL: its public URL (Envoy's single port), its HTTP listener
+    /// (http://127.0.0.1:8080), or its gRPC listener (then give --token-url too).
+    #[arg(long, env = "HOOKRELAY_SERVER", value_parser = parse_http_url)]
     pub server: url::Url,
 
-    /// The OAuth2 token endpoint (any OAuth2 server works). Default: <server>/oauth/token,
-    /// right when the server is reached through its single Envoy port.
-    #[arg(long, env = "HOOKRELAY_TOKEN_URL")]
+    /// The OAuth2 token endpoint (any OAuth2 server works). Default: the one the
+    /// server's /.well-known/oauth-authorization-server names.
+    #[arg(long, env = "HOOKRELAY_TOKEN_URL", value_parser = parse_http_url)]
     pub token_url: Option<url::Url>,
 
     #[arg(long, env = "HOOKRELAY_CLIENT_ID")]
@@ -70,7 +71,7 @@ pub struct RelayArgs {
     pub consumer: String,
 
     /// The local URL that receives each event, e.g. http://127.0.0.1:8080/github-webhook/.
-    #[arg(long, env = "HOOKRELAY_TARGET")]
+    #[arg(long, env = "HOOKRELAY_TARGET", value_parser = parse_http_url)]
     pub target: url::Url,
 
     /// A PEM CA certificate to trust besides the system roots (server and token endpoint).
@@ -110,6 +111,20 @@ pub struct RelayArgs {
     pub summary_interval: Duration,
 }
 
+/// An http or https URL with a host: `localhost:9000` (a URL whose scheme
+/// is "localhost") is refused at start, naming the flag, instead of failing
+/// every delivery later.
+fn parse_http_url(value: &str) -> Result<url::Url, String> {
+    let url = url::Url::parse(value)
+        .map_err(|e| format!("{e}; use a URL such as http://127.0.0.1:9000/hook"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty) {
+        return Err(format!(
+            "`{value}` is not an http:// or https:// URL; use a URL such as http://{value}"
+        ));
+    }
+    Ok(url)
+}
+
 #[derive(Debug, Default)]
 struct Counters {
     delivered: AtomicU64,
@@ -124,7 +139,20 @@ enum Ended {
     Shutdown,
     /// Reconnect without waiting (the server is draining, or the token expired).
     ReconnectNow,
+    /// It never opened (the server or the token endpoint is unreachable): retry.
     Retry(String),
+    /// It was open and broke: reconnect.
+    Lost(String),
+}
+
+impl Ended {
+    /// After the stream opened, a retry is a lost stream.
+    fn after_open(self) -> Self {
+        match self {
+            Ended::Retry(why) => Ended::Lost(why),
+            other => other,
+        }
+    }
 }
 
 struct Agent {
@@ -187,12 +215,12 @@ pub async fn run(args: RelayArgs, shutdown: CancellationToken) -> anyhow::Result
         );
     }
     let http = http.build()?;
-    let token_url = match &args.token_url {
-        Some(url) => url.clone(),
-        None => args.server.join("/oauth/token")?,
+    let token_endpoint = match &args.token_url {
+        Some(url) => token::Endpoint::Given(url.clone()),
+        None => token::Endpoint::Discover(args.server.clone()),
     };
     let tokens = Arc::new(TokenSource::new(
-        token_url.as_str(),
+        token_endpoint,
         &args.client_id,
         &SecretString::from(args.client_secret.clone()),
         http.clone(),
@@ -253,6 +281,20 @@ impl Agent {
                     tracing::warn!(
                         reason,
                         delay_ms = delay.as_millis() as u64,
+                        "not connected; retrying"
+                    );
+                    tokio::select! {
+                        () = self.shutdown.cancelled() => {}
+                        () = tokio::time::sleep(delay) => {}
+                    }
+                }
+                Ended::Lost(reason) => {
+                    // It was connected: start the backoff over.
+                    backoff = reconnect_backoff();
+                    let delay = backoff.next().unwrap_or(Duration::from_secs(30));
+                    tracing::warn!(
+                        reason,
+                        delay_ms = delay.as_millis() as u64,
                         "stream lost; reconnecting"
                     );
                     tokio::select! {
@@ -272,7 +314,8 @@ impl Agent {
         }
         let token = match self.tokens.token().await {
             Ok(token) => token,
-            Err(error) => return Ok(Ended::Retry(format!("{error:#}"))),
+            Err(token::TokenError::Refused(why)) => anyhow::bail!(why),
+            Err(token::TokenError::Unavailable(why)) => return Ok(Ended::Retry(why)),
         };
         let mut request = tonic::Request::new(StreamEventsRequest {
             repository_ids: self.args.repositories.clone(),
@@ -291,7 +334,7 @@ impl Agent {
         };
         let mut stream = match opened {
             Ok(response) => response.into_inner(),
-            Err(status) => return self.ended_by(status).await,
+            Err(status) => return self.refused(status).await,
         };
         tracing::info!(consumer = self.args.consumer, "stream open");
         loop {
@@ -307,14 +350,47 @@ impl Agent {
                         return Ok(Ended::Shutdown);
                     }
                 }
-                Ok(None) => return Ok(Ended::Retry("the server closed the stream".into())),
-                Err(status) => return self.ended_by(status).await,
+                Ok(None) => return Ok(Ended::Lost("the server closed the stream".into())),
+                Err(status) => return self.ended_by(status).await.map(Ended::after_open),
             }
         }
     }
 
-    async fn ended_by(&self, status: tonic::Status) -> anyhow::Result<Ended> {
+    /// The stream could not open: a status that says the configuration is
+    /// wrong ends the agent with one line saying what to fix; one that says the
+    /// server cannot be reached is retried.
+    async fn refused(&self, status: tonic::Status) -> anyhow::Result<Ended> {
+        let server = &self.args.server;
         match status.code() {
+            Code::Unavailable | Code::Unknown | Code::Internal
+                if status.message().contains("connect")
+                    || status.message().contains("transport") =>
+            {
+                let cause = std::error::Error::source(&status)
+                    .map(token::error_chain)
+                    .unwrap_or_else(|| status.message().to_owned());
+                Ok(Ended::Retry(format!("cannot connect to {server}: {cause}")))
+            }
+            _ => self.ended_by(status).await,
+        }
+    }
+
+    async fn ended_by(&self, status: tonic::Status) -> anyhow::Result<Ended> {
+        let server = &self.args.server;
+        match status.code() {
+            Code::Unimplemented => anyhow::bail!(
+                "{server} does not serve hookrelay's gRPC API ({}): is --server the relay's URL \
+                 (its public URL, HTTP listener or gRPC listener), not a webhook target or another service?",
+                status.message()
+            ),
+            Code::PermissionDenied => anyhow::bail!(
+                "the server refused the stream: {}; the agent's client needs the events:read scope",
+                status.message()
+            ),
+            Code::NotFound if status.message().contains("repository") => anyhow::bail!(
+                "the server refused the stream: {}; check --repository (HOOKRELAY_REPOSITORIES)",
+                status.message()
+            ),
             Code::Unauthenticated => {
                 self.tokens.invalidate().await;
                 tracing::warn!(
@@ -327,10 +403,7 @@ impl Agent {
                 tracing::info!("the server is draining; reconnecting now");
                 Ok(Ended::ReconnectNow)
             }
-            Code::PermissionDenied
-            | Code::NotFound
-            | Code::InvalidArgument
-            | Code::FailedPrecondition => {
+            Code::NotFound | Code::InvalidArgument | Code::FailedPrecondition => {
                 anyhow::bail!(
                     "the server refused the stream ({:?}): {}",
                     status.code(),

@@ -4,8 +4,11 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use oauth2::basic::BasicClient;
-use oauth2::{ClientId, ClientSecret, EndpointNotSet, EndpointSet, Scope, TokenResponse, TokenUrl};
+use oauth2::basic::{BasicClient, BasicErrorResponseType};
+use oauth2::{
+    ClientId, ClientSecret, EndpointNotSet, EndpointSet, RequestTokenError, Scope, TokenResponse,
+    TokenUrl,
+};
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::Mutex;
 
@@ -15,44 +18,131 @@ type Client =
 /// Refresh a token this long before it expires.
 const REFRESH_MARGIN: Duration = Duration::from_secs(60);
 
+/// Why no token came.
+#[derive(Debug)]
+pub enum TokenError {
+    /// The token endpoint said no, and asking again will not change that:
+    /// the one actionable line to exit with.
+    Refused(String),
+    /// Unreachable, overloaded, or a response that is not OAuth2 yet: retry.
+    Unavailable(String),
+}
+
+impl std::fmt::Display for TokenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TokenError::Refused(why) | TokenError::Unavailable(why) => f.write_str(why),
+        }
+    }
+}
+
+/// Where the token endpoint is: given, or found in the server's RFC 8414
+/// metadata the first time a token is needed.
+pub enum Endpoint {
+    Given(url::Url),
+    Discover(url::Url),
+}
+
 pub struct TokenSource {
-    client: Client,
+    endpoint: Endpoint,
+    client_id: String,
+    client_secret: SecretString,
+    /// The client, once the token endpoint is known.
+    client: Mutex<Option<(String, Client)>>,
     http: oauth2::reqwest::Client,
     cached: Mutex<Option<(SecretString, Instant)>>,
 }
 
+#[derive(serde::Deserialize)]
+struct Metadata {
+    token_endpoint: String,
+}
+
 impl TokenSource {
     pub fn new(
-        token_url: &str,
+        endpoint: Endpoint,
         client_id: &str,
         client_secret: &SecretString,
         http: oauth2::reqwest::Client,
     ) -> anyhow::Result<Self> {
-        let client = BasicClient::new(ClientId::new(client_id.to_owned()))
-            .set_client_secret(ClientSecret::new(client_secret.expose_secret().to_owned()))
-            .set_token_uri(TokenUrl::new(token_url.to_owned()).context("invalid --token-url")?);
+        if let Endpoint::Given(url) = &endpoint {
+            TokenUrl::new(url.to_string()).context("invalid --token-url")?;
+        }
         Ok(Self {
-            client,
+            endpoint,
+            client_id: client_id.to_owned(),
+            client_secret: client_secret.clone(),
+            client: Mutex::new(None),
             http,
             cached: Mutex::new(None),
         })
     }
 
+    /// The token endpoint's URL and a client for it, discovering it if need be.
+    async fn client(&self) -> Result<(String, Client), TokenError> {
+        let mut client = self.client.lock().await;
+        if let Some(known) = client.as_ref() {
+            return Ok(known.clone());
+        }
+        let url = match &self.endpoint {
+            Endpoint::Given(url) => url.to_string(),
+            Endpoint::Discover(server) => self.discover(server).await?,
+        };
+        let token_url = TokenUrl::new(url.clone()).map_err(|e| {
+            TokenError::Refused(format!("the token endpoint {url} is not a URL: {e}"))
+        })?;
+        let built = BasicClient::new(ClientId::new(self.client_id.clone()))
+            .set_client_secret(ClientSecret::new(
+                self.client_secret.expose_secret().to_owned(),
+            ))
+            .set_token_uri(token_url);
+        *client = Some((url.clone(), built.clone()));
+        Ok((url, built))
+    }
+
+    /// The token endpoint named by `<server>/.well-known/oauth-authorization-server`.
+    async fn discover(&self, server: &url::Url) -> Result<String, TokenError> {
+        let metadata = server
+            .join("/.well-known/oauth-authorization-server")
+            .map_err(|e| TokenError::Refused(format!("--server {server}: {e}")))?;
+        let response = self.http.get(metadata.clone()).send().await.map_err(|e| {
+            TokenError::Unavailable(format!("cannot connect to {server}: {}", error_chain(&e)))
+        })?;
+        let status = response.status();
+        if status.is_server_error() || status.as_u16() == 429 {
+            return Err(TokenError::Unavailable(format!(
+                "{metadata} answered {status}"
+            )));
+        }
+        if !status.is_success() {
+            return Err(TokenError::Refused(format!(
+                "{metadata} answered {status}: --server {server} is not hookrelay's public or HTTP URL; \
+                 give it, or the token endpoint with --token-url"
+            )));
+        }
+        let metadata: Metadata = response.json().await.map_err(|e| {
+            TokenError::Refused(format!(
+                "{metadata} is not OAuth2 server metadata ({e}): give the token endpoint with --token-url"
+            ))
+        })?;
+        Ok(metadata.token_endpoint)
+    }
+
     /// A token valid for at least a minute more (or for as long as it lives).
-    pub async fn token(&self) -> anyhow::Result<SecretString> {
+    pub async fn token(&self) -> Result<SecretString, TokenError> {
         let mut cached = self.cached.lock().await;
         if let Some((token, refresh_at)) = cached.as_ref()
             && Instant::now() < *refresh_at
         {
             return Ok(token.clone());
         }
-        let response = self
-            .client
+        let (url, client) = self.client().await?;
+        let response = client
             .exchange_client_credentials()
             .add_scope(Scope::new("events:read".into()))
             .request_async(&self.http)
             .await
-            .map_err(|e| anyhow::anyhow!("cannot get an access token: {e}"))?;
+            .map_err(|error| classify(&url, error))?;
         let lifetime = response.expires_in().unwrap_or(Duration::from_secs(300));
         let refresh_at = Instant::now() + lifetime.saturating_sub(REFRESH_MARGIN.min(lifetime / 2));
         let token = SecretString::from(response.access_token().secret().clone());
@@ -64,4 +154,67 @@ impl TokenSource {
     pub async fn invalidate(&self) {
         *self.cached.lock().await = None;
     }
+}
+
+fn classify<E: std::error::Error>(
+    url: &str,
+    error: RequestTokenError<E, oauth2::basic::BasicErrorResponse>,
+) -> TokenError {
+    {
+        match error {
+            RequestTokenError::ServerResponse(response) => {
+                let detail = response
+                    .error_description()
+                    .map(|d| format!(" ({d})"))
+                    .unwrap_or_default();
+                match response.error() {
+                    BasicErrorResponseType::InvalidClient
+                    | BasicErrorResponseType::UnauthorizedClient => TokenError::Refused(format!(
+                        "the token endpoint {url} rejected the client credentials{detail}: \
+                         check HOOKRELAY_CLIENT_ID and HOOKRELAY_CLIENT_SECRET"
+                    )),
+                    BasicErrorResponseType::InvalidScope => TokenError::Refused(format!(
+                        "the client may not have the events:read scope{detail}: \
+                         create a client with events:read (POST /v1/clients) for the agent"
+                    )),
+                    BasicErrorResponseType::UnsupportedGrantType
+                    | BasicErrorResponseType::InvalidGrant
+                    | BasicErrorResponseType::InvalidRequest => TokenError::Refused(format!(
+                        "the token endpoint {url} refused the client-credentials request{detail}: \
+                         is --token-url an OAuth2 token endpoint?"
+                    )),
+                    other => TokenError::Unavailable(format!(
+                        "the token endpoint {url} answered {}{detail}",
+                        other.as_ref()
+                    )),
+                }
+            }
+            RequestTokenError::Request(cause) => TokenError::Unavailable(format!(
+                "cannot reach the token endpoint {url}: {}",
+                error_chain(&cause)
+            )),
+            RequestTokenError::Parse(_, body) => TokenError::Unavailable(format!(
+                "the token endpoint {url} did not answer with an OAuth2 token ({} bytes of something else)",
+                body.len()
+            )),
+            RequestTokenError::Other(why) => {
+                TokenError::Unavailable(format!("the token endpoint {url}: {why}"))
+            }
+        }
+    }
+}
+
+/// An error and its causes on one line ("a: b: c").
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let line = cause.to_string();
+        if !text.contains(&line) {
+            text.push_str(": ");
+            text.push_str(&line);
+        }
+        source = cause.source();
+    }
+    text
 }

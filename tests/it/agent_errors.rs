@@ -1,0 +1,155 @@
+//! The agent fails fast, with one actionable line, on what retrying cannot
+//! fix, and keeps retrying what it can.
+
+use std::time::Duration;
+
+use crate::helpers::{RelayProcess, TestTarget, TestTenant, free_port, spawn_app};
+
+const EXIT: Duration = Duration::from_secs(15);
+
+async fn exits_with(relay: &mut RelayProcess, code: i32, needles: &[&str]) {
+    let status = relay.wait(EXIT).await;
+    let output = relay.output();
+    assert_eq!(status.code(), Some(code), "{output}");
+    for needle in needles {
+        assert!(output.contains(needle), "`{needle}` not in:\n{output}");
+    }
+}
+
+#[tokio::test]
+async fn rejected_credentials_a_missing_scope_and_an_unknown_repository_end_the_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app().await;
+    let tenant = app.tenant("acme").await;
+    let target = TestTarget::start(vec![]).await;
+
+    let wrong_secret = TestTenant {
+        client_secret: "hrs_wrong".into(),
+        ..tenant.clone()
+    };
+    let mut relay = RelayProcess::start(&app, &wrong_secret, "ci", &target.url, &[], dir.path());
+    exits_with(
+        &mut relay,
+        1,
+        &["rejected the client credentials", "HOOKRELAY_CLIENT_SECRET"],
+    )
+    .await;
+
+    let unknown = TestTenant {
+        client_id: "hrc_00000000000000000000000000000000".into(),
+        ..tenant.clone()
+    };
+    let mut relay = RelayProcess::start(&app, &unknown, "ci", &target.url, &[], dir.path());
+    exits_with(&mut relay, 1, &["HOOKRELAY_CLIENT_ID"]).await;
+
+    let created: serde_json::Value = app
+        .post_json(
+            "/v1/clients",
+            Some(&tenant.token),
+            &serde_json::json!({"name": "reader", "scopes": ["repos:read"]}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let no_events = TestTenant {
+        client_id: created["client_id"].as_str().unwrap().into(),
+        client_secret: created["client_secret"].as_str().unwrap().into(),
+        ..tenant.clone()
+    };
+    let mut relay = RelayProcess::start(&app, &no_events, "ci", &target.url, &[], dir.path());
+    exits_with(&mut relay, 1, &["events:read"]).await;
+
+    let missing = uuid::Uuid::new_v4().to_string();
+    let mut relay = RelayProcess::start(
+        &app,
+        &tenant,
+        "ci",
+        &target.url,
+        &["--repository", &missing],
+        dir.path(),
+    );
+    exits_with(&mut relay, 1, &["--repository"]).await;
+}
+
+#[tokio::test]
+async fn a_target_or_server_that_is_not_a_url_is_refused_at_start_naming_the_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app().await;
+    let tenant = app.tenant("acme").await;
+    let mut relay = RelayProcess::start(&app, &tenant, "ci", "localhost:9000", &[], dir.path());
+    exits_with(&mut relay, 2, &["--target", "http://localhost:9000"]).await;
+    let mut relay = RelayProcess::start_at(
+        "127.0.0.1:50051",
+        &tenant,
+        "ci",
+        "http://127.0.0.1:9/hook",
+        &[],
+        dir.path(),
+    );
+    exits_with(&mut relay, 2, &["--server"]).await;
+}
+
+#[tokio::test]
+async fn a_server_that_is_not_hookrelay_ends_the_agent_and_an_unreachable_one_is_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app().await;
+    let tenant = app.tenant("acme").await;
+    let target = TestTarget::start(vec![]).await;
+    // Some other web server (here, the webhook target itself) given as --server.
+    let other = target.url.trim_end_matches("/hook").to_owned();
+    let token_url = app.url("/oauth/token");
+    let mut relay = RelayProcess::start_at(
+        &other,
+        &tenant,
+        "ci",
+        &target.url,
+        &["--token-url", &token_url],
+        dir.path(),
+    );
+    exits_with(&mut relay, 1, &["does not serve hookrelay's gRPC API"]).await;
+
+    // Nothing listens there yet: retried, saying so, never "stream lost".
+    let closed = format!("http://127.0.0.1:{}", free_port());
+    let mut relay = RelayProcess::start_at(
+        &closed,
+        &tenant,
+        "ci",
+        &target.url,
+        &["--token-url", &token_url],
+        dir.path(),
+    );
+    relay.wait_for_output("cannot connect to", 2, EXIT).await;
+    assert!(
+        relay.child.try_wait().is_none(),
+        "still running: {}",
+        relay.output()
+    );
+    assert!(
+        !relay.output().contains("stream lost"),
+        "{}",
+        relay.output()
+    );
+}
+
+#[tokio::test]
+async fn one_url_is_enough_the_token_endpoint_is_discovered() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app().await;
+    let tenant = app.tenant("acme").await;
+    let repository = app.repository(&tenant, "acme/app").await;
+    let target = TestTarget::start(vec![repository.secret.clone()]).await;
+    // The HTTP listener's URL alone: metadata, token and gRPC on one origin.
+    let _relay = RelayProcess::start_at(&app.address, &tenant, "ci", &target.url, &[], dir.path());
+    let response = app
+        .deliver(
+            &repository.id,
+            &repository.secret,
+            "push",
+            "d-1",
+            &hookrelay_testkit::fixture("push"),
+        )
+        .await;
+    assert_eq!(response.status(), reqwest::StatusCode::ACCEPTED);
+    assert_eq!(target.wait_for(1, Duration::from_secs(20)).await, ["d-1"]);
+}
