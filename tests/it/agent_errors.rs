@@ -153,3 +153,66 @@ async fn one_url_is_enough_the_token_endpoint_is_discovered() {
     assert_eq!(response.status(), reqwest::StatusCode::ACCEPTED);
     assert_eq!(target.wait_for(1, Duration::from_secs(20)).await, ["d-1"]);
 }
+
+/// As Kubernetes mounts it: the secret in a file; and the control plane's
+/// filters from the command line.
+#[tokio::test]
+async fn the_secret_can_come_from_a_file_and_filters_from_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app().await;
+    let tenant = app.tenant("acme").await;
+    let repository = app.repository(&tenant, "acme/app").await;
+    let target = TestTarget::start(vec![repository.secret.clone()]).await;
+    let secret_file = dir.path().join("client-secret");
+    std::fs::write(&secret_file, format!("{}\n", tenant.client_secret)).unwrap();
+    let _relay = RelayProcess::start(
+        &app,
+        &tenant,
+        "ci",
+        &target.url,
+        &[
+            "--client-secret-file",
+            secret_file.to_str().unwrap(),
+            "--event",
+            "push",
+            "--branch",
+            "main",
+        ],
+        dir.path(),
+    );
+    let push_to = |full_ref: &str| {
+        String::from_utf8(hookrelay_testkit::fixture("push"))
+            .unwrap()
+            .replace("refs/tags/simple-tag", full_ref)
+            .into_bytes()
+    };
+    for (delivery, event, body) in [
+        ("feature", "push", push_to("refs/heads/feature")),
+        (
+            "issue",
+            "issues",
+            hookrelay_testkit::fixture("issues.opened"),
+        ),
+        ("main", "push", push_to("refs/heads/main")),
+    ] {
+        let response = app
+            .deliver(&repository.id, &repository.secret, event, delivery, &body)
+            .await;
+        assert_eq!(response.status(), reqwest::StatusCode::ACCEPTED);
+    }
+    assert_eq!(target.wait_for(1, Duration::from_secs(20)).await, ["main"]);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(target.deliveries(), ["main"], "only pushes to main");
+
+    let empty = dir.path().join("empty");
+    std::fs::write(&empty, "\n").unwrap();
+    let mut relay = RelayProcess::start(
+        &app,
+        &tenant,
+        "ci",
+        &target.url,
+        &["--client-secret-file", empty.to_str().unwrap()],
+        dir.path(),
+    );
+    exits_with(&mut relay, 1, &["--client-secret-file", "is empty"]).await;
+}

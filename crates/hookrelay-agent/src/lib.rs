@@ -54,8 +54,21 @@ pub struct RelayArgs {
     #[arg(long, env = "HOOKRELAY_CLIENT_ID")]
     pub client_id: String,
 
-    #[arg(long, env = "HOOKRELAY_CLIENT_SECRET", hide_env_values = true)]
-    pub client_secret: String,
+    /// The client secret. Better in the environment than on the command line
+    /// (where `ps` shows it), or in a file with --client-secret-file.
+    #[arg(
+        long,
+        env = "HOOKRELAY_CLIENT_SECRET",
+        hide_env_values = true,
+        required_unless_present = "client_secret_file",
+        conflicts_with = "client_secret_file"
+    )]
+    pub client_secret: Option<String>,
+
+    /// A file holding the client secret (surrounding whitespace ignored), as
+    /// Kubernetes mounts a Secret.
+    #[arg(long, env = "HOOKRELAY_CLIENT_SECRET_FILE")]
+    pub client_secret_file: Option<PathBuf>,
 
     /// A repository id to relay (repeatable, or comma-separated in the environment).
     /// None: all of the tenant's repositories.
@@ -81,8 +94,9 @@ pub struct RelayArgs {
     /// Deliver only events of these types (glob patterns, repeatable or
     /// comma-separated), e.g. push,pull_request. Default: every type.
     #[arg(
-        long = "event-type",
-        env = "HOOKRELAY_EVENT_TYPES",
+        long = "event",
+        visible_alias = "event-type",
+        env = "HOOKRELAY_EVENTS",
         value_delimiter = ','
     )]
     pub event_types: Vec<String>,
@@ -109,6 +123,25 @@ pub struct RelayArgs {
     /// How often to log a summary line (delivered, retried, failed, lag).
     #[arg(long, env = "HOOKRELAY_SUMMARY_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
     pub summary_interval: Duration,
+}
+
+/// The client secret, from the flag or environment, or read from its file.
+fn client_secret(args: &RelayArgs) -> anyhow::Result<SecretString> {
+    match (&args.client_secret, &args.client_secret_file) {
+        (Some(secret), _) => Ok(SecretString::from(secret.clone())),
+        (None, Some(path)) => {
+            let secret = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read --client-secret-file {}", path.display()))?;
+            let secret = secret.trim();
+            anyhow::ensure!(
+                !secret.is_empty(),
+                "--client-secret-file {} is empty",
+                path.display()
+            );
+            Ok(SecretString::from(secret.to_owned()))
+        }
+        (None, None) => anyhow::bail!("give --client-secret-file or HOOKRELAY_CLIENT_SECRET"),
+    }
 }
 
 /// An http or https URL with a host: `localhost:9000` (a URL whose scheme
@@ -222,7 +255,7 @@ pub async fn run(args: RelayArgs, shutdown: CancellationToken) -> anyhow::Result
     let tokens = Arc::new(TokenSource::new(
         token_endpoint,
         &args.client_id,
-        &SecretString::from(args.client_secret.clone()),
+        &client_secret(&args)?,
         http.clone(),
     )?);
 
