@@ -39,8 +39,8 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    // The relay agent delivers one event at a time and waits on the network:
-    // one thread does that with no cross-thread wake-ups per event (measured in
+    // The relay agent waits on the network, not the CPU: one thread interleaves
+    // its deliveries with no cross-thread wake-ups per event (measured in
     // docs/benchmarks.md). The server uses every core.
     let mut runtime = if matches!(run, Run::Relay(_) | Run::Probe(_)) {
         tokio::runtime::Builder::new_current_thread()

@@ -397,3 +397,50 @@ async fn the_standalone_agent_binary_delivers_byte_for_byte() {
     assert_eq!(target.received.lock().unwrap()[0].body, fixture("push"));
     relay.wait_for_output("\"delivered\"", 1, WAIT).await;
 }
+
+/// Repositories are delivered concurrently, each strictly in order: a slow
+/// target path for one repository does not hold back another's events.
+#[tokio::test]
+async fn repositories_are_delivered_concurrently_each_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app().await;
+    let tenant = app.tenant("acme").await;
+    let slow = app.repository(&tenant, "acme/slow").await;
+    let fast = app.repository(&tenant, "acme/fast").await;
+    // Every request takes 300 ms: one at a time, 20 events would take 6 s.
+    let target = TestTarget::answering(
+        vec![slow.secret.clone(), fast.secret.clone()],
+        Arc::new(|_| (200, None)),
+        Duration::from_millis(300),
+    )
+    .await;
+    for i in 0..10 {
+        deliver(&app, &slow, &format!("slow-{i}"), "push").await;
+        deliver(&app, &fast, &format!("fast-{i}"), "push").await;
+    }
+    let started = Instant::now();
+    let _relay = RelayProcess::start(
+        &app,
+        &tenant,
+        "ci",
+        &target.url,
+        &["--concurrency", "4"],
+        dir.path(),
+    );
+    let received = target.wait_for(20, WAIT).await;
+    let elapsed = started.elapsed();
+    for prefix in ["slow-", "fast-"] {
+        let order: Vec<&String> = received.iter().filter(|d| d.starts_with(prefix)).collect();
+        let expected: Vec<String> = (0..10).map(|i| format!("{prefix}{i}")).collect();
+        assert_eq!(
+            order,
+            expected.iter().collect::<Vec<_>>(),
+            "{prefix} in order"
+        );
+    }
+    // Two lanes at once: about 3 s, not 6 (generous for a loaded machine).
+    assert!(
+        elapsed < Duration::from_millis(5_500),
+        "{elapsed:?}: repositories were not concurrent"
+    );
+}

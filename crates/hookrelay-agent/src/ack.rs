@@ -42,6 +42,15 @@ enum Command {
     Flush(oneshot::Sender<()>),
 }
 
+#[derive(Clone)]
+pub struct AckSender(mpsc::Sender<Command>);
+
+impl AckSender {
+    pub async fn push(&self, ack: PendingAck) {
+        let _ = self.0.send(Command::Ack(ack)).await;
+    }
+}
+
 pub struct Acker {
     commands: mpsc::Sender<Command>,
     task: tokio::task::JoinHandle<()>,
@@ -96,8 +105,9 @@ impl Acker {
         Self { commands, task }
     }
 
-    pub async fn push(&self, ack: PendingAck) {
-        let _ = self.commands.send(Command::Ack(ack)).await;
+    /// A handle that only pushes acks, for delivery lanes.
+    pub fn sender(&self) -> AckSender {
+        AckSender(self.commands.clone())
     }
 
     /// Waits until every ack pushed so far has reached the server.
@@ -112,10 +122,11 @@ impl Acker {
         }
     }
 
+    /// Flushes, then stops the task (delivery lanes may still hold senders,
+    /// but nothing is delivered after shutdown, so nothing more is acked).
     pub async fn close(self) {
         self.flush().await;
-        drop(self.commands);
-        let _ = self.task.await;
+        self.task.abort();
     }
 }
 

@@ -2,9 +2,10 @@
 //! relay`). It keeps an outbound StreamEvents call open, replays each event to
 //! a local target and acks it.
 //!
-//! - **Order.** Events are delivered one at a time in stream order, so each
-//!   repository's events reach the target in id order. A retried event holds
-//!   back the ones behind it.
+//! - **Order.** Each repository's events are delivered one at a time in stream
+//!   order, so they reach the target in id order; different repositories are
+//!   delivered concurrently, up to --concurrency in flight (see `lanes`). A
+//!   retried event holds back the ones behind it in its repository only.
 //! - **No loss.** An event is acked only after the target answered 2xx, or a
 //!   permanent 4xx (then it is recorded as failed). A reconnect resumes after the
 //!   last ack, so a crash (even kill -9) can only re-deliver the events that were
@@ -16,6 +17,7 @@
 
 mod ack;
 mod deliver;
+mod lanes;
 mod token;
 
 use std::path::PathBuf;
@@ -120,6 +122,12 @@ pub struct RelayArgs {
     #[arg(long, env = "HOOKRELAY_KEEPALIVE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub keepalive_timeout: Duration,
 
+    /// Deliveries in flight at once, over all repositories. Each repository's
+    /// events are still delivered one at a time, in order.
+    #[arg(long, env = "HOOKRELAY_CONCURRENCY", default_value_t = 8,
+          value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub concurrency: u16,
+
     /// How often to log a summary line (delivered, retried, failed, lag).
     #[arg(long, env = "HOOKRELAY_SUMMARY_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
     pub summary_interval: Duration,
@@ -192,10 +200,106 @@ struct Agent {
     args: RelayArgs,
     client: EventServiceClient<Channel>,
     tokens: Arc<TokenSource>,
-    http: reqwest::Client,
     acker: Acker,
-    counters: Arc<Counters>,
+    deliverer: Arc<Deliverer>,
     shutdown: CancellationToken,
+}
+
+/// What every delivery lane shares.
+pub(crate) struct Deliverer {
+    http: reqwest::Client,
+    target: url::Url,
+    counters: Arc<Counters>,
+    acks: ack::AckSender,
+    shutdown: CancellationToken,
+}
+
+impl Deliverer {
+    /// Delivers one event until the target takes it or refuses it for good, then
+    /// queues its ack. False if shutdown came while it was waiting to retry.
+    async fn deliver(&self, event: Event) -> bool {
+        let started = Instant::now();
+        let mut backoff = delivery_backoff();
+        let mut attempts = 0u32;
+        let outcome = loop {
+            attempts += 1;
+            match deliver::attempt(&self.http, &self.target, &event).await {
+                Attempt::Delivered(status) => break Ok(status),
+                Attempt::Failed { status, reason } => break Err((status, reason)),
+                Attempt::Retry {
+                    reason,
+                    retry_after,
+                } => {
+                    self.counters.retried.fetch_add(1, Ordering::Relaxed);
+                    let delay = retry_after
+                        .unwrap_or_else(|| backoff.next().unwrap_or(Duration::from_secs(30)));
+                    tracing::warn!(
+                        event_id = event.id,
+                        repository_id = event.repository_id,
+                        attempt = attempts,
+                        reason,
+                        delay_ms = delay.as_millis() as u64,
+                        "delivery failed; retrying"
+                    );
+                    tokio::select! {
+                        () = self.shutdown.cancelled() => return false,
+                        () = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        };
+        let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let (outcome, failure_reason, status_code) = match outcome {
+            Ok(status) => {
+                self.counters.delivered.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(
+                    event_id = event.id,
+                    repository_id = event.repository_id,
+                    event_type = event.event_type,
+                    delivery_id = event.delivery_id,
+                    status = status.as_u16(),
+                    attempts,
+                    elapsed_ms,
+                    redelivery = event.redelivery,
+                    "delivered"
+                );
+                (AckOutcome::Delivered, String::new(), status)
+            }
+            Err((status, reason)) => {
+                self.counters.failed.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    event_id = event.id,
+                    repository_id = event.repository_id,
+                    event_type = event.event_type,
+                    delivery_id = event.delivery_id,
+                    attempts,
+                    reason,
+                    "delivery failed for good; recorded as failed"
+                );
+                (AckOutcome::Failed, reason, status)
+            }
+        };
+        // A redelivery is old news: it says nothing about how far behind the stream is.
+        if let Some(received) = event.received_at.as_ref().filter(|_| !event.redelivery) {
+            let ms = received.seconds.saturating_mul(1000) + i64::from(received.nanos / 1_000_000);
+            self.counters
+                .last_received_ms
+                .store(ms.max(0) as u64, Ordering::Relaxed);
+        }
+        self.acks
+            .push(PendingAck {
+                repository_id: event.repository_id,
+                event_id: event.id,
+                outcome,
+                failure_reason,
+                redelivery_id: event.redelivery_id,
+                status_code: status_code.as_u16(),
+                attempts,
+                duration_ms: elapsed_ms as u32,
+            })
+            .await;
+        true
+    }
 }
 
 /// Completes on SIGTERM or Ctrl-C (the server's `serve` waits on it too).
@@ -281,13 +385,19 @@ pub async fn run(args: RelayArgs, shutdown: CancellationToken) -> anyhow::Result
         args.summary_interval,
         shutdown.clone(),
     ));
+    let deliverer = Arc::new(Deliverer {
+        http,
+        target: args.target.clone(),
+        counters,
+        acks: acker.sender(),
+        shutdown: shutdown.clone(),
+    });
     let agent = Agent {
         args,
         client,
         tokens,
-        http,
         acker,
-        counters,
+        deliverer,
         shutdown,
     };
     let result = agent.run().await;
@@ -370,23 +480,29 @@ impl Agent {
             Err(status) => return self.refused(status).await,
         };
         tracing::info!(consumer = self.args.consumer, "stream open");
-        loop {
+        let mut lanes =
+            lanes::Lanes::new(self.deliverer.clone(), usize::from(self.args.concurrency));
+        let ended = loop {
             // Biased: after SIGTERM no new delivery starts, even if an event is ready.
             let message = tokio::select! {
                 biased;
-                () = self.shutdown.cancelled() => return Ok(Ended::Shutdown),
+                () = self.shutdown.cancelled() => break Ok(Ended::Shutdown),
                 message = stream.message() => message,
             };
             match message {
                 Ok(Some(event)) => {
-                    if !self.deliver(event).await {
-                        return Ok(Ended::Shutdown);
+                    if !lanes.push(event).await {
+                        break Ok(Ended::Shutdown);
                     }
                 }
-                Ok(None) => return Ok(Ended::Lost("the server closed the stream".into())),
-                Err(status) => return self.ended_by(status).await.map(Ended::after_open),
+                Ok(None) => break Ok(Ended::Lost("the server closed the stream".into())),
+                Err(status) => break self.ended_by(status).await.map(Ended::after_open),
             }
-        }
+        };
+        // What the lanes were given is delivered (or, after SIGTERM, what is in
+        // flight finishes) before the acks are flushed and the stream reopens.
+        lanes.finish().await;
+        ended
     }
 
     /// The stream could not open: a status that says the configuration is
@@ -449,92 +565,6 @@ impl Agent {
                 status.message()
             ))),
         }
-    }
-
-    /// Delivers one event until the target takes it or refuses it for good, then
-    /// queues its ack. False if shutdown came while it was waiting to retry.
-    async fn deliver(&self, event: Event) -> bool {
-        let started = Instant::now();
-        let mut backoff = delivery_backoff();
-        let mut attempts = 0u32;
-        let outcome = loop {
-            attempts += 1;
-            match deliver::attempt(&self.http, &self.args.target, &event).await {
-                Attempt::Delivered(status) => break Ok(status),
-                Attempt::Failed { status, reason } => break Err((status, reason)),
-                Attempt::Retry {
-                    reason,
-                    retry_after,
-                } => {
-                    self.counters.retried.fetch_add(1, Ordering::Relaxed);
-                    let delay = retry_after
-                        .unwrap_or_else(|| backoff.next().unwrap_or(Duration::from_secs(30)));
-                    tracing::warn!(
-                        event_id = event.id,
-                        repository_id = event.repository_id,
-                        attempt = attempts,
-                        reason,
-                        delay_ms = delay.as_millis() as u64,
-                        "delivery failed; retrying"
-                    );
-                    tokio::select! {
-                        () = self.shutdown.cancelled() => return false,
-                        () = tokio::time::sleep(delay) => {}
-                    }
-                }
-            }
-        };
-        let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
-        let (outcome, failure_reason, status_code) = match outcome {
-            Ok(status) => {
-                self.counters.delivered.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(
-                    event_id = event.id,
-                    repository_id = event.repository_id,
-                    event_type = event.event_type,
-                    delivery_id = event.delivery_id,
-                    status = status.as_u16(),
-                    attempts,
-                    elapsed_ms,
-                    redelivery = event.redelivery,
-                    "delivered"
-                );
-                (AckOutcome::Delivered, String::new(), status)
-            }
-            Err((status, reason)) => {
-                self.counters.failed.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(
-                    event_id = event.id,
-                    repository_id = event.repository_id,
-                    event_type = event.event_type,
-                    delivery_id = event.delivery_id,
-                    attempts,
-                    reason,
-                    "delivery failed for good; recorded as failed"
-                );
-                (AckOutcome::Failed, reason, status)
-            }
-        };
-        // A redelivery is old news: it says nothing about how far behind the stream is.
-        if let Some(received) = event.received_at.as_ref().filter(|_| !event.redelivery) {
-            let ms = received.seconds.saturating_mul(1000) + i64::from(received.nanos / 1_000_000);
-            self.counters
-                .last_received_ms
-                .store(ms.max(0) as u64, Ordering::Relaxed);
-        }
-        self.acker
-            .push(PendingAck {
-                repository_id: event.repository_id,
-                event_id: event.id,
-                outcome,
-                failure_reason,
-                redelivery_id: event.redelivery_id,
-                status_code: status_code.as_u16(),
-                attempts,
-                duration_ms: elapsed_ms as u32,
-            })
-            .await;
-        true
     }
 }
 

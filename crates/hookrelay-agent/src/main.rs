@@ -28,8 +28,8 @@ fn main() -> ExitCode {
     } else {
         logs.json().flatten_event(true).init();
     }
-    // One delivery at a time, waiting on the network: one thread does it with
-    // no cross-thread wake-ups per event (docs/benchmarks.md).
+    // Deliveries wait on the network, not the CPU: one thread interleaves them
+    // with no cross-thread wake-ups per event (docs/benchmarks.md).
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
