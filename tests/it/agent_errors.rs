@@ -216,3 +216,136 @@ async fn the_secret_can_come_from_a_file_and_filters_from_flags() {
     );
     exits_with(&mut relay, 1, &["--client-secret-file", "is empty"]).await;
 }
+
+/// --metrics-addr: Prometheus metrics, /healthz, and a /readyz that turns 503
+/// while events wait behind a down target; the summary line says how many
+/// wait and for how long.
+#[tokio::test]
+async fn the_agent_reports_health_metrics_pending_and_lag() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app().await;
+    let tenant = app.tenant("acme").await;
+    let repository = app.repository(&tenant, "acme/app").await;
+    let down = Arc::new(AtomicBool::new(true));
+    let target = TestTarget::answering(
+        vec![repository.secret.clone()],
+        Arc::new({
+            let down = down.clone();
+            move |_| {
+                if down.load(Ordering::SeqCst) {
+                    (503, Some("1"))
+                } else {
+                    (200, None)
+                }
+            }
+        }),
+        Duration::ZERO,
+    )
+    .await;
+    let port = free_port();
+    let metrics_addr = format!("127.0.0.1:{port}");
+    let relay = RelayProcess::start(
+        &app,
+        &tenant,
+        "ci",
+        &target.url,
+        &["--metrics-addr", &metrics_addr, "--ready-max-lag", "2s"],
+        dir.path(),
+    );
+    let http = reqwest::Client::new();
+    let get = |path: &'static str| {
+        let (http, url) = (http.clone(), format!("http://{metrics_addr}{path}"));
+        async move {
+            match http.get(url).send().await {
+                Ok(response) => (response.status().as_u16(), response.text().await.unwrap()),
+                Err(_) => (0, String::new()),
+            }
+        }
+    };
+    let deadline = std::time::Instant::now() + EXIT;
+    while get("/readyz").await.0 != 200 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never ready: {}",
+            relay.output()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(get("/healthz").await.0, 200);
+
+    // Three events stuck behind the down target: pending 3, lag growing, not ready.
+    for i in 0..3 {
+        let response = app
+            .deliver(
+                &repository.id,
+                &repository.secret,
+                "push",
+                &format!("d-{i}"),
+                &hookrelay_testkit::fixture("push"),
+            )
+            .await;
+        assert_eq!(response.status(), reqwest::StatusCode::ACCEPTED);
+    }
+    let deadline = std::time::Instant::now() + EXIT;
+    let (status, why) = loop {
+        let answer = get("/readyz").await;
+        if answer.0 == 503 {
+            break answer;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never unready: {}",
+            relay.output()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(status, 503);
+    assert!(why.contains("3 pending"), "{why}");
+    let metrics = get("/metrics").await.1;
+    assert!(metrics.contains("hookrelay_agent_pending 3"), "{metrics}");
+    assert!(
+        metrics.contains("hookrelay_agent_stream_connected 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("hookrelay_agent_retries_total"),
+        "{metrics}"
+    );
+    relay.wait_for_output("\"pending\":3", 1, EXIT).await;
+    let output = relay.output();
+    let summary = output
+        .lines()
+        .rev()
+        .find(|l| l.contains("relay summary"))
+        .unwrap();
+    let lag: serde_json::Value = serde_json::from_str(summary).unwrap();
+    assert!(lag["lag_ms"].as_u64().unwrap() >= 1000, "{summary}");
+
+    // The target is back: delivered in order, nothing pending, ready again.
+    down.store(false, Ordering::SeqCst);
+    assert_eq!(
+        target.wait_for(3, Duration::from_secs(20)).await,
+        ["d-0", "d-1", "d-2"]
+    );
+    let deadline = std::time::Instant::now() + EXIT;
+    while get("/readyz").await.0 != 200 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not ready again: {}",
+            relay.output()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let metrics = get("/metrics").await.1;
+    assert!(
+        metrics.contains("hookrelay_agent_deliveries_total{outcome=\"delivered\"} 3"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("hookrelay_agent_pending 0"), "{metrics}");
+    assert!(
+        metrics.contains("hookrelay_agent_delivery_duration_seconds_count 3"),
+        "{metrics}"
+    );
+}

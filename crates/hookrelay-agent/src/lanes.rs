@@ -20,7 +20,7 @@ use std::sync::Arc;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 
-use super::Deliverer;
+use crate::Deliverer;
 use hookrelay_proto::Event;
 
 /// Events queued per lane beyond the one being delivered.
@@ -46,6 +46,7 @@ impl Lanes {
     /// Queues `event` on its repository's lane; waits while that lane is full.
     /// False once the agent is shutting down.
     pub(crate) async fn push(&mut self, event: Event) -> bool {
+        self.deliverer.metrics.received(&event);
         let lane = match self.lanes.get(&event.repository_id) {
             Some(lane) if !lane.is_closed() => lane.clone(),
             _ => {

@@ -18,12 +18,12 @@
 mod ack;
 mod deliver;
 mod lanes;
+mod metrics;
 mod token;
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use backon::BackoffBuilder;
@@ -128,7 +128,17 @@ pub struct RelayArgs {
           value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub concurrency: u16,
 
-    /// How often to log a summary line (delivered, retried, failed, lag).
+    /// Serve Prometheus metrics at /metrics, and /healthz and /readyz for
+    /// Kubernetes probes, on this address (e.g. 0.0.0.0:9090). Off by default.
+    #[arg(long, env = "HOOKRELAY_METRICS_ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+
+    /// /readyz fails while the oldest event not yet delivered is older than this
+    /// (or while no stream is connected).
+    #[arg(long, env = "HOOKRELAY_READY_MAX_LAG", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub ready_max_lag: Duration,
+
+    /// How often to log a summary line (delivered, retried, failed, pending, lag).
     #[arg(long, env = "HOOKRELAY_SUMMARY_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
     pub summary_interval: Duration,
 }
@@ -166,15 +176,6 @@ fn parse_http_url(value: &str) -> Result<url::Url, String> {
     Ok(url)
 }
 
-#[derive(Debug, Default)]
-struct Counters {
-    delivered: AtomicU64,
-    retried: AtomicU64,
-    failed: AtomicU64,
-    /// received_at of the last delivered event, in milliseconds since the epoch.
-    last_received_ms: AtomicU64,
-}
-
 /// How the stream ended.
 enum Ended {
     Shutdown,
@@ -209,7 +210,7 @@ struct Agent {
 pub(crate) struct Deliverer {
     http: reqwest::Client,
     target: url::Url,
-    counters: Arc<Counters>,
+    metrics: Arc<metrics::AgentMetrics>,
     acks: ack::AckSender,
     shutdown: CancellationToken,
 }
@@ -230,7 +231,7 @@ impl Deliverer {
                     reason,
                     retry_after,
                 } => {
-                    self.counters.retried.fetch_add(1, Ordering::Relaxed);
+                    self.metrics.retries.inc();
                     let delay = retry_after
                         .unwrap_or_else(|| backoff.next().unwrap_or(Duration::from_secs(30)));
                     tracing::warn!(
@@ -249,9 +250,16 @@ impl Deliverer {
             }
         };
         let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+        self.metrics.delivery_seconds.observe(elapsed_ms / 1000.0);
+        self.metrics.done(&event);
         let (outcome, failure_reason, status_code) = match outcome {
             Ok(status) => {
-                self.counters.delivered.fetch_add(1, Ordering::Relaxed);
+                self.metrics
+                    .deliveries
+                    .get_or_create(&metrics::OutcomeLabels {
+                        outcome: "delivered",
+                    })
+                    .inc();
                 tracing::info!(
                     event_id = event.id,
                     repository_id = event.repository_id,
@@ -266,7 +274,10 @@ impl Deliverer {
                 (AckOutcome::Delivered, String::new(), status)
             }
             Err((status, reason)) => {
-                self.counters.failed.fetch_add(1, Ordering::Relaxed);
+                self.metrics
+                    .deliveries
+                    .get_or_create(&metrics::OutcomeLabels { outcome: "failed" })
+                    .inc();
                 tracing::warn!(
                     event_id = event.id,
                     repository_id = event.repository_id,
@@ -279,13 +290,6 @@ impl Deliverer {
                 (AckOutcome::Failed, reason, status)
             }
         };
-        // A redelivery is old news: it says nothing about how far behind the stream is.
-        if let Some(received) = event.received_at.as_ref().filter(|_| !event.redelivery) {
-            let ms = received.seconds.saturating_mul(1000) + i64::from(received.nanos / 1_000_000);
-            self.counters
-                .last_received_ms
-                .store(ms.max(0) as u64, Ordering::Relaxed);
-        }
         self.acks
             .push(PendingAck {
                 repository_id: event.repository_id,
@@ -379,16 +383,25 @@ pub async fn run(args: RelayArgs, shutdown: CancellationToken) -> anyhow::Result
     let client = EventServiceClient::new(endpoint.connect_lazy())
         .max_decoding_message_size(64 * 1024 * 1024);
     let acker = Acker::spawn(client.clone(), tokens.clone(), args.consumer.clone());
-    let counters = Arc::new(Counters::default());
+    let metrics = Arc::new(metrics::AgentMetrics::default());
+    if let Some(address) = args.metrics_addr {
+        metrics::serve(
+            address,
+            metrics.clone(),
+            args.ready_max_lag,
+            shutdown.clone(),
+        )
+        .await?;
+    }
     let summary = tokio::spawn(summarize(
-        counters.clone(),
+        metrics.clone(),
         args.summary_interval,
         shutdown.clone(),
     ));
     let deliverer = Arc::new(Deliverer {
         http,
         target: args.target.clone(),
-        counters,
+        metrics,
         acks: acker.sender(),
         shutdown: shutdown.clone(),
     });
@@ -420,6 +433,7 @@ impl Agent {
                 }
                 Ended::ReconnectNow => backoff = reconnect_backoff(),
                 Ended::Retry(reason) => {
+                    self.deliverer.metrics.reconnects.inc();
                     let delay = backoff.next().unwrap_or(Duration::from_secs(30));
                     tracing::warn!(
                         reason,
@@ -432,6 +446,7 @@ impl Agent {
                     }
                 }
                 Ended::Lost(reason) => {
+                    self.deliverer.metrics.reconnects.inc();
                     // It was connected: start the backoff over.
                     backoff = reconnect_backoff();
                     let delay = backoff.next().unwrap_or(Duration::from_secs(30));
@@ -480,6 +495,7 @@ impl Agent {
             Err(status) => return self.refused(status).await,
         };
         tracing::info!(consumer = self.args.consumer, "stream open");
+        self.deliverer.metrics.connected.set(1);
         let mut lanes =
             lanes::Lanes::new(self.deliverer.clone(), usize::from(self.args.concurrency));
         let ended = loop {
@@ -501,6 +517,7 @@ impl Agent {
         };
         // What the lanes were given is delivered (or, after SIGTERM, what is in
         // flight finishes) before the acks are flushed and the stream reopens.
+        self.deliverer.metrics.connected.set(0);
         lanes.finish().await;
         ended
     }
@@ -586,7 +603,7 @@ fn delivery_backoff() -> impl Iterator<Item = Duration> {
         .build()
 }
 
-async fn summarize(counters: Arc<Counters>, every: Duration, stop: CancellationToken) {
+async fn summarize(metrics: Arc<metrics::AgentMetrics>, every: Duration, stop: CancellationToken) {
     let mut interval = tokio::time::interval(every);
     interval.tick().await;
     loop {
@@ -594,21 +611,15 @@ async fn summarize(counters: Arc<Counters>, every: Duration, stop: CancellationT
             () = stop.cancelled() => return,
             _ = interval.tick() => {}
         }
-        let last = counters.last_received_ms.load(Ordering::Relaxed);
-        let now_ms = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
-        let lag_ms = if last == 0 {
-            0
-        } else {
-            now_ms.saturating_sub(last)
-        };
+        // Lag is the age of the oldest event not yet delivered: 0 when
+        // nothing waits, growing while events are stuck behind a down target.
+        let (pending, lag) = metrics.pending();
         tracing::info!(
-            delivered = counters.delivered.load(Ordering::Relaxed),
-            retried = counters.retried.load(Ordering::Relaxed),
-            failed = counters.failed.load(Ordering::Relaxed),
-            lag_ms,
+            delivered = metrics.count("delivered"),
+            retried = metrics.retries.get(),
+            failed = metrics.count("failed"),
+            pending,
+            lag_ms = lag.as_millis() as u64,
             "relay summary"
         );
     }
