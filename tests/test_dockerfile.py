@@ -3,22 +3,34 @@ cannot be tested): multi-stage, a non-root final user, pinned bases, no secrets.
 import pathlib
 import re
 
+import pytest
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-LINES = [l.strip() for l in (ROOT / "Dockerfile").read_text().splitlines()]
-INSTRUCTIONS = [l for l in LINES if l and not l.startswith("#")]
+# The server's image, and the agent's.
+DOCKERFILES = ["Dockerfile", "Dockerfile.agent"]
 
 
-def stages():
-    return [l.split()[1] for l in INSTRUCTIONS if l.upper().startswith("FROM ")]
+def instructions(dockerfile):
+    lines = [l.strip() for l in (ROOT / dockerfile).read_text().splitlines()]
+    return [l for l in lines if l and not l.startswith("#")]
 
 
-def test_multi_stage_build():
-    assert len(stages()) >= 2
-    assert any("--from=build" in l for l in INSTRUCTIONS if l.upper().startswith("COPY"))
+INSTRUCTIONS = instructions("Dockerfile")
 
 
-def test_bases_are_pinned():
-    for image in stages():
+def stages(dockerfile="Dockerfile"):
+    return [l.split()[1] for l in instructions(dockerfile) if l.upper().startswith("FROM ")]
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES)
+def test_multi_stage_build(dockerfile):
+    assert len(stages(dockerfile)) >= 2
+    assert any("--from=build" in l for l in instructions(dockerfile) if l.upper().startswith("COPY"))
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES)
+def test_bases_are_pinned(dockerfile):
+    for image in stages(dockerfile):
         if "@sha256:" in image:
             assert re.search(r"@sha256:[0-9a-f]{64}$", image), image
             continue
@@ -27,8 +39,10 @@ def test_bases_are_pinned():
         assert re.match(r"\d+\.\d+\.\d+", tag), f"{image}: pin an exact version or a digest"
 
 
-def test_final_stage_runs_as_non_root():
-    final = INSTRUCTIONS[max(i for i, l in enumerate(INSTRUCTIONS) if l.upper().startswith("FROM ")):]
+@pytest.mark.parametrize("dockerfile", DOCKERFILES)
+def test_final_stage_runs_as_non_root(dockerfile):
+    steps = instructions(dockerfile)
+    final = steps[max(i for i, l in enumerate(steps) if l.upper().startswith("FROM ")):]
     users = [l.split()[1] for l in final if l.upper().startswith("USER ")]
     assert users, "the final stage sets no USER"
     user = users[-1].split(":")[0]
@@ -36,11 +50,13 @@ def test_final_stage_runs_as_non_root():
     assert "distroless" in final[0] or "slim" in final[0], "the final image is small"
 
 
-def test_no_secrets_baked_in():
-    text = "\n".join(INSTRUCTIONS).lower()
+@pytest.mark.parametrize("dockerfile", DOCKERFILES)
+def test_no_secrets_baked_in(dockerfile):
+    steps = instructions(dockerfile)
+    text = "\n".join(steps).lower()
     for word in ("secret_key", "password", "database_url", "signup_token", "private key", "client_secret"):
         assert word not in text, word
-    assert not any(re.match(r"(copy|add)\s+.*\.env", l.lower()) for l in INSTRUCTIONS)
+    assert not any(re.match(r"(copy|add)\s+.*\.env", l.lower()) for l in steps)
     ignored = (ROOT / ".dockerignore").read_text()
     for path in (".hookrelay/", "target/", ".git/"):
         assert path in ignored, path
@@ -53,11 +69,12 @@ def test_names_the_envoy_image_the_tests_run():
     assert f"tag: v{version}" in (ROOT / "helm/hookrelay/values.yaml").read_text()
 
 
-def test_the_build_stage_copies_everything_cargo_reads():
+@pytest.mark.parametrize("dockerfile", DOCKERFILES)
+def test_the_build_stage_copies_everything_cargo_reads(dockerfile):
     """Every workspace member, and the console bundle the binary embeds."""
     import tomllib
 
-    copied = [l.split()[1] for l in INSTRUCTIONS if l.upper().startswith("COPY ") and "--from" not in l]
+    copied = [l.split()[1] for l in instructions(dockerfile) if l.upper().startswith("COPY ") and "--from" not in l]
     members = tomllib.loads((ROOT / "Cargo.toml").read_text())["workspace"]["members"]
     for member in members:
         if member != ".":
@@ -69,3 +86,13 @@ def test_the_build_stage_copies_everything_cargo_reads():
     ignored = (ROOT / ".dockerignore").read_text().split()
     for folder in embedded:
         assert not any(folder.startswith(i.strip("/")) for i in ignored), f"{folder} is in .dockerignore"
+
+
+def test_the_agent_image_holds_only_the_agent():
+    steps = instructions("Dockerfile.agent")
+    assert "cargo build --release --locked -p hookrelay-agent --bin hookrelay-agent" in " ".join(steps)
+    final = steps[max(i for i, l in enumerate(steps) if l.upper().startswith("FROM ")):]
+    copied = [l for l in final if l.upper().startswith("COPY")]
+    assert copied == ["COPY --from=build /out/hookrelay-agent /usr/local/bin/hookrelay-agent"], copied
+    # Nothing to write: it runs with readOnlyRootFilesystem and no volumes.
+    assert not any(l.upper().startswith(("VOLUME", "WORKDIR")) for l in final)
