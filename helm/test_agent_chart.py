@@ -2,15 +2,15 @@
 server's: helm lint --strict and helm template through the Helm v4 SDK,
 kubernetes-validate --strict, checkov, and the chart's invariants."""
 import pathlib
-import subprocess
 
+import checks
 import helm_python
 import pytest
 import yaml
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 CHART = ROOT / "helm" / "hookrelay-agent"
-KUBERNETES_VERSION = "1.35.0"
+KUBERNETES_VERSION = checks.KUBERNETES_VERSION
 VALUES = sorted(CHART.glob("ci/*.yaml"))
 # The minimum a user must give; the rest are the chart's defaults.
 MINIMAL = {
@@ -59,19 +59,16 @@ def test_required_values_are_named_when_missing():
 
 def test_every_manifest_validates_strictly(rendered):
     _, path = rendered
-    result = subprocess.run(["kubernetes-validate", "--strict", "-k", KUBERNETES_VERSION, str(path)], capture_output=True, text=True)
-    assert result.returncode == 0, result.stdout + result.stderr
+    passed, output = checks.kubernetes_validate(path)
+    assert passed, output
 
 
 def test_checkov_finds_nothing(rendered):
     documents, _ = rendered
     path = rendered[1].with_name("all.yaml")
     path.write_text(yaml.safe_dump_all(documents, sort_keys=False))
-    result = subprocess.run(
-        ["checkov", "-f", str(path), "--framework", "kubernetes", "--skip-download", "--compact", "--quiet"],
-        capture_output=True, text=True,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    passed, output = checks.checkov(path)
+    assert passed, output
 
 
 def test_probes_restricted_security_and_the_secret_by_reference(rendered):

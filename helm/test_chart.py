@@ -5,14 +5,14 @@ import json
 import pathlib
 import subprocess
 
+import checks
 import helm_python
 import pytest
 import yaml
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 CHART = ROOT / "helm" / "hookrelay"
-# The Kubernetes minor version GKE's regular channel runs (November 2026).
-KUBERNETES_VERSION = "1.35.0"
+KUBERNETES_VERSION = checks.KUBERNETES_VERSION
 VALUES = [None] + sorted(CHART.glob("ci/*.yaml"))
 
 
@@ -64,17 +64,14 @@ def test_helm_lint_strict(values_file):
 
 def test_every_manifest_validates_strictly(rendered):
     _, path = rendered
-    result = subprocess.run(["kubernetes-validate", "--strict", "-k", KUBERNETES_VERSION, str(path)], capture_output=True, text=True)
-    assert result.returncode == 0, result.stdout + result.stderr
+    passed, output = checks.kubernetes_validate(path)
+    assert passed, output
 
 
 def test_checkov_finds_nothing(rendered):
     _, path = rendered
-    result = subprocess.run(
-        ["checkov", "-f", str(path), "--framework", "kubernetes", "--skip-download", "--compact", "--quiet"],
-        capture_output=True, text=True,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    passed, output = checks.checkov(path)
+    assert passed, output
 
 
 def test_the_envoy_config_is_the_rendered_sidecar_and_envoy_accepts_it(rendered, tmp_path):
