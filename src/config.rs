@@ -328,7 +328,22 @@ impl Cli {
     /// is wrong, "did you mean", the usage line), plus the environment variable
     /// behind the flag when it has one.
     pub fn parse_or_exit() -> Self {
-        match Self::try_parse() {
+        let mut argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+        // `hookrelay relay --config agent.toml`: the agent's settings file.
+        if argv.get(1).is_some_and(|a| a == "relay") {
+            let command = Self::command();
+            let relay = command
+                .find_subcommand("relay")
+                .expect("the relay subcommand");
+            argv = match hookrelay_agent::with_config_file(argv, 2, relay) {
+                Ok(argv) => argv,
+                Err(error) => {
+                    eprintln!("hookrelay: {error}");
+                    std::process::exit(2);
+                }
+            };
+        }
+        match Self::try_parse_from(argv) {
             Ok(cli) => cli,
             Err(error) => match error.kind() {
                 ErrorKind::DisplayHelp

@@ -349,3 +349,76 @@ async fn the_agent_reports_health_metrics_pending_and_lag() {
         "{metrics}"
     );
 }
+
+/// `--config agent.toml` holds the settings; a flag on the command line wins
+/// over the file, and a key the agent does not know is refused, naming it.
+#[tokio::test]
+async fn settings_come_from_a_config_file_and_flags_override_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app().await;
+    let tenant = app.tenant("acme").await;
+    let repository = app.repository(&tenant, "acme/app").await;
+    let target = TestTarget::start(vec![repository.secret.clone()]).await;
+    let config = dir.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "server = \"{}\"\nclient_id = \"{}\"\nconsumer = \"from-file\"\nevent = [\"push\"]\nconcurrency = 2\n",
+            app.address, tenant.client_id
+        ),
+    )
+    .unwrap();
+    let mut command = std::process::Command::new(crate::helpers::agent_binary());
+    command
+        .args(["--config", config.to_str().unwrap()])
+        .args([
+            "--consumer",
+            "from-flag",
+            "--target",
+            &target.url,
+            "--summary-interval",
+            "1s",
+        ])
+        .env("HOOKRELAY_CLIENT_SECRET", &tenant.client_secret)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let _agent = hookrelay_testkit::ChildGuard::spawn(&mut command).unwrap();
+    let response = app
+        .deliver(
+            &repository.id,
+            &repository.secret,
+            "push",
+            "d-1",
+            &hookrelay_testkit::fixture("push"),
+        )
+        .await;
+    assert_eq!(response.status(), reqwest::StatusCode::ACCEPTED);
+    assert_eq!(target.wait_for(1, Duration::from_secs(20)).await, ["d-1"]);
+    let consumers: serde_json::Value = app
+        .get("/v1/consumers", &tenant.token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        consumers["consumers"][0]["name"], "from-flag",
+        "the flag wins over the file"
+    );
+    assert_eq!(
+        consumers["consumers"][0]["filter"]["event_types"],
+        serde_json::json!(["push"])
+    );
+
+    std::fs::write(
+        &config,
+        "server = \"http://127.0.0.1:1\"\ncolour = \"blue\"\n",
+    )
+    .unwrap();
+    let output = std::process::Command::new(crate::helpers::agent_binary())
+        .args(["--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("unknown setting `colour`"), "{stderr}");
+}

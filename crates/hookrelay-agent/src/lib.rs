@@ -16,6 +16,7 @@
 #![forbid(unsafe_code)]
 
 mod ack;
+mod config_file;
 mod deliver;
 mod lanes;
 mod metrics;
@@ -35,6 +36,7 @@ use tonic::metadata::MetadataValue;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
 use ack::{Acker, PendingAck};
+pub use config_file::with_config_file;
 use deliver::Attempt;
 use hookrelay_proto::event_service_client::EventServiceClient;
 use hookrelay_proto::{AckOutcome, Event, StreamEventsRequest};
@@ -43,6 +45,12 @@ use token::TokenSource;
 // No Debug: it holds the client secret as a plain string.
 #[derive(Clone, Args)]
 pub struct RelayArgs {
+    /// A TOML file with any of these settings under their long names (e.g.
+    /// `server = "https://…"`, `branch = ["main"]`); flags and environment
+    /// variables override it.
+    #[arg(long, env = "HOOKRELAY_CONFIG")]
+    pub config: Option<PathBuf>,
+
     /// The relay's URL: its public URL (Envoy's single port), its HTTP listener
     /// (http://127.0.0.1:8080), or its gRPC listener (then give --token-url too).
     #[arg(long, env = "HOOKRELAY_SERVER", value_parser = parse_http_url)]

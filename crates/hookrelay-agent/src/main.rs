@@ -19,7 +19,19 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    use clap::CommandFactory;
+    let argv = match hookrelay_agent::with_config_file(
+        std::env::args_os().collect(),
+        1,
+        &Cli::command(),
+    ) {
+        Ok(argv) => argv,
+        Err(error) => {
+            eprintln!("hookrelay-agent: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let cli = Cli::parse_from(argv);
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let logs = tracing_subscriber::fmt().with_env_filter(filter);

@@ -1,0 +1,89 @@
+//! `--config agent.toml`: every flag of the agent in a TOML file, under its
+//! long name (`client-id` or `client_id`). Precedence, highest first: the
+//! command line, the environment, the file, the defaults.
+//!
+//! The file is turned into flags before clap parses: a key becomes `--key
+//! value` (a list, one flag per item; `true` a bare flag) unless the command
+//! line already has that flag or its environment variable is set.
+
+use std::ffi::OsString;
+
+/// Returns `argv` with the config file's settings inserted at `insert_at` (just
+/// after the program, or after `relay`). Err: one line naming what is wrong.
+pub fn with_config_file(
+    argv: Vec<OsString>,
+    insert_at: usize,
+    command: &clap::Command,
+) -> Result<Vec<OsString>, String> {
+    let given: Vec<String> = argv
+        .iter()
+        .skip(insert_at)
+        .filter_map(|a| a.to_str().map(str::to_owned))
+        .collect();
+    let path = given
+        .iter()
+        .position(|a| a == "--config")
+        .and_then(|i| given.get(i + 1).cloned())
+        .or_else(|| {
+            given
+                .iter()
+                .find_map(|a| a.strip_prefix("--config=").map(str::to_owned))
+        })
+        .or_else(|| std::env::var("HOOKRELAY_CONFIG").ok());
+    let Some(path) = path else {
+        return Ok(argv);
+    };
+    let text =
+        std::fs::read_to_string(&path).map_err(|e| format!("cannot read --config {path}: {e}"))?;
+    let table: toml::Table =
+        toml::from_str(&text).map_err(|e| format!("--config {path} is not valid TOML: {e}"))?;
+    let mut inserted: Vec<OsString> = Vec::new();
+    for (key, value) in table {
+        let long = key.replace('_', "-");
+        let arg = command
+            .get_arguments()
+            .find(|a| a.get_long() == Some(long.as_str()) && long != "config")
+            .ok_or_else(|| {
+                format!("--config {path}: unknown setting `{key}` (see --help for the flags)")
+            })?;
+        let on_command_line = given
+            .iter()
+            .any(|a| *a == format!("--{long}") || a.starts_with(&format!("--{long}=")));
+        let in_environment = arg
+            .get_env()
+            .is_some_and(|env| std::env::var_os(env).is_some());
+        if on_command_line || in_environment {
+            continue;
+        }
+        let flag = OsString::from(format!("--{long}"));
+        let scalar = |value: &toml::Value| -> Result<String, String> {
+            match value {
+                toml::Value::String(s) => Ok(s.clone()),
+                toml::Value::Integer(n) => Ok(n.to_string()),
+                toml::Value::Float(f) => Ok(f.to_string()),
+                toml::Value::Boolean(b) => Ok(b.to_string()),
+                _ => Err(format!(
+                    "--config {path}: `{key}` must be a string, number, boolean or list of them"
+                )),
+            }
+        };
+        match value {
+            toml::Value::Array(items) => {
+                for item in &items {
+                    inserted.push(flag.clone());
+                    inserted.push(scalar(item)?.into());
+                }
+            }
+            toml::Value::Boolean(true) if !arg.get_action().takes_values() => inserted.push(flag),
+            toml::Value::Boolean(false) if !arg.get_action().takes_values() => {}
+            other => {
+                inserted.push(flag);
+                inserted.push(scalar(&other)?.into());
+            }
+        }
+    }
+    let mut argv = argv;
+    let at = insert_at.min(argv.len());
+    argv.splice(at..at, inserted);
+    Ok(argv)
+}
