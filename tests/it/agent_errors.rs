@@ -7,6 +7,25 @@ use crate::helpers::{RelayProcess, TestTarget, TestTenant, free_port, spawn_app}
 
 const EXIT: Duration = Duration::from_secs(15);
 
+/// Posts one signed push and waits for the agent to deliver it to `target`.
+async fn push_reaches(
+    app: &crate::helpers::TestApp,
+    repository: &crate::helpers::TestRepository,
+    target: &TestTarget,
+) {
+    let response = app
+        .deliver(
+            &repository.id,
+            &repository.secret,
+            "push",
+            "d-1",
+            &hookrelay_testkit::fixture("push"),
+        )
+        .await;
+    assert_eq!(response.status(), reqwest::StatusCode::ACCEPTED);
+    assert_eq!(target.wait_for(1, Duration::from_secs(20)).await, ["d-1"]);
+}
+
 async fn exits_with(relay: &mut RelayProcess, code: i32, needles: &[&str]) {
     let status = relay.wait(EXIT).await;
     let output = relay.output();
@@ -141,17 +160,7 @@ async fn one_url_is_enough_the_token_endpoint_is_discovered() {
     let target = TestTarget::start(vec![repository.secret.clone()]).await;
     // The HTTP listener's URL alone: metadata, token and gRPC on one origin.
     let _relay = RelayProcess::start_at(&app.address, &tenant, "ci", &target.url, &[], dir.path());
-    let response = app
-        .deliver(
-            &repository.id,
-            &repository.secret,
-            "push",
-            "d-1",
-            &hookrelay_testkit::fixture("push"),
-        )
-        .await;
-    assert_eq!(response.status(), reqwest::StatusCode::ACCEPTED);
-    assert_eq!(target.wait_for(1, Duration::from_secs(20)).await, ["d-1"]);
+    push_reaches(&app, &repository, &target).await;
 }
 
 /// As Kubernetes mounts it: the secret in a file; and the control plane's
@@ -383,17 +392,7 @@ async fn settings_come_from_a_config_file_and_flags_override_it() {
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
     let _agent = hookrelay_testkit::ChildGuard::spawn(&mut command).unwrap();
-    let response = app
-        .deliver(
-            &repository.id,
-            &repository.secret,
-            "push",
-            "d-1",
-            &hookrelay_testkit::fixture("push"),
-        )
-        .await;
-    assert_eq!(response.status(), reqwest::StatusCode::ACCEPTED);
-    assert_eq!(target.wait_for(1, Duration::from_secs(20)).await, ["d-1"]);
+    push_reaches(&app, &repository, &target).await;
     let consumers: serde_json::Value = app
         .get("/v1/consumers", &tenant.token)
         .await
