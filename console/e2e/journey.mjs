@@ -127,19 +127,23 @@ try {
   await page.getByRole("link", { name: "Events" }).click();
   await page.getByText("live", { exact: true }).waitFor();
   const body = readFileSync(fixturePath);
+  // Signed as GitHub signs it; the event id hookrelay answers.
+  const post = async (event, delivery) => {
+    const answer = await fetch(webhookUrl, {
+      method: "POST",
+      headers: {
+        "content-type": "application/json",
+        "x-github-event": event,
+        "x-github-delivery": delivery,
+        "x-hub-signature-256": `sha256=${createHmac("sha256", secret).update(body).digest("hex")}`,
+      },
+      body,
+    });
+    check(answer.status === 202, `the webhook is accepted (${answer.status})`);
+    return (await answer.json()).event_id;
+  };
   const posted = Date.now();
-  const answer = await fetch(webhookUrl, {
-    method: "POST",
-    headers: {
-      "content-type": "application/json",
-      "x-github-event": "push",
-      "x-github-delivery": "console-1",
-      "x-hub-signature-256": `sha256=${createHmac("sha256", secret).update(body).digest("hex")}`,
-    },
-    body,
-  });
-  check(answer.status === 202, `the webhook is accepted (${answer.status})`);
-  const { event_id: eventId } = await answer.json();
+  const eventId = await post("push", "console-1");
   await page.locator(`tr[data-event-id="${eventId}"]`).waitFor({ timeout: 3_000 });
   const shownAfter = Date.now() - posted;
   await page.screenshot({ path: `${shots}/console-events.png` });
@@ -164,6 +168,29 @@ try {
   const consumer = page.locator('[data-consumer="ci"]');
   await consumer.getByText("connected", { exact: true }).waitFor({ timeout: WAIT });
   await consumer.locator("td.pending", { hasText: "0" }).waitFor({ timeout: WAIT });
+  // Seek back to the start: the agent delivers the event once more.
+  await consumer.getByLabel("Continue after event").fill("0");
+  await consumer.getByRole("button", { name: "Seek" }).click();
+  await consumer.getByText("Moved.").waitFor();
+  const deadline = Date.now() + WAIT;
+  while (received.length < 2 && Date.now() < deadline) await page.waitForTimeout(50);
+  check(received.length === 2, `a seek to 0 replays the event (${received.length} received)`);
+
+  // Events: filter by type, pause and resume.
+  await page.getByRole("link", { name: "Events" }).click();
+  await page.getByText("live", { exact: true }).waitFor();
+  const issue = await post("issues", "console-2");
+  await page.locator(`tr[data-event-id="${issue}"]`).waitFor({ timeout: WAIT });
+  await page.getByLabel("Event type").selectOption("issues");
+  await page.locator(`tr[data-event-id="${eventId}"]`).waitFor({ state: "detached" });
+  await page.getByLabel("Event type").selectOption("");
+  await page.locator(`tr[data-event-id="${eventId}"]`).waitFor();
+  await page.getByRole("button", { name: "Pause" }).click();
+  const held = await post("push", "console-3");
+  await page.getByRole("button", { name: "Resume (1 new)" }).waitFor({ timeout: WAIT });
+  check((await page.locator(`tr[data-event-id="${held}"]`).count()) === 0, "paused: the new event waits");
+  await page.getByRole("button", { name: "Resume (1 new)" }).click();
+  await page.locator(`tr[data-event-id="${held}"]`).waitFor();
 
   // Clients: an agent's read-only client, secret once.
   await page.getByRole("link", { name: "Clients" }).click();

@@ -1,7 +1,7 @@
 // Small shared pieces: copy buttons, errors, timestamps, sizes.
 import type { ComponentChildren } from "preact";
 import { useState } from "preact/hooks";
-import { explain } from "./session";
+import { api, explain } from "./session";
 
 export function CopyButton({ text, label = "Copy" }: { text: string; label?: string }) {
   const [state, setState] = useState<"idle" | "copied" | "failed">("idle");
@@ -66,4 +66,31 @@ export function refOf(event: { branch?: string | null; tag?: string | null }): s
   if (event.branch) return event.branch;
   if (event.tag) return `tag ${event.tag}`;
   return "";
+}
+
+/// "Delete" with a confirmation: DELETE `path`, then `onDeleted`; a failure goes to `onError`.
+export function DeleteButton(props: {
+  path: string;
+  confirm: string;
+  onDeleted: () => void;
+  onError: (error: unknown) => void;
+}) {
+  return (
+    <button
+      type="button"
+      class="danger small"
+      onClick={async () => {
+        if (!window.confirm(props.confirm)) return;
+        props.onError(null);
+        try {
+          await api("DELETE", props.path);
+          props.onDeleted();
+        } catch (err) {
+          props.onError(err);
+        }
+      }}
+    >
+      Delete
+    </button>
+  );
 }

@@ -12,8 +12,8 @@ use serde_json::{Value, json};
 use tonic::Streaming;
 
 use crate::helpers::{
-    RelayProcess, TestApp, TestRepository, TestTarget, assert_error, authed, fixture, sign,
-    spawn_app, spawn_app_on, spawn_app_with,
+    RelayProcess, TestApp, TestRepository, TestTarget, assert_error, authed, fixture, next_event,
+    sign, spawn_app, spawn_app_on, spawn_app_with,
 };
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -124,14 +124,6 @@ async fn drain(stream: &mut Streaming<Event>) -> Vec<i64> {
     ids
 }
 
-async fn next(stream: &mut Streaming<Event>) -> Event {
-    tokio::time::timeout(WAIT, stream.message())
-        .await
-        .expect("an event arrives in time")
-        .expect("the stream is healthy")
-        .expect("the stream is open")
-}
-
 async fn ack(app: &TestApp, token: &str, consumer: &str, repository: &str, ids: &[i64]) {
     let acks = ids
         .iter()
@@ -193,8 +185,8 @@ async fn a_consumer_shows_its_streams_filter_and_what_it_has_yet_to_deliver() {
         &fixture("issues.opened"),
     )
     .await;
-    assert_eq!(next(&mut stream).await.id, first);
-    assert_eq!(next(&mut stream).await.id, third);
+    assert_eq!(next_event(&mut stream, WAIT).await.id, first);
+    assert_eq!(next_event(&mut stream, WAIT).await.id, third);
 
     let consumer = get_json(&app, "/v1/consumers/ci", &tenant.token).await;
     assert_eq!(consumer["name"], "ci");
@@ -397,7 +389,7 @@ async fn seek_back_replays_on_the_open_stream_and_seek_forward_skips() {
     let ids: Vec<i64> = post_pushes(&app, &repository, "a", 3).await;
     let mut stream = open(&app, &tenant.token, "ci", (&[], &[], &[])).await;
     for id in &ids {
-        assert_eq!(next(&mut stream).await.id, *id);
+        assert_eq!(next_event(&mut stream, WAIT).await.id, *id);
     }
     ack(&app, &tenant.token, "ci", &repository.id, &ids).await;
 
@@ -413,11 +405,11 @@ async fn seek_back_replays_on_the_open_stream_and_seek_forward_skips() {
     let consumer: Value = response.json().await.unwrap();
     assert_eq!(consumer["repositories"][0]["acked_event_id"], ids[0]);
     assert_eq!(consumer["repositories"][0]["pending_events"], 2);
-    assert_eq!(next(&mut stream).await.id, ids[1]);
-    assert_eq!(next(&mut stream).await.id, ids[2]);
+    assert_eq!(next_event(&mut stream, WAIT).await.id, ids[1]);
+    assert_eq!(next_event(&mut stream, WAIT).await.id, ids[2]);
     // Another repository's events are not sent twice, and live events follow.
     let elsewhere = post(&app, &other, "push", "b-0", &fixture("push")).await;
-    assert_eq!(next(&mut stream).await.id, elsewhere);
+    assert_eq!(next_event(&mut stream, WAIT).await.id, elsewhere);
     drop(stream);
 
     // Forward: events after the cursor are skipped.
@@ -513,7 +505,7 @@ async fn a_seek_behind_retention_is_refused_and_filtered_consumers_outlive_reten
     .await;
     ack(&app, &tenant.token, "everything", &repository.id, &[first]).await;
     let mut stream = open(&app, &tenant.token, "main-only", (&[], &["main"], &[])).await;
-    assert_eq!(next(&mut stream).await.id, first);
+    assert_eq!(next_event(&mut stream, WAIT).await.id, first);
     ack(&app, &tenant.token, "main-only", &repository.id, &[first]).await;
     drop(stream);
     let skipped = post(
@@ -539,7 +531,7 @@ async fn a_seek_behind_retention_is_refused_and_filtered_consumers_outlive_reten
         &push_to("refs/heads/main"),
     )
     .await;
-    assert_eq!(next(&mut stream).await.id, live);
+    assert_eq!(next_event(&mut stream, WAIT).await.id, live);
     // The one that wanted it did: it is told, as before.
     let status = app
         .grpc()
@@ -827,7 +819,7 @@ async fn a_connected_consumer_that_delivers_nothing_is_stalled() {
     let repository = app.repository(&tenant, "acme/app").await;
     let mut stream = open(&app, &tenant.token, "stuck", (&[], &[], &[])).await;
     let event = post(&app, &repository, "push", "d-1", &fixture("push")).await;
-    assert_eq!(next(&mut stream).await.id, event);
+    assert_eq!(next_event(&mut stream, WAIT).await.id, event);
 
     // Connected, never acking: stalled once the event is older than the threshold.
     eventually("the consumer to be stalled", || async {
@@ -864,7 +856,7 @@ async fn a_connected_consumer_that_delivers_nothing_is_stalled() {
     .await;
     // Acked, it is neither.
     let mut stream = open(&app, &tenant.token, "stuck", (&[], &[], &[])).await;
-    assert_eq!(next(&mut stream).await.id, event);
+    assert_eq!(next_event(&mut stream, WAIT).await.id, event);
     ack(&app, &tenant.token, "stuck", &repository.id, &[event]).await;
     let consumer = get_json(&app, "/v1/consumers/stuck", &tenant.token).await;
     assert_eq!(consumer["stalled"], false);
@@ -884,7 +876,7 @@ async fn deleting_a_consumer_forgets_it_and_ends_its_streams() {
     let repository = app.repository(&tenant, "acme/app").await;
     let event = post(&app, &repository, "push", "d-1", &fixture("push")).await;
     let mut stream = open(&app, &tenant.token, "old", (&[], &[], &[])).await;
-    assert_eq!(next(&mut stream).await.id, event);
+    assert_eq!(next_event(&mut stream, WAIT).await.id, event);
     ack(&app, &tenant.token, "old", &repository.id, &[event]).await;
 
     let response = app.delete("/v1/consumers/old", &tenant.token).await;
@@ -1311,24 +1303,26 @@ async fn frozen_peers(through_envoy: bool) {
     target.wait_for(1, WAIT).await;
     // Its ack in, so that what follows redelivers nothing (at-least-once
     // would: an ack lost with the frozen server means d-1 comes again).
-    let pending = |expected: i64| {
+    let consumer = || {
         let (http, url, token) = (
             http.clone(),
             format!("{}/v1/consumers/ci", server.address),
             tenant.token.clone(),
         );
         async move {
-            let consumer: Value = http
-                .get(url)
+            http.get(url)
                 .bearer_auth(token)
                 .send()
                 .await
                 .unwrap()
-                .json()
+                .json::<Value>()
                 .await
-                .unwrap();
-            (consumer["repositories"][0]["pending_events"] == expected).then_some(())
+                .unwrap()
         }
+    };
+    let consumer = &consumer;
+    let pending = move |expected: i64| async move {
+        (consumer().await["repositories"][0]["pending_events"] == expected).then_some(())
     };
     eventually("d-1 to be acked", || pending(0)).await;
 
@@ -1342,24 +1336,8 @@ async fn frozen_peers(through_envoy: bool) {
     assert_eq!(target.wait_for(2, WAIT).await, ["d-1", "d-2"]);
 
     // The agent freezes: the server notices, and its stream stops counting.
-    let connected = |expected: i64| {
-        let (http, url, token) = (
-            http.clone(),
-            format!("{}/v1/consumers/ci", server.address),
-            tenant.token.clone(),
-        );
-        async move {
-            let consumer: Value = http
-                .get(url)
-                .bearer_auth(token)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            (consumer["connected_streams"] == expected).then_some(())
-        }
+    let connected = move |expected: i64| async move {
+        (consumer().await["connected_streams"] == expected).then_some(())
     };
     eventually("the stream to be connected", || connected(1)).await;
     eventually("d-2 to be acked", || pending(0)).await;
@@ -1496,7 +1474,7 @@ async fn watches_show_events_deliveries_and_consumers_live_and_write_nothing() {
     assert_eq!(snapshot.name, "ci");
     assert_eq!(snapshot.repositories[0].pending_events, 3);
     for _ in 0..3 {
-        next(&mut stream).await;
+        next_event(&mut stream, WAIT).await;
     }
     app.grpc()
         .await

@@ -2,7 +2,7 @@
 import { useEffect, useState } from "preact/hooks";
 import { api, session } from "../session";
 import { SCOPES, type Client } from "../types";
-import { Empty, ErrorNote, Secret, time } from "../ui";
+import { DeleteButton, Empty, ErrorNote, Secret, time } from "../ui";
 
 interface Created {
   client_id: string;
@@ -95,22 +95,12 @@ export function Clients() {
                 <td>{client.scopes.join(" ")}</td>
                 <td>{time(client.created_at)}</td>
                 <td class="actions">
-                  <button
-                    type="button"
-                    class="danger small"
-                    onClick={async () => {
-                      if (!window.confirm(`Delete the client ${client.name}? Its tokens stop working at once.`)) return;
-                      setError(null);
-                      try {
-                        await api("DELETE", `/v1/clients/${client.client_id}`);
-                        load();
-                      } catch (err) {
-                        setError(err);
-                      }
-                    }}
-                  >
-                    Delete
-                  </button>
+                  <DeleteButton
+                    path={`/v1/clients/${client.client_id}`}
+                    confirm={`Delete the client ${client.name}? Its tokens stop working at once.`}
+                    onDeleted={load}
+                    onError={setError}
+                  />
                 </td>
               </tr>
             ))}

@@ -3,7 +3,7 @@
 import { useEffect, useState } from "preact/hooks";
 import { api } from "../session";
 import type { Repository } from "../types";
-import { CopyButton, Empty, ErrorNote, Secret, time } from "../ui";
+import { CopyButton, DeleteButton, Empty, ErrorNote, Secret, time } from "../ui";
 
 function GitHubSettings({ repository }: { repository: Repository }) {
   return (
@@ -109,23 +109,15 @@ export function Repositories() {
                   >
                     Rotate secret
                   </button>
-                  <button
-                    type="button"
-                    class="danger small"
-                    onClick={async () => {
-                      if (!window.confirm(`Delete ${repository.name}? Its webhook URL stops working and its events are deleted.`)) return;
-                      setError(null);
-                      try {
-                        await api("DELETE", `/v1/repositories/${repository.id}`);
-                        if (created?.id === repository.id) setCreated(null);
-                        load();
-                      } catch (err) {
-                        setError(err);
-                      }
+                  <DeleteButton
+                    path={`/v1/repositories/${repository.id}`}
+                    confirm={`Delete ${repository.name}? Its webhook URL stops working and its events are deleted.`}
+                    onDeleted={() => {
+                      if (created?.id === repository.id) setCreated(null);
+                      load();
                     }}
-                  >
-                    Delete
-                  </button>
+                    onError={setError}
+                  />
                 </td>
               </tr>
             ))}
