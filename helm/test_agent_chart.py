@@ -110,3 +110,20 @@ def test_the_service_monitor_scrapes_the_metrics_port():
 def test_values_say_what_two_replicas_with_one_consumer_do():
     text = (CHART / "values.yaml").read_text()
     assert "replicaCount" in text and "delivered once per replica" in text
+
+
+def test_traces_to_a_collector_open_egress_to_it_only_when_asked():
+    values = dict(
+        MINIMAL,
+        config={"OTEL_EXPORTER_OTLP_ENDPOINT": "http://otel-collector.observability:4318",
+                "HOOKRELAY_SEND_TRACEPARENT": "true"},
+        networkPolicy={"otlp": {"enabled": True, "port": 4318, "cidr": "10.8.0.0/16"}},
+    )
+    documents = render(values)
+    (policy,) = by_kind(documents, "NetworkPolicy")
+    otlp = [r for r in policy["spec"]["egress"] if r["ports"][0]["port"] == 4318]
+    assert otlp and otlp[0]["to"] == [{"ipBlock": {"cidr": "10.8.0.0/16"}}]
+    (deployment,) = by_kind(documents, "Deployment")
+    env = {e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel-collector.observability:4318"
+    assert env["HOOKRELAY_SEND_TRACEPARENT"] == "true"

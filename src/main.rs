@@ -32,7 +32,12 @@ fn main() -> ExitCode {
     };
     // The OTLP exporter runs on its own thread with a blocking HTTP client, so it
     // is set up before the async runtime exists.
-    let telemetry = match telemetry::init() {
+    // `hookrelay relay` logs as `hookrelay-agent` does (--log-format, -q, -v).
+    let telemetry = match &run {
+        Run::Relay(args) => hookrelay::relay::init_logging(args),
+        _ => telemetry::init(),
+    };
+    let telemetry = match telemetry {
         Ok(guard) => guard,
         Err(error) => {
             eprintln!("hookrelay: cannot set up telemetry: {error:#}");

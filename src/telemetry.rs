@@ -1,95 +1,27 @@
 //! Logs, traces and metrics.
 //!
-//! - Logs: `tracing`, JSON when stdout is not a terminal, filtered by RUST_LOG
-//!   (default `info`).
-//! - Traces: exported over OTLP/HTTP when OTEL_EXPORTER_OTLP_ENDPOINT is set; the
-//!   exporter reads the standard OTEL_* variables (endpoint, headers, service name).
+//! - Logs and traces: see `hookrelay_telemetry` (shared with the agent). Logs
+//!   are JSON when stdout is not a terminal, filtered by RUST_LOG (default
+//!   `info`); traces go over OTLP/HTTP when OTEL_EXPORTER_OTLP_ENDPOINT is set.
 //! - Metrics: a Prometheus registry per application, served at GET /metrics.
 
-use std::io::IsTerminal;
-
-use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::trace::SdkTracerProvider;
+use hookrelay_telemetry::{LogFormat, TelemetryGuard};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use tracing_subscriber::layer::SubscriberExt;
-use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::{EnvFilter, Layer};
-
-/// Flushes exported traces when the process ends.
-#[must_use]
-pub struct TelemetryGuard {
-    tracer_provider: Option<SdkTracerProvider>,
-}
-
-impl TelemetryGuard {
-    pub fn shutdown(self) {
-        if let Some(provider) = self.tracer_provider
-            && let Err(error) = provider.shutdown()
-        {
-            eprintln!("hookrelay: flushing traces failed: {error}");
-        }
-    }
-}
+use tracing_subscriber::Layer;
 
 /// Installs the global subscriber. Call once, before the async runtime starts.
 pub fn init() -> anyhow::Result<TelemetryGuard> {
-    let filter = || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let fmt = if std::io::stdout().is_terminal() {
-        tracing_subscriber::fmt::layer()
-            .with_filter(filter())
-            .boxed()
+    let logs = if LogFormat::Auto.is_text() {
+        tracing_subscriber::fmt::layer().boxed()
     } else {
-        tracing_subscriber::fmt::layer()
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
-            .with_filter(filter())
-            .boxed()
+        hookrelay_telemetry::json_logs()
     };
-    let tracer_provider = otlp_tracer_provider()?;
-    let otel = tracer_provider.as_ref().map(|provider| {
-        tracing_opentelemetry::layer()
-            .with_tracer(provider.tracer("hookrelay"))
-            .with_filter(filter())
-    });
-    tracing_subscriber::registry()
-        .with(fmt)
-        .with(otel)
-        .try_init()?;
-    Ok(TelemetryGuard { tracer_provider })
-}
-
-fn otlp_tracer_provider() -> anyhow::Result<Option<SdkTracerProvider>> {
-    let configured = [
-        "OTEL_EXPORTER_OTLP_ENDPOINT",
-        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-    ]
-    .iter()
-    .any(|name| std::env::var_os(name).is_some_and(|v| !v.is_empty()));
-    if !configured {
-        return Ok(None);
-    }
-    let exporter = opentelemetry_otlp::SpanExporter::builder()
-        .with_http()
-        .build()?;
-    // The default detectors read OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES.
-    let mut resource = Resource::builder();
-    if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
-        resource = resource.with_service_name("hookrelay");
-    }
-    Ok(Some(
-        SdkTracerProvider::builder()
-            .with_batch_exporter(exporter)
-            .with_resource(resource.build())
-            .build(),
-    ))
+    hookrelay_telemetry::init("hookrelay", "info", logs)
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]

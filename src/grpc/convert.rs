@@ -30,6 +30,8 @@ impl From<StoredEvent> for proto::Event {
             redelivery_id: String::new(),
             branch: event.branch,
             tag: event.tag,
+            traceparent: event.traceparent,
+            repository_name: event.repository_name,
         }
     }
 }

@@ -137,6 +137,7 @@ async fn accept(
             body,
             branch: git_ref.branch,
             tag: git_ref.tag,
+            traceparent: hookrelay_telemetry::traceparent(&tracing::Span::current()),
         })
         .await?;
     Ok((target.provider.as_str(), outcome))

@@ -40,6 +40,8 @@ pub struct NewEvent {
     pub body: Bytes,
     pub branch: Option<String>,
     pub tag: Option<String>,
+    /// The W3C trace context of the ingest span, when traces are exported.
+    pub traceparent: Option<String>,
 }
 
 /// The outcome of ingesting one event.
@@ -64,6 +66,7 @@ pub async fn insert_batch(pool: &PgPool, events: &[NewEvent]) -> Result<Vec<Inge
     let mut bodies = Vec::with_capacity(events.len());
     let mut branches = Vec::with_capacity(events.len());
     let mut tags = Vec::with_capacity(events.len());
+    let mut traceparents = Vec::with_capacity(events.len());
     for event in events {
         tenant_ids.push(event.tenant_id.as_uuid());
         repository_ids.push(event.repository_id.as_uuid());
@@ -75,16 +78,17 @@ pub async fn insert_batch(pool: &PgPool, events: &[NewEvent]) -> Result<Vec<Inge
         bodies.push(event.body.as_ref());
         branches.push(event.branch.as_deref());
         tags.push(event.tag.as_deref());
+        traceparents.push(event.traceparent.as_deref());
     }
     // `order by ord` draws ids in arrival order; duplicates (already stored, or
     // repeated within the batch) are skipped and looked up below. Outside an
     // explicit transaction the statement commits when it completes, before the
     // answer arrives.
     let inserted: Vec<(i64, uuid::Uuid, String)> = sqlx::query_as(
-        "insert into event (tenant_id, repository_id, provider, event_type, delivery_id, received_at, headers, body, branch, tag) \
-         select tenant_id, repository_id, provider, event_type, delivery_id, received_at, headers, body, branch, tag \
-         from unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::timestamptz[], $7::jsonb[], $8::bytea[], $9::text[], $10::text[]) \
-              with ordinality as input(tenant_id, repository_id, provider, event_type, delivery_id, received_at, headers, body, branch, tag, ord) \
+        "insert into event (tenant_id, repository_id, provider, event_type, delivery_id, received_at, headers, body, branch, tag, traceparent) \
+         select tenant_id, repository_id, provider, event_type, delivery_id, received_at, headers, body, branch, tag, traceparent \
+         from unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::timestamptz[], $7::jsonb[], $8::bytea[], $9::text[], $10::text[], $11::text[]) \
+              with ordinality as input(tenant_id, repository_id, provider, event_type, delivery_id, received_at, headers, body, branch, tag, traceparent, ord) \
          order by ord \
          on conflict (repository_id, delivery_id) do nothing \
          returning event_id, repository_id, delivery_id",
@@ -99,6 +103,7 @@ pub async fn insert_batch(pool: &PgPool, events: &[NewEvent]) -> Result<Vec<Inge
     .bind(&bodies)
     .bind(&branches)
     .bind(&tags)
+    .bind(&traceparents)
     .fetch_all(pool)
     .await
     .map_err(|e| match violated_constraint(&e) {
@@ -160,13 +165,17 @@ pub struct StoredEvent {
     pub body: Vec<u8>,
     pub branch: Option<String>,
     pub tag: Option<String>,
+    pub traceparent: Option<String>,
+    /// The repository's registered name (looked up by primary key per row).
+    pub repository_name: String,
 }
 
 /// The columns of a `StoredEvent`, for `select stored_event!() from event e`.
 macro_rules! stored_event {
     () => {
         "e.tenant_id, e.event_id, e.repository_id, e.provider, e.event_type, \
-         e.delivery_id, e.received_at, e.headers, e.body, e.branch, e.tag"
+         e.delivery_id, e.received_at, e.headers, e.body, e.branch, e.tag, e.traceparent, \
+         coalesce((select r.name from repository r where r.repository_id = e.repository_id), '') as repository_name"
     };
 }
 pub(crate) use stored_event;
@@ -525,6 +534,8 @@ mod tests {
             body: Vec::new(),
             branch: None,
             tag: None,
+            traceparent: None,
+            repository_name: "acme/app".into(),
         }
     }
 

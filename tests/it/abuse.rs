@@ -11,7 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::helpers::{
-    ServerProcess, TestApp, assert_error, fixture, sign, spawn_app, spawn_app_with,
+    ServerProcess, TestApp, assert_error, deliver_at, fixture, sign, spawn_app, spawn_app_with,
 };
 use hookrelay::http::Rate;
 
@@ -313,24 +313,16 @@ async fn a_flood_of_idle_connections_does_not_lock_out_health_checks_or_webhooks
         .await
         .expect("/readyz answers during the flood");
     assert_eq!(ready.status(), StatusCode::OK);
-    let body = fixture("ping");
-    let response = fresh
-        .post(format!(
-            "{}/v1/webhooks/{}",
-            server.address,
-            repository["id"].as_str().unwrap()
-        ))
-        .header("content-type", "application/json")
-        .header("x-github-event", "ping")
-        .header("x-github-delivery", "during-the-flood")
-        .header(
-            "x-hub-signature-256",
-            sign(repository["webhook_secret"].as_str().unwrap(), &body),
-        )
-        .body(body)
-        .send()
-        .await
-        .expect("a webhook is served during the flood");
+    let response = deliver_at(
+        &fresh,
+        &server.address,
+        &repository,
+        "ping",
+        "during-the-flood",
+        &fixture("ping"),
+    )
+    .await
+    .expect("a webhook is served during the flood");
     assert_eq!(response.status(), StatusCode::ACCEPTED);
     let open = std::fs::read_dir(format!("/proc/{}/fd", server.child.id()))
         .map(|dir| dir.count())

@@ -1331,7 +1331,9 @@ async fn frozen_peers(through_envoy: bool) {
     server.signal("STOP");
     agent.wait_for_output("stream lost", 1, WAIT).await;
     server.signal("CONT");
-    agent.wait_for_output("stream open", 2, WAIT).await;
+    agent
+        .wait_for_output(r#""message":"connected""#, 2, WAIT)
+        .await;
     post("d-2").await;
     assert_eq!(target.wait_for(2, WAIT).await, ["d-1", "d-2"]);
 
@@ -1347,7 +1349,9 @@ async fn frozen_peers(through_envoy: bool) {
     })
     .await;
     agent.signal("CONT");
-    agent.wait_for_output("stream open", 3, WAIT).await;
+    agent
+        .wait_for_output(r#""message":"connected""#, 3, WAIT)
+        .await;
     post("d-3").await;
     assert_eq!(target.wait_for(3, WAIT).await, ["d-1", "d-2", "d-3"]);
 }

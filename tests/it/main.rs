@@ -3,6 +3,7 @@ mod helpers;
 
 mod abuse;
 mod agent_errors;
+mod agent_output;
 mod clients;
 mod config;
 mod console;

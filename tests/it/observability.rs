@@ -5,7 +5,15 @@ use axum::body::Bytes;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{ServerProcess, fresh_database, repository_at, sign, spawn_app, tenant_at};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::any_value;
+use opentelemetry_proto::tonic::trace::v1::Span;
+use prost::Message;
+
+use crate::helpers::{
+    RelayProcess, ServerProcess, TestTarget, agent_binary, deliver_at, fresh_database,
+    repository_at, sign, spawn_app, tenant_at,
+};
 
 #[tokio::test]
 async fn request_ids_are_returned_and_propagated() {
@@ -118,27 +126,101 @@ async fn logs_are_structured_and_free_of_secrets() {
     );
 }
 
+/// An OTLP/HTTP receiver: what was posted to /v1/traces, until it drops.
+struct Collector {
+    endpoint: String,
+    received: Arc<Mutex<Vec<Bytes>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Collector {
+    async fn start() -> Collector {
+        let received: Arc<Mutex<Vec<Bytes>>> = Arc::default();
+        let router = {
+            let received = received.clone();
+            axum::Router::new().route(
+                "/v1/traces",
+                axum::routing::post(move |body: Bytes| {
+                    let received = received.clone();
+                    async move {
+                        received.lock().unwrap().push(body);
+                        StatusCode::OK
+                    }
+                }),
+            )
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            axum::serve(listener, router).await.unwrap();
+        });
+        Collector {
+            endpoint,
+            received,
+            task,
+        }
+    }
+
+    /// Every exported span, with its service's name.
+    fn spans(&self) -> Vec<(String, Span)> {
+        let mut spans = Vec::new();
+        for body in self.received.lock().unwrap().iter() {
+            let request = ExportTraceServiceRequest::decode(body.as_ref())
+                .expect("the exporter posts OTLP protobuf");
+            for resource in request.resource_spans {
+                let service = resource
+                    .resource
+                    .iter()
+                    .flat_map(|r| &r.attributes)
+                    .find(|a| a.key == "service.name")
+                    .and_then(|a| a.value.as_ref())
+                    .and_then(|v| match &v.value {
+                        Some(any_value::Value::StringValue(name)) => Some(name.clone()),
+                        _ => None,
+                    })
+                    .unwrap_or_default();
+                for scope in resource.scope_spans {
+                    spans.extend(scope.spans.into_iter().map(|s| (service.clone(), s)));
+                }
+            }
+        }
+        spans
+    }
+
+    /// Waits for a span called `name` from `service`.
+    async fn span(&self, service: &str, name: &str) -> Span {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some((_, span)) = self
+                .spans()
+                .into_iter()
+                .find(|(s, span)| s == service && span.name == name)
+            {
+                return span;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no span `{name}` from {service}; got {:?}",
+                self.spans()
+                    .iter()
+                    .map(|(s, span)| format!("{s}: {}", span.name))
+                    .collect::<Vec<_>>()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
 /// With OTEL_EXPORTER_OTLP_ENDPOINT set, spans reach an OTLP/HTTP receiver.
 #[tokio::test]
 async fn traces_are_exported_over_otlp() {
-    let received: Arc<Mutex<Vec<Bytes>>> = Arc::default();
-    let collector = {
-        let received = received.clone();
-        axum::Router::new().route(
-            "/v1/traces",
-            axum::routing::post(move |body: Bytes| {
-                let received = received.clone();
-                async move {
-                    received.lock().unwrap().push(body);
-                    StatusCode::OK
-                }
-            }),
-        )
-    };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let endpoint = format!("http://{}", listener.local_addr().unwrap());
-    let collector = tokio::spawn(async move { axum::serve(listener, collector).await });
-
+    let collector = Collector::start().await;
     let dir = tempfile::tempdir().unwrap();
     let database = fresh_database().await;
     let server = ServerProcess::start(
@@ -148,7 +230,7 @@ async fn traces_are_exported_over_otlp() {
                 "HOOKRELAY_SECRET_KEY",
                 crate::helpers::TEST_SECRET_KEY.into(),
             ),
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", collector.endpoint.clone()),
             ("OTEL_BSP_SCHEDULE_DELAY", "100".into()),
             ("OTEL_SERVICE_NAME", "hookrelay-under-test".into()),
         ],
@@ -162,24 +244,81 @@ async fn traces_are_exported_over_otlp() {
         .await
         .unwrap();
     assert_eq!(signup.status(), StatusCode::CREATED);
+    collector
+        .span("hookrelay-under-test", "POST /v1/tenants")
+        .await;
+}
 
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let exported = loop {
-        let bodies = received.lock().unwrap().clone();
-        let all: Vec<u8> = bodies.iter().flat_map(|b| b.to_vec()).collect();
-        let contains = |needle: &str| all.windows(needle.len()).any(|w| w == needle.as_bytes());
-        if contains("hookrelay-under-test") && contains("POST /v1/tenants") {
-            break true;
-        }
-        if Instant::now() > deadline {
-            break false;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    drop(server);
-    collector.abort();
-    assert!(
-        exported,
-        "no span named `POST /v1/tenants` from service hookrelay-under-test reached the collector"
+/// The agent's delivery span is a child of the webhook's ingest span (the
+/// server keeps its trace context with the event), and --send-traceparent
+/// hands the delivery's context to the target.
+#[tokio::test]
+async fn a_delivery_continues_the_webhooks_trace() {
+    let collector = Collector::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(
+        &[
+            ("DATABASE_URL", fresh_database().await),
+            (
+                "HOOKRELAY_SECRET_KEY",
+                crate::helpers::TEST_SECRET_KEY.into(),
+            ),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", collector.endpoint.clone()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100".into()),
+        ],
+        dir.path(),
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let tenant = tenant_at(&http, &server.address, "acme").await;
+    let repository = repository_at(&http, &server.address, &tenant.token, "acme/app").await;
+    let secret = repository["webhook_secret"].as_str().unwrap();
+    let target = TestTarget::start(vec![secret.to_owned()]).await;
+    let mut agent = std::process::Command::new(agent_binary());
+    agent
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &collector.endpoint)
+        .env("OTEL_BSP_SCHEDULE_DELAY", "100")
+        .env_remove("OTEL_SERVICE_NAME");
+    let _agent = RelayProcess::spawn(
+        agent,
+        &server.address,
+        &tenant,
+        "traced",
+        &target.url,
+        &["--send-traceparent"],
+        dir.path(),
+    );
+
+    let response = deliver_at(
+        &http,
+        &server.address,
+        &repository,
+        "push",
+        "d-traced",
+        &crate::helpers::fixture("push"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    target.wait_for(1, Duration::from_secs(20)).await;
+
+    let ingest = collector
+        .span("hookrelay", "POST /v1/webhooks/{repository_id}")
+        .await;
+    let delivery = collector.span("hookrelay-agent", "deliver push").await;
+    assert_eq!(delivery.trace_id, ingest.trace_id, "one trace");
+    assert_eq!(
+        delivery.parent_span_id, ingest.span_id,
+        "the delivery is the ingest's child"
+    );
+    let received = target.received.lock().unwrap()[0].headers.clone();
+    assert_eq!(
+        received["traceparent"],
+        format!(
+            "00-{}-{}-01",
+            hex::encode(&delivery.trace_id),
+            hex::encode(&delivery.span_id)
+        ),
+        "the target continues the delivery's span"
     );
 }

@@ -3,7 +3,8 @@
 //! command line, the environment, the file, the defaults.
 //!
 //! The file is turned into flags before clap parses: a key becomes `--key
-//! value` (a list, one flag per item; `true` a bare flag) unless the command
+//! value` (a list, one flag per item; `true` a bare flag; `verbose = 2` the
+//! flag twice) unless the command
 //! line already has that flag or its environment variable is set.
 
 use std::ffi::OsString;
@@ -72,6 +73,12 @@ pub fn with_config_file(
                 for item in &items {
                     inserted.push(flag.clone());
                     inserted.push(scalar(item)?.into());
+                }
+            }
+            // verbose = 2 is -vv.
+            toml::Value::Integer(n) if matches!(arg.get_action(), clap::ArgAction::Count) => {
+                for _ in 0..n.clamp(0, 8) {
+                    inserted.push(flag.clone());
                 }
             }
             toml::Value::Boolean(true) if !arg.get_action().takes_values() => inserted.push(flag),

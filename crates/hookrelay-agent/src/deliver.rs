@@ -27,10 +27,19 @@ pub enum Attempt {
 /// The longest Retry-After honoured, so a confused target cannot park the agent for days.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
 
-pub async fn attempt(http: &reqwest::Client, target: &url::Url, event: &Event) -> Attempt {
+/// Replays `event` once; `traceparent` (from --send-traceparent) replaces any
+/// the webhook carried.
+pub async fn attempt(
+    http: &reqwest::Client,
+    target: &url::Url,
+    event: &Event,
+    traceparent: Option<&str>,
+) -> Attempt {
     let mut request = http.post(target.clone()).body(event.body.clone());
     for header in &event.headers {
-        if hookrelay_proto::rules::never_replayed(&header.name) {
+        if hookrelay_proto::rules::never_replayed(&header.name)
+            || (traceparent.is_some() && header.name.eq_ignore_ascii_case("traceparent"))
+        {
             continue;
         }
         if let (Ok(name), Ok(value)) = (
@@ -40,11 +49,16 @@ pub async fn attempt(http: &reqwest::Client, target: &url::Url, event: &Event) -
             request = request.header(name, value);
         }
     }
+    if let Some(traceparent) = traceparent
+        && let Ok(value) = HeaderValue::from_str(traceparent)
+    {
+        request = request.header("traceparent", value);
+    }
     let response = match request.send().await {
         Ok(response) => response,
         Err(error) => {
             return Attempt::Retry {
-                reason: format!("cannot reach the target: {error}"),
+                reason: unreachable_reason(&error),
                 retry_after: None,
             };
         }
@@ -83,6 +97,20 @@ fn parse_retry_after(value: &HeaderValue) -> Option<Duration> {
             .unwrap_or_default(),
     };
     Some(delay.min(MAX_RETRY_AFTER))
+}
+
+/// Why the target could not be reached, without reqwest's "error sending
+/// request for url (…)" wrapper: the innermost cause says it best
+/// ("Connection refused (os error 111)").
+fn unreachable_reason(error: &reqwest::Error) -> String {
+    if error.is_timeout() {
+        return "the target did not answer in time".into();
+    }
+    let mut cause: &dyn std::error::Error = error;
+    while let Some(source) = cause.source() {
+        cause = source;
+    }
+    format!("cannot reach the target: {cause}")
 }
 
 #[cfg(test)]

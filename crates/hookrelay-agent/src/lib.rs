@@ -20,6 +20,7 @@ mod config_file;
 mod deliver;
 mod lanes;
 mod metrics;
+mod output;
 mod token;
 
 use std::path::PathBuf;
@@ -34,12 +35,15 @@ use tokio_util::sync::CancellationToken;
 use tonic::Code;
 use tonic::metadata::MetadataValue;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use tracing::Instrument;
 
 use ack::{Acker, PendingAck};
 pub use config_file::with_config_file;
 use deliver::Attempt;
 use hookrelay_proto::event_service_client::EventServiceClient;
 use hookrelay_proto::{AckOutcome, Event, StreamEventsRequest};
+pub use hookrelay_telemetry::{LogFormat, TelemetryGuard};
+pub use output::init_logging;
 use token::TokenSource;
 
 // No Debug: it holds the client secret as a plain string.
@@ -149,6 +153,25 @@ pub struct RelayArgs {
     /// How often to log a summary line (delivered, retried, failed, pending, lag).
     #[arg(long, env = "HOOKRELAY_SUMMARY_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
     pub summary_interval: Duration,
+
+    /// Send each delivery's W3C `traceparent` to the target (replacing one the
+    /// webhook carried), so the target's trace continues the webhook's.
+    #[arg(long, env = "HOOKRELAY_SEND_TRACEPARENT")]
+    pub send_traceparent: bool,
+
+    /// `text`: short lines for a person; `json`: one object per line; `auto`:
+    /// text on a terminal, JSON otherwise.
+    #[arg(long, env = "HOOKRELAY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto)]
+    pub log_format: LogFormat,
+
+    /// Print warnings and errors only (-qq: errors only).
+    #[arg(short, long, action = clap::ArgAction::Count, conflicts_with = "verbose")]
+    pub quiet: u8,
+
+    /// Print more: -v the agent's debug lines, -vv all debug lines, -vvv traces.
+    /// RUST_LOG, when set, wins over -q and -v.
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
 }
 
 /// The client secret, from the flag or environment, or read from its file.
@@ -220,19 +243,50 @@ pub(crate) struct Deliverer {
     target: url::Url,
     metrics: Arc<metrics::AgentMetrics>,
     acks: ack::AckSender,
+    send_traceparent: bool,
     shutdown: CancellationToken,
 }
 
 impl Deliverer {
     /// Delivers one event until the target takes it or refuses it for good, then
     /// queues its ack. False if shutdown came while it was waiting to retry.
+    ///
+    /// The delivery is a span continuing the trace of the webhook's ingest (the
+    /// event's `traceparent`), exported when OTLP is configured.
     async fn deliver(&self, event: Event) -> bool {
+        let span = tracing::info_span!(
+            "deliver",
+            otel.name = format!("deliver {}", event.event_type),
+            otel.kind = "client",
+            event_id = event.id,
+            repository_id = event.repository_id,
+            consumer = tracing::field::Empty,
+        );
+        if let Some(parent) = &event.traceparent {
+            hookrelay_telemetry::continue_trace(&span, parent);
+        }
+        // The target's trace continues this delivery's span, or the ingest's
+        // when no traces are exported here.
+        let traceparent = self
+            .send_traceparent
+            .then(|| hookrelay_telemetry::traceparent(&span).or_else(|| event.traceparent.clone()));
+        self.deliver_in(event, traceparent.flatten())
+            .instrument(span)
+            .await
+    }
+
+    async fn deliver_in(&self, event: Event, traceparent: Option<String>) -> bool {
         let started = Instant::now();
         let mut backoff = delivery_backoff();
         let mut attempts = 0u32;
+        let repository = if event.repository_name.is_empty() {
+            event.repository_id.as_str()
+        } else {
+            event.repository_name.as_str()
+        };
         let outcome = loop {
             attempts += 1;
-            match deliver::attempt(&self.http, &self.target, &event).await {
+            match deliver::attempt(&self.http, &self.target, &event, traceparent.as_deref()).await {
                 Attempt::Delivered(status) => break Ok(status),
                 Attempt::Failed { status, reason } => break Err((status, reason)),
                 Attempt::Retry {
@@ -244,11 +298,14 @@ impl Deliverer {
                         .unwrap_or_else(|| backoff.next().unwrap_or(Duration::from_secs(30)));
                     tracing::warn!(
                         event_id = event.id,
-                        repository_id = event.repository_id,
+                        repository,
+                        event_type = event.event_type,
+                        branch = event.branch,
+                        tag = event.tag,
                         attempt = attempts,
                         reason,
                         delay_ms = delay.as_millis() as u64,
-                        "delivery failed; retrying"
+                        message = output::message::RETRYING,
                     );
                     tokio::select! {
                         () = self.shutdown.cancelled() => return false,
@@ -270,14 +327,17 @@ impl Deliverer {
                     .inc();
                 tracing::info!(
                     event_id = event.id,
+                    repository,
                     repository_id = event.repository_id,
                     event_type = event.event_type,
+                    branch = event.branch,
+                    tag = event.tag,
                     delivery_id = event.delivery_id,
                     status = status.as_u16(),
                     attempts,
                     elapsed_ms,
                     redelivery = event.redelivery,
-                    "delivered"
+                    message = output::message::DELIVERED,
                 );
                 (AckOutcome::Delivered, String::new(), status)
             }
@@ -288,12 +348,17 @@ impl Deliverer {
                     .inc();
                 tracing::warn!(
                     event_id = event.id,
+                    repository,
                     repository_id = event.repository_id,
                     event_type = event.event_type,
+                    branch = event.branch,
+                    tag = event.tag,
                     delivery_id = event.delivery_id,
+                    status = status.as_u16(),
                     attempts,
                     reason,
-                    "delivery failed for good; recorded as failed"
+                    redelivery = event.redelivery,
+                    message = output::message::FAILED,
                 );
                 (AckOutcome::Failed, reason, status)
             }
@@ -406,11 +471,19 @@ pub async fn run(args: RelayArgs, shutdown: CancellationToken) -> anyhow::Result
         args.summary_interval,
         shutdown.clone(),
     ));
+    let state = tokio::spawn(output::report_state(
+        metrics.clone(),
+        Duration::from_secs(1),
+        Duration::from_secs(5),
+        Duration::from_secs(30),
+        shutdown.clone(),
+    ));
     let deliverer = Arc::new(Deliverer {
         http,
         target: args.target.clone(),
         metrics,
         acks: acker.sender(),
+        send_traceparent: args.send_traceparent,
         shutdown: shutdown.clone(),
     });
     let agent = Agent {
@@ -423,6 +496,7 @@ pub async fn run(args: RelayArgs, shutdown: CancellationToken) -> anyhow::Result
     };
     let result = agent.run().await;
     summary.abort();
+    state.abort();
     result
 }
 
@@ -502,8 +576,12 @@ impl Agent {
             Ok(response) => response.into_inner(),
             Err(status) => return self.refused(status).await,
         };
-        tracing::info!(consumer = self.args.consumer, "stream open");
-        self.deliverer.metrics.connected.set(1);
+        tracing::info!(
+            server = %self.args.server,
+            consumer = self.args.consumer,
+            message = output::message::CONNECTED,
+        );
+        self.deliverer.metrics.set_connected(true);
         let mut lanes =
             lanes::Lanes::new(self.deliverer.clone(), usize::from(self.args.concurrency));
         let ended = loop {
@@ -525,7 +603,7 @@ impl Agent {
         };
         // What the lanes were given is delivered (or, after SIGTERM, what is in
         // flight finishes) before the acks are flushed and the stream reopens.
-        self.deliverer.metrics.connected.set(0);
+        self.deliverer.metrics.set_connected(false);
         lanes.finish().await;
         ended
     }
@@ -628,7 +706,7 @@ async fn summarize(metrics: Arc<metrics::AgentMetrics>, every: Duration, stop: C
             failed = metrics.count("failed"),
             pending,
             lag_ms = lag.as_millis() as u64,
-            "relay summary"
+            message = output::message::SUMMARY,
         );
     }
 }

@@ -2,7 +2,6 @@
 
 #![forbid(unsafe_code)]
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -32,14 +31,14 @@ fn main() -> ExitCode {
         }
     };
     let cli = Cli::parse_from(argv);
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let logs = tracing_subscriber::fmt().with_env_filter(filter);
-    if std::io::stdout().is_terminal() {
-        logs.init();
-    } else {
-        logs.json().flatten_event(true).init();
-    }
+    // The OTLP exporter runs on its own thread: set up before the runtime.
+    let telemetry = match hookrelay_agent::init_logging(&cli.relay) {
+        Ok(guard) => guard,
+        Err(error) => {
+            eprintln!("hookrelay-agent: cannot set up logging: {error:#}");
+            return ExitCode::FAILURE;
+        }
+    };
     // Deliveries wait on the network, not the CPU: one thread interleaves them
     // with no cross-thread wake-ups per event (docs/benchmarks.md).
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -47,6 +46,8 @@ fn main() -> ExitCode {
         .build()
         .expect("the tokio runtime starts");
     let result = runtime.block_on(hookrelay_agent::run_until_signal(cli.relay));
+    drop(runtime);
+    telemetry.shutdown();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

@@ -41,6 +41,8 @@ pub struct AgentMetrics {
     /// when they were received by hookrelay, in ms since the epoch. A
     /// redelivery counts from when the agent got it: it is not lag.
     pending_events: Mutex<HashMap<(String, i64), i64>>,
+    /// When the stream connected or last brought an event, in ms since the epoch.
+    last_activity_ms: std::sync::atomic::AtomicI64,
 }
 
 fn now_ms() -> i64 {
@@ -105,12 +107,33 @@ impl Default for AgentMetrics {
             pending,
             oldest_pending_seconds,
             pending_events: Mutex::default(),
+            last_activity_ms: Default::default(),
         }
     }
 }
 
 impl AgentMetrics {
+    /// The stream is open (or, with false, closed).
+    pub fn set_connected(&self, connected: bool) {
+        self.connected.set(i64::from(connected));
+        self.touch();
+    }
+
+    fn touch(&self) {
+        self.last_activity_ms
+            .store(now_ms(), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// How long since the stream connected or last brought an event.
+    pub fn idle_for(&self) -> Duration {
+        let last = self
+            .last_activity_ms
+            .load(std::sync::atomic::Ordering::Relaxed);
+        Duration::from_millis(now_ms().saturating_sub(last).max(0) as u64)
+    }
+
     pub fn received(&self, event: &Event) {
+        self.touch();
         let received = match &event.received_at {
             Some(at) if !event.redelivery => at.seconds * 1000 + i64::from(at.nanos / 1_000_000),
             _ => now_ms(),

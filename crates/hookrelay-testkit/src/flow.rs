@@ -63,6 +63,32 @@ pub async fn repository_at(http: &reqwest::Client, base: &str, token: &str, name
     response.json().await.expect("a JSON repository")
 }
 
+/// A GitHub delivery of `event` to `repository` (the JSON of `repository_at`)
+/// at `base`, signed with its webhook secret, as GitHub sends it.
+pub async fn deliver_at(
+    http: &reqwest::Client,
+    base: &str,
+    repository: &Value,
+    event: &str,
+    delivery: &str,
+    body: &[u8],
+) -> reqwest::Result<reqwest::Response> {
+    let id = repository["id"].as_str().expect("a repository id");
+    let secret = repository["webhook_secret"]
+        .as_str()
+        .expect("a webhook secret");
+    http.post(format!("{base}/v1/webhooks/{id}"))
+        .header("content-type", "application/json")
+        .header("user-agent", "GitHub-Hookshot/044aadd")
+        .header("x-github-event", event)
+        .header("x-github-delivery", delivery)
+        .header("x-github-hook-id", "292430182")
+        .header("x-hub-signature-256", crate::sign(secret, body))
+        .body(body.to_vec())
+        .send()
+        .await
+}
+
 /// Waits until `GET <base>/readyz` answers 2xx (the relay, or Envoy in front of it).
 pub async fn wait_ready(http: &reqwest::Client, base: &str, limit: Duration) -> anyhow::Result<()> {
     let deadline = Instant::now() + limit;

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-pub use flow::{SignedUp, repository_at, sign_up_at, token_at, wait_ready};
+pub use flow::{SignedUp, deliver_at, repository_at, sign_up_at, token_at, wait_ready};
 pub use process::{ChildGuard, cpu_seconds, process_alive, rss_kib};
 
 /// The repository's root directory.

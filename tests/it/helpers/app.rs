@@ -11,7 +11,7 @@ use secrecy::SecretString;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
-use super::{TestRepository, TestTenant, authed, fresh_database, repository_at, sign, tenant_at};
+use super::{TestRepository, TestTenant, authed, fresh_database, repository_at, tenant_at};
 
 pub const TEST_SECRET_KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
 
@@ -181,18 +181,17 @@ impl TestApp {
         delivery: &str,
         body: &[u8],
     ) -> Response {
-        self.http
-            .post(self.url(&format!("/v1/webhooks/{repository_id}")))
-            .header("content-type", "application/json")
-            .header("user-agent", "GitHub-Hookshot/044aadd")
-            .header("x-github-event", event)
-            .header("x-github-delivery", delivery)
-            .header("x-github-hook-id", "292430182")
-            .header("x-hub-signature-256", sign(secret, body))
-            .body(body.to_vec())
-            .send()
-            .await
-            .unwrap()
+        let repository = serde_json::json!({"id": repository_id, "webhook_secret": secret});
+        super::deliver_at(
+            &self.http,
+            &self.address,
+            &repository,
+            event,
+            delivery,
+            body,
+        )
+        .await
+        .unwrap()
     }
 
     /// The Prometheus text at /metrics.

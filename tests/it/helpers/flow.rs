@@ -1,7 +1,7 @@
 //! The signup → token → repository flow over plain HTTP, for tests that run
 //! whole processes (the primitives are the testkit's, shared with the bench).
 
-pub use hookrelay_testkit::{repository_at, sign, token_at};
+pub use hookrelay_testkit::{deliver_at, repository_at, sign, token_at};
 
 /// A signed-up tenant with a token holding every scope.
 #[derive(Debug, Clone)]

@@ -176,7 +176,9 @@ impl RelayProcess {
         )
     }
 
-    fn spawn(
+    /// `command` (the agent, with any environment the test wants) with the
+    /// usual flags and `extra`.
+    pub fn spawn(
         mut command: Command,
         server: &str,
         tenant: &TestTenant,

@@ -1,0 +1,154 @@
+//! Logs and traces, shared by the server (`hookrelay serve`) and the agent
+//! (`hookrelay-agent`, `hookrelay relay`).
+//!
+//! - Logs: `tracing`, filtered by RUST_LOG when it is set, else by the
+//!   caller's default. JSON (one object per line) for machines; the caller
+//!   picks the human rendering for terminals.
+//! - Traces: exported over OTLP/HTTP when OTEL_EXPORTER_OTLP_ENDPOINT (or
+//!   OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) is set; the exporter reads the
+//!   standard OTEL_* variables (endpoint, headers, service name, batch delay).
+//! - Trace context crosses the relay as a W3C `traceparent`: the server keeps
+//!   the ingest span's with each event ([`traceparent`]), and the agent's
+//!   delivery span continues it ([`continue_trace`]).
+
+#![forbid(unsafe_code)]
+
+use std::collections::HashMap;
+use std::io::IsTerminal;
+
+use opentelemetry::propagation::TextMapPropagator;
+use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer, Registry};
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Text for a person when standard output is a terminal, JSON otherwise.
+    #[default]
+    Auto,
+    /// One JSON object per line.
+    Json,
+    /// Lines for a person.
+    Text,
+}
+
+impl LogFormat {
+    /// Auto, resolved against standard output: true for text.
+    pub fn is_text(self) -> bool {
+        match self {
+            LogFormat::Auto => std::io::stdout().is_terminal(),
+            LogFormat::Json => false,
+            LogFormat::Text => true,
+        }
+    }
+}
+
+/// A boxed log layer for [`init`].
+pub type LogLayer = Box<dyn Layer<Registry> + Send + Sync>;
+
+/// JSON lines, each with the fields of its event and of its innermost span.
+pub fn json_logs() -> LogLayer {
+    tracing_subscriber::fmt::layer()
+        .json()
+        .flatten_event(true)
+        .with_current_span(true)
+        .with_span_list(false)
+        .boxed()
+}
+
+/// Flushes exported traces when the process ends.
+#[must_use]
+pub struct TelemetryGuard {
+    tracer_provider: Option<SdkTracerProvider>,
+}
+
+impl TelemetryGuard {
+    pub fn shutdown(self) {
+        if let Some(provider) = self.tracer_provider
+            && let Err(error) = provider.shutdown()
+        {
+            eprintln!("flushing traces failed: {error}");
+        }
+    }
+}
+
+/// Installs the global subscriber: `logs`, filtered by RUST_LOG or else
+/// `default_filter` (an EnvFilter directive such as `info`), and the OTLP
+/// exporter when one is configured. Call once, before the runtime starts.
+pub fn init(
+    service_name: &'static str,
+    default_filter: &str,
+    logs: LogLayer,
+) -> anyhow::Result<TelemetryGuard> {
+    let filter =
+        || EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new(default_filter));
+    let tracer_provider = otlp_tracer_provider(service_name)?;
+    let otel = match &tracer_provider {
+        Some(provider) => Some(
+            tracing_opentelemetry::layer()
+                .with_tracer(provider.tracer(service_name))
+                .with_filter(filter()?),
+        ),
+        None => None,
+    };
+    tracing_subscriber::registry()
+        .with(logs.with_filter(filter()?))
+        .with(otel)
+        .try_init()?;
+    Ok(TelemetryGuard { tracer_provider })
+}
+
+fn otlp_tracer_provider(service_name: &'static str) -> anyhow::Result<Option<SdkTracerProvider>> {
+    let configured = [
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    ]
+    .iter()
+    .any(|name| std::env::var_os(name).is_some_and(|v| !v.is_empty()));
+    if !configured {
+        return Ok(None);
+    }
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .build()?;
+    // The default detectors read OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES.
+    let mut resource = Resource::builder();
+    if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
+        resource = resource.with_service_name(service_name);
+    }
+    Ok(Some(
+        SdkTracerProvider::builder()
+            .with_batch_exporter(exporter)
+            .with_resource(resource.build())
+            .build(),
+    ))
+}
+
+/// The W3C `traceparent` of `span`, when traces are exported (otherwise a
+/// span has no trace context worth keeping).
+pub fn traceparent(span: &tracing::Span) -> Option<String> {
+    let context = span.context();
+    if !context.span().span_context().is_valid() {
+        return None;
+    }
+    let mut carrier = HashMap::new();
+    TraceContextPropagator::new().inject_context(&context, &mut carrier);
+    carrier.remove("traceparent")
+}
+
+/// Makes `span` (not yet entered) a child of the span `traceparent` names.
+/// A malformed value is ignored: the span then starts a trace of its own.
+pub fn continue_trace(span: &tracing::Span, traceparent: &str) {
+    let carrier = HashMap::from([("traceparent".to_owned(), traceparent.to_owned())]);
+    let parent = TraceContextPropagator::new().extract(&carrier);
+    if parent.span().span_context().is_valid() {
+        // Fails only when no OpenTelemetry layer is installed: nothing to continue.
+        let _ = span.set_parent(parent);
+    }
+}
