@@ -94,3 +94,38 @@ pub fn with_config_file(
     argv.splice(at..at, inserted);
     Ok(argv)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::with_config_file;
+    use clap::{CommandFactory, Parser};
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        relay: crate::RelayArgs,
+    }
+
+    #[test]
+    fn counts_and_choices_from_the_file_parse_like_flags() {
+        let dir = std::env::temp_dir().join(format!("agent-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("agent.toml");
+        std::fs::write(
+            &path,
+            "server = \"https://relay.example.com\"\nclient_id = \"hrc_1\"\nclient_secret = \"s\"\n\
+             consumer = \"ci\"\ntarget = \"http://127.0.0.1:9000/hook\"\nverbose = 2\n\
+             log_format = \"json\"\nsend_traceparent = true\n",
+        )
+        .unwrap();
+        let argv = ["hookrelay-agent", "--config", path.to_str().unwrap()]
+            .map(std::ffi::OsString::from)
+            .to_vec();
+        let argv = with_config_file(argv, 1, &Cli::command()).unwrap();
+        let cli = Cli::try_parse_from(argv).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(cli.relay.verbose, 2);
+        assert_eq!(cli.relay.log_format, crate::LogFormat::Json);
+        assert!(cli.relay.send_traceparent);
+    }
+}
