@@ -23,6 +23,8 @@ use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::domain::Provider;
+
 const NONCE_LEN: usize = 24;
 
 /// The key-encryption key. Its Debug output never shows the key.
@@ -143,8 +145,31 @@ pub fn generate_client_secret() -> SecretString {
 }
 
 /// A new webhook secret: 256 random bits as 64 hex digits, easy to paste into GitHub.
-pub fn generate_webhook_secret() -> SecretString {
-    SecretString::from(hex::encode(rand::random::<[u8; 32]>()))
+/// A new webhook secret in the form the provider's settings page takes:
+/// `whsec_<base64 of 32 bytes>` for GitLab (valid both as a secret token and
+/// as a signing token) and Standard Webhooks senders, 64 hex digits otherwise.
+pub fn generate_webhook_secret(provider: Provider) -> SecretString {
+    let bytes = rand::random::<[u8; 32]>();
+    SecretString::from(match provider {
+        Provider::Gitlab | Provider::Standard => format!("whsec_{}", STANDARD.encode(bytes)),
+        _ => hex::encode(bytes),
+    })
+}
+
+/// A Standard Webhooks signing secret as the spec defines it: `whsec_` and the
+/// base64 of 24 to 64 random bytes.
+pub fn check_standard_webhook_secret(secret: &str) -> Result<(), String> {
+    let key = secret
+        .strip_prefix("whsec_")
+        .and_then(|b64| STANDARD.decode(b64).ok())
+        .ok_or("must be `whsec_` followed by base64")?;
+    if !(24..=64).contains(&key.len()) {
+        return Err(format!(
+            "must hold 24 to 64 bytes (the Standard Webhooks specification), not {}",
+            key.len()
+        ));
+    }
+    Ok(())
 }
 
 /// The stored form of a client secret.

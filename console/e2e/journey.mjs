@@ -199,6 +199,17 @@ try {
   await page.getByText("The secret is shown only once.").waitFor();
   await page.getByRole("cell", { name: "laptop agent" }).waitFor();
 
+  // Another provider: GitLab with a signing token, and GitLab's own steps.
+  await page.getByRole("link", { name: "Repositories" }).click();
+  await page.getByLabel("Provider").selectOption("gitlab");
+  await page.getByLabel("Repository").fill("acme/platform/app");
+  await page.getByLabel("Signing token").check();
+  await page.getByRole("button", { name: "Register" }).click();
+  await page.getByText("Signing token: the secret above").waitFor();
+  const gitlabSecret = await page.locator('[data-secret="Secret"]').textContent();
+  check(gitlabSecret.startsWith("whsec_"), "GitLab's secret is a whsec_ signing token");
+  await page.getByRole("cell", { name: "GitLab" }).waitFor();
+
   // A phone-sized window: no page scrolls sideways.
   await page.setViewportSize({ width: 390, height: 844 });
   await page.getByRole("link", { name: "Events" }).click();

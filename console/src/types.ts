@@ -8,6 +8,7 @@ export interface Repository {
   created_at: string;
   previous_secret_expires_at?: string;
   webhook_secret?: string;
+  settings?: { verification?: string; event_type_field?: string; timestamp_tolerance_seconds?: number };
 }
 
 export interface Client {

@@ -8,7 +8,9 @@ mod scope;
 pub(crate) use filter::event_selected;
 pub use filter::{EventFilter, LikePatterns};
 pub use ids::{ClientId, DeliveryId, EventId, RepositoryId, TenantId};
-pub use repository::{ConsumerName, DisplayName, Provider, RepositoryName};
+pub use repository::{
+    ConsumerName, DisplayName, GitlabVerification, Provider, RepositoryName, WebhookSettings,
+};
 pub use scope::{Scope, Scopes};
 
 #[cfg(test)]
@@ -26,6 +28,86 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn each_provider_names_repositories_its_own_way() {
+        let ok = [
+            (Provider::Gitlab, "group/subgroup/project"),
+            (Provider::Gitlab, "group/project"),
+            (Provider::Gitea, "owner/repo"),
+            (Provider::Forgejo, "owner/repo"),
+            (Provider::Bitbucket, "PROJ/repo-slug"),
+            (Provider::Standard, "billing-events"),
+            (Provider::Standard, "acme/payments"),
+        ];
+        for (provider, name) in ok {
+            assert!(
+                RepositoryName::parse(provider, name).is_ok(),
+                "{provider} {name}"
+            );
+        }
+        let bad = [
+            (Provider::Gitlab, "project"),
+            (Provider::Gitea, "a/b/c"),
+            (Provider::Bitbucket, "repo"),
+            (Provider::Standard, ""),
+            (Provider::Standard, "a//b"),
+        ];
+        for (provider, name) in bad {
+            assert!(
+                RepositoryName::parse(provider, name).is_err(),
+                "{provider} {name}"
+            );
+        }
+        assert_eq!("gitlab".parse::<Provider>(), Ok(Provider::Gitlab));
+        assert_eq!(
+            "svn".parse::<Provider>().unwrap_err(),
+            "unsupported provider `svn`; supported: github, gitlab, gitea, forgejo, bitbucket, standard"
+        );
+    }
+
+    #[test]
+    fn settings_apply_only_to_their_providers_and_show_their_defaults() {
+        let signing = WebhookSettings {
+            verification: Some(GitlabVerification::SigningToken),
+            ..Default::default()
+        };
+        assert!(signing.validate(Provider::Gitlab).is_ok());
+        assert!(signing.validate(Provider::Github).is_err());
+        assert!(signing.validate(Provider::Standard).is_err());
+        let field = WebhookSettings {
+            event_type_field: Some("data.kind".into()),
+            ..Default::default()
+        };
+        assert!(field.validate(Provider::Standard).is_ok());
+        assert!(field.validate(Provider::Gitlab).is_err());
+        for bad in ["", "a..b", ".a"] {
+            let bad = WebhookSettings {
+                event_type_field: Some(bad.into()),
+                ..Default::default()
+            };
+            assert!(bad.validate(Provider::Standard).is_err());
+        }
+        let tolerance = |seconds| WebhookSettings {
+            timestamp_tolerance_seconds: Some(seconds),
+            ..Default::default()
+        };
+        assert!(tolerance(5).validate(Provider::Standard).is_err());
+        assert!(tolerance(60).validate(Provider::Standard).is_ok());
+        let shown = WebhookSettings::default().effective(Provider::Standard);
+        assert_eq!(shown.event_type_field.as_deref(), Some("type"));
+        assert_eq!(shown.timestamp_tolerance_seconds, Some(300));
+        assert_eq!(
+            WebhookSettings::default()
+                .effective(Provider::Gitlab)
+                .verification,
+            Some(GitlabVerification::Token)
+        );
+        assert_eq!(
+            WebhookSettings::default().effective(Provider::Github),
+            WebhookSettings::default()
+        );
     }
 
     #[test]

@@ -18,12 +18,14 @@ use super::watch::{WatchStream, Watches};
 use crate::auth::caller;
 use crate::domain::{ConsumerName, EventFilter, EventId, RepositoryId, TenantId};
 use crate::error::Error;
+use crate::secrets::SecretKey;
 use crate::store;
 use crate::store::consumer::Ack;
 use crate::store::consumer::Change;
 use crate::store::event::{StreamPage, StreamScope};
 use crate::streams::{StreamHub, StreamRegistration};
 use crate::telemetry::{Metrics, OutcomeLabels};
+use crate::webhook;
 
 /// Events read per query while catching up.
 const STREAM_BATCH: i64 = 1000;
@@ -43,6 +45,8 @@ pub struct EventsService {
     pool: sqlx::PgPool,
     hub: Arc<StreamHub>,
     metrics: Arc<Metrics>,
+    /// Opens the sealed headers of events (GitLab's token) for the agent.
+    secret_key: Arc<SecretKey>,
     /// Cancelled when the server shuts down: streams end with UNAVAILABLE.
     shutdown: CancellationToken,
     watches: Arc<Watches>,
@@ -53,6 +57,7 @@ impl EventsService {
         pool: sqlx::PgPool,
         hub: Arc<StreamHub>,
         metrics: Arc<Metrics>,
+        secret_key: Arc<SecretKey>,
         shutdown: CancellationToken,
         stall_threshold: Duration,
     ) -> Self {
@@ -66,6 +71,7 @@ impl EventsService {
             pool,
             hub,
             metrics,
+            secret_key,
             shutdown,
         }
     }
@@ -128,6 +134,7 @@ struct OpenStream {
     registration: StreamRegistration,
     shutdown: CancellationToken,
     expires_at: tokio::time::Instant,
+    secret_key: Arc<SecretKey>,
     sender: mpsc::Sender<Result<proto::Event, Status>>,
 }
 
@@ -165,9 +172,24 @@ impl OpenStream {
 
     /// Queues one event for the client. Err: the stream ends, with a status to
     /// send, or None when the client went away.
-    async fn send(&self, event: proto::Event) -> Result<(), Option<Stop>> {
+    async fn send(&self, mut event: proto::Event) -> Result<(), Option<Stop>> {
         if let Some(stop) = self.stop_now() {
             return Err(Some(stop));
+        }
+        // Only this stream, to the tenant's agent, carries a secret header in clear.
+        if !webhook::secret_headers(&event.provider).is_empty() {
+            let dropped = webhook::unseal_secret_headers(
+                &event.provider,
+                &event.repository_id,
+                &self.secret_key,
+                &mut event.headers,
+            );
+            if dropped > 0 {
+                tracing::warn!(
+                    event_id = event.id,
+                    "a sealed header of the event does not open with this server's key; sent without it"
+                );
+            }
         }
         // The common case, a client that keeps up, costs no timer and no select.
         match self.sender.try_send(Ok(event)) {
@@ -525,6 +547,7 @@ impl EventService for EventsService {
             sent_redeliveries: Vec::new(),
             events_sent: self.metrics.stream_events_sent.clone(),
             registration,
+            secret_key: self.secret_key.clone(),
             shutdown: self.shutdown.clone(),
             expires_at: tokio::time::Instant::now() + expires_in,
             sender,
@@ -625,7 +648,14 @@ impl EventService for EventsService {
             .then(|| events.last().map(|e| e.event_id.get()))
             .flatten();
         Ok(Response::new(proto::ListEventsResponse {
-            events: events.into_iter().map(Into::into).collect(),
+            events: events
+                .into_iter()
+                .map(|event| {
+                    let mut event = proto::Event::from(event);
+                    webhook::redact_secret_headers(&event.provider, &mut event.headers);
+                    event
+                })
+                .collect(),
             next_after_event_id,
         }))
     }

@@ -44,6 +44,7 @@ pub fn router(
             state.pool.clone(),
             state.streams.clone(),
             state.metrics.clone(),
+            state.secret_key.clone(),
             stop,
             state.settings.stall_threshold,
         )),

@@ -132,7 +132,9 @@ async fn list(
 struct EventDetail {
     #[serde(flatten)]
     event: EventView,
-    /// As received, in order: replaying them with the body reproduces the delivery.
+    /// As received, in order: replaying them with the body reproduces the
+    /// delivery. A header that carries the webhook secret itself (GitLab's
+    /// `X-Gitlab-Token`) shows `[sealed]`: only the agent's stream gets it.
     headers: Vec<(String, String)>,
     body_base64: String,
 }
@@ -157,7 +159,9 @@ async fn show(
     Authorized(tenant, _): Authorized<EventsRead>,
     Path(id): Path<String>,
 ) -> Result<ApiJson<EventDetail>, Error> {
-    let e = event(&state, tenant.id, &id).await?;
+    let mut e = event(&state, tenant.id, &id).await?;
+    // GitLab's token is the webhook secret: only the agent's stream opens it.
+    crate::webhook::redact_secret_headers(&e.provider, &mut e.headers.0);
     Ok(ApiJson(EventDetail {
         event: EventView {
             id: e.event_id,

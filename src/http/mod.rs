@@ -60,6 +60,9 @@ pub fn router(state: AppState) -> Router {
         .merge(health::router())
         .layer(
             ServiceBuilder::new()
+                .layer(axum::middleware::map_request(
+                    webhooks::remember_sender_request_id,
+                ))
                 .layer(SetSensitiveRequestHeadersLayer::new([
                     axum::http::header::AUTHORIZATION,
                 ]))

@@ -8,7 +8,7 @@ use time::OffsetDateTime;
 
 use super::ApiJson;
 use crate::auth::{Authorized, ReposRead, ReposWrite};
-use crate::domain::{Provider, RepositoryId, RepositoryName};
+use crate::domain::{Provider, RepositoryId, RepositoryName, WebhookSettings};
 use crate::error::Error;
 use crate::secrets;
 use crate::state::AppState;
@@ -27,6 +27,39 @@ pub fn router() -> Router<AppState> {
 struct CreateRepository {
     provider: String,
     name: String,
+    /// GitLab: `verification`; Standard Webhooks: `event_type_field`,
+    /// `timestamp_tolerance_seconds` (see `WebhookSettings`).
+    #[serde(default)]
+    settings: Option<serde_json::Value>,
+    /// `standard` only: the signing secret the sender generated (`whsec_…`),
+    /// for senders that do not let you set one. Otherwise hookrelay makes one.
+    #[serde(default)]
+    webhook_secret: Option<SecretString>,
+}
+
+/// The body of rotate-secret, optional: `standard` may bring the sender's new secret.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RotateSecret {
+    #[serde(default)]
+    webhook_secret: Option<SecretString>,
+}
+
+/// The secret to install: the one given (Standard Webhooks senders that
+/// generate their own), or a new one in the provider's form.
+fn new_secret(provider: Provider, given: Option<SecretString>) -> Result<SecretString, Error> {
+    match given {
+        None => Ok(secrets::generate_webhook_secret(provider)),
+        Some(_) if provider != Provider::Standard => Err(Error::invalid(
+            "webhook_secret",
+            format!("hookrelay makes the secret for provider {provider}; omit it"),
+        )),
+        Some(secret) => {
+            secrets::check_standard_webhook_secret(secret.expose_secret())
+                .map_err(|reason| Error::invalid("webhook_secret", reason))?;
+            Ok(secret)
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -35,6 +68,8 @@ struct RepositoryView {
     provider: Provider,
     name: String,
     webhook_url: String,
+    /// The provider's settings with their defaults filled in (`{}` for providers without any).
+    settings: WebhookSettings,
     #[serde(with = "time::serde::rfc3339")]
     created_at: OffsetDateTime,
     /// Set during a secret rotation: until then the previous secret still verifies.
@@ -55,6 +90,7 @@ impl RepositoryView {
                 "{}/v1/webhooks/{}",
                 state.settings.public_url, repository.id
             ),
+            settings: repository.settings.effective(repository.provider),
             id: repository.id,
             provider: repository.provider,
             name: repository.name,
@@ -80,16 +116,28 @@ async fn create(
         .map_err(|reason: String| Error::invalid("provider", reason))?;
     let name = RepositoryName::parse(provider, &body.name)
         .map_err(|reason| Error::invalid("name", reason))?;
+    let settings: WebhookSettings = match body.settings {
+        None | Some(serde_json::Value::Null) => WebhookSettings::default(),
+        Some(value) => {
+            serde_json::from_value(value).map_err(|e| Error::invalid("settings", e.to_string()))?
+        }
+    };
+    settings
+        .validate(provider)
+        .map_err(|reason| Error::invalid("settings", reason))?;
     let id = RepositoryId::new();
     tracing::Span::current().record("repository_id", tracing::field::display(id));
-    let secret = secrets::generate_webhook_secret();
+    let secret = new_secret(provider, body.webhook_secret)?;
     let repository = store::repository::create(
         &state.pool,
         &state.secret_key,
         tenant.id,
-        id,
-        provider,
-        &name,
+        &store::repository::NewRepository {
+            id,
+            provider,
+            name,
+            settings,
+        },
         &secret,
     )
     .await?;
@@ -146,9 +194,19 @@ async fn rotate_secret(
     State(state): State<AppState>,
     Authorized(tenant, _): Authorized<ReposWrite>,
     Path(id): Path<String>,
+    body: axum::body::Bytes,
 ) -> Result<ApiJson<RepositoryView>, Error> {
     let id = parse_id(&id)?;
-    let secret = secrets::generate_webhook_secret();
+    let given: RotateSecret = if body.iter().all(u8::is_ascii_whitespace) {
+        RotateSecret::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| Error::InvalidJson(e.to_string()))?
+    };
+    let provider = store::repository::get(&state.pool, tenant.id, id)
+        .await?
+        .ok_or(Error::NotFound("repository"))?
+        .provider;
+    let secret = new_secret(provider, given.webhook_secret)?;
     let repository = store::repository::rotate_secret(
         &state.pool,
         &state.secret_key,

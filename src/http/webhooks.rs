@@ -1,4 +1,5 @@
-//! POST /v1/webhooks/{repository_id}: the URL given to GitHub.
+//! POST /v1/webhooks/{repository_id}: the URL given to the provider (GitHub,
+//! GitLab, Gitea, Forgejo, Bitbucket or a Standard Webhooks sender).
 //!
 //! The order of checks is the order of cost: size announced, repository known,
 //! body read (bounded), signature, headers. Nothing is stored until all pass,
@@ -29,12 +30,30 @@ pub fn router() -> Router<AppState> {
         .layer(DefaultBodyLimit::disable())
 }
 
+/// Whether the request came with an `X-Request-Id` of its own, before the
+/// request-id layer gives every request one. Bitbucket Data Center names its
+/// deliveries with that header, so a generated one must not pass for it.
+#[derive(Clone, Copy)]
+pub struct SenderRequestId(bool);
+
+pub async fn remember_sender_request_id(
+    mut request: axum::extract::Request,
+) -> axum::extract::Request {
+    let given = request.headers().contains_key("x-request-id");
+    request.extensions_mut().insert(SenderRequestId(given));
+    request
+}
+
 async fn receive(
     State(state): State<AppState>,
     Path(repository_id): Path<String>,
-    headers: HeaderMap,
+    sender_request_id: Option<axum::Extension<SenderRequestId>>,
+    mut headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, axum::Json<serde_json::Value>), Error> {
+    if !sender_request_id.is_some_and(|given| given.0.0) {
+        headers.remove("x-request-id");
+    }
     let started = Instant::now();
     let received_at = OffsetDateTime::now_utc();
     let result = accept(&state, &repository_id, &headers, body, received_at, started).await;
@@ -101,9 +120,9 @@ async fn accept(
     )
     .await?;
 
-    let scheme = webhook::scheme(target.provider);
-    webhook::check_unambiguous(scheme, headers).map_err(webhook_error)?;
-    if let Err(error) = scheme.verify(headers, &body, &target.secrets()) {
+    let scheme = webhook::scheme(target.provider, &target.settings);
+    webhook::check_unambiguous(scheme.as_dyn(), headers).map_err(webhook_error)?;
+    if let Err(error) = scheme.as_dyn().verify(headers, &body, &target.secrets()) {
         if fresh {
             return Err(webhook_error(error));
         }
@@ -114,15 +133,27 @@ async fn accept(
             .await?
             .ok_or(Error::NotFound("repository"))?;
         debug_assert!(fresh);
-        scheme
+        webhook::scheme(target.provider, &target.settings)
+            .as_dyn()
             .verify(headers, &body, &target.secrets())
             .map_err(webhook_error)?;
     }
+    let scheme = webhook::scheme(target.provider, &target.settings);
+    let scheme = scheme.as_dyn();
 
     let encoding = check_content_type(headers)?;
-    let event_type = scheme.event_type(headers).map_err(webhook_error)?;
+    let event_type = scheme
+        .event_type(headers, &body, encoding)
+        .map_err(webhook_error)?;
     let delivery_id = scheme.delivery_id(headers).map_err(webhook_error)?;
     let git_ref = scheme.git_ref(&event_type, &body, encoding);
+    let mut stored_headers = webhook::replayable_headers(headers).map_err(webhook_error)?;
+    webhook::seal_secret_headers(
+        target.provider,
+        &id.to_string(),
+        &state.secret_key,
+        &mut stored_headers,
+    );
 
     let outcome = state
         .ingestor
@@ -133,7 +164,7 @@ async fn accept(
             event_type,
             delivery_id,
             received_at,
-            headers: webhook::replayable_headers(headers).map_err(webhook_error)?,
+            headers: stored_headers,
             body,
             branch: git_ref.branch,
             tag: git_ref.tag,
@@ -145,9 +176,10 @@ async fn accept(
 
 fn webhook_error(error: WebhookError) -> Error {
     match error {
-        WebhookError::MissingSignature(_) | WebhookError::BadSignature(_) => {
-            Error::InvalidSignature(error.to_string())
-        }
+        WebhookError::MissingSignature(_)
+        | WebhookError::BadSignature(_)
+        | WebhookError::Stale { .. } => Error::InvalidSignature(error.to_string()),
+        WebhookError::BadBody(reason) => Error::invalid("body", reason),
         WebhookError::BadHeader(name) => Error::invalid(name, "missing or malformed"),
         WebhookError::Repeated(name) => Error::invalid(name, "appears more than once"),
         WebhookError::NotUtf8(_) => Error::invalid("headers", error.to_string()),

@@ -6,7 +6,7 @@ use crate::secrets::SecretKey;
 use sqlx::PgPool;
 use time::OffsetDateTime;
 
-use crate::domain::{Provider, RepositoryId, RepositoryName, TenantId};
+use crate::domain::{Provider, RepositoryId, RepositoryName, TenantId, WebhookSettings};
 use crate::error::{Error, violated_constraint};
 
 #[derive(Debug, Clone)]
@@ -17,6 +17,7 @@ pub struct Repository {
     pub created_at: OffsetDateTime,
     /// Until when the previous webhook secret still verifies, during a rotation.
     pub previous_secret_expires_at: Option<OffsetDateTime>,
+    pub settings: WebhookSettings,
 }
 
 type RepositoryRow = (
@@ -25,9 +26,12 @@ type RepositoryRow = (
     String,
     OffsetDateTime,
     Option<OffsetDateTime>,
+    sqlx::types::Json<WebhookSettings>,
 );
 
-fn from_row((id, provider, name, created_at, expires): RepositoryRow) -> Result<Repository, Error> {
+fn from_row(
+    (id, provider, name, created_at, expires, settings): RepositoryRow,
+) -> Result<Repository, Error> {
     let provider = provider
         .parse()
         .map_err(|e: String| Error::Internal(anyhow::anyhow!("stored provider: {e}")))?;
@@ -38,13 +42,14 @@ fn from_row((id, provider, name, created_at, expires): RepositoryRow) -> Result<
         name,
         created_at,
         previous_secret_expires_at,
+        settings: settings.0,
     })
 }
 
 /// The columns of `RepositoryRow`, spliced into static SQL.
 macro_rules! columns {
     () => {
-        "repository_id, provider, name, created_at, previous_secret_expires_at"
+        "repository_id, provider, name, created_at, previous_secret_expires_at, settings"
     };
 }
 
@@ -55,6 +60,7 @@ pub struct WebhookTarget {
     pub tenant_id: TenantId,
     pub repository_id: RepositoryId,
     pub provider: Provider,
+    pub settings: WebhookSettings,
     pub secrets: Vec<(Vec<u8>, Option<OffsetDateTime>)>,
 }
 
@@ -68,20 +74,32 @@ fn seal(key: &SecretKey, id: RepositoryId, secret: &SecretString) -> Vec<u8> {
     key.encrypt(secret.expose_secret().as_bytes(), &sealing_context(id))
 }
 
-#[tracing::instrument(skip_all, fields(tenant_id = %tenant_id, repository_id = %id))]
+/// A repository to register.
+pub struct NewRepository {
+    pub id: RepositoryId,
+    pub provider: Provider,
+    pub name: RepositoryName,
+    pub settings: WebhookSettings,
+}
+
+#[tracing::instrument(skip_all, fields(tenant_id = %tenant_id, repository_id = %new.id))]
 pub async fn create(
     pool: &PgPool,
     key: &SecretKey,
     tenant_id: TenantId,
-    id: RepositoryId,
-    provider: Provider,
-    name: &RepositoryName,
+    new: &NewRepository,
     secret: &SecretString,
 ) -> Result<Repository, Error> {
-    let sealed_secret = seal(key, id, secret);
+    let NewRepository {
+        id,
+        provider,
+        name,
+        settings,
+    } = new;
+    let sealed_secret = seal(key, *id, secret);
     let row: RepositoryRow = sqlx::query_as(concat!(
-        "insert into repository (repository_id, tenant_id, provider, name, webhook_secret) \
-         values ($1, $2, $3, $4, $5) returning ",
+        "insert into repository (repository_id, tenant_id, provider, name, webhook_secret, settings) \
+         values ($1, $2, $3, $4, $5, $6) returning ",
         columns!(),
         ""
     ))
@@ -90,6 +108,7 @@ pub async fn create(
     .bind(provider.as_str())
     .bind(name.as_str())
     .bind(&sealed_secret)
+    .bind(sqlx::types::Json(settings))
     .fetch_one(pool)
     .await
     .map_err(|e| match violated_constraint(&e) {
@@ -183,17 +202,18 @@ pub async fn webhook_target(
         Vec<u8>,
         Option<Vec<u8>>,
         Option<OffsetDateTime>,
+        sqlx::types::Json<WebhookSettings>,
     );
     let row: Option<TargetRow> = sqlx::query_as(
         "select tenant_id, provider, webhook_secret, \
                 case when previous_secret_expires_at > now() then previous_webhook_secret end, \
-                previous_secret_expires_at \
+                previous_secret_expires_at, settings \
          from repository where repository_id = $1",
     )
     .bind(id)
     .fetch_optional(pool)
     .await?;
-    let Some((tenant_id, provider, current, previous, previous_until)) = row else {
+    let Some((tenant_id, provider, current, previous, previous_until, settings)) = row else {
         return Ok(None);
     };
     let provider = provider
@@ -208,6 +228,7 @@ pub async fn webhook_target(
         tenant_id,
         repository_id: id,
         provider,
+        settings: settings.0,
         secrets,
     }))
 }

@@ -1,12 +1,10 @@
 use std::borrow::Cow;
 
 use axum::http::HeaderMap;
-use hmac::{Hmac, Mac};
 use serde::Deserialize;
-use sha2::Sha256;
 
 use super::git_ref::{Encoding, GitRef, json_document};
-use super::{WebhookError, WebhookScheme};
+use super::{WebhookError, WebhookScheme, delivery_header, event_type_header, verify_hex_hmac};
 use crate::domain::DeliveryId;
 
 /// GitHub: `X-Hub-Signature-256: sha256=<hex HMAC-SHA256 of the raw body>`.
@@ -23,42 +21,23 @@ impl WebhookScheme for GitHub {
         body: &[u8],
         secrets: &[&[u8]],
     ) -> Result<(), WebhookError> {
-        let header = headers
-            .get(SIGNATURE)
-            .ok_or(WebhookError::MissingSignature("X-Hub-Signature-256"))?;
-        let signature = header
-            .to_str()
-            .ok()
-            .and_then(|v| v.strip_prefix("sha256="))
-            .and_then(|hex_digest| hex::decode(hex_digest).ok())
-            .ok_or(WebhookError::BadSignature("X-Hub-Signature-256"))?;
-        let matches = secrets.iter().any(|secret| {
-            let mut mac =
-                Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes keys of any length");
-            mac.update(body);
-            // verify_slice compares in constant time.
-            mac.verify_slice(&signature).is_ok()
-        });
-        if matches {
-            Ok(())
-        } else {
-            Err(WebhookError::BadSignature("X-Hub-Signature-256"))
-        }
+        verify_hex_hmac(
+            headers,
+            SIGNATURE,
+            "X-Hub-Signature-256",
+            "sha256=",
+            body,
+            secrets,
+        )
     }
 
-    fn event_type(&self, headers: &HeaderMap) -> Result<String, WebhookError> {
-        headers
-            .get(EVENT)
-            .and_then(|v| v.to_str().ok())
-            .map(str::trim)
-            .filter(|v| {
-                !v.is_empty()
-                    && v.len() <= 100
-                    && v.bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
-            })
-            .map(str::to_owned)
-            .ok_or(WebhookError::BadHeader("X-GitHub-Event"))
+    fn event_type(
+        &self,
+        headers: &HeaderMap,
+        _body: &[u8],
+        _encoding: Encoding,
+    ) -> Result<String, WebhookError> {
+        event_type_header(headers, EVENT, "X-GitHub-Event")
     }
 
     fn identifying_headers(&self) -> &'static [&'static str] {
@@ -66,57 +45,59 @@ impl WebhookScheme for GitHub {
     }
 
     fn delivery_id(&self, headers: &HeaderMap) -> Result<DeliveryId, WebhookError> {
-        headers
-            .get(DELIVERY)
-            .and_then(|v| v.to_str().ok())
-            .and_then(DeliveryId::parse)
-            .ok_or(WebhookError::BadHeader("X-GitHub-Delivery"))
+        delivery_header(headers, &[DELIVERY], "X-GitHub-Delivery")
     }
 
     fn git_ref(&self, event_type: &str, body: &[u8], encoding: Encoding) -> GitRef {
-        // Only the event types that concern a ref are parsed at all.
-        let wanted = matches!(
-            event_type,
-            "push"
-                | "create"
-                | "delete"
-                | "workflow_dispatch"
-                | "pull_request"
-                | "pull_request_review"
-                | "pull_request_review_comment"
-                | "pull_request_review_thread"
-                | "workflow_run"
-                | "workflow_job"
-                | "check_suite"
-        );
-        let Some(document) = wanted.then(|| json_document(body, encoding)).flatten() else {
-            return GitRef::default();
-        };
-        // A signed body that is not the expected shape is stored all the same;
-        // it simply concerns no ref.
-        let Ok(payload) = serde_json::from_slice::<RefFields<'_>>(&document) else {
-            return GitRef::default();
-        };
-        match event_type {
-            // `ref` is a full ref for push and workflow_dispatch, a short name
-            // with `ref_type` for create and delete.
-            "push" | "workflow_dispatch" => payload
-                .git_ref
-                .map_or_else(GitRef::default, |r| GitRef::from_full_ref(&r)),
-            "create" | "delete" => match (payload.git_ref, payload.ref_type.as_deref()) {
-                (Some(name), Some("branch")) => GitRef::branch(&name),
-                (Some(name), Some("tag")) => GitRef::tag(&name),
-                _ => GitRef::default(),
-            },
-            "workflow_run" => head_branch(payload.workflow_run),
-            "workflow_job" => head_branch(payload.workflow_job),
-            "check_suite" => head_branch(payload.check_suite),
-            _ => payload
-                .pull_request
-                .and_then(|pr| pr.base)
-                .and_then(|base| base.git_ref)
-                .map_or_else(GitRef::default, |name| GitRef::branch(&name)),
-        }
+        github_style_ref(event_type, body, encoding)
+    }
+}
+
+/// The ref of GitHub's payloads, which Gitea and Forgejo send in the same
+/// shape: `ref` of push (a full ref), create and delete (a short name with
+/// `ref_type`), the base branch of pull requests, the head branch of workflow
+/// runs, workflow jobs and check suites.
+pub(super) fn github_style_ref(event_type: &str, body: &[u8], encoding: Encoding) -> GitRef {
+    // Only the event types that concern a ref are parsed at all.
+    let wanted = matches!(
+        event_type,
+        "push"
+            | "create"
+            | "delete"
+            | "workflow_dispatch"
+            | "pull_request"
+            | "pull_request_review"
+            | "pull_request_review_comment"
+            | "pull_request_review_thread"
+            | "workflow_run"
+            | "workflow_job"
+            | "check_suite"
+    );
+    let Some(document) = wanted.then(|| json_document(body, encoding)).flatten() else {
+        return GitRef::default();
+    };
+    // A signed body that is not the expected shape is stored all the same;
+    // it simply concerns no ref.
+    let Ok(payload) = serde_json::from_slice::<RefFields<'_>>(&document) else {
+        return GitRef::default();
+    };
+    match event_type {
+        "push" | "workflow_dispatch" => payload
+            .git_ref
+            .map_or_else(GitRef::default, |r| GitRef::from_full_ref(&r)),
+        "create" | "delete" => match (payload.git_ref, payload.ref_type.as_deref()) {
+            (Some(name), Some("branch")) => GitRef::branch(&name),
+            (Some(name), Some("tag")) => GitRef::tag(&name),
+            _ => GitRef::default(),
+        },
+        "workflow_run" => head_branch(payload.workflow_run),
+        "workflow_job" => head_branch(payload.workflow_job),
+        "check_suite" => head_branch(payload.check_suite),
+        _ => payload
+            .pull_request
+            .and_then(|pr| pr.base)
+            .and_then(|base| base.git_ref)
+            .map_or_else(GitRef::default, |name| GitRef::branch(&name)),
     }
 }
 

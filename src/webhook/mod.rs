@@ -1,17 +1,34 @@
 //! Provider webhook schemes: how a delivery is signed, and which headers name
-//! its event type and delivery id. One module per provider behind one trait.
+//! its event type and delivery id. One module per provider behind one trait;
+//! `scheme` picks the one a repository's provider and settings call for.
 
+mod bitbucket;
 mod git_ref;
+mod gitea;
 mod github;
+mod gitlab;
+mod sealing;
+mod standard;
 pub mod targets;
+
+use std::time::Duration;
 
 use axum::http::HeaderMap;
 use axum::http::header;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
 
-use crate::domain::{DeliveryId, Provider};
+use crate::domain::{DeliveryId, Provider, WebhookSettings};
 
+pub use bitbucket::Bitbucket;
 pub use git_ref::{Encoding, GitRef};
+pub use gitea::Gitea;
 pub use github::GitHub;
+pub use gitlab::GitLab;
+pub use sealing::{
+    REDACTED, redact_secret_headers, seal_secret_headers, secret_headers, unseal_secret_headers,
+};
+pub use standard::StandardWebhooks;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum WebhookError {
@@ -19,12 +36,24 @@ pub enum WebhookError {
     MissingSignature(&'static str),
     #[error("the {0} header does not match the body")]
     BadSignature(&'static str),
+    #[error(
+        "the {header} header is more than {tolerance_seconds} s away from the server's clock: \
+         a delivery is accepted only within that tolerance, so that a captured one cannot be replayed"
+    )]
+    Stale {
+        header: &'static str,
+        tolerance_seconds: u64,
+    },
     #[error("missing or invalid {0} header")]
     BadHeader(&'static str),
     #[error("the {0} header appears more than once")]
     Repeated(&'static str),
     #[error("the value of the {0} header is not UTF-8")]
     NotUtf8(String),
+    /// The body lacks what the scheme reads from it (a Standard Webhooks
+    /// sender's event type).
+    #[error("{0}")]
+    BadBody(String),
 }
 
 /// What hookrelay needs to know about one provider's webhooks.
@@ -37,7 +66,13 @@ pub trait WebhookScheme: Send + Sync {
         body: &[u8],
         secrets: &[&[u8]],
     ) -> Result<(), WebhookError>;
-    fn event_type(&self, headers: &HeaderMap) -> Result<String, WebhookError>;
+    /// The event type, from a header, or for some senders from the (verified) body.
+    fn event_type(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+        encoding: Encoding,
+    ) -> Result<String, WebhookError>;
     fn delivery_id(&self, headers: &HeaderMap) -> Result<DeliveryId, WebhookError>;
     /// The headers that carry the signature, event type and delivery id: none
     /// may appear twice.
@@ -47,10 +82,126 @@ pub trait WebhookScheme: Send + Sync {
     fn git_ref(&self, event_type: &str, body: &[u8], encoding: Encoding) -> GitRef;
 }
 
-pub fn scheme(provider: Provider) -> &'static dyn WebhookScheme {
-    match provider {
-        Provider::Github => &GitHub,
+/// A repository's scheme: its provider's, configured by its settings.
+pub enum Scheme {
+    GitHub(GitHub),
+    GitLab(GitLab),
+    Gitea(Gitea),
+    Bitbucket(Bitbucket),
+    Standard(StandardWebhooks),
+}
+
+impl Scheme {
+    pub fn as_dyn(&self) -> &dyn WebhookScheme {
+        match self {
+            Scheme::GitHub(s) => s,
+            Scheme::GitLab(s) => s,
+            Scheme::Gitea(s) => s,
+            Scheme::Bitbucket(s) => s,
+            Scheme::Standard(s) => s,
+        }
     }
+}
+
+pub fn scheme(provider: Provider, settings: &WebhookSettings) -> Scheme {
+    match provider {
+        Provider::Github => Scheme::GitHub(GitHub),
+        Provider::Gitlab => Scheme::GitLab(GitLab {
+            verification: settings.verification.unwrap_or_default(),
+            tolerance: settings.tolerance(),
+        }),
+        Provider::Gitea => Scheme::Gitea(Gitea::GITEA),
+        Provider::Forgejo => Scheme::Gitea(Gitea::FORGEJO),
+        Provider::Bitbucket => Scheme::Bitbucket(Bitbucket),
+        Provider::Standard => Scheme::Standard(StandardWebhooks {
+            tolerance: settings.tolerance(),
+            event_type_field: settings
+                .event_type_field
+                .clone()
+                .unwrap_or_else(|| WebhookSettings::DEFAULT_EVENT_TYPE_FIELD.to_owned()),
+        }),
+    }
+}
+
+/// A header's value, trimmed; None when absent, empty or not text.
+fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+}
+
+/// Whether `value` may be an event type: 1 to 100 of letters, digits and
+/// `_-.:/ ` (`push`, `Push Hook`, `repo:push`, `invoice.paid`).
+fn valid_event_type(value: &str) -> bool {
+    !value.is_empty()
+        && value.len() <= 100
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-.:/ ".contains(&b))
+}
+
+/// The event type a header names.
+fn event_type_header(
+    headers: &HeaderMap,
+    name: &str,
+    display: &'static str,
+) -> Result<String, WebhookError> {
+    header_text(headers, name)
+        .filter(|v| valid_event_type(v))
+        .map(str::to_owned)
+        .ok_or(WebhookError::BadHeader(display))
+}
+
+/// The delivery id from the first of `names` present (`display` names them in errors).
+fn delivery_header(
+    headers: &HeaderMap,
+    names: &[&str],
+    display: &'static str,
+) -> Result<DeliveryId, WebhookError> {
+    names
+        .iter()
+        .find_map(|name| header_text(headers, name))
+        .and_then(DeliveryId::parse)
+        .ok_or(WebhookError::BadHeader(display))
+}
+
+/// A hex HMAC-SHA256 of the body in `name`, after `prefix` (`sha256=` or
+/// none), keyed by one of `secrets`. An empty value (Gitea sends `""` or
+/// `sha256=` when no secret is set) counts as missing.
+fn verify_hex_hmac(
+    headers: &HeaderMap,
+    name: &str,
+    display: &'static str,
+    prefix: &str,
+    body: &[u8],
+    secrets: &[&[u8]],
+) -> Result<(), WebhookError> {
+    let value = header_text(headers, name)
+        .filter(|v| *v != prefix)
+        .ok_or(WebhookError::MissingSignature(display))?;
+    let signature = value
+        .strip_prefix(prefix)
+        .and_then(|hex_digest| hex::decode(hex_digest).ok())
+        .ok_or(WebhookError::BadSignature(display))?;
+    let matches = secrets.iter().any(|secret| {
+        let mut mac =
+            Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes keys of any length");
+        mac.update(body);
+        // verify_slice compares in constant time.
+        mac.verify_slice(&signature).is_ok()
+    });
+    if matches {
+        Ok(())
+    } else {
+        Err(WebhookError::BadSignature(display))
+    }
+}
+
+/// How far apart two unix times are.
+fn distance(a: i64, b: i64) -> Duration {
+    Duration::from_secs(a.abs_diff(b))
 }
 
 pub use hookrelay_proto::rules::never_replayed;
@@ -97,6 +248,44 @@ pub fn check_unambiguous(
     {
         Some(name) => Err(WebhookError::Repeated(name)),
         None => Ok(()),
+    }
+}
+
+/// What the schemes' tests share.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use axum::http::{HeaderMap, HeaderName, HeaderValue};
+
+    /// A fixture of `tests/fixtures`, e.g. `gitea/push.json`, byte for byte.
+    pub fn fixture(path: &str) -> Vec<u8> {
+        std::fs::read(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures")
+                .join(path),
+        )
+        .unwrap()
+    }
+
+    /// Each (event type, fixture, expected ref) as `scheme` reads it.
+    pub fn assert_refs(scheme: &dyn super::WebhookScheme, cases: &[(&str, &str, super::GitRef)]) {
+        for (event, file, expected) in cases {
+            assert_eq!(
+                scheme.git_ref(event, &fixture(file), super::Encoding::Json),
+                *expected,
+                "{file}"
+            );
+        }
+    }
+
+    pub fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        map
     }
 }
 

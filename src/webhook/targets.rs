@@ -1,5 +1,5 @@
-//! Where each repository's webhooks go, cached in memory: tenant, provider and the
-//! decrypted secrets. A webhook then costs no database read before its insert.
+//! Where each repository's webhooks go, cached in memory: tenant, provider, its
+//! settings and the decrypted secrets. A webhook then costs no database read before its insert.
 //!
 //! Correctness across replicas does not depend on the cache:
 //! - a secret rotated on another replica: verification with the cached secrets
@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use sqlx::PgPool;
 use time::OffsetDateTime;
 
-use crate::domain::{Provider, RepositoryId, TenantId};
+use crate::domain::{Provider, RepositoryId, TenantId, WebhookSettings};
 use crate::error::Error;
 use crate::secrets::SecretKey;
 use crate::store;
@@ -28,6 +28,7 @@ const MAX_ENTRIES: usize = 100_000;
 pub struct Target {
     pub tenant_id: TenantId,
     pub provider: Provider,
+    pub settings: WebhookSettings,
     /// Each secret with the time it stops verifying (None: the current one).
     secrets: Vec<(Vec<u8>, Option<OffsetDateTime>)>,
 }
@@ -77,6 +78,7 @@ impl TargetCache {
         let target = Arc::new(Target {
             tenant_id: stored.tenant_id,
             provider: stored.provider,
+            settings: stored.settings,
             secrets: stored.secrets,
         });
         let mut entries = self.entries.write().expect("target cache");

@@ -17,6 +17,7 @@ mod isolation;
 mod migrate;
 mod oauth;
 mod observability;
+mod providers;
 mod relay;
 mod repositories;
 mod secrets_at_rest;

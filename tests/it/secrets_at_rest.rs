@@ -171,3 +171,60 @@ async fn a_pem_signing_key_file_is_used_when_configured() {
         assert_eq!(stored, 0, "no key is generated when a key file is given");
     }
 }
+
+/// GitLab's secret token arrives in a header of every delivery: the stored
+/// event holds it sealed, and only the agent's stream opens it.
+#[tokio::test]
+async fn a_gitlab_token_is_sealed_in_the_stored_event_and_opened_only_for_the_agent() {
+    use hookrelay_testkit::{Sender, fixture_file};
+    let app = spawn_app().await;
+    let tenant = app.tenant("acme").await;
+    let created: serde_json::Value = app
+        .post_json(
+            "/v1/repositories",
+            Some(&tenant.token),
+            &serde_json::json!({"provider": "gitlab", "name": "acme/app"}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let (id, secret) = (
+        created["id"].as_str().unwrap(),
+        created["webhook_secret"].as_str().unwrap(),
+    );
+    let body = fixture_file("gitlab/push.json");
+    let mut request = app.http.post(app.url(&format!("/v1/webhooks/{id}")));
+    for (name, value) in Sender::GitlabToken.headers(secret, "Push Hook", "g-1", &body, 0) {
+        request = request.header(name, value);
+    }
+    let response = request.body(body).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+
+    let stored: String = sqlx::query_scalar("select headers::text from event")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert!(!stored.contains(secret), "the token is stored in the clear");
+    assert!(stored.contains("x-gitlab-token"));
+
+    let mut stream = app.stream(&tenant.token, "agent", &[], None).await.unwrap();
+    let event = crate::helpers::next_event(&mut stream, std::time::Duration::from_secs(10)).await;
+    let token = event
+        .headers
+        .iter()
+        .find(|h| h.name == "x-gitlab-token")
+        .map(|h| h.value.as_str());
+    assert_eq!(token, Some(secret), "the agent gets the token to replay");
+    // The event API shows it sealed.
+    let shown = app
+        .get(&format!("/v1/events/{}", event.id), &tenant.token)
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !shown.contains(secret) && shown.contains("[sealed]"),
+        "{shown}"
+    );
+}

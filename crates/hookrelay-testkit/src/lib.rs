@@ -7,6 +7,7 @@
 
 mod flow;
 mod process;
+mod senders;
 
 use std::path::{Path, PathBuf};
 
@@ -15,6 +16,7 @@ use sha2::Sha256;
 
 pub use flow::{SignedUp, deliver_at, repository_at, sign_up_at, token_at, wait_ready};
 pub use process::{ChildGuard, cpu_seconds, process_alive, rss_kib};
+pub use senders::Sender;
 
 /// The repository's root directory.
 pub fn repo_root() -> &'static Path {
@@ -31,6 +33,12 @@ pub fn fixture_path(name: &str) -> PathBuf {
 /// The bytes of a GitHub fixture, unchanged: sign exactly these.
 pub fn fixture(name: &str) -> Vec<u8> {
     let path = fixture_path(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()))
+}
+
+/// The bytes of any file under `tests/fixtures`, e.g. `gitlab/push.json`.
+pub fn fixture_file(path: &str) -> Vec<u8> {
+    let path = repo_root().join("tests/fixtures").join(path);
     std::fs::read(&path).unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()))
 }
 

@@ -30,6 +30,8 @@ impl Drop for TestTarget {
 }
 
 type Answer = std::sync::Arc<dyn Fn(usize) -> (u16, Option<&'static str>) + Send + Sync>;
+/// Whether the target accepts a request's signature.
+type Check = std::sync::Arc<dyn Fn(&axum::http::HeaderMap, &[u8]) -> bool + Send + Sync>;
 
 impl TestTarget {
     pub async fn start(secrets: Vec<String>) -> TestTarget {
@@ -41,29 +43,48 @@ impl TestTarget {
         .await
     }
 
+    /// A target that checks `sender`'s scheme itself, as a CI server that
+    /// verifies that provider's webhooks does, and answers 200.
+    pub async fn verifying(sender: hookrelay_testkit::Sender, secret: String) -> TestTarget {
+        let check: Check = std::sync::Arc::new(move |headers, body| {
+            let header = |name: &str| {
+                headers
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned)
+            };
+            sender.accepts(&secret, &header, body)
+        });
+        Self::serve(check, std::sync::Arc::new(|_| (200, None)), Duration::ZERO).await
+    }
+
     pub async fn answering(secrets: Vec<String>, answer: Answer, delay: Duration) -> TestTarget {
+        let check: Check = std::sync::Arc::new(move |headers, body| {
+            let signature = headers
+                .get("x-hub-signature-256")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            secrets.iter().any(|secret| sign(secret, body) == signature)
+        });
+        Self::serve(check, answer, delay).await
+    }
+
+    async fn serve(check: Check, answer: Answer, delay: Duration) -> TestTarget {
         use axum::http::{HeaderMap, StatusCode};
         let received: std::sync::Arc<std::sync::Mutex<Vec<Received>>> = Default::default();
         let requests: std::sync::Arc<std::sync::atomic::AtomicUsize> = Default::default();
         let handler = {
             let (received, requests) = (received.clone(), requests.clone());
             move |headers: HeaderMap, body: axum::body::Bytes| {
-                let (received, requests, secrets, answer) = (
+                let (received, requests, check, answer) = (
                     received.clone(),
                     requests.clone(),
-                    secrets.clone(),
+                    check.clone(),
                     answer.clone(),
                 );
                 async move {
                     let n = requests.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                    let signature = headers
-                        .get("x-hub-signature-256")
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or_default();
-                    if !secrets
-                        .iter()
-                        .any(|secret| sign(secret, &body) == signature)
-                    {
+                    if !check(&headers, &body) {
                         return (StatusCode::UNAUTHORIZED, HeaderMap::new());
                     }
                     tokio::time::sleep(delay).await;
