@@ -87,6 +87,18 @@ fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
         .map(|(_, v)| v.as_str())
 }
 
+/// The header that carries the sender's signature (or GitLab's token).
+fn signature_header(sender: Sender) -> &'static str {
+    match sender {
+        Sender::Github => "x-hub-signature-256",
+        Sender::GitlabToken => "x-gitlab-token",
+        Sender::GitlabSigning | Sender::Standard => "webhook-signature",
+        Sender::Gitea => "x-gitea-signature",
+        Sender::Forgejo => "x-forgejo-signature",
+        Sender::BitbucketCloud | Sender::BitbucketDataCenter => "x-hub-signature",
+    }
+}
+
 /// How an error names a header (as the provider spells it).
 fn event_header_display(name: &str) -> &'static str {
     match name {
@@ -232,14 +244,7 @@ async fn wrong_missing_malformed_and_stale_signatures_are_refused_and_store_noth
             "0000000000000000000000000000000000000000000000000000000000000000"
         };
         let wrong = sender.headers(other_secret, event, "d-1", &body, now());
-        let signature_header = match sender {
-            Sender::Github => "x-hub-signature-256",
-            Sender::GitlabToken => "x-gitlab-token",
-            Sender::GitlabSigning | Sender::Standard => "webhook-signature",
-            Sender::Gitea => "x-gitea-signature",
-            Sender::Forgejo => "x-forgejo-signature",
-            Sender::BitbucketCloud | Sender::BitbucketDataCenter => "x-hub-signature",
-        };
+        let signature_header = signature_header(sender);
         let mut malformed = without(&good, signature_header);
         malformed.push((
             signature_header.to_owned(),
@@ -340,6 +345,17 @@ async fn bad_input_gets_a_clear_error_per_provider_and_changes_nothing() {
                     .contains(event_header_display(event_header))
             );
         }
+        // A repeated signature header, even with one valid value.
+        let signature = signature_header(sender);
+        let mut doubled = good.clone();
+        doubled.push((signature.to_owned(), "sha256=0000".to_owned()));
+        let response = post(&app, &repository.id, &doubled, &body).await;
+        assert_eq!(
+            response.status(),
+            StatusCode::BAD_REQUEST,
+            "{sender:?} two signatures"
+        );
+        assert!(response.text().await.unwrap().contains("more than once"));
         let mut no_delivery = good.clone();
         for name in delivery_headers {
             no_delivery = without(&no_delivery, name);
