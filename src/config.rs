@@ -207,6 +207,13 @@ pub struct LimitArgs {
     /// than this is `stalled` (GET /v1/consumers, hookrelay_consumers_stalled).
     #[arg(long, env = "HOOKRELAY_STALL_THRESHOLD", default_value = "60s", value_parser = parse_duration)]
     pub stall_threshold: Duration,
+
+    /// An event stream is ended cleanly (UNAVAILABLE "…; reconnect now", which
+    /// the agent answers by reconnecting at once) after this long, less up to
+    /// 10% of jitter, so that no proxy timeout ever cuts one mid-event: keep it
+    /// below the load balancer's (Cloud Run allows at most 60 min). 0: never.
+    #[arg(long, env = "HOOKRELAY_MAX_STREAM_AGE", default_value = "50m", value_parser = parse_duration_or_zero)]
+    pub max_stream_age: Duration,
 }
 
 /// A parsed rate limit; `None` is `off`.
@@ -240,6 +247,8 @@ pub struct Limits {
     pub http2_keepalive_interval: Duration,
     pub http2_keepalive_timeout: Duration,
     pub stall_threshold: Duration,
+    /// Zero: streams end only with their token.
+    pub max_stream_age: Duration,
 }
 
 impl Default for Limits {
@@ -269,6 +278,7 @@ impl LimitArgs {
             http2_keepalive_interval: self.http2_keepalive_interval,
             http2_keepalive_timeout: self.http2_keepalive_timeout,
             stall_threshold: self.stall_threshold,
+            max_stream_age: self.max_stream_age,
         }
     }
 }

@@ -180,6 +180,7 @@ impl Application {
                 body_timeout: limits.http_body_timeout,
                 trusted_proxies: limits.trusted_proxies.clone(),
                 stall_threshold: limits.stall_threshold,
+                max_stream_age: limits.max_stream_age,
             }),
             webhook_memory: Arc::new(crate::http::MemoryBudget::new(limits.webhook_memory)),
             rate_limits: Arc::new(crate::http::RateLimits {

@@ -27,6 +27,8 @@ pub struct Settings {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// When a connected consumer with an older pending event counts as stalled.
     pub stall_threshold: Duration,
+    /// Event streams end cleanly after this long (less jitter); zero: never.
+    pub max_stream_age: Duration,
 }
 
 /// What every handler shares.

@@ -47,6 +47,7 @@ pub struct EventsService {
     metrics: Arc<Metrics>,
     /// Opens the sealed headers of events (GitLab's token) for the agent.
     secret_key: Arc<SecretKey>,
+    max_stream_age: Duration,
     /// Cancelled when the server shuts down: streams end with UNAVAILABLE.
     shutdown: CancellationToken,
     watches: Arc<Watches>,
@@ -60,6 +61,7 @@ impl EventsService {
         secret_key: Arc<SecretKey>,
         shutdown: CancellationToken,
         stall_threshold: Duration,
+        max_stream_age: Duration,
     ) -> Self {
         Self {
             watches: Arc::new(Watches {
@@ -72,6 +74,7 @@ impl EventsService {
             hub,
             metrics,
             secret_key,
+            max_stream_age,
             shutdown,
         }
     }
@@ -103,11 +106,20 @@ async fn owned_repositories(
 }
 
 /// Why a stream stopped early.
+#[derive(Debug, Clone, Copy)]
 enum Stop {
     Revoked,
     Expired,
+    /// HOOKRELAY_MAX_STREAM_AGE: ended before any proxy's timeout can cut it.
+    MaxAge,
     ShuttingDown,
     ConsumerDeleted,
+}
+
+/// This stream's maximum age: `max_age` less up to 10%, so that streams opened
+/// together (after a deploy) do not all reconnect together. None: no maximum.
+fn stream_age(max_age: Duration) -> Option<Duration> {
+    (!max_age.is_zero()).then(|| max_age.mul_f64(1.0 - rand::random::<f64>() * 0.1))
 }
 
 impl From<Stop> for Status {
@@ -117,6 +129,9 @@ impl From<Stop> for Status {
             Stop::Expired => {
                 Status::unauthenticated("the access token expired; reconnect with a new one")
             }
+            Stop::MaxAge => Status::unavailable(
+                "the stream reached its maximum age (HOOKRELAY_MAX_STREAM_AGE); reconnect now",
+            ),
             Stop::ShuttingDown => Status::unavailable("the server is shutting down; reconnect now"),
             Stop::ConsumerDeleted => Status::not_found("the consumer was deleted"),
         }
@@ -134,6 +149,8 @@ struct OpenStream {
     registration: StreamRegistration,
     shutdown: CancellationToken,
     expires_at: tokio::time::Instant,
+    /// Why the stream ends at `expires_at`: its token expires, or its maximum age.
+    ending: Stop,
     secret_key: Arc<SecretKey>,
     sender: mpsc::Sender<Result<proto::Event, Status>>,
 }
@@ -153,7 +170,7 @@ impl OpenStream {
         tokio::select! {
             () = self.registration.revoked.cancelled() => Stop::Revoked,
             () = self.shutdown.cancelled() => Stop::ShuttingDown,
-            () = tokio::time::sleep_until(self.expires_at) => Stop::Expired,
+            () = tokio::time::sleep_until(self.expires_at) => self.ending,
         }
     }
 
@@ -164,7 +181,7 @@ impl OpenStream {
         } else if self.shutdown.is_cancelled() {
             Some(Stop::ShuttingDown)
         } else if tokio::time::Instant::now() >= self.expires_at {
-            Some(Stop::Expired)
+            Some(self.ending)
         } else {
             None
         }
@@ -533,6 +550,11 @@ impl EventService for EventsService {
         .await?;
         let (sender, receiver) = mpsc::channel(STREAM_BUFFER);
         let expires_in = Duration::from_secs(caller.expires_at.saturating_sub(unix_now()));
+        // The token's expiry, or the stream's maximum age if that comes first.
+        let (lifetime, ending) = match stream_age(self.max_stream_age) {
+            Some(age) if age < expires_in => (age, Stop::MaxAge),
+            _ => (expires_in, Stop::Expired),
+        };
         let stream = OpenStream {
             pool: self.pool.clone(),
             hub: self.hub.clone(),
@@ -549,7 +571,8 @@ impl EventService for EventsService {
             registration,
             secret_key: self.secret_key.clone(),
             shutdown: self.shutdown.clone(),
-            expires_at: tokio::time::Instant::now() + expires_in,
+            expires_at: tokio::time::Instant::now() + lifetime,
+            ending,
             sender,
         };
         tracing::info!(tenant_id = %tenant, consumer = consumer.as_str(), "stream opened");

@@ -47,6 +47,7 @@ pub fn router(
             state.secret_key.clone(),
             stop,
             state.settings.stall_threshold,
+            state.settings.max_stream_age,
         )),
     );
     let routes = tonic::service::Routes::builder()

@@ -87,16 +87,114 @@ fn every_rendered_config_is_one_envoy_accepts() {
 /// The sidecar config used by the Helm chart and Cloud Run is rendered from the
 /// same source; this fails when someone edits a copy instead of envoy/render.
 #[test]
-fn the_generated_sidecar_config_has_not_drifted_from_envoy_render() {
-    let rendered = render_envoy(&["--preset", "sidecar"]);
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/envoy/generated/sidecar.json");
-    let committed = std::fs::read_to_string(path).unwrap();
+fn the_generated_sidecar_configs_have_not_drifted_from_envoy_render() {
+    for preset in ["sidecar", "sidecar-tls"] {
+        let rendered = render_envoy(&["--preset", preset]);
+        let path = format!(
+            "{}/envoy/generated/{preset}.json",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let committed = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            committed == rendered,
+            "{path} drifted: run `envoy/render --preset {preset} > {path}`"
+        );
+        // The TLS preset names files that exist only in the pod: checked by
+        // the TLS stream test below with files of its own.
+        if preset == "sidecar" {
+            let (valid, output) = validate_envoy(std::path::Path::new(&path));
+            assert!(valid, "{output}");
+        }
+    }
+}
+
+/// What Google's load balancer meets in the pod with HTTP/2 to the backend:
+/// Envoy serving TLS. A gRPC stream through it is carried for as long as the
+/// relay keeps it (Envoy's gRPC routes have no idle or duration limit), and the
+/// relay's maximum stream age then ends it cleanly, with its status intact.
+#[tokio::test]
+async fn a_grpc_stream_over_tls_lives_until_the_servers_maximum_age_then_ends_cleanly() {
+    use hookrelay::grpc::proto::StreamEventsRequest;
+    use hookrelay::grpc::proto::event_service_client::EventServiceClient;
+    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
+
+    let dir = tempfile::tempdir().unwrap();
+    let key = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let (cert, key_file) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    std::fs::write(&cert, key.cert.pem()).unwrap();
+    std::fs::write(&key_file, key.signing_key.serialize_pem()).unwrap();
+    let max_age = Duration::from_secs(4);
+    let app = crate::helpers::spawn_app_with(|c| c.limits.max_stream_age = max_age).await;
+    let envoy = EnvoyProcess::start_with(
+        0,
+        &[host(&app.address).to_owned()],
+        &[host(&app.grpc_address).to_owned()],
+        &[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key_file.to_str().unwrap(),
+        ],
+        dir.path(),
+    )
+    .await;
+    let port = envoy.address.rsplit(':').next().unwrap();
+    let channel = Endpoint::from_shared(format!("https://localhost:{port}"))
+        .unwrap()
+        .tls_config(
+            ClientTlsConfig::new()
+                .ca_certificate(Certificate::from_pem(key.cert.pem()))
+                .domain_name("localhost"),
+        )
+        .unwrap()
+        .connect()
+        .await
+        .expect("TLS and HTTP/2 (ALPN h2) through Envoy");
+    let tenant = app.tenant("acme").await;
+    let repository = app.repository(&tenant, "acme/app").await;
+    let opened = Instant::now();
+    let mut stream = EventServiceClient::new(channel)
+        .stream_events(authed(
+            StreamEventsRequest {
+                consumer: "through-tls".into(),
+                ..Default::default()
+            },
+            &tenant.token,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+
+    // Idle for a while, then an event: the stream is still carried.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let response = app
+        .deliver(
+            &repository.id,
+            &repository.secret,
+            "push",
+            "late",
+            &fixture("push"),
+        )
+        .await;
+    assert_eq!(response.status(), reqwest::StatusCode::ACCEPTED);
+    let event = tokio::time::timeout(Duration::from_secs(10), stream.message())
+        .await
+        .expect("the event arrives")
+        .expect("the stream is healthy")
+        .expect("the stream is open");
+    assert_eq!(event.delivery_id, "late");
+
+    // Then the relay ends it at its maximum age, and Envoy passes the status on.
+    let ended = tokio::time::timeout(Duration::from_secs(15), stream.message())
+        .await
+        .expect("the stream ends at the relay's maximum age");
+    let status = ended.expect_err("ended with a gRPC status, not cut");
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert!(status.message().contains("maximum age"), "{status:?}");
     assert!(
-        committed == rendered,
-        "{path} drifted: run `envoy/render --preset sidecar > {path}`"
+        opened.elapsed() >= max_age.mul_f64(0.9),
+        "not before the maximum age (less its jitter)"
     );
-    let (valid, output) = validate_envoy(std::path::Path::new(path));
-    assert!(valid, "{output}");
 }
 
 #[tokio::test]
@@ -437,11 +535,7 @@ async fn a_rolling_restart_loses_nothing() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     relay
-        .wait_for_output(
-            "the server is draining; reconnecting now",
-            1,
-            Duration::from_secs(5),
-        )
+        .wait_for_output("shutting down; reconnect now", 1, Duration::from_secs(5))
         .await;
     drop(envoy);
 }

@@ -444,3 +444,44 @@ async fn repositories_are_delivered_concurrently_each_in_order() {
         "{elapsed:?}: repositories were not concurrent"
     );
 }
+
+/// HOOKRELAY_MAX_STREAM_AGE ends each stream cleanly, with the status the
+/// agent answers by reconnecting at once: no event is lost or repeated, and
+/// the agent never reports a lost stream.
+#[tokio::test]
+async fn streams_end_cleanly_at_their_maximum_age_and_the_agent_reconnects_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = crate::helpers::spawn_app_with(|config| {
+        config.limits.max_stream_age = Duration::from_secs(2);
+    })
+    .await;
+    let tenant = app.tenant("acme").await;
+    let repository = app.repository(&tenant, "acme/app").await;
+
+    // A raw stream: it ends with UNAVAILABLE "…; reconnect now" within the age.
+    let mut stream = app.stream(&tenant.token, "raw", &[], None).await.unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(10), stream.message())
+        .await
+        .expect("the stream ends at its maximum age");
+    let status = ended.expect_err("it ends with a status");
+    assert_eq!(status.code(), tonic::Code::Unavailable);
+    assert!(status.message().contains("maximum age") && status.message().contains("reconnect now"));
+
+    let target = TestTarget::start(vec![repository.secret.clone()]).await;
+    let relay = RelayProcess::start(&app, &tenant, "aged", &target.url, &[], dir.path());
+    for n in 0..6 {
+        deliver(&app, &repository, &format!("d-{n}"), "push").await;
+        tokio::time::sleep(Duration::from_millis(900)).await;
+    }
+    let expected: Vec<String> = (0..6).map(|n| format!("d-{n}")).collect();
+    assert_eq!(
+        target.wait_for(6, WAIT).await,
+        expected,
+        "in order, none twice"
+    );
+    relay
+        .wait_for_output("reached its maximum age", 2, WAIT)
+        .await;
+    let output = relay.output();
+    assert!(!output.contains("stream lost"), "{output}");
+}

@@ -651,8 +651,12 @@ impl Agent {
                 );
                 Ok(Ended::ReconnectNow)
             }
-            Code::Unavailable if status.message().contains("shutting down") => {
-                tracing::info!("the server is draining; reconnecting now");
+            // The server is draining, or the stream reached its maximum age.
+            Code::Unavailable if status.message().contains("reconnect now") => {
+                tracing::info!(
+                    reason = status.message(),
+                    "the server ended the stream; reconnecting now"
+                );
                 Ok(Ended::ReconnectNow)
             }
             Code::NotFound | Code::InvalidArgument | Code::FailedPrecondition => {
