@@ -35,11 +35,17 @@ def ids(values_file):
     return values_file.name if values_file else "defaults"
 
 
+# Google's custom resources, which kubernetes-validate has no schema for: checked by
+# their own tests below (fields as Google's GKE documentation defines them).
+GKE_KINDS = {"BackendConfig", "FrontendConfig", "ManagedCertificate", "Gateway", "HTTPRoute",
+             "GCPBackendPolicy", "HealthCheckPolicy"}
+
+
 @pytest.fixture(params=VALUES, ids=ids, scope="module")
 def rendered(request, tmp_path_factory):
     documents = render(request.param)
     path = tmp_path_factory.mktemp("chart") / "rendered.yaml"
-    path.write_text(yaml.safe_dump_all(documents, sort_keys=False))
+    path.write_text(yaml.safe_dump_all([d for d in documents if d["kind"] not in GKE_KINDS], sort_keys=False))
     return documents, path
 
 
@@ -74,11 +80,23 @@ def test_checkov_finds_nothing(rendered):
     assert passed, output
 
 
+def backend_tls(documents):
+    """Whether Envoy serves TLS on the pod port (behind Google's load balancer)."""
+    (deployment,) = by_kind(documents, "Deployment")
+    return any(v["name"] == "backend-tls" for v in deployment["spec"]["template"]["spec"]["volumes"])
+
+
 def test_the_envoy_config_is_the_rendered_sidecar_and_envoy_accepts_it(rendered, tmp_path):
     documents, _ = rendered
     config = by_kind(documents, "ConfigMap")[0]["data"]["envoy.json"]
-    assert json.loads(config) == json.loads((ROOT / "envoy/generated/sidecar.json").read_text()), \
-        "helm/hookrelay/files/envoy.json drifted: copy envoy/generated/sidecar.json"
+    preset = "sidecar-tls" if backend_tls(documents) else "sidecar"
+    assert json.loads(config) == json.loads((ROOT / f"envoy/generated/{preset}.json").read_text()), \
+        f"the chart's copy drifted: copy envoy/generated/{preset}.json into helm/hookrelay/files/"
+    if preset == "sidecar-tls":
+        # The certificate the pod mounts, stood in for by one made here.
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=hookrelay",
+                        "-keyout", str(tmp_path / "tls.key"), "-out", str(tmp_path / "tls.crt")], check=True, capture_output=True)
+        config = config.replace("/etc/envoy/tls/", f"{tmp_path}/")
     path = tmp_path / "envoy.json"
     path.write_text(config)
     result = subprocess.run(["envoy", "--mode", "validate", "--disable-hot-restart", "-c", str(path)], capture_output=True, text=True)
@@ -98,9 +116,15 @@ def test_probes_reach_readyz_healthz_and_grpc_health(rendered):
     relay = next(c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == "relay")
     assert relay["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert relay["startupProbe"]["httpGet"]["path"] == "/healthz"
-    assert relay["readinessProbe"]["grpc"]["service"] == "hookrelay.v1.EventService"
     envoy = next(c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == "envoy")
     assert envoy["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    if backend_tls(documents):
+        # The pod port serves TLS: HTTPS probes (the kubelet's gRPC probes are plaintext only).
+        assert relay["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http", "scheme": "HTTPS"}
+        for probe in (relay["livenessProbe"], relay["startupProbe"], envoy["readinessProbe"]):
+            assert probe["httpGet"]["scheme"] == "HTTPS"
+    else:
+        assert relay["readinessProbe"]["grpc"]["service"] == "hookrelay.v1.EventService"
     for container in (relay, envoy):
         assert {"livenessProbe", "readinessProbe", "startupProbe"} <= container.keys()
 
@@ -181,3 +205,97 @@ def test_workload_identity_annotation():
     documents = render(CHART / "ci" / "production-values.yaml")
     (account,) = by_kind(documents, "ServiceAccount")
     assert account["metadata"]["annotations"]["iam.gke.io/gcp-service-account"].endswith(".iam.gserviceaccount.com")
+
+
+def env_of(documents, name):
+    (deployment,) = by_kind(documents, "Deployment")
+    relay = next(c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == "relay")
+    return next((e.get("value") for e in relay["env"] if e["name"] == name), None)
+
+
+def seconds(duration):
+    """`3000s`, `50m` or `1h` in seconds."""
+    units = {"s": 1, "m": 60, "h": 3600}
+    return int(duration[:-1]) * units[duration[-1]]
+
+
+def test_http2_to_the_backend_always_comes_with_tls_in_envoy(rendered):
+    documents, _ = rendered
+    (service,) = by_kind(documents, "Service")
+    http2 = "HTTP2" in (service["metadata"].get("annotations") or {}).get("cloud.google.com/app-protocols", "") \
+        or service["spec"]["ports"][0].get("appProtocol") == "HTTP2"
+    assert http2 == backend_tls(documents), "Google's load balancer speaks HTTP/2 to a backend only over TLS"
+    if http2:
+        config = json.loads(by_kind(documents, "ConfigMap")[0]["data"]["envoy.json"])
+        chain = config["static_resources"]["listeners"][0]["filter_chains"][0]
+        assert chain["transport_socket"]["name"] == "envoy.transport_sockets.tls"
+        (deployment,) = by_kind(documents, "Deployment")
+        envoy = next(c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == "envoy")
+        assert {"name": "backend-tls", "mountPath": "/etc/envoy/tls", "readOnly": True} in envoy["volumeMounts"]
+        secrets = by_kind(documents, "Secret")
+        assert secrets and secrets[0]["type"] == "kubernetes.io/tls"
+
+
+def test_the_load_balancer_outlives_every_stream_and_checks_readyz(rendered):
+    documents, _ = rendered
+    policies = by_kind(documents, "BackendConfig") + by_kind(documents, "GCPBackendPolicy")
+    if not policies:
+        assert env_of(documents, "HOOKRELAY_MAX_STREAM_AGE") is None
+        return
+    (policy,) = policies
+    spec = policy["spec"].get("default", policy["spec"])
+    max_age = seconds(env_of(documents, "HOOKRELAY_MAX_STREAM_AGE"))
+    assert spec["timeoutSec"] >= 3600, "an hour or more"
+    assert spec["timeoutSec"] > max_age, "the relay ends streams before the load balancer cuts them"
+    (health,) = [d["spec"] for d in documents if d["kind"] in ("BackendConfig", "HealthCheckPolicy")]
+    check = health.get("healthCheck") or health["default"]["config"]["http2HealthCheck"]
+    assert check["requestPath"] == "/readyz"
+    (deployment,) = by_kind(documents, "Deployment")
+    envoy = next(c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == "envoy")
+    assert check["port"] == envoy["ports"][0]["containerPort"]
+    kind = health.get("healthCheck", {}).get("type") or health["default"]["config"]["type"]
+    assert kind == "HTTP2"
+
+
+def test_the_ingress_names_the_static_ip_certificate_and_redirect_it_creates(rendered):
+    documents, _ = rendered
+    if not by_kind(documents, "BackendConfig"):
+        return
+    (ingress,) = by_kind(documents, "Ingress")
+    (service,) = by_kind(documents, "Service")
+    (certificate,) = by_kind(documents, "ManagedCertificate")
+    (frontend,) = by_kind(documents, "FrontendConfig")
+    (backend,) = by_kind(documents, "BackendConfig")
+    annotations = ingress["metadata"]["annotations"]
+    assert ingress["spec"]["ingressClassName"] == "gce"
+    assert annotations["kubernetes.io/ingress.global-static-ip-name"] == TERRAFORM_STATIC_IP_NAME
+    assert annotations["networking.gke.io/managed-certificates"] == certificate["metadata"]["name"]
+    assert annotations["networking.gke.io/v1beta1.FrontendConfig"] == frontend["metadata"]["name"]
+    assert frontend["spec"]["redirectToHttps"]["enabled"] is True
+    assert certificate["spec"]["domains"] == [ingress["spec"]["rules"][0]["host"]]
+    service_annotations = service["metadata"]["annotations"]
+    assert json.loads(service_annotations["cloud.google.com/backend-config"]) == {"default": backend["metadata"]["name"]}
+    assert json.loads(service_annotations["cloud.google.com/app-protocols"]) == {"http": "HTTP2"}
+    assert json.loads(service_annotations["cloud.google.com/neg"]) == {"ingress": True}
+
+
+def test_the_gateway_routes_to_the_service_with_its_policies(rendered):
+    documents, _ = rendered
+    if not by_kind(documents, "Gateway"):
+        return
+    (gateway,) = by_kind(documents, "Gateway")
+    (route,) = by_kind(documents, "HTTPRoute")
+    (service,) = by_kind(documents, "Service")
+    assert gateway["spec"]["gatewayClassName"] == "gke-l7-global-external-managed"
+    assert gateway["spec"]["addresses"] == [{"type": "NamedAddress", "value": TERRAFORM_STATIC_IP_NAME}]
+    assert gateway["metadata"]["annotations"]["networking.gke.io/certmap"]
+    assert route["spec"]["parentRefs"][0]["name"] == gateway["metadata"]["name"]
+    assert route["spec"]["rules"][0]["backendRefs"][0] == {"name": service["metadata"]["name"], "port": service["spec"]["ports"][0]["port"]}
+    for kind in ("GCPBackendPolicy", "HealthCheckPolicy"):
+        (policy,) = by_kind(documents, kind)
+        assert policy["spec"]["targetRef"] == {"group": "", "kind": "Service", "name": service["metadata"]["name"]}
+    assert not by_kind(documents, "Ingress"), "one way in"
+
+
+# The name terraform/examples/gke reserves the global address under (its default).
+TERRAFORM_STATIC_IP_NAME = "hookrelay"

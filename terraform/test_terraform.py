@@ -91,3 +91,21 @@ def test_cloud_sql_is_private_with_backups_and_pitr():
     assert re.search(r"ipv4_enabled\s*=\s*false", text)
     assert re.search(r"point_in_time_recovery_enabled\s*=\s*true", text)
     assert re.search(r"backup_configuration\s*\{\s*enabled\s*=\s*true", text)
+
+
+def test_the_gke_example_reserves_the_static_ip_the_chart_names():
+    """The chart's ci values, the variable's default, and the helm_values output
+    name one global address."""
+    import yaml
+    example = TERRAFORM / "examples" / "gke"
+    default = next(v["static_ip_name"]["default"] for v in load(example / "variables.tf")["variable"] if "static_ip_name" in v)
+    default = default[0] if isinstance(default, list) else default  # python-hcl2 wraps some values
+    chart = TERRAFORM.parent / "helm" / "hookrelay" / "ci"
+    for values in ("gke-ingress-values.yaml", "gke-gateway-values.yaml", "production-values.yaml"):
+        gke = yaml.safe_load((chart / values).read_text())["gke"]
+        (switch,) = [v for v in gke.values() if v.get("enabled")]
+        assert switch["staticIpName"] == default, values
+    outputs = (example / "outputs.tf").read_text()
+    assert "staticIpName = google_compute_global_address.relay.name" in outputs
+    main = (example / "main.tf").read_text()
+    assert re.search(r'resource "google_compute_global_address" "relay" \{[^}]*name\s*=\s*var\.static_ip_name', main)

@@ -102,3 +102,25 @@ seccompProfile:
 {{- define "hookrelay.publicUrl" -}}
 {{- .Values.publicUrl | default (printf "https://%s" .Values.ingress.host) | trimSuffix "/" }}
 {{- end }}
+
+{{/* Whether Envoy serves TLS on the pod port: behind Google's load balancer with HTTP/2. */}}
+{{- define "hookrelay.backendTls" -}}
+{{- if or .Values.gke.loadBalancer.enabled .Values.gke.gateway.enabled }}true{{ end }}
+{{- end }}
+
+{{/* The load balancer's backend timeout, seconds (0: none in front). */}}
+{{- define "hookrelay.lbTimeoutSec" -}}
+{{- if .Values.gke.loadBalancer.enabled }}{{ .Values.gke.loadBalancer.timeoutSec }}
+{{- else if .Values.gke.gateway.enabled }}{{ .Values.gke.gateway.timeoutSec }}
+{{- else }}0{{ end }}
+{{- end }}
+
+{{/* The Secret holding the certificate Envoy serves to the load balancer. */}}
+{{- define "hookrelay.backendTlsSecret" -}}
+{{- .Values.gke.backendTls.existingSecret | default (printf "%s-backend-tls" (include "hookrelay.fullname" .)) }}
+{{- end }}
+
+{{/* The Envoy config file in the chart: TLS on the pod port, or not. */}}
+{{- define "hookrelay.envoyFile" -}}
+{{- if include "hookrelay.backendTls" . }}files/envoy-tls.json{{ else }}files/envoy.json{{ end }}
+{{- end }}

@@ -55,3 +55,11 @@ module "gke" {
   master_authorized_networks = var.master_authorized_networks
   deletion_protection        = var.deletion_protection
 }
+
+# The global address Google's load balancer answers on; the chart names it
+# (gke.loadBalancer.staticIpName or gke.gateway.staticIpName, from helm_values).
+# Point the hostname's DNS A record at it before the managed certificate can issue.
+resource "google_compute_global_address" "relay" {
+  project = var.project_id
+  name    = var.static_ip_name
+}

@@ -24,11 +24,25 @@ output "helm_values" {
     database    = { existingSecret = "hookrelay-database" }
     secretKey   = { existingSecret = "hookrelay-secret-key" }
     signupToken = { existingSecret = "hookrelay-signup-token" }
-    ingress = {
-      enabled   = true
-      className = "gce"
-      host      = var.hostname
+    ingress     = { host = var.hostname }
+    # Google's load balancer through a GKE Ingress: HTTP/2 over TLS to Envoy, an
+    # hour-long backend timeout, a managed certificate, this static IP.
+    gke = {
+      loadBalancer = {
+        enabled      = true
+        staticIpName = google_compute_global_address.relay.name
+      }
     }
     networkPolicy = { databaseCidr = module.network.private_services_cidr }
   })
+}
+
+output "static_ip_name" {
+  description = "The load balancer's global address (the chart's gke.loadBalancer.staticIpName)."
+  value       = google_compute_global_address.relay.name
+}
+
+output "static_ip_address" {
+  description = "Point the hostname's DNS A record here; the managed certificate issues once it resolves."
+  value       = google_compute_global_address.relay.address
 }

@@ -63,3 +63,13 @@ variable "deletion_protection" {
   type        = bool
   default     = true
 }
+
+variable "static_ip_name" {
+  description = "Name of the global static IP address of the load balancer (the chart's gke.loadBalancer.staticIpName)."
+  type        = string
+  default     = "hookrelay"
+  validation {
+    condition     = can(regex("^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$", var.static_ip_name))
+    error_message = "static_ip_name must be a GCP resource name (lowercase letters, digits, hyphens)."
+  }
+}
