@@ -109,3 +109,12 @@ def test_the_gke_example_reserves_the_static_ip_the_chart_names():
     assert "staticIpName = google_compute_global_address.relay.name" in outputs
     main = (example / "main.tf").read_text()
     assert re.search(r'resource "google_compute_global_address" "relay" \{[^}]*name\s*=\s*var\.static_ip_name', main)
+
+
+def test_cloud_run_ends_streams_before_its_request_timeout_and_knows_its_url():
+    main = (TERRAFORM / "modules" / "cloud-run" / "main.tf").read_text()
+    timeout = int(re.search(r'timeout\s*=\s*"(\d+)s"', main).group(1))
+    age = re.search(r'name\s*=\s*"HOOKRELAY_MAX_STREAM_AGE"\s*\n\s*value\s*=\s*"(\d+)m"', main)
+    assert age and int(age.group(1)) * 60 < timeout <= 3600, "the relay ends streams before Cloud Run does"
+    assert 'coalesce(var.public_url, "https://${var.name}-${data.google_project.this.number}.${var.region}.run.app")' in main
+    assert re.search(r'name\s*=\s*"HOOKRELAY_PUBLIC_URL"\s*\n\s*value\s*=\s*local\.public_url', main)

@@ -12,3 +12,8 @@ output "signup_token_secret" {
   description = "The Secret Manager secret holding the signup token."
   value       = module.secrets.secret_ids["signup-token"]
 }
+
+output "public_url" {
+  description = "The relay's public URL (the issuer and webhook URLs): public_url, or the deterministic run.app URL."
+  value       = module.cloud_run.public_url
+}

@@ -27,10 +27,11 @@ variable "image" {
 }
 
 variable "public_url" {
-  description = "The public base URL, e.g. https://relay.example.com (a mapped domain) or the service's run.app URL."
+  description = "The public base URL (token issuer, webhook URLs), e.g. https://relay.example.com for a mapped domain; null: the service's deterministic run.app URL, https://<name>-<project number>.<region>.run.app."
   type        = string
+  default     = null
   validation {
-    condition     = can(regex("^https://[^/?#]+$", var.public_url))
+    condition     = var.public_url == null || can(regex("^https://[^/?#]+$", var.public_url))
     error_message = "public_url must be an https:// origin without a path."
   }
 }

@@ -29,6 +29,18 @@ resource "google_secret_manager_secret_iam_member" "envoy_config" {
   member    = "serviceAccount:${var.service_account_email}"
 }
 
+# The URL is known before the service exists: Cloud Run's deterministic URL is
+# https://<service>-<project number>.<region>.run.app
+# (https://cloud.google.com/run/docs/triggering/https-request#deterministic), so the
+# relay's issuer and webhook URLs need no second apply. A mapped domain overrides it.
+data "google_project" "this" {
+  project_id = var.project_id
+}
+
+locals {
+  public_url = coalesce(var.public_url, "https://${var.name}-${data.google_project.this.number}.${var.region}.run.app")
+}
+
 resource "google_cloud_run_v2_service" "this" {
   project             = var.project_id
   name                = var.name
@@ -105,11 +117,16 @@ resource "google_cloud_run_v2_service" "this" {
       }
       env {
         name  = "HOOKRELAY_PUBLIC_URL"
-        value = var.public_url
+        value = local.public_url
       }
       env {
         name  = "HOOKRELAY_DATA_DIR"
         value = "/tmp/hookrelay"
+      }
+      env {
+        # Streams end cleanly before the 3600 s request timeout above cuts them.
+        name  = "HOOKRELAY_MAX_STREAM_AGE"
+        value = "50m"
       }
       env {
         # Cloud Run replaces X-Forwarded-For with the client's address before
