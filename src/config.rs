@@ -29,6 +29,40 @@ pub enum Command {
     Relay(Box<crate::relay::RelayArgs>),
     /// Check a running relay: HTTP readiness and gRPC health (exit 0 when both pass).
     Probe(crate::probe::ProbeArgs),
+    /// Token signing keys kept in the database: list them, or rotate without a restart.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Clone, Subcommand)]
+pub enum KeysCommand {
+    /// Every signing key, and whether it signs, is only published, or is retiring.
+    List(AdminArgs),
+    /// Add a new signing key: every replica publishes it in the JWKS at once, signs
+    /// with it after --publish-delay, and stops accepting the old keys once the
+    /// longest token signed with them has expired.
+    Rotate(RotateKeysArgs),
+}
+
+#[derive(Clone, Args)]
+pub struct RotateKeysArgs {
+    #[command(flatten)]
+    pub admin: AdminArgs,
+
+    /// How long the new key is published before it signs, so that every verifier
+    /// (and any cache of the JWKS) knows it before the first token it signs.
+    #[arg(long, default_value = "10m", value_parser = parse_duration_or_zero)]
+    pub publish_delay: Duration,
+
+    /// The longest lifetime of a token signed with the old keys: the servers'
+    /// HOOKRELAY_TOKEN_TTL.
+    #[arg(long, env = "HOOKRELAY_TOKEN_TTL", default_value = "15m", value_parser = parse_duration)]
+    pub token_ttl: Duration,
+
+    /// Added to the token lifetime before the old keys retire: the clocks of
+    /// the servers may disagree by this much.
+    #[arg(long, default_value = "1m", value_parser = parse_duration_or_zero)]
+    pub clock_skew: Duration,
 }
 
 #[derive(Clone, Args)]
@@ -53,6 +87,51 @@ pub struct DatabaseArgs {
     pub db_max_connections: u32,
 }
 
+/// Where the key-encryption key comes from (serve and the admin commands).
+#[derive(Clone, Args)]
+pub struct SecretKeyArgs {
+    /// Key-encryption key for secrets at rest: 32 bytes, base64 (`openssl rand -base64 32`).
+    /// Default: read from, or generated into, <data dir>/secret.key.
+    #[arg(
+        long,
+        env = "HOOKRELAY_SECRET_KEY",
+        hide_env_values = true,
+        conflicts_with = "secret_key_file"
+    )]
+    pub secret_key: Option<String>,
+
+    /// File holding the key-encryption key (base64), e.g. a mounted Kubernetes secret.
+    #[arg(long, env = "HOOKRELAY_SECRET_KEY_FILE")]
+    pub secret_key_file: Option<PathBuf>,
+}
+
+impl SecretKeyArgs {
+    pub fn into_source(self) -> Result<SecretKeySource, InvalidSetting> {
+        Ok(match (self.secret_key, self.secret_key_file) {
+            (Some(value), _) => {
+                let value = SecretString::from(value);
+                crate::secrets::SecretKey::from_base64(&value).map_err(|e| InvalidSetting {
+                    setting: "HOOKRELAY_SECRET_KEY",
+                    reason: format!("{e} (generate one with `openssl rand -base64 32`)"),
+                })?;
+                SecretKeySource::Value(value)
+            }
+            (None, Some(path)) => SecretKeySource::File(path),
+            (None, None) => SecretKeySource::DataDir,
+        })
+    }
+}
+
+/// What the operator commands (`hookrelay keys`, `hookrelay tenants`) need: the
+/// database and the key-encryption key, as `serve` takes them.
+#[derive(Clone, Args)]
+pub struct AdminArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub secret: SecretKeyArgs,
+}
+
 #[derive(Clone, Args)]
 pub struct ServeArgs {
     #[command(flatten)]
@@ -75,24 +154,16 @@ pub struct ServeArgs {
     #[arg(long, env = "HOOKRELAY_SIGNUP_TOKEN", hide_env_values = true)]
     pub signup_token: Option<String>,
 
-    /// Key-encryption key for secrets at rest: 32 bytes, base64 (`openssl rand -base64 32`).
-    /// Default: read from, or generated into, <data dir>/secret.key.
-    #[arg(
-        long,
-        env = "HOOKRELAY_SECRET_KEY",
-        hide_env_values = true,
-        conflicts_with = "secret_key_file"
-    )]
-    pub secret_key: Option<String>,
+    #[command(flatten)]
+    pub secret: SecretKeyArgs,
 
-    /// File holding the key-encryption key (base64), e.g. a mounted Kubernetes secret.
-    #[arg(long, env = "HOOKRELAY_SECRET_KEY_FILE")]
-    pub secret_key_file: Option<PathBuf>,
-
-    /// PEM private key (EC P-256 PKCS#8 for ES256, or RSA for RS256) that signs
-    /// access tokens. Default: a key generated once and kept encrypted in the database.
-    #[arg(long, env = "HOOKRELAY_JWT_KEY_FILE")]
-    pub jwt_key_file: Option<PathBuf>,
+    /// PEM private keys (EC P-256 PKCS#8 for ES256, or RSA for RS256) for access
+    /// tokens, comma-separated: the first signs, every one verifies and is in the
+    /// JWKS (rotation: add the new key second, then make it first, then drop the
+    /// old one after the token lifetime). Default: keys generated and kept
+    /// encrypted in the database (`hookrelay keys`).
+    #[arg(long, env = "HOOKRELAY_JWT_KEY_FILE", value_delimiter = ',')]
+    pub jwt_key_file: Vec<PathBuf>,
 
     /// The `aud` claim of issued access tokens, required on every verified token.
     #[arg(long, env = "HOOKRELAY_JWT_AUDIENCE", default_value = "hookrelay")]
@@ -310,7 +381,8 @@ pub struct Config {
     pub public_url: Option<Url>,
     pub signup_token: Option<SecretString>,
     pub secret_key: SecretKeySource,
-    pub jwt_key_file: Option<PathBuf>,
+    /// Empty: keys kept in the database.
+    pub jwt_key_file: Vec<PathBuf>,
     pub jwt_audience: String,
     pub token_ttl: Duration,
     pub max_webhook_bytes: usize,
@@ -455,18 +527,7 @@ impl DatabaseArgs {
 
 impl ServeArgs {
     pub fn into_config(self) -> Result<Config, InvalidSetting> {
-        let secret_key = match (self.secret_key, self.secret_key_file) {
-            (Some(value), _) => {
-                let value = SecretString::from(value);
-                crate::secrets::SecretKey::from_base64(&value).map_err(|e| InvalidSetting {
-                    setting: "HOOKRELAY_SECRET_KEY",
-                    reason: format!("{e} (generate one with `openssl rand -base64 32`)"),
-                })?;
-                SecretKeySource::Value(value)
-            }
-            (None, Some(path)) => SecretKeySource::File(path),
-            (None, None) => SecretKeySource::DataDir,
-        };
+        let secret_key = self.secret.into_source()?;
         if self.jwt_audience.trim().is_empty() {
             return Err(InvalidSetting {
                 setting: "HOOKRELAY_JWT_AUDIENCE",

@@ -2,6 +2,7 @@
 //! committed to PostgreSQL, and clients behind firewalls receive them over gRPC.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod auth;
 pub mod config;
 pub mod database;

@@ -11,6 +11,7 @@ enum Run {
     Migrate(DatabaseConfig),
     Relay(Box<hookrelay::relay::RelayArgs>),
     Probe(hookrelay::probe::ProbeArgs),
+    Keys(hookrelay::config::KeysCommand),
 }
 
 fn main() -> ExitCode {
@@ -22,6 +23,7 @@ fn main() -> ExitCode {
         Command::Migrate(args) => args.into_config().map(Run::Migrate),
         Command::Relay(args) => Ok(Run::Relay(args)),
         Command::Probe(args) => Ok(Run::Probe(args)),
+        Command::Keys(command) => Ok(Run::Keys(command)),
     };
     let run = match run {
         Ok(run) => run,
@@ -47,7 +49,7 @@ fn main() -> ExitCode {
     // The relay agent waits on the network, not the CPU: one thread interleaves
     // its deliveries with no cross-thread wake-ups per event (measured in
     // docs/benchmarks.md). The server uses every core.
-    let mut runtime = if matches!(run, Run::Relay(_) | Run::Probe(_)) {
+    let mut runtime = if matches!(run, Run::Relay(_) | Run::Probe(_) | Run::Keys(_)) {
         tokio::runtime::Builder::new_current_thread()
     } else {
         tokio::runtime::Builder::new_multi_thread()
@@ -65,6 +67,7 @@ fn main() -> ExitCode {
             Run::Migrate(config) => hookrelay::database::migrate_only(config).await,
             Run::Probe(args) => hookrelay::probe::run(args).await,
             Run::Relay(args) => hookrelay::relay::run_until_signal(*args).await,
+            Run::Keys(command) => hookrelay::admin::keys(command).await,
         }
     });
     drop(runtime);

@@ -108,25 +108,7 @@ impl Application {
         } else {
             store::check_migrated(&pool).await?;
         }
-        let secret_key = match &config.secret_key {
-            SecretKeySource::Value(value) => {
-                SecretKey::from_base64(value).context("invalid HOOKRELAY_SECRET_KEY")?
-            }
-            SecretKeySource::File(path) => {
-                SecretKey::from_file(path).context("invalid HOOKRELAY_SECRET_KEY_FILE")?
-            }
-            SecretKeySource::DataDir => {
-                let path = config.database.data_dir.join("secret.key");
-                if config.database.url.is_some() {
-                    tracing::warn!(
-                        path = %path.display(),
-                        "HOOKRELAY_SECRET_KEY is not set: using a key from the data directory; \
-                         every replica must share one key"
-                    );
-                }
-                SecretKey::load_or_generate(&path)?
-            }
-        };
+        let secret_key = open_secret_key(&config.secret_key, &config.database)?;
         store::check_secret_key(&pool, &secret_key).await?;
 
         let http = TcpListener::bind(config.http_addr).await.with_context(|| {
@@ -147,7 +129,7 @@ impl Application {
             None => format!("{scheme}://{http_addr}"),
         };
         let keys = Keys::load(
-            config.jwt_key_file.as_deref(),
+            &config.jwt_key_file,
             &pool,
             &secret_key,
             public_url.clone(),
@@ -270,6 +252,8 @@ impl Application {
                     .check_revocations(state.pool.clone(), stop.clone()),
             ),
             tokio::spawn(state.streams.clone().heartbeat(stop.clone())),
+            // Follows `hookrelay keys rotate` on every replica.
+            tokio::spawn(state.keys.clone().follow(KEY_RELOAD_INTERVAL, stop.clone())),
             tokio::spawn(jobs::consumer_metrics(
                 state.pool.clone(),
                 state.metrics.clone(),
@@ -361,3 +345,33 @@ impl Application {
 
 /// Completes on SIGTERM or Ctrl-C.
 pub use hookrelay_agent::shutdown_signal;
+
+/// How often every replica reloads the signing keys: a rotated-in key is in the
+/// JWKS within this long, far inside `hookrelay keys rotate`'s publish delay.
+pub const KEY_RELOAD_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The key-encryption key, as `serve` and the operator commands take it.
+pub fn open_secret_key(
+    source: &SecretKeySource,
+    database: &crate::config::DatabaseConfig,
+) -> anyhow::Result<SecretKey> {
+    Ok(match source {
+        SecretKeySource::Value(value) => {
+            SecretKey::from_base64(value).context("invalid HOOKRELAY_SECRET_KEY")?
+        }
+        SecretKeySource::File(path) => {
+            SecretKey::from_file(path).context("invalid HOOKRELAY_SECRET_KEY_FILE")?
+        }
+        SecretKeySource::DataDir => {
+            let path = database.data_dir.join("secret.key");
+            if database.url.is_some() {
+                tracing::warn!(
+                    path = %path.display(),
+                    "HOOKRELAY_SECRET_KEY is not set: using a key from the data directory; \
+                     every replica must share one key"
+                );
+            }
+            SecretKey::load_or_generate(&path)?
+        }
+    })
+}

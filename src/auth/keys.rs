@@ -1,9 +1,12 @@
 //! JWT signing keys, shared by every replica.
 //!
-//! The key comes from HOOKRELAY_JWT_KEY_FILE (EC P-256 → ES256, RSA → RS256), or
-//! is generated once (ES256) and stored in the database, encrypted. Every key
-//! that is not retired is listed in the JWKS and verifies; the newest signs.
-//! The `kid` is the key's RFC 7638 thumbprint.
+//! The keys come from HOOKRELAY_JWT_KEY_FILE (EC P-256 → ES256, RSA → RS256; the
+//! first file signs, all verify), or are kept in the database, encrypted: one is
+//! generated (ES256) on first start, and `hookrelay keys rotate` adds more.
+//! Every key that is not retired is listed in the JWKS and verifies; the newest
+//! whose `signs_from` has come signs. Every replica reloads them every few
+//! seconds, so a rotation needs no restart. The `kid` is the key's RFC 7638
+//! thumbprint.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -105,17 +108,24 @@ fn public_jwk(key: &EncodingKey, algorithm: Algorithm) -> anyhow::Result<Jwk> {
     Ok(jwk)
 }
 
-fn key_set(signers: Vec<(Signer, Jwk)>) -> anyhow::Result<KeySet> {
+/// The key set of `signers`, in order of preference: the first that may sign
+/// signs (else the last, the oldest), and all verify and are published.
+fn key_set(signers: Vec<(Signer, Jwk, bool)>) -> anyhow::Result<KeySet> {
     let mut verifiers = HashMap::new();
     let mut keys = Vec::new();
-    let mut first = None;
-    for (signer, jwk) in signers {
+    let mut chosen = None;
+    let mut fallback = None;
+    for (signer, jwk, may_sign) in signers {
         let decoding = DecodingKey::from_jwk(&jwk).context("bad public key")?;
         verifiers.insert(signer.kid.clone(), (signer.algorithm, decoding));
         keys.push(jwk);
-        first.get_or_insert(signer);
+        if may_sign && chosen.is_none() {
+            chosen = Some(signer);
+        } else {
+            fallback = Some(signer);
+        }
     }
-    let signer = first.context("no signing key")?;
+    let signer = chosen.or(fallback).context("no signing key")?;
     Ok(KeySet {
         signer,
         verifiers,
@@ -125,16 +135,16 @@ fn key_set(signers: Vec<(Signer, Jwk)>) -> anyhow::Result<KeySet> {
 
 impl Keys {
     pub async fn load(
-        key_file: Option<&Path>,
+        key_files: &[std::path::PathBuf],
         pool: &PgPool,
         secret_key: &SecretKey,
         issuer: String,
         audience: String,
         ttl: Duration,
     ) -> anyhow::Result<Self> {
-        let (set, source) = match key_file {
-            Some(path) => (from_pem_file(path)?, Source::File),
-            None => (
+        let (set, source) = match key_files {
+            [_, ..] => (from_pem_files(key_files)?, Source::File),
+            [] => (
                 from_database(pool, secret_key).await?,
                 Source::Database {
                     pool: pool.clone(),
@@ -215,7 +225,7 @@ impl Keys {
     /// Reloads keys from the database (another replica may have rotated them).
     /// At most once every few seconds, so unknown-kid tokens cannot hammer it.
     pub async fn refresh(&self) -> anyhow::Result<bool> {
-        let Source::Database { pool, secret_key } = &self.source else {
+        let Source::Database { .. } = &self.source else {
             return Ok(false);
         };
         {
@@ -225,13 +235,57 @@ impl Keys {
             }
             *last = Some(Instant::now());
         }
+        self.reload().await?;
+        Ok(true)
+    }
+
+    /// Reloads keys from the database now: a rotated-in key is published, and
+    /// signs once its time has come; a retired one stops verifying.
+    pub async fn reload(&self) -> anyhow::Result<()> {
+        let Source::Database { pool, secret_key } = &self.source else {
+            return Ok(());
+        };
         let set = from_database(pool, secret_key).await?;
         *self.set.write().expect("key set lock") = Arc::new(set);
-        Ok(true)
+        Ok(())
+    }
+
+    /// Reloads every `every` until `stop`, so every replica follows a rotation.
+    pub async fn follow(
+        self: Arc<Self>,
+        every: Duration,
+        stop: tokio_util::sync::CancellationToken,
+    ) {
+        if matches!(self.source, Source::File) {
+            return;
+        }
+        let mut interval = tokio::time::interval(every);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = interval.tick() => {}
+            }
+            if let Err(error) = self.reload().await {
+                tracing::warn!(error = %format!("{error:#}"), "cannot reload the signing keys");
+            }
+        }
     }
 }
 
-fn from_pem_file(path: &Path) -> anyhow::Result<KeySet> {
+fn from_pem_files(paths: &[std::path::PathBuf]) -> anyhow::Result<KeySet> {
+    let signers = paths
+        .iter()
+        .enumerate()
+        .map(|(i, path)| {
+            let (signer, jwk) = from_pem_file(path)?;
+            Ok((signer, jwk, i == 0))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    key_set(signers)
+}
+
+fn from_pem_file(path: &Path) -> anyhow::Result<(Signer, Jwk)> {
     let pem = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     let (key, algorithm) = if let Ok(key) = EncodingKey::from_ec_pem(&pem) {
         (key, Algorithm::ES256)
@@ -250,14 +304,14 @@ fn from_pem_file(path: &Path) -> anyhow::Result<KeySet> {
         )
     })?;
     let kid = jwk.common.key_id.clone().expect("set by public_jwk");
-    key_set(vec![(
+    Ok((
         Signer {
             kid,
             algorithm,
             key,
         },
         jwk,
-    )])
+    ))
 }
 
 async fn from_database(pool: &PgPool, secret_key: &SecretKey) -> anyhow::Result<KeySet> {
@@ -268,6 +322,7 @@ async fn from_database(pool: &PgPool, secret_key: &SecretKey) -> anyhow::Result<
     let signers = stored
         .into_iter()
         .map(|stored| {
+            let may_sign = stored.signs;
             let der = &stored.private_key_der;
             let (algorithm, key) = match stored.algorithm.as_str() {
                 "ES256" => (Algorithm::ES256, EncodingKey::from_ec_der(der)),
@@ -286,6 +341,7 @@ async fn from_database(pool: &PgPool, secret_key: &SecretKey) -> anyhow::Result<
                     key,
                 },
                 jwk,
+                may_sign,
             ))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
@@ -293,7 +349,7 @@ async fn from_database(pool: &PgPool, secret_key: &SecretKey) -> anyhow::Result<
 }
 
 /// A new ES256 key.
-fn generate() -> anyhow::Result<SigningKey> {
+pub fn generate() -> anyhow::Result<SigningKey> {
     let secret = p256::SecretKey::random(&mut rand::rngs::OsRng);
     let der = secret.to_pkcs8_der().context("cannot encode the new key")?;
     let algorithm = Algorithm::ES256;
@@ -305,6 +361,7 @@ fn generate() -> anyhow::Result<SigningKey> {
         kid,
         algorithm: algorithm_name(algorithm).to_owned(),
         public_jwk: serde_json::to_value(&jwk)?,
+        signs: true,
     })
 }
 

@@ -17,6 +17,7 @@ mod isolation;
 mod migrate;
 mod oauth;
 mod observability;
+mod operations;
 mod providers;
 mod relay;
 mod repositories;

@@ -145,7 +145,7 @@ async fn a_pem_signing_key_file_is_used_when_configured() {
     assert!(generated.success());
 
     for (path, algorithm) in [(ec, "ES256"), (rsa, "RS256")] {
-        let app = crate::helpers::spawn_app_with(|c| c.jwt_key_file = Some(path.clone())).await;
+        let app = crate::helpers::spawn_app_with(|c| c.jwt_key_file = vec![path.clone()]).await;
         let tenant = app.tenant("acme").await;
         let header = jsonwebtoken::decode_header(&tenant.token).unwrap();
         assert_eq!(format!("{:?}", header.alg), algorithm);
@@ -170,6 +170,60 @@ async fn a_pem_signing_key_file_is_used_when_configured() {
             .unwrap();
         assert_eq!(stored, 0, "no key is generated when a key file is given");
     }
+
+    // Rotation with files: the new key second (published, verifying), then first.
+    let app = crate::helpers::spawn_app_with(|c| {
+        c.jwt_key_file = vec![dir.path().join("ec.pem"), dir.path().join("rsa.pem")]
+    })
+    .await;
+    let tenant = app.tenant("acme").await;
+    let jwks: JwkSet = app
+        .http
+        .get(app.url("/.well-known/jwks.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(jwks.keys.len(), 2, "both files are published");
+    let header = jsonwebtoken::decode_header(&tenant.token).unwrap();
+    assert_eq!(format!("{:?}", header.alg), "ES256", "the first file signs");
+    // A token the second key signed (by the replica that already signs with it) verifies.
+    let claims: serde_json::Value = serde_json::from_slice(
+        &base64::Engine::decode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            tenant.token.split('.').nth(1).unwrap(),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let rsa_kid = jwks
+        .keys
+        .iter()
+        .find_map(|k| {
+            k.common
+                .key_id
+                .clone()
+                .filter(|kid| Some(kid) != header.kid.as_ref())
+        })
+        .unwrap();
+    let mut rsa_header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+    rsa_header.kid = Some(rsa_kid);
+    rsa_header.typ = Some("at+jwt".into());
+    let by_second = jsonwebtoken::encode(
+        &rsa_header,
+        &claims,
+        &jsonwebtoken::EncodingKey::from_rsa_pem(
+            &std::fs::read(dir.path().join("rsa.pem")).unwrap(),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        app.get("/v1/repositories", &by_second).await.status(),
+        StatusCode::OK
+    );
 }
 
 /// GitLab's secret token arrives in a header of every delivery: the stored

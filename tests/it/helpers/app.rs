@@ -28,7 +28,7 @@ pub fn test_config(database_url: &str) -> Config {
         public_url: None,
         signup_token: None,
         secret_key: SecretKeySource::Value(SecretString::from(TEST_SECRET_KEY)),
-        jwt_key_file: None,
+        jwt_key_file: Vec::new(),
         jwt_audience: "hookrelay".into(),
         token_ttl: Duration::from_secs(900),
         max_webhook_bytes: 25 * 1024 * 1024,

@@ -1,0 +1,178 @@
+//! The operator's commands, run as the real binary against a running server's
+//! database: signing-key rotation without a restart.
+
+use std::time::{Duration, Instant};
+
+use jsonwebtoken::jwk::JwkSet;
+use reqwest::StatusCode;
+
+use crate::helpers::{TEST_SECRET_KEY, TestApp, hookrelay_async, spawn_app};
+
+/// `hookrelay <args>` against the app's database: (success, stdout + stderr).
+async fn admin(app: &TestApp, args: &[&str]) -> (bool, String) {
+    let output = hookrelay_async()
+        .args(args)
+        .env("DATABASE_URL", &app.database_url)
+        .env("HOOKRELAY_SECRET_KEY", TEST_SECRET_KEY)
+        .env("RUST_LOG", "warn")
+        .output()
+        .await
+        .expect("hookrelay runs");
+    (
+        output.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ),
+    )
+}
+
+async fn jwks(app: &TestApp) -> Vec<String> {
+    let set: JwkSet = app
+        .http
+        .get(app.url("/.well-known/jwks.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    set.keys
+        .into_iter()
+        .filter_map(|k| k.common.key_id)
+        .collect()
+}
+
+fn kid(token: &str) -> String {
+    jsonwebtoken::decode_header(token).unwrap().kid.unwrap()
+}
+
+/// Polls `check` every 200 ms until it holds, for at most `limit`.
+async fn eventually<F: std::future::Future<Output = bool>>(
+    limit: Duration,
+    what: &str,
+    mut check: impl FnMut() -> F,
+) {
+    let deadline = Instant::now() + limit;
+    while !check().await {
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not happen in {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn keys_rotate_publishes_at_once_signs_after_the_delay_and_retires_the_old_key() {
+    let app = spawn_app().await;
+    let tenant = app.tenant("acme").await;
+    let old_token = tenant.token.clone();
+    let old_kid = kid(&old_token);
+    assert_eq!(jwks(&app).await, [old_kid.clone()]);
+
+    let (ok, output) = admin(
+        &app,
+        &[
+            "keys",
+            "rotate",
+            "--publish-delay",
+            "8s",
+            "--token-ttl",
+            "4s",
+            "--clock-skew",
+            "0s",
+        ],
+    )
+    .await;
+    assert!(ok, "{output}");
+    let new_kid = output
+        .split_whitespace()
+        .nth(3)
+        .expect("added signing key <kid>")
+        .to_owned();
+    assert_ne!(new_kid, old_kid);
+    assert!(
+        output.contains(&old_kid) && output.contains("keeps verifying until"),
+        "{output}"
+    );
+
+    // Published by the running server within its reload interval, well before it signs.
+    eventually(Duration::from_secs(7), "publishing the new key", || async {
+        jwks(&app).await.contains(&new_kid)
+    })
+    .await;
+    let token = app
+        .token(&tenant.client_id, &tenant.client_secret, None)
+        .await;
+    assert_eq!(
+        kid(&token),
+        old_kid,
+        "the old key signs during the publish delay"
+    );
+    let (ok, listed) = admin(&app, &["keys", "list"]).await;
+    assert!(ok, "{listed}");
+    assert!(line_of(&listed, &new_kid).contains("published"), "{listed}");
+    let old_line = line_of(&listed, &old_kid);
+    assert!(
+        old_line.contains("signing") && old_line.contains("retires at"),
+        "{listed}"
+    );
+
+    // Then the new key signs, and the old key's tokens still verify.
+    eventually(
+        Duration::from_secs(15),
+        "signing with the new key",
+        || async {
+            let token = app
+                .token(&tenant.client_id, &tenant.client_secret, None)
+                .await;
+            kid(&token) == new_kid
+        },
+    )
+    .await;
+    assert_eq!(
+        app.get("/v1/repositories", &old_token).await.status(),
+        StatusCode::OK
+    );
+
+    // After the longest token lifetime, the old key retires everywhere.
+    eventually(Duration::from_secs(15), "retiring the old key", || async {
+        jwks(&app).await == [new_kid.clone()]
+    })
+    .await;
+    assert_eq!(
+        app.get("/v1/repositories", &old_token).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let (_, listed) = admin(&app, &["keys", "list"]).await;
+    assert!(line_of(&listed, &old_kid).contains("retired"), "{listed}");
+    assert!(line_of(&listed, &new_kid).contains("signing"), "{listed}");
+}
+
+fn line_of(listed: &str, kid: &str) -> String {
+    listed
+        .lines()
+        .find(|l| l.starts_with(kid))
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn keys_commands_refuse_a_wrong_key_encryption_key() {
+    let app = spawn_app().await;
+    let output = hookrelay_async()
+        .args(["keys", "list"])
+        .env("DATABASE_URL", &app.database_url)
+        .env(
+            "HOOKRELAY_SECRET_KEY",
+            "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+        )
+        .output()
+        .await
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("key-encryption key"), "{stderr}");
+}
