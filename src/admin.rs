@@ -1,4 +1,5 @@
-//! The operator's commands: `hookrelay keys list|rotate`. They run against the
+//! The operator's commands: `hookrelay keys list|rotate` and `hookrelay tenants
+//! list|show|suspend|resume|delete`. They run against the
 //! database a deployment uses (DATABASE_URL and the key-encryption key, as
 //! `serve` takes them), next to running servers, which follow within seconds.
 
@@ -8,8 +9,9 @@ use anyhow::Context;
 use time::OffsetDateTime;
 
 use crate::auth::keys;
-use crate::config::{AdminArgs, KeysCommand};
+use crate::config::{AdminArgs, KeysCommand, TenantArgs, TenantsCommand};
 use crate::database::Database;
+use crate::domain::TenantId;
 use crate::secrets::SecretKey;
 use crate::store;
 
@@ -108,6 +110,100 @@ fn key_table(keys: &[store::signing_key::KeyInfo], now: OffsetDateTime) -> Strin
             state,
             rfc3339(key.created_at),
             until
+        );
+    }
+    table
+}
+
+fn tenant_id(args: &TenantArgs) -> anyhow::Result<TenantId> {
+    TenantId::parse(&args.tenant_id)
+        .with_context(|| format!("`{}` is not a tenant id (a UUID)", args.tenant_id))
+}
+
+pub async fn tenants(command: TenantsCommand) -> anyhow::Result<()> {
+    let (admin, id) = match &command {
+        TenantsCommand::List(admin) => (admin.clone(), None),
+        TenantsCommand::Show(args)
+        | TenantsCommand::Suspend(args)
+        | TenantsCommand::Resume(args) => (args.admin.clone(), Some(tenant_id(args)?)),
+        TenantsCommand::Delete(args) => {
+            anyhow::ensure!(
+                args.yes,
+                "deleting a tenant deletes its clients, repositories and events: add --yes"
+            );
+            (args.tenant.admin.clone(), Some(tenant_id(&args.tenant)?))
+        }
+    };
+    let (database, _) = open(admin).await?;
+    let pool = &database.pool;
+    let result = async {
+        let missing = || {
+            anyhow::anyhow!(
+                "no tenant {}",
+                id.map(|i| i.to_string()).unwrap_or_default()
+            )
+        };
+        match (&command, id) {
+            (TenantsCommand::List(_), _) => {
+                print!("{}", tenant_table(&store::tenant::list(pool).await?));
+            }
+            (TenantsCommand::Show(_), Some(id)) => {
+                let tenant = store::tenant::get(pool, id).await?.ok_or_else(missing)?;
+                print!("{}", tenant_table(&[tenant]));
+            }
+            (TenantsCommand::Suspend(_), Some(id)) => {
+                anyhow::ensure!(
+                    store::tenant::set_suspended(pool, id, true).await?,
+                    missing()
+                );
+                tracing::warn!(tenant_id = %id, "tenant suspended by the operator");
+                println!(
+                    "suspended {id}: its tokens and token requests are refused now, its streams \
+                     close within seconds, and its webhooks get 403 within 30 s"
+                );
+            }
+            (TenantsCommand::Resume(_), Some(id)) => {
+                anyhow::ensure!(
+                    store::tenant::set_suspended(pool, id, false).await?,
+                    missing()
+                );
+                println!("resumed {id}");
+            }
+            (TenantsCommand::Delete(_), Some(id)) => {
+                anyhow::ensure!(store::tenant::delete(pool, id).await?, missing());
+                tracing::warn!(tenant_id = %id, "tenant deleted by the operator");
+                println!("deleted {id} with its clients, repositories, events and consumers");
+            }
+            _ => unreachable!("every command but list names a tenant"),
+        }
+        Ok(())
+    }
+    .await;
+    database.close().await;
+    result
+}
+
+fn tenant_table(tenants: &[store::tenant::TenantSummary]) -> String {
+    let mut table = format!(
+        "{:<36}  {:<24} {:<10} {:>7} {:>12} {:>9}  {}\n",
+        "TENANT", "NAME", "STATE", "CLIENTS", "REPOSITORIES", "EVENTS", "CREATED"
+    );
+    for tenant in tenants {
+        let name: String = tenant.name.chars().take(24).collect();
+        let _ = writeln!(
+            table,
+            "{:<36}  {:<24} {:<10} {:>7} {:>12} {:>9}  {}",
+            tenant.tenant_id,
+            name,
+            if tenant.suspended_at.is_some() {
+                "suspended"
+            } else {
+                "active"
+            },
+            tenant.clients,
+            tenant.repositories,
+            tenant.events,
+            rfc3339(tenant.created_at)
         );
     }
     table

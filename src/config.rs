@@ -32,6 +32,43 @@ pub enum Command {
     /// Token signing keys kept in the database: list them, or rotate without a restart.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Operate on tenants: list, show, suspend, resume, delete.
+    #[command(subcommand)]
+    Tenants(TenantsCommand),
+}
+
+#[derive(Clone, Subcommand)]
+pub enum TenantsCommand {
+    /// Every tenant, with its clients, repositories, events and whether it is suspended.
+    List(AdminArgs),
+    /// One tenant.
+    Show(TenantArgs),
+    /// Refuse the tenant's tokens, token requests, streams (closed within
+    /// seconds) and webhooks (403, within 30 s) until it is resumed. Nothing is
+    /// deleted.
+    Suspend(TenantArgs),
+    /// Lift a suspension.
+    Resume(TenantArgs),
+    /// Delete the tenant and everything it owns: clients, repositories, events,
+    /// consumers. Irreversible: needs --yes.
+    Delete(DeleteTenantArgs),
+}
+
+#[derive(Clone, Args)]
+pub struct TenantArgs {
+    #[command(flatten)]
+    pub admin: AdminArgs,
+    /// The tenant's id (`hookrelay tenants list`).
+    pub tenant_id: String,
+}
+
+#[derive(Clone, Args)]
+pub struct DeleteTenantArgs {
+    #[command(flatten)]
+    pub tenant: TenantArgs,
+    /// Confirm the deletion.
+    #[arg(long)]
+    pub yes: bool,
 }
 
 #[derive(Clone, Subcommand)]

@@ -12,6 +12,7 @@ enum Run {
     Relay(Box<hookrelay::relay::RelayArgs>),
     Probe(hookrelay::probe::ProbeArgs),
     Keys(hookrelay::config::KeysCommand),
+    Tenants(hookrelay::config::TenantsCommand),
 }
 
 fn main() -> ExitCode {
@@ -24,6 +25,7 @@ fn main() -> ExitCode {
         Command::Relay(args) => Ok(Run::Relay(args)),
         Command::Probe(args) => Ok(Run::Probe(args)),
         Command::Keys(command) => Ok(Run::Keys(command)),
+        Command::Tenants(command) => Ok(Run::Tenants(command)),
     };
     let run = match run {
         Ok(run) => run,
@@ -49,7 +51,10 @@ fn main() -> ExitCode {
     // The relay agent waits on the network, not the CPU: one thread interleaves
     // its deliveries with no cross-thread wake-ups per event (measured in
     // docs/benchmarks.md). The server uses every core.
-    let mut runtime = if matches!(run, Run::Relay(_) | Run::Probe(_) | Run::Keys(_)) {
+    let mut runtime = if matches!(
+        run,
+        Run::Relay(_) | Run::Probe(_) | Run::Keys(_) | Run::Tenants(_)
+    ) {
         tokio::runtime::Builder::new_current_thread()
     } else {
         tokio::runtime::Builder::new_multi_thread()
@@ -68,6 +73,7 @@ fn main() -> ExitCode {
             Run::Probe(args) => hookrelay::probe::run(args).await,
             Run::Relay(args) => hookrelay::relay::run_until_signal(*args).await,
             Run::Keys(command) => hookrelay::admin::keys(command).await,
+            Run::Tenants(command) => hookrelay::admin::tenants(command).await,
         }
     });
     drop(runtime);

@@ -62,6 +62,9 @@ impl Tenant {
     }
 }
 
+/// What a suspended tenant's callers and senders are told.
+pub const SUSPENDED: &str = "this tenant is suspended; its operator can resume it";
+
 /// Verifies bearer tokens for both transports.
 #[derive(Debug, Clone)]
 pub struct Authenticator {
@@ -89,10 +92,15 @@ impl Authenticator {
         }
         .map_err(|e| Error::Unauthenticated(e.to_string()))?;
         let tenant = Tenant::from_claims(&claims)?;
-        if !crate::store::client::is_active(&self.pool, tenant.id, &tenant.client_id).await? {
-            return Err(Error::Unauthenticated(
-                "the client of this token was deleted".into(),
-            ));
+        use crate::store::client::ClientState;
+        match crate::store::client::state(&self.pool, tenant.id, &tenant.client_id).await? {
+            ClientState::Active => {}
+            ClientState::Deleted => {
+                return Err(Error::Unauthenticated(
+                    "the client of this token was deleted".into(),
+                ));
+            }
+            ClientState::Suspended => return Err(Error::Forbidden(SUSPENDED.into())),
         }
         tracing::Span::current().record("tenant_id", tracing::field::display(tenant.id));
         Ok(Caller {

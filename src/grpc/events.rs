@@ -125,7 +125,9 @@ fn stream_age(max_age: Duration) -> Option<Duration> {
 impl From<Stop> for Status {
     fn from(stop: Stop) -> Self {
         match stop {
-            Stop::Revoked => Status::unauthenticated("the client of this token was deleted"),
+            Stop::Revoked => Status::unauthenticated(
+                "the client of this token was deleted, or its tenant suspended",
+            ),
             Stop::Expired => {
                 Status::unauthenticated("the access token expired; reconnect with a new one")
             }

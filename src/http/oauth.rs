@@ -236,6 +236,12 @@ async fn issue(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<Res
         .map_or(&[0u8; 32][..], |c| c.secret_hash.as_slice());
     let valid = secrets::verify_client_secret(&client_secret, stored_hash);
     let credentials = credentials.filter(|_| valid).ok_or_else(invalid_client)?;
+    if credentials.suspended {
+        return Err(OAuthError::new(
+            "unauthorized_client",
+            crate::auth::SUSPENDED,
+        ));
+    }
 
     let scopes = match param("scope") {
         None | Some("") => credentials.scopes.clone(),

@@ -107,6 +107,10 @@ async fn accept(
         .await?
         .ok_or(Error::NotFound("repository"))?;
     tracing::Span::current().record("tenant_id", tracing::field::display(target.tenant_id));
+    if target.suspended {
+        // 403, so the sender's delivery log (GitHub's Recent Deliveries) shows why.
+        return Err(Error::Forbidden(crate::auth::SUSPENDED.into()));
+    }
 
     // Held until the event is committed: the budget counts every body in memory.
     let timeout = state.settings.body_timeout;
@@ -214,10 +218,10 @@ fn rejection_reason(error: &Error) -> &'static str {
         Error::Database(error) if crate::error::database_unavailable(error) => {
             "database_unavailable"
         }
+        Error::Forbidden(_) => "suspended",
         Error::BehindRetention(_) | Error::RateLimited { .. } => "internal",
         Error::Unauthenticated(_)
         | Error::InsufficientScope(_)
-        | Error::Forbidden(_)
         | Error::Conflict(_)
         | Error::Database(_)
         | Error::Internal(_) => "internal",

@@ -18,6 +18,7 @@ pub struct Credentials {
     pub tenant_id: TenantId,
     pub secret_hash: Vec<u8>,
     pub scopes: Scopes,
+    pub suspended: bool,
 }
 
 fn scopes_from_db(names: Vec<String>) -> Result<Scopes, Error> {
@@ -120,18 +121,34 @@ pub async fn delete(
 }
 
 /// Whether the client still exists: checked on every authenticated request.
-pub async fn is_active(
+/// Whether a token's client may still act.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientState {
+    Active,
+    /// The client was deleted.
+    Deleted,
+    /// Its tenant is suspended (`hookrelay tenants suspend`).
+    Suspended,
+}
+
+pub async fn state(
     pool: &PgPool,
     tenant_id: TenantId,
     client_id: &ClientId,
-) -> Result<bool, Error> {
-    let found: Option<i32> =
-        sqlx::query_scalar("select 1 from client where tenant_id = $1 and client_id = $2")
-            .bind(tenant_id)
-            .bind(client_id)
-            .fetch_optional(pool)
-            .await?;
-    Ok(found.is_some())
+) -> Result<ClientState, Error> {
+    let suspended: Option<bool> = sqlx::query_scalar(
+        "select t.suspended_at is not null from client c join tenant t using (tenant_id) \
+         where c.tenant_id = $1 and c.client_id = $2",
+    )
+    .bind(tenant_id)
+    .bind(client_id)
+    .fetch_optional(pool)
+    .await?;
+    Ok(match suspended {
+        None => ClientState::Deleted,
+        Some(true) => ClientState::Suspended,
+        Some(false) => ClientState::Active,
+    })
 }
 
 /// Unscoped by design: authenticating the client is what establishes its tenant.
@@ -139,31 +156,37 @@ pub async fn credentials(
     pool: &PgPool,
     client_id: &ClientId,
 ) -> Result<Option<Credentials>, Error> {
-    let row: Option<(TenantId, Vec<u8>, Vec<String>)> =
-        sqlx::query_as("select tenant_id, secret_hash, scopes from client where client_id = $1")
-            .bind(client_id)
-            .fetch_optional(pool)
-            .await?;
-    row.map(|(tenant_id, secret_hash, scopes)| {
+    let row: Option<(TenantId, Vec<u8>, Vec<String>, bool)> = sqlx::query_as(
+        "select c.tenant_id, c.secret_hash, c.scopes, t.suspended_at is not null \
+         from client c join tenant t using (tenant_id) where c.client_id = $1",
+    )
+    .bind(client_id)
+    .fetch_optional(pool)
+    .await?;
+    row.map(|(tenant_id, secret_hash, scopes, suspended)| {
         Ok(Credentials {
             tenant_id,
             secret_hash,
             scopes: scopes_from_db(scopes)?,
+            suspended,
         })
     })
     .transpose()
 }
 
-/// Which of these client ids still exist (any tenant: used to close the open
-/// streams of deleted clients, whose tenants are known to the caller).
+/// Which of these client ids still exist and belong to a tenant that is not
+/// suspended (any tenant: used to close the open streams of deleted clients and
+/// suspended tenants, whose tenants are known to the caller).
 pub async fn existing(
     pool: &PgPool,
     client_ids: &[String],
 ) -> Result<std::collections::HashSet<String>, Error> {
-    let rows: Vec<String> =
-        sqlx::query_scalar("select client_id from client where client_id = any($1)")
-            .bind(client_ids)
-            .fetch_all(pool)
-            .await?;
+    let rows: Vec<String> = sqlx::query_scalar(
+        "select c.client_id from client c join tenant t using (tenant_id) \
+         where c.client_id = any($1) and t.suspended_at is null",
+    )
+    .bind(client_ids)
+    .fetch_all(pool)
+    .await?;
     Ok(rows.into_iter().collect())
 }

@@ -61,6 +61,8 @@ pub struct WebhookTarget {
     pub repository_id: RepositoryId,
     pub provider: Provider,
     pub settings: WebhookSettings,
+    /// Its tenant is suspended: webhooks are refused (403).
+    pub suspended: bool,
     pub secrets: Vec<(Vec<u8>, Option<OffsetDateTime>)>,
 }
 
@@ -203,17 +205,19 @@ pub async fn webhook_target(
         Option<Vec<u8>>,
         Option<OffsetDateTime>,
         sqlx::types::Json<WebhookSettings>,
+        bool,
     );
     let row: Option<TargetRow> = sqlx::query_as(
-        "select tenant_id, provider, webhook_secret, \
-                case when previous_secret_expires_at > now() then previous_webhook_secret end, \
-                previous_secret_expires_at, settings \
-         from repository where repository_id = $1",
+        "select r.tenant_id, r.provider, r.webhook_secret, \
+                case when r.previous_secret_expires_at > now() then r.previous_webhook_secret end, \
+                r.previous_secret_expires_at, r.settings, t.suspended_at is not null \
+         from repository r join tenant t using (tenant_id) where r.repository_id = $1",
     )
     .bind(id)
     .fetch_optional(pool)
     .await?;
-    let Some((tenant_id, provider, current, previous, previous_until, settings)) = row else {
+    let Some((tenant_id, provider, current, previous, previous_until, settings, suspended)) = row
+    else {
         return Ok(None);
     };
     let provider = provider
@@ -229,6 +233,7 @@ pub async fn webhook_target(
         repository_id: id,
         provider,
         settings: settings.0,
+        suspended,
         secrets,
     }))
 }

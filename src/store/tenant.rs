@@ -25,3 +25,70 @@ pub async fn create_with_client(
     tx.commit().await?;
     Ok((tenant_id, client_id))
 }
+
+/// A tenant as `hookrelay tenants` shows it. Operator-only: unscoped by design.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct TenantSummary {
+    pub tenant_id: TenantId,
+    pub name: String,
+    pub created_at: time::OffsetDateTime,
+    pub suspended_at: Option<time::OffsetDateTime>,
+    pub clients: i64,
+    pub repositories: i64,
+    pub events: i64,
+}
+
+macro_rules! summary {
+    () => {
+        "select t.tenant_id, t.name, t.created_at, t.suspended_at, \
+            (select count(*) from client c where c.tenant_id = t.tenant_id) as clients, \
+            (select count(*) from repository r where r.tenant_id = t.tenant_id) as repositories, \
+            (select count(*) from event e where e.tenant_id = t.tenant_id) as events \
+         from tenant t"
+    };
+}
+
+/// Every tenant, oldest first.
+pub async fn list(pool: &PgPool) -> Result<Vec<TenantSummary>, Error> {
+    Ok(
+        sqlx::query_as(concat!(summary!(), " order by t.created_at, t.tenant_id"))
+            .fetch_all(pool)
+            .await?,
+    )
+}
+
+pub async fn get(pool: &PgPool, tenant_id: TenantId) -> Result<Option<TenantSummary>, Error> {
+    Ok(
+        sqlx::query_as(concat!(summary!(), " where t.tenant_id = $1"))
+            .bind(tenant_id)
+            .fetch_optional(pool)
+            .await?,
+    )
+}
+
+/// Suspends (or resumes) a tenant; false when there is no such tenant.
+pub async fn set_suspended(
+    pool: &PgPool,
+    tenant_id: TenantId,
+    suspended: bool,
+) -> Result<bool, Error> {
+    let result = sqlx::query(
+        "update tenant set suspended_at = case when $2 then coalesce(suspended_at, now()) end \
+         where tenant_id = $1",
+    )
+    .bind(tenant_id)
+    .bind(suspended)
+    .execute(pool)
+    .await?;
+    Ok(result.rows_affected() == 1)
+}
+
+/// Deletes a tenant with everything it owns (clients, repositories, events,
+/// consumers): the foreign keys cascade.
+pub async fn delete(pool: &PgPool, tenant_id: TenantId) -> Result<bool, Error> {
+    let result = sqlx::query("delete from tenant where tenant_id = $1")
+        .bind(tenant_id)
+        .execute(pool)
+        .await?;
+    Ok(result.rows_affected() == 1)
+}

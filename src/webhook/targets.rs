@@ -29,6 +29,8 @@ pub struct Target {
     pub tenant_id: TenantId,
     pub provider: Provider,
     pub settings: WebhookSettings,
+    /// The tenant is suspended (re-read within the cache's 30 s).
+    pub suspended: bool,
     /// Each secret with the time it stops verifying (None: the current one).
     secrets: Vec<(Vec<u8>, Option<OffsetDateTime>)>,
 }
@@ -79,6 +81,7 @@ impl TargetCache {
             tenant_id: stored.tenant_id,
             provider: stored.provider,
             settings: stored.settings,
+            suspended: stored.suspended,
             secrets: stored.secrets,
         });
         let mut entries = self.entries.write().expect("target cache");

@@ -176,3 +176,89 @@ async fn keys_commands_refuse_a_wrong_key_encryption_key() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("key-encryption key"), "{stderr}");
 }
+
+/// `hookrelay tenants`: list and show; a suspension refuses the tenant's
+/// tokens, token requests, streams and webhooks (403, visible to the sender)
+/// and changes nothing else; resume lifts it; delete needs --yes and removes
+/// everything the tenant owns.
+#[tokio::test]
+async fn tenants_can_be_listed_suspended_resumed_and_deleted() {
+    let app = spawn_app().await;
+    let acme = app.tenant("acme").await;
+    let globex = app.tenant("globex").await;
+    let repository = app.repository(&acme, "acme/app").await;
+    let body = crate::helpers::fixture("push");
+    assert_eq!(
+        app.deliver(&repository.id, &repository.secret, "push", "before", &body)
+            .await
+            .status(),
+        StatusCode::ACCEPTED
+    );
+
+    let (ok, listed) = admin(&app, &["tenants", "list"]).await;
+    assert!(ok, "{listed}");
+    let row = line_of(&listed, &acme.tenant_id);
+    assert!(row.contains("acme") && row.contains("active"), "{listed}");
+    assert_eq!(
+        row.split_whitespace().nth(3),
+        Some("1"),
+        "one client: {row}"
+    );
+    assert!(listed.contains(&globex.tenant_id));
+
+    let mut stream = app.stream(&acme.token, "ci", &[], None).await.unwrap();
+    crate::helpers::next_event(&mut stream, Duration::from_secs(10)).await;
+
+    let (ok, output) = admin(&app, &["tenants", "suspend", &acme.tenant_id]).await;
+    assert!(ok, "{output}");
+    let refused = app.get("/v1/repositories", &acme.token).await;
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    assert!(refused.text().await.unwrap().contains("suspended"));
+    let token = app
+        .request_token(&acme.client_id, &acme.client_secret, None)
+        .await;
+    assert_eq!(token.status(), StatusCode::BAD_REQUEST);
+    let token: serde_json::Value = token.json().await.unwrap();
+    assert_eq!(token["error"], "unauthorized_client");
+    // The open stream is closed.
+    let ended = tokio::time::timeout(Duration::from_secs(15), stream.message())
+        .await
+        .expect("the stream of a suspended tenant closes");
+    assert_eq!(ended.unwrap_err().code(), tonic::Code::Unauthenticated);
+    // Webhooks get 403 once the repository's cached target expires (30 s),
+    // at once for a repository this replica has not cached.
+    let fresh = app.repository(&globex, "globex/app").await;
+    let (ok, _) = admin(&app, &["tenants", "suspend", &globex.tenant_id]).await;
+    assert!(ok);
+    let webhook = app
+        .deliver(&fresh.id, &fresh.secret, "push", "while-suspended", &body)
+        .await;
+    assert_eq!(webhook.status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        webhook.json::<serde_json::Value>().await.unwrap()["error"],
+        "forbidden"
+    );
+    // Other tenants are untouched.
+    let (_, listed) = admin(&app, &["tenants", "show", &acme.tenant_id]).await;
+    assert!(
+        line_of(&listed, &acme.tenant_id).contains("suspended"),
+        "{listed}"
+    );
+
+    let (ok, _) = admin(&app, &["tenants", "resume", &acme.tenant_id]).await;
+    assert!(ok);
+    assert_eq!(
+        app.get("/v1/repositories", &acme.token).await.status(),
+        StatusCode::OK
+    );
+
+    let (ok, output) = admin(&app, &["tenants", "delete", &acme.tenant_id]).await;
+    assert!(!ok && output.contains("--yes"), "{output}");
+    let (ok, output) = admin(&app, &["tenants", "delete", &acme.tenant_id, "--yes"]).await;
+    assert!(ok, "{output}");
+    assert_eq!(app.event_count().await, 0, "its events went with it");
+    let (_, listed) = admin(&app, &["tenants", "list"]).await;
+    assert!(!listed.contains(&acme.tenant_id) && listed.contains(&globex.tenant_id));
+    let (ok, output) = admin(&app, &["tenants", "show", "not-a-uuid"]).await;
+    assert!(!ok && output.contains("not a tenant id"), "{output}");
+}

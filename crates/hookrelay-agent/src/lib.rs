@@ -635,6 +635,9 @@ impl Agent {
                  (its public URL, HTTP listener or gRPC listener), not a webhook target or another service?",
                 status.message()
             ),
+            Code::PermissionDenied if status.message().contains("suspended") => {
+                anyhow::bail!("the server refused the stream: {}", status.message())
+            }
             Code::PermissionDenied => anyhow::bail!(
                 "the server refused the stream: {}; the agent's client needs the events:read scope",
                 status.message()

@@ -168,6 +168,10 @@ fn classify<E: std::error::Error>(
                     .map(|d| format!(" ({d})"))
                     .unwrap_or_default();
                 match response.error() {
+                    // The credentials are right, but the tenant may not act now.
+                    BasicErrorResponseType::UnauthorizedClient if detail.contains("suspended") => {
+                        TokenError::Refused(format!("the token endpoint {url} refused{detail}"))
+                    }
                     BasicErrorResponseType::InvalidClient
                     | BasicErrorResponseType::UnauthorizedClient => TokenError::Refused(format!(
                         "the token endpoint {url} rejected the client credentials{detail}: \
