@@ -38,7 +38,7 @@ def ids(values_file):
 # Google's custom resources, which kubernetes-validate has no schema for: checked by
 # their own tests below (fields as Google's GKE documentation defines them).
 GKE_KINDS = {"BackendConfig", "FrontendConfig", "ManagedCertificate", "Gateway", "HTTPRoute",
-             "GCPBackendPolicy", "HealthCheckPolicy"}
+             "GCPBackendPolicy", "HealthCheckPolicy", "PrometheusRule"}
 
 
 @pytest.fixture(params=VALUES, ids=ids, scope="module")
@@ -299,3 +299,20 @@ def test_the_gateway_routes_to_the_service_with_its_policies(rendered):
 
 # The name terraform/examples/gke reserves the global address under (its default).
 TERRAFORM_STATIC_IP_NAME = "hookrelay"
+
+
+def test_the_alerts_and_dashboard_are_the_checked_files(rendered, tmp_path):
+    documents, _ = rendered
+    rules = by_kind(documents, "PrometheusRule")
+    dashboards = [d for d in by_kind(documents, "ConfigMap") if "hookrelay.json" in d.get("data", {})]
+    monitoring = CHART / "files" / "monitoring"
+    for rule in rules:
+        assert rule["spec"] == yaml.safe_load((monitoring / "alerts.yaml").read_text())
+        # What the Prometheus Operator would load is what promtool accepts.
+        path = tmp_path / "rules.yaml"
+        path.write_text(yaml.safe_dump(rule["spec"]))
+        result = subprocess.run(["promtool", "check", "rules", str(path)], capture_output=True, text=True)
+        assert result.returncode == 0, result.stdout + result.stderr
+    for dashboard in dashboards:
+        assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+        assert json.loads(dashboard["data"]["hookrelay.json"]) == json.loads((monitoring / "dashboard.json").read_text())

@@ -275,6 +275,7 @@ impl Application {
             state.pool.clone(),
             state.storage.clone(),
             health_reporter,
+            state.metrics.clone(),
             state.draining.clone(),
             stop.clone(),
         ));

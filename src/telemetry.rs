@@ -40,6 +40,11 @@ pub struct EndpointLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    pub error: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
     pub outcome: &'static str,
 }
@@ -52,6 +57,10 @@ pub struct Metrics {
     pub webhooks_rejected: Family<RejectionLabels, Counter>,
     pub ingest_seconds: Histogram,
     pub tokens_issued: Counter,
+    /// Token requests refused, by RFC 6749 error code (invalid_client, …).
+    pub token_errors: Family<ErrorLabels, Counter>,
+    /// 1 while the database answers this replica (checked every second).
+    pub database_up: Gauge,
     /// Requests answered 429, by endpoint (`signup`, `token`).
     pub rate_limited: Family<EndpointLabels, Counter>,
     /// Event streams open on this server.
@@ -92,6 +101,18 @@ impl Default for Metrics {
             "tokens_issued",
             "Access tokens issued by the token endpoint",
             tokens_issued.clone(),
+        );
+        let token_errors = Family::<ErrorLabels, Counter>::default();
+        registry.register(
+            "token_errors",
+            "Token requests refused, by OAuth2 error code",
+            token_errors.clone(),
+        );
+        let database_up = Gauge::default();
+        registry.register(
+            "database_up",
+            "1 while the database answers this replica, checked every second",
+            database_up.clone(),
         );
         let rate_limited = Family::<EndpointLabels, Counter>::default();
         registry.register(
@@ -135,6 +156,30 @@ impl Default for Metrics {
             "Age of the oldest event any consumer has yet to acknowledge",
             consumer_oldest_pending_seconds.clone(),
         );
+        // Series that alerts and dashboards rate() over exist from the start, at 0,
+        // rather than appearing with their first event.
+        for provider in crate::domain::Provider::ALL {
+            let _ = webhooks_received.get_or_create(&ProviderLabels {
+                provider: provider.as_str(),
+            });
+        }
+        for reason in [
+            "database_unavailable",
+            "unavailable",
+            "internal",
+            "signature",
+        ] {
+            let _ = webhooks_rejected.get_or_create(&RejectionLabels { reason });
+        }
+        for endpoint in ["signup", "token"] {
+            let _ = rate_limited.get_or_create(&EndpointLabels { endpoint });
+        }
+        let _ = token_errors.get_or_create(&ErrorLabels {
+            error: "invalid_client",
+        });
+        for outcome in ["delivered", "failed"] {
+            let _ = acks.get_or_create(&OutcomeLabels { outcome });
+        }
         Self {
             streams_open,
             stream_events_sent,
@@ -148,6 +193,8 @@ impl Default for Metrics {
             webhooks_rejected,
             ingest_seconds,
             tokens_issued,
+            token_errors,
+            database_up,
         }
     }
 }

@@ -171,6 +171,13 @@ async fn token(
     };
     limiter.blocked(source).map_err(limited)?;
     let result = issue(&state, &headers, &body).await;
+    if let Err(error) = &result {
+        state
+            .metrics
+            .token_errors
+            .get_or_create(&crate::telemetry::ErrorLabels { error: error.code })
+            .inc();
+    }
     match result {
         Err(mut error) if error.code == "invalid_client" => {
             limiter.failed(source).map_err(limited)?;

@@ -8,11 +8,12 @@ use tonic_health::ServingStatus;
 use crate::store;
 
 /// grpc.health.v1: SERVING while the database answers; NOT_SERVING otherwise, and
-/// from the moment the server starts draining.
+/// from the moment the server starts draining. Also `hookrelay_database_up`.
 pub async fn report_health(
     pool: PgPool,
     storage: Arc<crate::health::StorageHealth>,
     reporter: tonic_health::server::HealthReporter,
+    metrics: Arc<crate::telemetry::Metrics>,
     draining: CancellationToken,
     stop: CancellationToken,
 ) {
@@ -25,6 +26,7 @@ pub async fn report_health(
             _ = interval.tick() => {}
         }
         let answered = store::ping(&pool).await;
+        metrics.database_up.set(i64::from(answered));
         if answered {
             crate::error::database_answered();
         }

@@ -322,3 +322,101 @@ async fn a_delivery_continues_the_webhooks_trace() {
         "the target continues the delivery's span"
     );
 }
+
+/// Every metric the dashboard and the alerts name is one the relay or the
+/// agent really exports (read from their /metrics after some traffic).
+#[tokio::test]
+async fn the_dashboard_and_alerts_use_only_metrics_that_exist() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app().await;
+    let tenant = app.tenant("acme").await;
+    let repository = app.repository(&tenant, "acme/app").await;
+    let target = TestTarget::start(vec![repository.secret.clone()]).await;
+    let metrics_port = crate::helpers::free_port();
+    let metrics_addr = format!("127.0.0.1:{metrics_port}");
+    let _agent = RelayProcess::start(
+        &app,
+        &tenant,
+        "metrics",
+        &target.url,
+        &["--metrics-addr", &metrics_addr],
+        dir.path(),
+    );
+    let response = app
+        .deliver(
+            &repository.id,
+            &repository.secret,
+            "push",
+            "m-1",
+            &crate::helpers::fixture("push"),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    target.wait_for(1, Duration::from_secs(20)).await;
+    let _ = app.request_token(&tenant.client_id, "wrong", None).await;
+    // The database gauge is set by the health job within a second.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    let mut exported = app.metrics().await;
+    exported.push_str(
+        &reqwest::get(format!("http://{metrics_addr}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+    );
+    // Declared families (a labelled family shows no sample until it has one)
+    // with the series names their type gives them, and every sample.
+    let mut names: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
+    for line in exported.lines() {
+        if let Some(declared) = line.strip_prefix("# TYPE ") {
+            let mut parts = declared.split_whitespace();
+            let (Some(name), Some(kind)) = (parts.next(), parts.next()) else {
+                continue;
+            };
+            match kind {
+                "counter" => {
+                    names.insert(format!("{name}_total"));
+                }
+                "histogram" => {
+                    for suffix in ["_bucket", "_sum", "_count"] {
+                        names.insert(format!("{name}{suffix}"));
+                    }
+                }
+                _ => {
+                    names.insert(name.to_owned());
+                }
+            }
+        } else if !line.starts_with('#')
+            && let Some(name) = line.split(['{', ' ']).next()
+        {
+            names.insert(name.to_owned());
+        }
+    }
+    let root = env!("CARGO_MANIFEST_DIR");
+    for file in ["dashboard.json", "alerts.yaml"] {
+        let text =
+            std::fs::read_to_string(format!("{root}/helm/hookrelay/files/monitoring/{file}"))
+                .unwrap();
+        let mut used: Vec<&str> = text
+            .match_indices("hookrelay_")
+            .map(|(at, _)| {
+                let rest = &text[at..];
+                let end = rest
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .unwrap_or(rest.len());
+                &rest[..end]
+            })
+            .collect();
+        used.sort_unstable();
+        used.dedup();
+        assert!(!used.is_empty());
+        for name in used {
+            assert!(
+                names.contains(name),
+                "{file} uses {name}, which neither the relay nor the agent exports"
+            );
+        }
+    }
+}

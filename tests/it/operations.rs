@@ -262,3 +262,82 @@ async fn tenants_can_be_listed_suspended_resumed_and_deleted() {
     let (ok, output) = admin(&app, &["tenants", "show", "not-a-uuid"]).await;
     assert!(!ok && output.contains("not a tenant id"), "{output}");
 }
+
+/// The restore drill of the README: `pg_dump`, `pg_restore` into a new
+/// database, and a server with the same key-encryption key serves as before.
+#[tokio::test]
+async fn a_dump_restored_into_a_new_database_serves_as_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let public_url = url::Url::parse("https://relay.example.com").unwrap();
+    let original =
+        crate::helpers::spawn_app_with(|c| c.public_url = Some(public_url.clone())).await;
+    let tenant = original.tenant("acme").await;
+    let repository = original.repository(&tenant, "acme/app").await;
+    let body = crate::helpers::fixture("push");
+    let before = original
+        .deliver(
+            &repository.id,
+            &repository.secret,
+            "push",
+            "before-backup",
+            &body,
+        )
+        .await;
+    assert_eq!(before.status(), StatusCode::ACCEPTED);
+
+    let dump = dir.path().join("hookrelay.dump");
+    let dumped = tokio::process::Command::new("pg_dump")
+        .args(["-Fc", "-f"])
+        .arg(&dump)
+        .arg(&original.database_url)
+        .output()
+        .await
+        .expect("pg_dump runs (the PostgreSQL client package)");
+    assert!(
+        dumped.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dumped.stderr)
+    );
+    drop(original);
+
+    let restored_url = crate::helpers::fresh_database().await;
+    let restored = tokio::process::Command::new("pg_restore")
+        .args(["--no-owner", "-d", &restored_url])
+        .arg(&dump)
+        .output()
+        .await
+        .expect("pg_restore runs");
+    assert!(
+        restored.status.success(),
+        "{}",
+        String::from_utf8_lossy(&restored.stderr)
+    );
+    let app = crate::helpers::spawn_app_on(&restored_url, |c| c.public_url = Some(public_url))
+        .await
+        .expect("the server starts on the restored database with the same key");
+
+    // The token issued before the backup verifies (the signing key came back).
+    assert_eq!(
+        app.get("/v1/repositories", &tenant.token).await.status(),
+        StatusCode::OK
+    );
+    // The webhook secret still verifies.
+    let after = app
+        .deliver(
+            &repository.id,
+            &repository.secret,
+            "push",
+            "after-restore",
+            &body,
+        )
+        .await;
+    assert_eq!(after.status(), StatusCode::ACCEPTED);
+    // And the stream has both, in order.
+    let mut stream = app.stream(&tenant.token, "drill", &[], None).await.unwrap();
+    let first = crate::helpers::next_event(&mut stream, Duration::from_secs(10)).await;
+    let second = crate::helpers::next_event(&mut stream, Duration::from_secs(10)).await;
+    assert_eq!(
+        [first.delivery_id, second.delivery_id],
+        ["before-backup", "after-restore"]
+    );
+}

@@ -97,6 +97,10 @@ impl Default for AgentMetrics {
             "Age of the oldest event received and not yet delivered (0 when none)",
             oldest_pending_seconds.clone(),
         );
+        // At 0 from the start, so that rates over them exist before the first delivery.
+        for outcome in ["delivered", "failed"] {
+            let _ = deliveries.get_or_create(&OutcomeLabels { outcome });
+        }
         Self {
             registry,
             deliveries,
