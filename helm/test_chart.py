@@ -187,7 +187,8 @@ def test_scaling_disruption_spread_and_network_policy(rendered):
 def test_secrets_are_only_referenced():
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     for key in ("database", "secretKey", "jwtKey", "signupToken"):
-        assert set(values[key]) == {"existingSecret", "secretKey"}, key
+        references = {"existingSecret", "secretKey"} | ({"previousExistingSecret"} if key == "secretKey" else set())
+        assert set(values[key]) == references, key
     text = (CHART / "values.yaml").read_text().lower()
     for forbidden in ("postgres://", "postgresql://", "begin private key", "password:"):
         assert forbidden not in text
@@ -316,3 +317,14 @@ def test_the_alerts_and_dashboard_are_the_checked_files(rendered, tmp_path):
     for dashboard in dashboards:
         assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
         assert json.loads(dashboard["data"]["hookrelay.json"]) == json.loads((monitoring / "dashboard.json").read_text())
+
+
+def test_a_change_of_key_encryption_key_mounts_both_keys():
+    documents = render(CHART / "ci" / "production-values.yaml")
+    assert env_of(documents, "HOOKRELAY_SECRET_KEY_FILE") == "/var/run/secrets/hookrelay/secret-key/key"
+    assert env_of(documents, "HOOKRELAY_PREVIOUS_SECRET_KEY_FILE") == "/var/run/secrets/hookrelay/previous-secret-key/key"
+    (deployment,) = by_kind(documents, "Deployment")
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["secret-key"]["secret"]["secretName"] == "hookrelay-secret-key-2"
+    assert volumes["previous-secret-key"]["secret"]["secretName"] == "hookrelay-secret-key"
+    assert env_of(render(None), "HOOKRELAY_PREVIOUS_SECRET_KEY_FILE") is None

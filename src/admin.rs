@@ -1,5 +1,5 @@
-//! The operator's commands: `hookrelay keys list|rotate` and `hookrelay tenants
-//! list|show|suspend|resume|delete`. They run against the
+//! The operator's commands: `hookrelay keys list|rotate`, `hookrelay tenants
+//! list|show|suspend|resume|delete` and `hookrelay secrets rekey`. They run against the
 //! database a deployment uses (DATABASE_URL and the key-encryption key, as
 //! `serve` takes them), next to running servers, which follow within seconds.
 
@@ -9,7 +9,7 @@ use anyhow::Context;
 use time::OffsetDateTime;
 
 use crate::auth::keys;
-use crate::config::{AdminArgs, KeysCommand, TenantArgs, TenantsCommand};
+use crate::config::{AdminArgs, KeysCommand, SecretsCommand, TenantArgs, TenantsCommand};
 use crate::database::Database;
 use crate::domain::TenantId;
 use crate::secrets::SecretKey;
@@ -18,10 +18,17 @@ use crate::store;
 /// The database, migrated, and the key-encryption key that opens its secrets.
 async fn open(admin: AdminArgs) -> anyhow::Result<(Database, SecretKey)> {
     let database_config = admin.database.into_config()?;
+    let previous = admin.secret.previous_source()?;
     let source = admin.secret.into_source()?;
     let database = Database::open(&database_config).await?;
     store::check_migrated(&database.pool).await?;
-    let secret_key = crate::startup::open_secret_key(&source, &database_config)?;
+    let mut secret_key = crate::startup::open_secret_key(&source, &database_config)?;
+    if let Some(previous) = previous {
+        secret_key = secret_key.with_previous(crate::startup::open_secret_key(
+            &previous,
+            &database_config,
+        )?);
+    }
     store::check_secret_key(&database.pool, &secret_key)
         .await
         .context("the key-encryption key does not open this database's secrets")?;
@@ -207,4 +214,24 @@ fn tenant_table(tenants: &[store::tenant::TenantSummary]) -> String {
         );
     }
     table
+}
+
+pub async fn secrets(command: SecretsCommand) -> anyhow::Result<()> {
+    let SecretsCommand::Rekey(admin) = command;
+    let (database, secret_key) = open(admin).await?;
+    anyhow::ensure!(
+        secret_key.has_previous(),
+        "set HOOKRELAY_PREVIOUS_SECRET_KEY to the key being replaced (and HOOKRELAY_SECRET_KEY to the new one)"
+    );
+    let result = store::rekey::rekey(&database.pool, &secret_key).await;
+    database.close().await;
+    let done = result?;
+    println!(
+        "re-sealed under the new key: {} key check, {} webhook secrets, {} signing keys, {} event headers",
+        done.key_check, done.webhook_secrets, done.signing_keys, done.event_headers
+    );
+    println!(
+        "every secret now opens with HOOKRELAY_SECRET_KEY alone: remove HOOKRELAY_PREVIOUS_SECRET_KEY from the servers"
+    );
+    Ok(())
 }

@@ -35,6 +35,17 @@ pub enum Command {
     /// Operate on tenants: list, show, suspend, resume, delete.
     #[command(subcommand)]
     Tenants(TenantsCommand),
+    /// Change the key-encryption key.
+    #[command(subcommand)]
+    Secrets(SecretsCommand),
+}
+
+#[derive(Clone, Subcommand)]
+pub enum SecretsCommand {
+    /// Re-seal every secret at rest under HOOKRELAY_SECRET_KEY, opening what
+    /// HOOKRELAY_PREVIOUS_SECRET_KEY sealed. Run while the servers run with both
+    /// keys; afterwards remove the previous key from them.
+    Rekey(AdminArgs),
 }
 
 #[derive(Clone, Subcommand)]
@@ -140,9 +151,41 @@ pub struct SecretKeyArgs {
     /// File holding the key-encryption key (base64), e.g. a mounted Kubernetes secret.
     #[arg(long, env = "HOOKRELAY_SECRET_KEY_FILE")]
     pub secret_key_file: Option<PathBuf>,
+
+    /// During a change of key-encryption key: the previous key, which still opens
+    /// what it sealed until `hookrelay secrets rekey` has re-sealed everything.
+    #[arg(
+        long,
+        env = "HOOKRELAY_PREVIOUS_SECRET_KEY",
+        hide_env_values = true,
+        conflicts_with = "previous_secret_key_file"
+    )]
+    pub previous_secret_key: Option<String>,
+
+    /// File holding the previous key-encryption key (base64).
+    #[arg(long, env = "HOOKRELAY_PREVIOUS_SECRET_KEY_FILE")]
+    pub previous_secret_key_file: Option<PathBuf>,
 }
 
 impl SecretKeyArgs {
+    /// The previous key, if a change of key is under way.
+    pub fn previous_source(&self) -> Result<Option<SecretKeySource>, InvalidSetting> {
+        Ok(
+            match (&self.previous_secret_key, &self.previous_secret_key_file) {
+                (Some(value), _) => {
+                    let value = SecretString::from(value.clone());
+                    crate::secrets::SecretKey::from_base64(&value).map_err(|e| InvalidSetting {
+                        setting: "HOOKRELAY_PREVIOUS_SECRET_KEY",
+                        reason: e.to_string(),
+                    })?;
+                    Some(SecretKeySource::Value(value))
+                }
+                (None, Some(path)) => Some(SecretKeySource::File(path.clone())),
+                (None, None) => None,
+            },
+        )
+    }
+
     pub fn into_source(self) -> Result<SecretKeySource, InvalidSetting> {
         Ok(match (self.secret_key, self.secret_key_file) {
             (Some(value), _) => {
@@ -418,6 +461,8 @@ pub struct Config {
     pub public_url: Option<Url>,
     pub signup_token: Option<SecretString>,
     pub secret_key: SecretKeySource,
+    /// During a change of key-encryption key, the previous key.
+    pub previous_secret_key: Option<SecretKeySource>,
     /// Empty: keys kept in the database.
     pub jwt_key_file: Vec<PathBuf>,
     pub jwt_audience: String,
@@ -564,6 +609,7 @@ impl DatabaseArgs {
 
 impl ServeArgs {
     pub fn into_config(self) -> Result<Config, InvalidSetting> {
+        let previous_secret_key = self.secret.previous_source()?;
         let secret_key = self.secret.into_source()?;
         if self.jwt_audience.trim().is_empty() {
             return Err(InvalidSetting {
@@ -603,6 +649,7 @@ impl ServeArgs {
             public_url: self.public_url,
             signup_token,
             secret_key,
+            previous_secret_key,
             jwt_key_file: self.jwt_key_file,
             jwt_audience: self.jwt_audience,
             token_ttl: self.token_ttl,

@@ -13,6 +13,7 @@ enum Run {
     Probe(hookrelay::probe::ProbeArgs),
     Keys(hookrelay::config::KeysCommand),
     Tenants(hookrelay::config::TenantsCommand),
+    Secrets(hookrelay::config::SecretsCommand),
 }
 
 fn main() -> ExitCode {
@@ -26,6 +27,7 @@ fn main() -> ExitCode {
         Command::Probe(args) => Ok(Run::Probe(args)),
         Command::Keys(command) => Ok(Run::Keys(command)),
         Command::Tenants(command) => Ok(Run::Tenants(command)),
+        Command::Secrets(command) => Ok(Run::Secrets(command)),
     };
     let run = match run {
         Ok(run) => run,
@@ -53,7 +55,7 @@ fn main() -> ExitCode {
     // docs/benchmarks.md). The server uses every core.
     let mut runtime = if matches!(
         run,
-        Run::Relay(_) | Run::Probe(_) | Run::Keys(_) | Run::Tenants(_)
+        Run::Relay(_) | Run::Probe(_) | Run::Keys(_) | Run::Tenants(_) | Run::Secrets(_)
     ) {
         tokio::runtime::Builder::new_current_thread()
     } else {
@@ -74,6 +76,7 @@ fn main() -> ExitCode {
             Run::Relay(args) => hookrelay::relay::run_until_signal(*args).await,
             Run::Keys(command) => hookrelay::admin::keys(command).await,
             Run::Tenants(command) => hookrelay::admin::tenants(command).await,
+            Run::Secrets(command) => hookrelay::admin::secrets(command).await,
         }
     });
     drop(runtime);

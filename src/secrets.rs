@@ -27,9 +27,12 @@ use crate::domain::Provider;
 
 const NONCE_LEN: usize = 24;
 
-/// The key-encryption key. Its Debug output never shows the key.
+/// The key-encryption key, and during a change of key the previous one:
+/// everything is sealed with the current key, and opens with either
+/// (`hookrelay secrets rekey` then re-seals the rest). Its Debug output never
+/// shows a key.
 #[derive(Clone)]
-pub struct SecretKey(XChaCha20Poly1305);
+pub struct SecretKey(XChaCha20Poly1305, Option<XChaCha20Poly1305>);
 
 impl std::fmt::Debug for SecretKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -39,9 +42,10 @@ impl std::fmt::Debug for SecretKey {
 
 impl SecretKey {
     pub fn generate() -> Self {
-        Self(XChaCha20Poly1305::new(&XChaCha20Poly1305::generate_key(
-            &mut OsRng,
-        )))
+        Self(
+            XChaCha20Poly1305::new(&XChaCha20Poly1305::generate_key(&mut OsRng)),
+            None,
+        )
     }
 
     /// 32 bytes, base64 encoded (surrounding whitespace ignored).
@@ -54,6 +58,7 @@ impl SecretKey {
         }
         Ok(Self(
             XChaCha20Poly1305::new_from_slice(&bytes).expect("the length is checked"),
+            None,
         ))
     }
 
@@ -94,7 +99,17 @@ impl SecretKey {
         writeln!(file, "{}", STANDARD.encode(key))
             .and_then(|()| file.sync_all())
             .with_context(|| format!("cannot write {}", path.display()))?;
-        Ok(Self(XChaCha20Poly1305::new(&key)))
+        Ok(Self(XChaCha20Poly1305::new(&key), None))
+    }
+
+    /// This key, which seals, and `previous`, which still opens what it sealed.
+    pub fn with_previous(self, previous: SecretKey) -> Self {
+        Self(self.0, Some(previous.0))
+    }
+
+    /// Whether a previous key is configured (a change of key is under way).
+    pub fn has_previous(&self) -> bool {
+        self.1.is_some()
     }
 
     /// nonce ‖ ciphertext, authenticated together with `context`.
@@ -115,25 +130,50 @@ impl SecretKey {
         sealed
     }
 
+    /// Opens `sealed` with the current key, or else the previous one.
     pub fn decrypt(&self, sealed: &[u8], context: &str) -> anyhow::Result<Vec<u8>> {
-        if sealed.len() < NONCE_LEN {
-            bail!("ciphertext too short");
-        }
-        let (nonce, ciphertext) = sealed.split_at(NONCE_LEN);
-        self.0
-            .decrypt(
-                XNonce::from_slice(nonce),
-                Payload {
-                    msg: ciphertext,
-                    aad: context.as_bytes(),
-                },
-            )
-            .map_err(|_| {
+        self.open_current(sealed, context)
+            .or_else(|| {
+                self.1
+                    .as_ref()
+                    .and_then(|previous| open(previous, sealed, context))
+            })
+            .ok_or_else(|| {
                 anyhow::anyhow!(
                     "cannot decrypt {context}: wrong HOOKRELAY_SECRET_KEY or corrupted data"
                 )
             })
     }
+
+    fn open_current(&self, sealed: &[u8], context: &str) -> Option<Vec<u8>> {
+        open(&self.0, sealed, context)
+    }
+
+    /// `sealed` sealed with the current key: None when it already is,
+    /// otherwise re-sealed (Err when neither key opens it).
+    pub fn reseal(&self, sealed: &[u8], context: &str) -> anyhow::Result<Option<Vec<u8>>> {
+        if self.open_current(sealed, context).is_some() {
+            return Ok(None);
+        }
+        let plain = self.decrypt(sealed, context)?;
+        Ok(Some(self.encrypt(&plain, context)))
+    }
+}
+
+fn open(cipher: &XChaCha20Poly1305, sealed: &[u8], context: &str) -> Option<Vec<u8>> {
+    if sealed.len() < NONCE_LEN {
+        return None;
+    }
+    let (nonce, ciphertext) = sealed.split_at(NONCE_LEN);
+    cipher
+        .decrypt(
+            XNonce::from_slice(nonce),
+            Payload {
+                msg: ciphertext,
+                aad: context.as_bytes(),
+            },
+        )
+        .ok()
 }
 
 /// A new client secret: `hrs_` and 256 random bits, base64url.

@@ -108,7 +108,14 @@ impl Application {
         } else {
             store::check_migrated(&pool).await?;
         }
-        let secret_key = open_secret_key(&config.secret_key, &config.database)?;
+        let mut secret_key = open_secret_key(&config.secret_key, &config.database)?;
+        if let Some(previous) = &config.previous_secret_key {
+            secret_key = secret_key.with_previous(open_secret_key(previous, &config.database)?);
+            tracing::warn!(
+                "HOOKRELAY_PREVIOUS_SECRET_KEY is set: secrets open with either key; \
+                 run `hookrelay secrets rekey`, then remove it"
+            );
+        }
         store::check_secret_key(&pool, &secret_key).await?;
 
         let http = TcpListener::bind(config.http_addr).await.with_context(|| {

@@ -6,6 +6,7 @@
 pub mod client;
 pub mod consumer;
 pub mod event;
+pub mod rekey;
 pub mod repository;
 pub mod signing_key;
 pub mod tenant;
@@ -66,7 +67,7 @@ pub async fn check_migrated(pool: &PgPool) -> anyhow::Result<()> {
     Ok(())
 }
 
-const KEY_CHECK_CONTEXT: &str = "secret_key_check";
+pub(crate) const KEY_CHECK_CONTEXT: &str = "secret_key_check";
 const KEY_CHECK_VALUE: &[u8] = b"hookrelay key-encryption key check";
 
 /// Records the key-encryption key's check value on first use and verifies it

@@ -68,7 +68,7 @@ pub struct WebhookTarget {
 
 /// Webhook secrets are sealed here, and only here: the column is the store's.
 /// The associated data binds each ciphertext to its repository.
-fn sealing_context(id: RepositoryId) -> String {
+pub(crate) fn sealing_context(id: RepositoryId) -> String {
     format!("repository:{id}:webhook_secret")
 }
 

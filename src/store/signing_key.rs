@@ -35,7 +35,7 @@ macro_rules! verifies {
     };
 }
 
-fn sealing_context(kid: &str) -> String {
+pub(crate) fn sealing_context(kid: &str) -> String {
     format!("signing_key:{kid}")
 }
 

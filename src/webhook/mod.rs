@@ -26,7 +26,8 @@ pub use gitea::Gitea;
 pub use github::GitHub;
 pub use gitlab::GitLab;
 pub use sealing::{
-    REDACTED, redact_secret_headers, seal_secret_headers, secret_headers, unseal_secret_headers,
+    REDACTED, redact_secret_headers, reseal_secret_headers, seal_secret_headers, secret_headers,
+    unseal_secret_headers,
 };
 pub use standard::StandardWebhooks;
 

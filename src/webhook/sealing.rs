@@ -107,6 +107,35 @@ pub fn unseal_secret_headers<H: HeaderPair>(
     before - headers.len()
 }
 
+/// Re-seals the secret headers of a stored event under the current key
+/// (`hookrelay secrets rekey`); true when one changed.
+pub fn reseal_secret_headers<H: HeaderPair>(
+    provider: &str,
+    repository_id: &str,
+    key: &SecretKey,
+    headers: &mut [H],
+) -> anyhow::Result<bool> {
+    let mut changed = false;
+    for header in headers.iter_mut() {
+        if !is_secret(provider, header.name()) {
+            continue;
+        }
+        let context = context(repository_id, &header.name().to_ascii_lowercase());
+        let value = header.value_mut();
+        let Some(sealed) = value
+            .strip_prefix(SEALED)
+            .and_then(|b64| STANDARD.decode(b64).ok())
+        else {
+            continue;
+        };
+        if let Some(resealed) = key.reseal(&sealed, &context)? {
+            *value = format!("{SEALED}{}", STANDARD.encode(resealed));
+            changed = true;
+        }
+    }
+    Ok(changed)
+}
+
 /// Replaces secret values by `[sealed]`, for every output but the agent's stream.
 pub fn redact_secret_headers<H: HeaderPair>(provider: &str, headers: &mut [H]) {
     for header in headers.iter_mut() {

@@ -341,3 +341,154 @@ async fn a_dump_restored_into_a_new_database_serves_as_before() {
         ["before-backup", "after-restore"]
     );
 }
+
+/// Changing the key-encryption key while serving: servers run with the new key
+/// and the previous one, `hookrelay secrets rekey` re-seals everything, and
+/// then the new key alone opens every secret (and the old one no longer does).
+#[tokio::test]
+async fn secrets_rekey_moves_every_sealed_value_to_the_new_key() {
+    use hookrelay::config::SecretKeySource;
+    use hookrelay_testkit::{Sender, fixture_file};
+    use secrecy::SecretString;
+
+    const NEW_KEY: &str = "ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA=";
+    let public_url = url::Url::parse("https://relay.example.com").unwrap();
+    let old = crate::helpers::spawn_app_with(|c| c.public_url = Some(public_url.clone())).await;
+    let tenant = old.tenant("acme").await;
+    let github = old.repository(&tenant, "acme/app").await;
+    let gitlab: serde_json::Value = old
+        .post_json(
+            "/v1/repositories",
+            Some(&tenant.token),
+            &serde_json::json!({"provider": "gitlab", "name": "acme/platform"}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let (gitlab_id, gitlab_secret) = (
+        gitlab["id"].as_str().unwrap().to_owned(),
+        gitlab["webhook_secret"].as_str().unwrap().to_owned(),
+    );
+    let body = fixture_file("gitlab/push.json");
+    let mut request = old.http.post(old.url(&format!("/v1/webhooks/{gitlab_id}")));
+    for (name, value) in Sender::GitlabToken.headers(&gitlab_secret, "Push Hook", "g-1", &body, 0) {
+        request = request.header(name, value);
+    }
+    assert_eq!(
+        request.body(body).send().await.unwrap().status(),
+        StatusCode::ACCEPTED
+    );
+    let database_url = old.database_url.clone();
+    drop(old);
+
+    let with_keys = |current: &str, previous: Option<&str>| {
+        let (current, previous, public_url) = (
+            current.to_owned(),
+            previous.map(str::to_owned),
+            public_url.clone(),
+        );
+        move |c: &mut hookrelay::config::Config| {
+            c.public_url = Some(public_url);
+            c.secret_key = SecretKeySource::Value(SecretString::from(current));
+            c.previous_secret_key = previous.map(|p| SecretKeySource::Value(SecretString::from(p)));
+        }
+    };
+    // During the change: the new key seals, either opens.
+    let both =
+        crate::helpers::spawn_app_on(&database_url, with_keys(NEW_KEY, Some(TEST_SECRET_KEY)))
+            .await
+            .expect("a server with both keys starts");
+    assert_eq!(
+        both.deliver(
+            &github.id,
+            &github.secret,
+            "push",
+            "during",
+            &crate::helpers::fixture("push")
+        )
+        .await
+        .status(),
+        StatusCode::ACCEPTED
+    );
+
+    let output = hookrelay_async()
+        .args(["secrets", "rekey"])
+        .env("DATABASE_URL", &database_url)
+        .env("HOOKRELAY_SECRET_KEY", NEW_KEY)
+        .env("HOOKRELAY_PREVIOUS_SECRET_KEY", TEST_SECRET_KEY)
+        .env("RUST_LOG", "warn")
+        .output()
+        .await
+        .unwrap();
+    let said = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        said.contains("1 key check, 2 webhook secrets, 1 signing keys, 1 event headers"),
+        "{said}"
+    );
+    drop(both);
+
+    // Afterwards the new key alone opens everything.
+    let new = crate::helpers::spawn_app_on(&database_url, with_keys(NEW_KEY, None))
+        .await
+        .expect("the new key alone opens the database");
+    assert_eq!(
+        new.get("/v1/repositories", &tenant.token).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        new.deliver(
+            &github.id,
+            &github.secret,
+            "push",
+            "after",
+            &crate::helpers::fixture("push")
+        )
+        .await
+        .status(),
+        StatusCode::ACCEPTED
+    );
+    let mut stream = new
+        .stream(&tenant.token, "agent", &[gitlab_id.as_str()], None)
+        .await
+        .unwrap();
+    let event = crate::helpers::next_event(&mut stream, Duration::from_secs(10)).await;
+    let token = event
+        .headers
+        .iter()
+        .find(|h| h.name == "x-gitlab-token")
+        .map(|h| h.value.clone());
+    assert_eq!(
+        token.as_deref(),
+        Some(gitlab_secret.as_str()),
+        "the sealed token re-sealed"
+    );
+    drop(new);
+    // And the old key no longer does.
+    let refused =
+        crate::helpers::spawn_app_on(&database_url, with_keys(TEST_SECRET_KEY, None)).await;
+    assert!(
+        refused.is_err(),
+        "a server with the old key alone refuses to start"
+    );
+
+    // Running it again finds nothing left to do.
+    let again = hookrelay_async()
+        .args(["secrets", "rekey"])
+        .env("DATABASE_URL", &database_url)
+        .env("HOOKRELAY_SECRET_KEY", NEW_KEY)
+        .env("HOOKRELAY_PREVIOUS_SECRET_KEY", TEST_SECRET_KEY)
+        .env("RUST_LOG", "warn")
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&again.stdout)
+            .contains("0 key check, 0 webhook secrets, 0 signing keys, 0 event headers")
+    );
+}

@@ -28,6 +28,7 @@ pub fn test_config(database_url: &str) -> Config {
         public_url: None,
         signup_token: None,
         secret_key: SecretKeySource::Value(SecretString::from(TEST_SECRET_KEY)),
+        previous_secret_key: None,
         jwt_key_file: Vec::new(),
         jwt_audience: "hookrelay".into(),
         token_ttl: Duration::from_secs(900),
