@@ -6,6 +6,7 @@
 //! writes JSON. Scenarios: ingest, latency, fanout, catchup, agent, envoy.
 #![forbid(unsafe_code)]
 
+mod delay_proxy;
 mod messages;
 
 use std::collections::HashMap;
@@ -55,6 +56,16 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Generator {
+    /// A TCP proxy adding `delay` each way (tc netem is not available here).
+    #[command(name = "delay-proxy")]
+    DelayProxy {
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+        #[arg(long)]
+        upstream: std::net::SocketAddr,
+        #[arg(long, value_parser = humantime::parse_duration)]
+        delay: Duration,
+    },
     /// Signed push webhooks at a fixed concurrency until the deadline.
     #[command(hide = true, name = "load-ingest")]
     Ingest {
@@ -145,6 +156,15 @@ async fn post(
 
 async fn run_load(load: Generator) -> anyhow::Result<()> {
     let result: String = match load {
+        Generator::DelayProxy {
+            listen,
+            upstream,
+            delay,
+        } => {
+            let listener = tokio::net::TcpListener::bind(listen).await?;
+            delay_proxy::serve(listener, upstream, delay).await?;
+            return Ok(());
+        }
         Generator::Ingest {
             url,
             secret,

@@ -1,0 +1,114 @@
+//! A TCP proxy that delays every byte by a fixed time in each direction: the
+//! network between two zones (a Cloud SQL primary and its synchronous standby)
+//! on a machine without tc netem. `bench delay-proxy --listen … --upstream …
+//! --delay 1ms`.
+//!
+//! Each direction reads as fast as the peer sends and writes every chunk when
+//! its delay has passed, so the delay adds latency without limiting throughput.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+/// Serves until the process ends: each accepted connection is joined to a new
+/// connection to `upstream`.
+pub async fn serve(
+    listener: TcpListener,
+    upstream: SocketAddr,
+    delay: Duration,
+) -> anyhow::Result<()> {
+    loop {
+        let (inbound, _) = listener.accept().await?;
+        tokio::spawn(async move {
+            let Ok(outbound) = TcpStream::connect(upstream).await else {
+                return;
+            };
+            let _ = inbound.set_nodelay(true);
+            let _ = outbound.set_nodelay(true);
+            let (from_client, to_client) = inbound.into_split();
+            let (from_upstream, to_upstream) = outbound.into_split();
+            tokio::join!(
+                pipe(from_client, to_upstream, delay),
+                pipe(from_upstream, to_client, delay)
+            );
+        });
+    }
+}
+
+async fn pipe(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, delay: Duration) {
+    let (chunks, mut due) = mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
+    let reader = async move {
+        let mut buffer = vec![0u8; 64 * 1024];
+        loop {
+            match from.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if chunks
+                        .send((Instant::now() + delay, buffer[..n].to_vec()))
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+            }
+        }
+    };
+    let writer = async move {
+        while let Some((at, bytes)) = due.recv().await {
+            tokio::time::sleep_until(at).await;
+            if to.write_all(&bytes).await.is_err() {
+                break;
+            }
+        }
+        let _ = to.shutdown().await;
+    };
+    tokio::join!(reader, writer);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Bytes pass both ways, in order and unchanged, and a close passes on.
+    #[tokio::test]
+    async fn it_carries_a_conversation_both_ways() {
+        let echo = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let upstream = echo.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut socket, _) = echo.accept().await.unwrap();
+            let mut buffer = vec![0u8; 1024];
+            loop {
+                let n = socket.read(&mut buffer).await.unwrap();
+                if n == 0 {
+                    break;
+                }
+                socket.write_all(&buffer[..n]).await.unwrap();
+            }
+        });
+        let proxy = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = proxy.local_addr().unwrap();
+        tokio::spawn(serve(proxy, upstream, Duration::from_millis(5)));
+
+        let mut client = TcpStream::connect(address).await.unwrap();
+        let message: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let (mut read, mut write) = client.split();
+        let sent = message.clone();
+        let (_, received) = tokio::join!(
+            async move {
+                write.write_all(&sent).await.unwrap();
+                write.shutdown().await.unwrap();
+            },
+            async move {
+                let mut received = Vec::new();
+                read.read_to_end(&mut received).await.unwrap();
+                received
+            }
+        );
+        assert_eq!(received, message);
+    }
+}
