@@ -158,7 +158,7 @@ impl Application {
         tracing::info!(open_files, max_connections, "connection limits");
         let metrics = Arc::new(Metrics::default());
         let streams = StreamHub::new(pool.clone(), &metrics);
-        let state = AppState {
+        let state = AppState::new(crate::state::SharedState {
             auth: Authenticator::new(keys.clone(), pool.clone()),
             pool,
             settings: Arc::new(Settings {
@@ -185,7 +185,7 @@ impl Application {
             metrics,
             targets: Arc::default(),
             draining: CancellationToken::new(),
-        };
+        });
         Ok(Parts {
             state,
             http,

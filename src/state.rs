@@ -31,9 +31,29 @@ pub struct Settings {
     pub max_stream_age: Duration,
 }
 
-/// What every handler shares.
+/// What every handler shares. Cloned for every request (axum's `State`), so
+/// it is one `Arc`: a clone is one atomic increment, not one per field (perf
+/// put about 1.6% of ingest CPU in cloning and dropping the fields).
 #[derive(Debug, Clone)]
-pub struct AppState {
+pub struct AppState(Arc<SharedState>);
+
+impl AppState {
+    pub fn new(shared: SharedState) -> Self {
+        Self(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = SharedState;
+
+    fn deref(&self) -> &SharedState {
+        &self.0
+    }
+}
+
+/// The fields of `AppState`.
+#[derive(Debug)]
+pub struct SharedState {
     pub pool: PgPool,
     pub settings: Arc<Settings>,
     pub keys: Arc<Keys>,
