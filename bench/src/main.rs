@@ -916,62 +916,151 @@ impl Bench {
             format!("{:.2}", at_32 / pg8),
             "≥ 1.00",
         );
+        let ratios = self.ingest_ratios().await?;
         self.results.insert(
             "ingest".into(),
-            json!({"runs": runs, "pgbench": baseline, "ratio_32_to_pgbench_8": at_32 / pg8}),
+            json!({"runs": runs, "pgbench": baseline, "ratio_32_to_pgbench_8": at_32 / pg8, "ratios": ratios}),
         );
         Ok(())
     }
 
-    async fn pgbench(&self) -> anyhow::Result<Vec<Value>> {
+    /// Ratios measured in one run, so they compare run to run on a noisy
+    /// machine: three alternations of (ingest c=32, pgbench 8 clients one row
+    /// per transaction) and of (ingest c=128, pgbench 8 clients inserting 32
+    /// rows per statement), medians of the ratios; and the relay's CPU per
+    /// webhook over the ingest runs.
+    async fn ingest_ratios(&mut self) -> anyhow::Result<Value> {
+        let (single, batched) = self.pgbench_scripts().await?;
+        let seconds = self.seconds(5.0);
+        let (mut vs_single, mut vs_batched, mut cpu_per_webhook) =
+            (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..3 {
+            for (concurrency, script, ratios, rows_per_tx) in [
+                (32, &single, &mut vs_single, 1.0),
+                (128, &batched, &mut vs_batched, 32.0),
+            ] {
+                let cpu = cpu_seconds(self.server.id());
+                let result: IngestLoad =
+                    load(&self.ingest_args(&self.http.clone(), concurrency, seconds))?;
+                let cpu = cpu_seconds(self.server.id()) - cpu;
+                if result.ok > 0 {
+                    cpu_per_webhook.push(cpu * 1e6 / result.ok as f64);
+                }
+                let rows_per_second = self.pgbench_run(script, 8, seconds as u64)? * rows_per_tx;
+                ratios.push(result.per_second / rows_per_second);
+            }
+        }
+        let median = |values: &mut Vec<f64>| {
+            values.sort_by(f64::total_cmp);
+            values[values.len() / 2]
+        };
+        let (single_ratio, batched_ratio, cpu) = (
+            median(&mut vs_single),
+            median(&mut vs_batched),
+            median(&mut cpu_per_webhook),
+        );
+        self.row(
+            "ingest",
+            "c=32 / pgbench 8 clients, median of 3 alternations",
+            format!("{single_ratio:.2}"),
+            "≥ 1.0 (issue 17)",
+        );
+        self.row(
+            "ingest",
+            "c=128 / PostgreSQL's 32-row batched inserts, median of 3",
+            format!("{batched_ratio:.2}"),
+            "≥ 0.5 (issue 17)",
+        );
+        self.row(
+            "ingest",
+            "relay CPU per webhook (µs), median of the runs above",
+            format!("{cpu:.0}"),
+            "≤ 50 (issue 17)",
+        );
+        Ok(json!({
+            "c32_vs_pgbench8": vs_single,
+            "c128_vs_batched32": vs_batched,
+            "relay_cpu_us_per_webhook": cpu_per_webhook,
+        }))
+    }
+
+    /// The pgbench scripts: one row per transaction (as one unbatched webhook
+    /// would be), and 32 rows per statement (PostgreSQL's own batched insert
+    /// rate for the same rows: the physical reference for ingest).
+    async fn pgbench_scripts(&self) -> anyhow::Result<(PathBuf, PathBuf)> {
         sqlx::query("create table if not exists bench_event (like event including defaults including indexes including compression)").execute(&self.pool).await?;
         let body = hex::encode(std::fs::read(&self.body)?);
-        let script = self.dir.join("pgbench.sql");
-        std::fs::write(
-            &script,
+        let row = |id: &str| {
             format!(
-                "insert into bench_event (tenant_id, repository_id, provider, event_type, delivery_id, received_at, headers, body) \
-             values (gen_random_uuid(), '00000000-0000-0000-0000-000000000001', 'github', 'push', gen_random_uuid()::text, now(), \
-             '[[\"content-type\",\"application/json\"],[\"x-github-event\",\"push\"],[\"x-github-delivery\",\"d\"]]', '\\x{body}');\n"
+                "gen_random_uuid(), '00000000-0000-0000-0000-000000000001', 'github', 'push', {id}, now(), \
+                 '[[\"content-type\",\"application/json\"],[\"x-github-event\",\"push\"],[\"x-github-delivery\",\"d\"]]', '\\x{body}'"
+            )
+        };
+        let columns = "insert into bench_event (tenant_id, repository_id, provider, event_type, delivery_id, received_at, headers, body)";
+        let single = self.dir.join("pgbench.sql");
+        std::fs::write(
+            &single,
+            format!("{columns} values ({});\n", row("gen_random_uuid()::text")),
+        )?;
+        let batched = self.dir.join("pgbench-batch32.sql");
+        std::fs::write(
+            &batched,
+            format!(
+                "{columns} select {} from generate_series(1, 32) as n;\n",
+                row("gen_random_uuid()::text || n")
             ),
         )?;
+        Ok((single, batched))
+    }
+
+    /// pgbench with `script` for `seconds`: transactions per second.
+    fn pgbench_run(
+        &self,
+        script: &std::path::Path,
+        clients: u32,
+        seconds: u64,
+    ) -> anyhow::Result<f64> {
+        let output = Command::new(tool("pgbench")?)
+            .args([
+                "-n",
+                "-M",
+                "prepared",
+                "-h",
+                &self.socket,
+                "-p",
+                "5432",
+                "-U",
+                "postgres",
+                "-f",
+            ])
+            .arg(script)
+            .args([
+                "-c",
+                &clients.to_string(),
+                "-j",
+                &clients.to_string(),
+                "-T",
+                &seconds.to_string(),
+                "postgres",
+            ])
+            .output()?;
+        let text = String::from_utf8_lossy(&output.stdout);
+        text.lines()
+            .find(|l| l.starts_with("tps"))
+            .and_then(|l| l.split_whitespace().nth(2)?.parse().ok())
+            .with_context(|| {
+                format!(
+                    "pgbench printed no tps: {text}{}",
+                    String::from_utf8_lossy(&output.stderr)
+                )
+            })
+    }
+
+    async fn pgbench(&self) -> anyhow::Result<Vec<Value>> {
+        let (single, _) = self.pgbench_scripts().await?;
         let mut runs = Vec::new();
         for clients in [1, 8] {
-            let output = Command::new(tool("pgbench")?)
-                .args([
-                    "-n",
-                    "-M",
-                    "prepared",
-                    "-h",
-                    &self.socket,
-                    "-p",
-                    "5432",
-                    "-U",
-                    "postgres",
-                    "-f",
-                ])
-                .arg(&script)
-                .args([
-                    "-c",
-                    &clients.to_string(),
-                    "-j",
-                    &clients.to_string(),
-                    "-T",
-                    &(self.seconds(10.0) as u64).to_string(),
-                    "postgres",
-                ])
-                .output()?;
-            let text = String::from_utf8_lossy(&output.stdout);
-            let tps: f64 = text
-                .lines()
-                .find(|l| l.starts_with("tps"))
-                .and_then(|l| l.split_whitespace().nth(2)?.parse().ok())
-                .with_context(|| {
-                    format!(
-                        "pgbench printed no tps: {text}{}",
-                        String::from_utf8_lossy(&output.stderr)
-                    )
-                })?;
+            let tps = self.pgbench_run(&single, clients, self.seconds(10.0) as u64)?;
             runs.push(json!({"clients": clients, "tps": tps}));
         }
         Ok(runs)
