@@ -167,38 +167,43 @@ pub struct SecretKeyArgs {
     pub previous_secret_key_file: Option<PathBuf>,
 }
 
+/// A key given as a value (checked now) or as a file (read at start).
+fn key_source(
+    value: Option<String>,
+    file: Option<PathBuf>,
+    setting: &'static str,
+) -> Result<Option<SecretKeySource>, InvalidSetting> {
+    Ok(match (value, file) {
+        (Some(value), _) => {
+            let value = SecretString::from(value);
+            crate::secrets::SecretKey::from_base64(&value).map_err(|e| InvalidSetting {
+                setting,
+                reason: format!("{e} (generate one with `openssl rand -base64 32`)"),
+            })?;
+            Some(SecretKeySource::Value(value))
+        }
+        (None, Some(path)) => Some(SecretKeySource::File(path)),
+        (None, None) => None,
+    })
+}
+
 impl SecretKeyArgs {
     /// The previous key, if a change of key is under way.
     pub fn previous_source(&self) -> Result<Option<SecretKeySource>, InvalidSetting> {
-        Ok(
-            match (&self.previous_secret_key, &self.previous_secret_key_file) {
-                (Some(value), _) => {
-                    let value = SecretString::from(value.clone());
-                    crate::secrets::SecretKey::from_base64(&value).map_err(|e| InvalidSetting {
-                        setting: "HOOKRELAY_PREVIOUS_SECRET_KEY",
-                        reason: e.to_string(),
-                    })?;
-                    Some(SecretKeySource::Value(value))
-                }
-                (None, Some(path)) => Some(SecretKeySource::File(path.clone())),
-                (None, None) => None,
-            },
+        key_source(
+            self.previous_secret_key.clone(),
+            self.previous_secret_key_file.clone(),
+            "HOOKRELAY_PREVIOUS_SECRET_KEY",
         )
     }
 
     pub fn into_source(self) -> Result<SecretKeySource, InvalidSetting> {
-        Ok(match (self.secret_key, self.secret_key_file) {
-            (Some(value), _) => {
-                let value = SecretString::from(value);
-                crate::secrets::SecretKey::from_base64(&value).map_err(|e| InvalidSetting {
-                    setting: "HOOKRELAY_SECRET_KEY",
-                    reason: format!("{e} (generate one with `openssl rand -base64 32`)"),
-                })?;
-                SecretKeySource::Value(value)
-            }
-            (None, Some(path)) => SecretKeySource::File(path),
-            (None, None) => SecretKeySource::DataDir,
-        })
+        Ok(key_source(
+            self.secret_key,
+            self.secret_key_file,
+            "HOOKRELAY_SECRET_KEY",
+        )?
+        .unwrap_or(SecretKeySource::DataDir))
     }
 }
 

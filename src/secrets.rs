@@ -196,22 +196,6 @@ pub fn generate_webhook_secret(provider: Provider) -> SecretString {
     })
 }
 
-/// A Standard Webhooks signing secret as the spec defines it: `whsec_` and the
-/// base64 of 24 to 64 random bytes.
-pub fn check_standard_webhook_secret(secret: &str) -> Result<(), String> {
-    let key = secret
-        .strip_prefix("whsec_")
-        .and_then(|b64| STANDARD.decode(b64).ok())
-        .ok_or("must be `whsec_` followed by base64")?;
-    if !(24..=64).contains(&key.len()) {
-        return Err(format!(
-            "must hold 24 to 64 bytes (the Standard Webhooks specification), not {}",
-            key.len()
-        ));
-    }
-    Ok(())
-}
-
 /// The stored form of a client secret.
 pub fn hash_client_secret(secret: &str) -> Vec<u8> {
     Sha256::digest(secret.as_bytes()).to_vec()

@@ -55,7 +55,7 @@ fn new_secret(provider: Provider, given: Option<SecretString>) -> Result<SecretS
             format!("hookrelay makes the secret for provider {provider}; omit it"),
         )),
         Some(secret) => {
-            secrets::check_standard_webhook_secret(secret.expose_secret())
+            crate::webhook::standard::check_secret(secret.expose_secret())
                 .map_err(|reason| Error::invalid("webhook_secret", reason))?;
             Ok(secret)
         }

@@ -8,7 +8,7 @@ mod gitea;
 mod github;
 mod gitlab;
 mod sealing;
-mod standard;
+pub mod standard;
 pub mod targets;
 
 use std::time::Duration;

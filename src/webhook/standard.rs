@@ -46,6 +46,23 @@ fn key(secret: &[u8]) -> Option<Vec<u8>> {
     (!key.is_empty()).then_some(key)
 }
 
+/// A signing secret a sender brings, as the spec defines it: `whsec_` and the
+/// base64 of 24 to 64 bytes (the same decoding that verifies with it).
+pub fn check_secret(secret: &str) -> Result<(), String> {
+    let key = secret
+        .starts_with("whsec_")
+        .then(|| key(secret.as_bytes()))
+        .flatten()
+        .ok_or("must be `whsec_` followed by base64")?;
+    if !(24..=64).contains(&key.len()) {
+        return Err(format!(
+            "must hold 24 to 64 bytes (the Standard Webhooks specification), not {}",
+            key.len()
+        ));
+    }
+    Ok(())
+}
+
 /// Verifies a Standard Webhooks signature as of `now` (unix seconds).
 pub(super) fn verify_signature(
     headers: &HeaderMap,

@@ -3,17 +3,26 @@
 
 use std::time::{Duration, Instant};
 
-use jsonwebtoken::jwk::JwkSet;
 use reqwest::StatusCode;
 
 use crate::helpers::{TEST_SECRET_KEY, TestApp, hookrelay_async, spawn_app};
 
 /// `hookrelay <args>` against the app's database: (success, stdout + stderr).
 async fn admin(app: &TestApp, args: &[&str]) -> (bool, String) {
+    admin_on(
+        &app.database_url,
+        &[("HOOKRELAY_SECRET_KEY", TEST_SECRET_KEY)],
+        args,
+    )
+    .await
+}
+
+/// `hookrelay <args>` against `database_url` with `envs`: (success, stdout + stderr).
+async fn admin_on(database_url: &str, envs: &[(&str, &str)], args: &[&str]) -> (bool, String) {
     let output = hookrelay_async()
         .args(args)
-        .env("DATABASE_URL", &app.database_url)
-        .env("HOOKRELAY_SECRET_KEY", TEST_SECRET_KEY)
+        .env("DATABASE_URL", database_url)
+        .envs(envs.iter().copied())
         .env("RUST_LOG", "warn")
         .output()
         .await
@@ -29,16 +38,9 @@ async fn admin(app: &TestApp, args: &[&str]) -> (bool, String) {
 }
 
 async fn jwks(app: &TestApp) -> Vec<String> {
-    let set: JwkSet = app
-        .http
-        .get(app.url("/.well-known/jwks.json"))
-        .send()
+    app.jwks()
         .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    set.keys
+        .keys
         .into_iter()
         .filter_map(|k| k.common.key_id)
         .collect()
@@ -162,19 +164,13 @@ fn line_of(listed: &str, kid: &str) -> String {
 #[tokio::test]
 async fn keys_commands_refuse_a_wrong_key_encryption_key() {
     let app = spawn_app().await;
-    let output = hookrelay_async()
-        .args(["keys", "list"])
-        .env("DATABASE_URL", &app.database_url)
-        .env(
-            "HOOKRELAY_SECRET_KEY",
-            "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
-        )
-        .output()
-        .await
-        .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("key-encryption key"), "{stderr}");
+    let wrong = [(
+        "HOOKRELAY_SECRET_KEY",
+        "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+    )];
+    let (ok, output) = admin_on(&app.database_url, &wrong, &["keys", "list"]).await;
+    assert!(!ok);
+    assert!(output.contains("key-encryption key"), "{output}");
 }
 
 /// `hookrelay tenants`: list and show; a suspension refuses the tenant's
@@ -356,27 +352,17 @@ async fn secrets_rekey_moves_every_sealed_value_to_the_new_key() {
     let old = crate::helpers::spawn_app_with(|c| c.public_url = Some(public_url.clone())).await;
     let tenant = old.tenant("acme").await;
     let github = old.repository(&tenant, "acme/app").await;
-    let gitlab: serde_json::Value = old
-        .post_json(
-            "/v1/repositories",
-            Some(&tenant.token),
-            &serde_json::json!({"provider": "gitlab", "name": "acme/platform"}),
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
+    let gitlab = old
+        .register(&tenant, "gitlab", "acme/platform", serde_json::json!({}))
+        .await;
     let (gitlab_id, gitlab_secret) = (
         gitlab["id"].as_str().unwrap().to_owned(),
         gitlab["webhook_secret"].as_str().unwrap().to_owned(),
     );
     let body = fixture_file("gitlab/push.json");
-    let mut request = old.http.post(old.url(&format!("/v1/webhooks/{gitlab_id}")));
-    for (name, value) in Sender::GitlabToken.headers(&gitlab_secret, "Push Hook", "g-1", &body, 0) {
-        request = request.header(name, value);
-    }
+    let headers = Sender::GitlabToken.headers(&gitlab_secret, "Push Hook", "g-1", &body, 0);
     assert_eq!(
-        request.body(body).send().await.unwrap().status(),
+        old.post_webhook(&gitlab_id, &headers, &body).await.status(),
         StatusCode::ACCEPTED
     );
     let database_url = old.database_url.clone();
@@ -412,21 +398,12 @@ async fn secrets_rekey_moves_every_sealed_value_to_the_new_key() {
         StatusCode::ACCEPTED
     );
 
-    let output = hookrelay_async()
-        .args(["secrets", "rekey"])
-        .env("DATABASE_URL", &database_url)
-        .env("HOOKRELAY_SECRET_KEY", NEW_KEY)
-        .env("HOOKRELAY_PREVIOUS_SECRET_KEY", TEST_SECRET_KEY)
-        .env("RUST_LOG", "warn")
-        .output()
-        .await
-        .unwrap();
-    let said = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(
-        output.status.success(),
-        "{said}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let both_keys = [
+        ("HOOKRELAY_SECRET_KEY", NEW_KEY),
+        ("HOOKRELAY_PREVIOUS_SECRET_KEY", TEST_SECRET_KEY),
+    ];
+    let (ok, said) = admin_on(&database_url, &both_keys, &["secrets", "rekey"]).await;
+    assert!(ok, "{said}");
     assert!(
         said.contains("1 key check, 2 webhook secrets, 1 signing keys, 1 event headers"),
         "{said}"
@@ -478,17 +455,9 @@ async fn secrets_rekey_moves_every_sealed_value_to_the_new_key() {
     );
 
     // Running it again finds nothing left to do.
-    let again = hookrelay_async()
-        .args(["secrets", "rekey"])
-        .env("DATABASE_URL", &database_url)
-        .env("HOOKRELAY_SECRET_KEY", NEW_KEY)
-        .env("HOOKRELAY_PREVIOUS_SECRET_KEY", TEST_SECRET_KEY)
-        .env("RUST_LOG", "warn")
-        .output()
-        .await
-        .unwrap();
+    let (ok, again) = admin_on(&database_url, &both_keys, &["secrets", "rekey"]).await;
     assert!(
-        String::from_utf8_lossy(&again.stdout)
-            .contains("0 key check, 0 webhook secrets, 0 signing keys, 0 event headers")
+        ok && again.contains("0 key check, 0 webhook secrets, 0 signing keys, 0 event headers"),
+        "{again}"
     );
 }

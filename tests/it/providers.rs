@@ -37,15 +37,9 @@ struct Registered {
 }
 
 async fn register(app: &TestApp, tenant: &TestTenant, sender: Sender) -> Registered {
-    let response = app
-        .post_json(
-            "/v1/repositories",
-            Some(&tenant.token),
-            &json!({"provider": sender.provider(), "name": name(sender), "settings": sender.settings()}),
-        )
+    let body = app
+        .register(tenant, sender.provider(), name(sender), sender.settings())
         .await;
-    assert_eq!(response.status(), StatusCode::CREATED, "{sender:?}");
-    let body: Value = response.json().await.unwrap();
     Registered {
         id: body["id"].as_str().unwrap().to_owned(),
         secret: body["webhook_secret"].as_str().unwrap().to_owned(),
@@ -53,18 +47,13 @@ async fn register(app: &TestApp, tenant: &TestTenant, sender: Sender) -> Registe
     }
 }
 
-/// POSTs `body` with `headers` to the repository's webhook URL.
 async fn post(
     app: &TestApp,
     id: &str,
     headers: &[(String, String)],
     body: &[u8],
 ) -> reqwest::Response {
-    let mut request = app.http.post(app.url(&format!("/v1/webhooks/{id}")));
-    for (name, value) in headers {
-        request = request.header(name, value);
-    }
-    request.body(body.to_vec()).send().await.unwrap()
+    app.post_webhook(id, headers, body).await
 }
 
 async fn send(

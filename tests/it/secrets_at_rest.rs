@@ -97,24 +97,8 @@ async fn replicas_on_one_database_share_the_signing_key() {
         b.get("/v1/repositories", &tenant.token).await.status(),
         StatusCode::OK
     );
-    let jwks_a: JwkSet = a
-        .http
-        .get(a.url("/.well-known/jwks.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let jwks_b: JwkSet = b
-        .http
-        .get(b.url("/.well-known/jwks.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jwks_a: JwkSet = a.jwks().await;
+    let jwks_b: JwkSet = b.jwks().await;
     assert_eq!(jwks_a.keys.len(), 1);
     assert_eq!(jwks_a.keys[0].common.key_id, jwks_b.keys[0].common.key_id);
 }
@@ -149,15 +133,7 @@ async fn a_pem_signing_key_file_is_used_when_configured() {
         let tenant = app.tenant("acme").await;
         let header = jsonwebtoken::decode_header(&tenant.token).unwrap();
         assert_eq!(format!("{:?}", header.alg), algorithm);
-        let jwks: JwkSet = app
-            .http
-            .get(app.url("/.well-known/jwks.json"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let jwks: JwkSet = app.jwks().await;
         assert_eq!(jwks.keys.len(), 1);
         assert_eq!(jwks.keys[0].common.key_id, header.kid);
         assert_eq!(
@@ -177,15 +153,7 @@ async fn a_pem_signing_key_file_is_used_when_configured() {
     })
     .await;
     let tenant = app.tenant("acme").await;
-    let jwks: JwkSet = app
-        .http
-        .get(app.url("/.well-known/jwks.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jwks: JwkSet = app.jwks().await;
     assert_eq!(jwks.keys.len(), 2, "both files are published");
     let header = jsonwebtoken::decode_header(&tenant.token).unwrap();
     assert_eq!(format!("{:?}", header.alg), "ES256", "the first file signs");
@@ -233,26 +201,16 @@ async fn a_gitlab_token_is_sealed_in_the_stored_event_and_opened_only_for_the_ag
     use hookrelay_testkit::{Sender, fixture_file};
     let app = spawn_app().await;
     let tenant = app.tenant("acme").await;
-    let created: serde_json::Value = app
-        .post_json(
-            "/v1/repositories",
-            Some(&tenant.token),
-            &serde_json::json!({"provider": "gitlab", "name": "acme/app"}),
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
+    let created = app
+        .register(&tenant, "gitlab", "acme/app", serde_json::json!({}))
+        .await;
     let (id, secret) = (
         created["id"].as_str().unwrap(),
         created["webhook_secret"].as_str().unwrap(),
     );
     let body = fixture_file("gitlab/push.json");
-    let mut request = app.http.post(app.url(&format!("/v1/webhooks/{id}")));
-    for (name, value) in Sender::GitlabToken.headers(secret, "Push Hook", "g-1", &body, 0) {
-        request = request.header(name, value);
-    }
-    let response = request.body(body).send().await.unwrap();
+    let headers = Sender::GitlabToken.headers(secret, "Push Hook", "g-1", &body, 0);
+    let response = app.post_webhook(id, &headers, &body).await;
     assert_eq!(response.status(), StatusCode::ACCEPTED);
 
     let stored: String = sqlx::query_scalar("select headers::text from event")

@@ -317,6 +317,25 @@ impl Deliverer {
         let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
         self.metrics.delivery_seconds.observe(elapsed_ms / 1000.0);
         self.metrics.done(&event);
+        // The fields of a delivery's outcome line, at its level, plus `$extra`.
+        macro_rules! outcome_line {
+            ($level:expr, $status:expr, $($extra:tt)*) => {
+                tracing::event!(
+                    $level,
+                    event_id = event.id,
+                    repository,
+                    repository_id = event.repository_id,
+                    event_type = event.event_type,
+                    branch = event.branch,
+                    tag = event.tag,
+                    delivery_id = event.delivery_id,
+                    status = $status.as_u16(),
+                    attempts,
+                    redelivery = event.redelivery,
+                    $($extra)*
+                )
+            };
+        }
         let (outcome, failure_reason, status_code) = match outcome {
             Ok(status) => {
                 self.metrics
@@ -325,19 +344,11 @@ impl Deliverer {
                         outcome: "delivered",
                     })
                     .inc();
-                tracing::info!(
-                    event_id = event.id,
-                    repository,
-                    repository_id = event.repository_id,
-                    event_type = event.event_type,
-                    branch = event.branch,
-                    tag = event.tag,
-                    delivery_id = event.delivery_id,
-                    status = status.as_u16(),
-                    attempts,
+                outcome_line!(
+                    tracing::Level::INFO,
+                    status,
                     elapsed_ms,
-                    redelivery = event.redelivery,
-                    message = output::message::DELIVERED,
+                    message = output::message::DELIVERED
                 );
                 (AckOutcome::Delivered, String::new(), status)
             }
@@ -346,19 +357,11 @@ impl Deliverer {
                     .deliveries
                     .get_or_create(&metrics::OutcomeLabels { outcome: "failed" })
                     .inc();
-                tracing::warn!(
-                    event_id = event.id,
-                    repository,
-                    repository_id = event.repository_id,
-                    event_type = event.event_type,
-                    branch = event.branch,
-                    tag = event.tag,
-                    delivery_id = event.delivery_id,
-                    status = status.as_u16(),
-                    attempts,
+                outcome_line!(
+                    tracing::Level::WARN,
+                    status,
                     reason,
-                    redelivery = event.redelivery,
-                    message = output::message::FAILED,
+                    message = output::message::FAILED
                 );
                 (AckOutcome::Failed, reason, status)
             }

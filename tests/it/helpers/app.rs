@@ -195,6 +195,53 @@ impl TestApp {
         .unwrap()
     }
 
+    /// The published signing keys (GET /.well-known/jwks.json).
+    pub async fn jwks(&self) -> jsonwebtoken::jwk::JwkSet {
+        self.http
+            .get(self.url("/.well-known/jwks.json"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// Registers a repository of any provider: the answer (with its secret).
+    pub async fn register(
+        &self,
+        tenant: &TestTenant,
+        provider: &str,
+        name: &str,
+        settings: Value,
+    ) -> Value {
+        let response = self
+            .post_json(
+                "/v1/repositories",
+                Some(&tenant.token),
+                &json!({"provider": provider, "name": name, "settings": settings}),
+            )
+            .await;
+        assert_eq!(response.status(), StatusCode::CREATED, "{provider} {name}");
+        response.json().await.unwrap()
+    }
+
+    /// POSTs `body` with `headers` to a repository's webhook URL.
+    pub async fn post_webhook(
+        &self,
+        repository_id: &str,
+        headers: &[(String, String)],
+        body: &[u8],
+    ) -> Response {
+        let mut request = self
+            .http
+            .post(self.url(&format!("/v1/webhooks/{repository_id}")));
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        request.body(body.to_vec()).send().await.unwrap()
+    }
+
     /// The Prometheus text at /metrics.
     pub async fn metrics(&self) -> String {
         metrics_at(&self.http, &self.address).await
