@@ -3,8 +3,9 @@
 //! Each webhook request hands its event to a small pool of writers and waits for
 //! the outcome. A writer takes everything queued (up to a batch limit), stores
 //! it in one transaction and answers every request only after the commit. So
-//! concurrent webhooks share one lock, one INSERT and one WAL flush, while a
-//! lone webhook is written at once, with no timer in its way.
+//! concurrent webhooks share one INSERT and one WAL flush, while a lone
+//! webhook is written at once, with no timer in its way. After each commit
+//! the streams are woken (`StreamHub::committed`), never inside it.
 
 use std::sync::Arc;
 
@@ -12,10 +13,11 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 
 use crate::error::Error;
 use crate::store::event::{self, Ingested, NewEvent};
+use crate::streams::StreamHub;
 
 const MAX_BATCH_EVENTS: usize = 256;
 const MAX_BATCH_BYTES: usize = 16 * 1024 * 1024;
-/// Two writers: while one commits, the next batch is already waiting on the lock.
+/// Two writers: while one commits, the next batch is already being written.
 const WRITERS: usize = 2;
 
 type Reply = oneshot::Sender<Result<Ingested, Error>>;
@@ -28,11 +30,20 @@ pub struct Ingestor {
 }
 
 impl Ingestor {
-    pub fn spawn(pool: sqlx::PgPool) -> (Self, Vec<tokio::task::JoinHandle<()>>) {
+    pub fn spawn(
+        pool: sqlx::PgPool,
+        streams: Arc<StreamHub>,
+    ) -> (Self, Vec<tokio::task::JoinHandle<()>>) {
         let (queue, receiver) = mpsc::channel(4 * MAX_BATCH_EVENTS);
         let receiver = Arc::new(Mutex::new(receiver));
         let writers = (0..WRITERS)
-            .map(|_| tokio::spawn(write_batches(pool.clone(), receiver.clone())))
+            .map(|_| {
+                tokio::spawn(write_batches(
+                    pool.clone(),
+                    streams.clone(),
+                    receiver.clone(),
+                ))
+            })
             .collect();
         (Self { queue }, writers)
     }
@@ -52,6 +63,7 @@ impl Ingestor {
 
 async fn write_batches(
     pool: sqlx::PgPool,
+    streams: Arc<StreamHub>,
     receiver: Arc<Mutex<mpsc::Receiver<(NewEvent, Reply)>>>,
 ) {
     loop {
@@ -74,6 +86,7 @@ async fn write_batches(
             batch
         };
         write(&pool, batch).await;
+        streams.committed();
     }
 }
 

@@ -146,7 +146,6 @@ impl Application {
         .await
         .context("cannot load the JWT signing key")?;
         let keys = Arc::new(keys);
-        let (ingestor, ingest_writers) = Ingestor::spawn(pool.clone());
         let limits = &config.limits;
         let open_files = crate::http::server::raise_open_file_limit();
         let max_connections = limits.max_connections.unwrap_or_else(|| {
@@ -158,6 +157,7 @@ impl Application {
         tracing::info!(open_files, max_connections, "connection limits");
         let metrics = Arc::new(Metrics::default());
         let streams = StreamHub::new(pool.clone(), &metrics);
+        let (ingestor, ingest_writers) = Ingestor::spawn(pool.clone(), streams.clone());
         let state = AppState::new(crate::state::SharedState {
             auth: Authenticator::new(keys.clone(), pool.clone()),
             pool,
@@ -251,6 +251,12 @@ impl Application {
                     .streams
                     .clone()
                     .listen(state.pool.clone(), stop.clone()),
+            ),
+            tokio::spawn(
+                state
+                    .streams
+                    .clone()
+                    .announce(state.pool.clone(), stop.clone()),
             ),
             tokio::spawn(
                 state

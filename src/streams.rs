@@ -1,17 +1,28 @@
 //! What open event streams share on one server.
 //!
-//! - **Wake-ups.** One LISTEN connection per server receives the NOTIFY that
-//!   every ingest commit sends (the newest event id) and publishes it on a
-//!   `watch`. Streams wait on the watch and re-read from their cursor, so an
-//!   event committed on any replica reaches every stream within milliseconds,
-//!   with no polling. After the listener reconnects (notifications may have
-//!   been lost meanwhile) every stream is woken to re-read.
-//! - **A shared tail.** On each wake-up the listener reads the new events once,
-//!   for every tenant, into a bounded in-memory tail. A stream whose cursor lies
-//!   inside the tail filters it instead of querying the database, so one event
-//!   reaching 10,000 streams costs one query, not 10,000. The tail holds exactly
-//!   the committed events with ids in (low, high]: ids appear in commit order, so
-//!   reading "after high" misses nothing. Older cursors read from the database.
+//! - **Wake-ups.** A server that commits events wakes its own streams at once
+//!   (`committed`) and tells the other servers with a NOTIFY sent *after* the
+//!   commit, from a connection of its own (`announce`): at most one in flight,
+//!   so a burst of commits costs one NOTIFY, and no ingest transaction takes
+//!   PostgreSQL's database-wide notification lock. One LISTEN connection per
+//!   server receives the other servers' wake-ups, so an event committed on any
+//!   replica reaches every stream within milliseconds, with no polling. After
+//!   the listener reconnects (wake-ups may have been lost meanwhile) every
+//!   stream is woken to re-read, and a backstop re-reads every second.
+//! - **A shared tail.** On each wake-up the listener reads the new events of
+//!   the tenants with open streams on this server, once, into a bounded
+//!   in-memory tail; other tenants' events are not read. A stream whose place
+//!   lies inside the tail filters it instead of querying the database, so one
+//!   event reaching 10,000 streams costs one query, not 10,000. The tail holds
+//!   exactly the committed events of its tenants with transactions in
+//!   [low, high), where high is a snapshot horizon (see `crate::store::event`):
+//!   reading on from high misses nothing. A tenant's events are held from the
+//!   first read after its first stream opened; until then, and for older
+//!   places, streams read from the database.
+//! - **Held back.** An event can commit while an older transaction is still
+//!   running; it is read once that one ends. Until then the listener re-reads
+//!   after a few milliseconds (doubling up to `HELD_BACK_MAX`), and it warns
+//!   when one transaction holds delivery back for long.
 //! - **Revocation.** Every open stream is registered with its client id. A
 //!   background check looks up all of them in one query every two seconds and
 //!   cancels the streams of deleted clients.
@@ -37,7 +48,7 @@ use tokio_util::sync::CancellationToken;
 
 use prometheus_client::metrics::gauge::Gauge;
 
-use crate::domain::{ClientId, ConsumerName, EventId, TenantId};
+use crate::domain::{ClientId, ConsumerName, EventId, Horizon, TenantId};
 use crate::store;
 use crate::store::consumer::{CONTROL_CHANNEL, Change, STREAM_HEARTBEAT, Signal};
 use crate::store::event::{NOTIFY_CHANNEL, StoredEvent};
@@ -47,14 +58,48 @@ const TAIL_EVENTS: usize = 10_000;
 const TAIL_BYTES: usize = 64 * 1024 * 1024;
 const TAIL_FETCH: i64 = 1_000;
 
-/// The committed events with ids in (low, high], in id order.
+/// The committed events of `tenants` with transactions in [low, high), in
+/// commit order: (transaction, id).
 #[derive(Debug, Default)]
 struct Tail {
     events: VecDeque<Arc<StoredEvent>>,
-    low: EventId,
-    high: EventId,
+    low: Horizon,
+    high: Horizon,
+    /// False until the listener has read a horizon, and while it reconnects.
+    known: bool,
     bytes: usize,
+    /// Bumped whenever the tail restarts: a read begun before is dropped.
+    generation: u64,
+    tenants: HashMap<TenantId, Covered>,
 }
+
+/// A tenant the tail reads.
+#[derive(Debug, Default)]
+struct Covered {
+    streams: usize,
+    /// The tail holds the tenant's events with transactions at or above this;
+    /// None until a read that included the tenant has completed.
+    from: Option<Horizon>,
+}
+
+impl Tail {
+    fn restart(&mut self, horizon: Option<Horizon>) {
+        self.events.clear();
+        self.bytes = 0;
+        self.generation += 1;
+        self.known = horizon.is_some();
+        let horizon = horizon.unwrap_or_default();
+        (self.low, self.high) = (horizon, horizon);
+        for covered in self.tenants.values_mut() {
+            covered.from = Some(horizon);
+        }
+    }
+}
+
+/// The longest wait before re-reading events that an older transaction holds back.
+const HELD_BACK_MAX: Duration = Duration::from_millis(64);
+/// How long one transaction may hold delivery back before the listener warns.
+const HELD_BACK_WARNING: Duration = Duration::from_secs(10);
 
 /// How often the listener checks that no commit went by without a wake-up.
 const BACKSTOP: Duration = Duration::from_secs(1);
@@ -64,7 +109,13 @@ pub const REVOCATION_CHECK: Duration = Duration::from_secs(2);
 
 #[derive(Debug)]
 pub struct StreamHub {
-    latest: watch::Sender<EventId>,
+    /// The tail's horizon, published whenever it moves: streams and watches
+    /// wait on it.
+    latest: watch::Sender<Horizon>,
+    /// This server committed events: wake the listener.
+    local_commits: tokio::sync::Notify,
+    /// This server committed events: tell the other servers.
+    to_announce: tokio::sync::Notify,
     tail: std::sync::RwLock<Tail>,
     registry: Mutex<HashMap<u64, Entry>>,
     next_id: AtomicU64,
@@ -129,11 +180,15 @@ pub struct StreamRegistration {
 
 impl Drop for StreamRegistration {
     fn drop(&mut self) {
-        self.hub
+        let entry = self
+            .hub
             .registry
             .lock()
             .expect("stream registry")
             .remove(&self.id);
+        if let Some(entry) = entry {
+            self.hub.stop_reading(entry.tenant);
+        }
         self.hub.streams_open.dec();
         let (pool, stream_id) = (self.hub.pool.clone(), self.stream_id);
         tokio::spawn(async move {
@@ -167,13 +222,11 @@ impl Drop for WatchRegistration {
 impl StreamHub {
     pub fn new(pool: PgPool, metrics: &crate::telemetry::Metrics) -> Arc<Self> {
         Arc::new(Self {
-            latest: watch::channel(EventId::ZERO).0,
-            // Covers nothing until the listener knows the newest id.
-            tail: std::sync::RwLock::new(Tail {
-                low: EventId::MAX,
-                high: EventId::MAX,
-                ..Tail::default()
-            }),
+            latest: watch::channel(Horizon::ZERO).0,
+            local_commits: tokio::sync::Notify::new(),
+            to_announce: tokio::sync::Notify::new(),
+            // Covers nothing until the listener knows a horizon.
+            tail: std::sync::RwLock::default(),
             registry: Mutex::default(),
             next_id: AtomicU64::new(0),
             server_id: uuid::Uuid::new_v4(),
@@ -187,8 +240,33 @@ impl StreamHub {
     }
 
     /// Changes whenever events may have committed.
-    pub fn subscribe(&self) -> watch::Receiver<EventId> {
+    pub fn subscribe(&self) -> watch::Receiver<Horizon> {
         self.latest.subscribe()
+    }
+
+    /// This server has committed events: its streams are woken now, the
+    /// other servers' by `announce`.
+    pub fn committed(&self) {
+        self.local_commits.notify_one();
+        self.to_announce.notify_one();
+    }
+
+    /// The tail starts reading the tenant's events (one more open stream).
+    fn start_reading(&self, tenant: TenantId) {
+        let mut tail = self.tail.write().expect("tail lock");
+        tail.tenants.entry(tenant).or_default().streams += 1;
+    }
+
+    /// One stream of the tenant closed; the tail stops reading its events
+    /// after its last.
+    fn stop_reading(&self, tenant: TenantId) {
+        let mut tail = self.tail.write().expect("tail lock");
+        if let Some(covered) = tail.tenants.get_mut(&tenant) {
+            covered.streams -= 1;
+            if covered.streams == 0 {
+                tail.tenants.remove(&tenant);
+            }
+        }
     }
 
     /// Registers an open stream; the caller records `stream_id` in the
@@ -212,6 +290,7 @@ impl StreamHub {
                 signals: signals.clone(),
             },
         );
+        self.start_reading(tenant);
         self.streams_open.inc();
         StreamRegistration {
             hub: self.clone(),
@@ -282,75 +361,102 @@ impl StreamHub {
         }
     }
 
-    /// The tail's events after `floor` and the id the tail is complete up to, if
-    /// the tail covers everything after `floor`; None: read from the database.
-    pub fn cached_after(&self, floor: EventId) -> Option<(Vec<Arc<StoredEvent>>, EventId)> {
+    /// The tenant's events in the tail from horizon `floor` on, and the
+    /// horizon the tail is complete up to, if the tail holds everything of the
+    /// tenant from `floor`; None: read from the database.
+    pub fn cached_after(
+        &self,
+        tenant: TenantId,
+        floor: Horizon,
+    ) -> Option<(Vec<Arc<StoredEvent>>, Horizon)> {
         let tail = self.tail.read().expect("tail lock");
-        if floor < tail.low || tail.high == EventId::MAX {
+        let from = tail.tenants.get(&tenant)?.from?;
+        if !tail.known || floor < tail.low.max(from) {
             return None;
         }
-        let start = tail.events.partition_point(|e| e.event_id <= floor);
-        Some((tail.events.range(start..).cloned().collect(), tail.high))
+        let start = tail.events.partition_point(|e| e.txid < floor);
+        let tenant = tenant.as_uuid();
+        let events = tail
+            .events
+            .range(start..)
+            .filter(|e| e.tenant_id == tenant)
+            .cloned()
+            .collect();
+        Some((events, tail.high))
     }
 
-    /// The id up to which every event has committed, as far as the tail knows (0
-    /// when it knows nothing). Read before a database query: a complete answer
-    /// to that query has seen everything up to here.
-    pub fn committed_high(&self) -> EventId {
+    /// The horizon the tail has read up to, once it knows one: a database
+    /// query bounded by it sees everything below it.
+    pub fn horizon(&self) -> Option<Horizon> {
         let tail = self.tail.read().expect("tail lock");
-        if tail.high == EventId::MAX {
-            EventId::ZERO
-        } else {
-            tail.high
-        }
+        tail.known.then_some(tail.high)
     }
 
-    /// Forgets the tail and restarts it after `newest` (after a (re)connect,
-    /// notifications may have been lost).
-    fn reset_tail(&self, newest: EventId) {
-        *self.tail.write().expect("tail lock") = Tail {
-            low: newest,
-            high: newest,
-            ..Tail::default()
-        };
+    /// Forgets the tail and restarts it at `horizon` (None: unknown).
+    fn reset_tail(&self, horizon: Option<Horizon>) {
+        self.tail.write().expect("tail lock").restart(horizon);
     }
 
-    /// Reads every event committed after the tail's end into it; returns the new end.
+    /// Reads the tail's tenants' events committed since the tail's end into
+    /// it; returns the new end and what is held back (see `TailRead`).
     async fn extend_tail(
         &self,
         pool: &PgPool,
-        notified: EventId,
-    ) -> Result<EventId, crate::error::Error> {
-        let mut high = self.tail.read().expect("tail lock").high;
-        loop {
-            let events = store::event::all_after(pool, high, TAIL_FETCH).await?;
-            let complete = (events.len() as i64) < TAIL_FETCH;
+    ) -> Result<(Horizon, Option<Horizon>), crate::error::Error> {
+        let (generation, start, tenants) = {
+            let tail = self.tail.read().expect("tail lock");
+            let tenants: Vec<uuid::Uuid> = tail.tenants.keys().map(TenantId::as_uuid).collect();
+            (tail.generation, tail.high, tenants)
+        };
+        if tenants.is_empty() {
+            // Nobody reads the tail: restart it at the current horizon instead
+            // of reading bodies back.
+            let horizon = store::event::horizon(pool).await?;
             let mut tail = self.tail.write().expect("tail lock");
-            if tail.high != high {
-                // Reset meanwhile by a reconnect: start over from its end.
-                return Ok(tail.high);
+            if tail.generation == generation {
+                tail.restart(Some(horizon.max(start)));
             }
-            for event in events {
-                tail.bytes += event.body.len();
-                tail.high = event.event_id;
-                tail.events.push_back(Arc::new(event));
+            return Ok((tail.high, None));
+        }
+        let mut position = (start, EventId::ZERO);
+        let mut read_events = Vec::new();
+        let (horizon, held_back) = loop {
+            let read = store::event::tail_after(pool, position, &tenants, TAIL_FETCH).await?;
+            let complete = (read.events.len() as i64) < TAIL_FETCH;
+            if let Some(last) = read.events.last() {
+                position = (last.txid, last.event_id);
             }
+            read_events.extend(read.events);
             if complete {
-                // Everything committed up to the notified id has been read.
-                tail.high = tail.high.max(notified);
+                break (read.horizon, read.held_back);
             }
-            while tail.events.len() > TAIL_EVENTS || tail.bytes > TAIL_BYTES {
-                let Some(evicted) = tail.events.pop_front() else {
-                    break;
-                };
-                tail.bytes -= evicted.body.len();
-                tail.low = evicted.event_id;
-            }
-            high = tail.high;
-            if complete {
-                return Ok(high);
+        };
+        let mut tail = self.tail.write().expect("tail lock");
+        if tail.generation != generation {
+            // Restarted meanwhile by a reconnect: this read is stale.
+            return Ok((tail.high, None));
+        }
+        for event in read_events {
+            tail.bytes += event.body.len();
+            tail.events.push_back(Arc::new(event));
+        }
+        // Every event of these tenants below the horizon has been read.
+        tail.high = tail.high.max(horizon);
+        for tenant in &tenants {
+            if let Some(covered) = tail.tenants.get_mut(&TenantId::from_uuid(*tenant))
+                && covered.from.is_none()
+            {
+                covered.from = Some(start);
             }
         }
+        while tail.events.len() > TAIL_EVENTS || tail.bytes > TAIL_BYTES {
+            let Some(evicted) = tail.events.pop_front() else {
+                break;
+            };
+            tail.bytes -= evicted.body.len();
+            tail.low = tail.low.max(Horizon::new(evicted.txid.get() + 1));
+        }
+        Ok((tail.high, held_back))
     }
 
     /// Open event streams (watches not counted: they do not read the tail).
@@ -363,8 +469,48 @@ impl StreamHub {
             .count()
     }
 
-    /// Publishes committed event ids until `stop`.
+    /// Tells the other servers, after this one's commits, that events
+    /// committed, until `stop`. At most one NOTIFY is in flight; commits
+    /// meanwhile share the next. It commits asynchronously (a lost wake-up is
+    /// caught by the backstop), so it never waits for a WAL flush or a standby.
+    pub async fn announce(self: Arc<Self>, pool: PgPool, stop: CancellationToken) {
+        let server = self.server_id.to_string();
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = self.to_announce.notified() => {}
+            }
+            let sent = sqlx::query(
+                "select set_config('synchronous_commit', 'off', true), pg_notify($1, $2)",
+            )
+            .bind(NOTIFY_CHANNEL)
+            .bind(&server)
+            .execute(&pool)
+            .await;
+            if let Err(error) = sent {
+                tracing::warn!(%error, "cannot announce committed events to the other servers");
+            }
+        }
+    }
+
+    /// Acts on one notification; true when it asks for a re-read (events
+    /// committed on another server).
+    fn take(&self, notification: &sqlx::postgres::PgNotification, own: &str) -> bool {
+        if notification.channel() == CONTROL_CHANNEL {
+            match serde_json::from_str::<Signal>(notification.payload()) {
+                Ok(signal) => self.dispatch(Some(signal)),
+                Err(error) => tracing::warn!(%error, "ignoring a malformed control signal"),
+            }
+            false
+        } else {
+            notification.payload() != own
+        }
+    }
+
+    /// Keeps the tail and the published horizon up to date, until `stop`.
     pub async fn listen(self: Arc<Self>, pool: PgPool, stop: CancellationToken) {
+        let own = self.server_id.to_string();
+        let protocol = |e: crate::error::Error| sqlx::Error::Protocol(e.to_string());
         loop {
             let connected = async {
                 let mut listener = PgListener::connect_with(&pool).await?;
@@ -374,81 +520,39 @@ impl StreamHub {
                 // Signals sent while the listener was away are lost: every
                 // stream looks for pending redeliveries once.
                 self.dispatch(None);
-                // Anything committed before LISTEN took effect is found by re-reading.
-                let newest = store::event::newest_id(&pool)
-                    .await
-                    .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
-                self.reset_tail(newest);
+                // Anything committed before LISTEN took effect lies below this
+                // horizon: streams read it from the database.
+                let horizon = store::event::horizon(&pool).await.map_err(protocol)?;
+                self.reset_tail(Some(horizon));
                 self.latest
-                    .send_modify(|latest| *latest = (*latest).max(newest));
+                    .send_modify(|latest| *latest = (*latest).max(horizon));
                 let mut backstop = tokio::time::interval(BACKSTOP);
-                let mut stalled_at: Option<EventId> = None;
+                let mut held = HeldBack::default();
                 loop {
-                    let notification = tokio::select! {
-                        // `recv` would reconnect silently, losing notifications
+                    let wake = tokio::select! {
+                        // `recv` would reconnect silently, losing wake-ups
                         // without the tail knowing; end and start over instead.
-                        notification = listener.try_recv() => Some(notification?.ok_or_else(|| {
-                            sqlx::Error::Protocol("the LISTEN connection was lost".into())
-                        })?),
-                        _ = backstop.tick() => None,
-                    };
-                    let Some(notification) = notification else {
-                        // A backstop, not the delivery path: under load commits are
-                        // always a moment ahead of their NOTIFY, but if the announced
-                        // id has not moved for a whole tick, a wake-up went missing.
-                        let newest = store::event::newest_id(&pool)
-                            .await
-                            .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
-                        let announced = *self.latest.borrow();
-                        if newest > announced {
-                            if stalled_at == Some(announced) {
-                                tracing::warn!(
-                                    newest = newest.get(),
-                                    announced = announced.get(),
-                                    "events committed without a wake-up; catching up"
-                                );
+                        notification = listener.try_recv() => {
+                            let notification = notification?.ok_or_else(|| {
+                                sqlx::Error::Protocol("the LISTEN connection was lost".into())
+                            })?;
+                            // Coalesce a burst of wake-ups into one read.
+                            let mut wake = self.take(&notification, &own);
+                            while let Some(notification) = listener.next_buffered() {
+                                wake |= self.take(&notification, &own);
                             }
-                            let high = self
-                                .extend_tail(&pool, newest)
-                                .await
-                                .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
-                            self.latest
-                                .send_modify(|latest| *latest = (*latest).max(high));
+                            wake
                         }
-                        stalled_at = Some(*self.latest.borrow());
-                        continue;
+                        () = self.local_commits.notified() => true,
+                        // A backstop, not the delivery path.
+                        _ = backstop.tick() => true,
+                        () = held.wait() => true,
                     };
-                    // Coalesce a burst of commits into one read.
-                    let mut notified = EventId::ZERO;
-                    let mut next = Some(notification);
-                    while let Some(notification) = next {
-                        if notification.channel() == CONTROL_CHANNEL {
-                            match serde_json::from_str::<Signal>(notification.payload()) {
-                                Ok(signal) => self.dispatch(Some(signal)),
-                                Err(error) => {
-                                    tracing::warn!(%error, "ignoring a malformed control signal")
-                                }
-                            }
-                        } else {
-                            notified = notified
-                                .max(EventId::new(notification.payload().parse().unwrap_or(0)));
-                        }
-                        next = listener.next_buffered();
-                    }
-                    if notified == EventId::ZERO {
+                    if !wake {
                         continue;
                     }
-                    let high = if self.open_streams() == 0 {
-                        // Nobody reads the tail: restart it after the newest id
-                        // instead of reading bodies back. A stream that opens later
-                        // reads from the database first (see `committed_high`).
-                        self.reset_tail(notified);
-                        notified
-                    } else {
-                        self.extend_tail(&pool, notified)
-                            .await
-                            .map_err(|e| sqlx::Error::Protocol(e.to_string()))?
-                    };
+                    let (high, held_back) = self.extend_tail(&pool).await.map_err(protocol)?;
+                    held.update(&pool, high, held_back).await;
                     self.latest.send_if_modified(|latest| {
                         let newer = high > *latest;
                         *latest = (*latest).max(high);
@@ -464,7 +568,7 @@ impl StreamHub {
                     if let Err(error) = result {
                         tracing::warn!(%error, "event listener lost its connection; reconnecting");
                         // Until it is back, streams read from the database.
-                        *self.tail.write().expect("tail lock") = Tail { low: EventId::MAX, high: EventId::MAX, ..Tail::default() };
+                        self.reset_tail(None);
                         self.latest.send_modify(|_| {});
                     }
                 }
@@ -509,6 +613,59 @@ impl StreamHub {
                 Err(error) => {
                     tracing::warn!(%error, "cannot check open streams for revoked clients")
                 }
+            }
+        }
+    }
+}
+
+/// Re-reads events that committed while an older transaction was running.
+#[derive(Debug, Default)]
+struct HeldBack {
+    /// When to re-read: None while nothing is held back.
+    delay: Option<Duration>,
+    /// The horizon delivery waits at, and since when.
+    stuck: Option<(Horizon, tokio::time::Instant)>,
+    warned: bool,
+}
+
+impl HeldBack {
+    async fn wait(&self) {
+        match self.delay {
+            Some(delay) => tokio::time::sleep(delay).await,
+            None => std::future::pending().await,
+        }
+    }
+
+    async fn update(&mut self, pool: &PgPool, high: Horizon, held_back: Option<Horizon>) {
+        if held_back.is_none() {
+            *self = Self::default();
+            return;
+        }
+        match self.stuck {
+            Some((at, since)) if at == high => {
+                self.delay = Some(
+                    self.delay
+                        .map_or(Duration::from_millis(1), |delay| delay * 2)
+                        .min(HELD_BACK_MAX),
+                );
+                if !self.warned && since.elapsed() > HELD_BACK_WARNING {
+                    self.warned = true;
+                    let holder = store::event::horizon_holder(pool, high)
+                        .await
+                        .unwrap_or_default()
+                        .unwrap_or_else(|| "not found in pg_stat_activity".into());
+                    tracing::warn!(
+                        transaction = high.get(),
+                        %holder,
+                        seconds = since.elapsed().as_secs(),
+                        "committed events wait for an older transaction to end before they are delivered"
+                    );
+                }
+            }
+            _ => {
+                self.stuck = Some((high, tokio::time::Instant::now()));
+                self.delay = Some(Duration::from_millis(1));
+                self.warned = false;
             }
         }
     }

@@ -993,10 +993,11 @@ impl Bench {
         let row = |id: &str| {
             format!(
                 "gen_random_uuid(), '00000000-0000-0000-0000-000000000001', 'github', 'push', {id}, now(), \
-                 '[[\"content-type\",\"application/json\"],[\"x-github-event\",\"push\"],[\"x-github-delivery\",\"d\"]]', '\\x{body}'"
+                 '[[\"content-type\",\"application/json\"],[\"x-github-event\",\"push\"],[\"x-github-delivery\",\"d\"]]', '\\x{body}', \
+                 pg_current_xact_id()::text::bigint"
             )
         };
-        let columns = "insert into bench_event (tenant_id, repository_id, provider, event_type, delivery_id, received_at, headers, body)";
+        let columns = "insert into bench_event (tenant_id, repository_id, provider, event_type, delivery_id, received_at, headers, body, txid)";
         let single = self.dir.join("pgbench.sql");
         std::fs::write(
             &single,
@@ -1195,18 +1196,7 @@ impl Bench {
             .json()
             .await?;
         let id = response["id"].as_str().context("a repository")?.to_owned();
-        // The table's triggers take the commit-order lock and wake the streams.
-        sqlx::query(
-            "insert into event (tenant_id, repository_id, provider, event_type, delivery_id, received_at, headers, body) \
-             select r.tenant_id, r.repository_id, 'github', 'push', 'backlog-' || g, now(), \
-                    '[[\"content-type\",\"application/json\"],[\"x-github-event\",\"push\"]]'::jsonb, \
-                    convert_to(rpad('{\"n\":' || g || ',\"pad\":\"', 2047, 'x') || '}', 'UTF8') \
-             from repository r, generate_series(1, $2) g where r.repository_id = $1::uuid",
-        )
-        .bind(&id)
-        .bind(count)
-        .execute(&self.pool)
-        .await?;
+        append_backlog(&self.pool, std::slice::from_ref(&id), count).await?;
         Ok(id)
     }
 
@@ -1253,19 +1243,7 @@ impl Bench {
                     .await?,
             );
         }
-        sqlx::query(
-            "insert into event (tenant_id, repository_id, provider, event_type, delivery_id, received_at, headers, body) \
-             select r.tenant_id, r.repository_id, 'github', 'push', 'backlog-' || g, now(), \
-                    '[[\"content-type\",\"application/json\"],[\"x-github-event\",\"push\"]]'::jsonb, \
-                    convert_to(rpad('{\"n\":' || g || ',\"pad\":\"', 2047, 'x') || '}', 'UTF8') \
-             from generate_series(1, $2) g \
-             join repository r on r.repository_id = ($1::uuid[])[1 + g % cardinality($1::uuid[])] \
-             order by g",
-        )
-        .bind(&ids)
-        .bind(count as i64)
-        .execute(&self.pool)
-        .await?;
+        append_backlog(&self.pool, &ids, count as i64).await?;
         let received = Arc::new(AtomicU64::new(0));
         let target = axum::Router::new().route(
             "/",
@@ -1438,4 +1416,42 @@ impl Bench {
         self.results.insert("envoy".into(), json!({"ingest_direct": direct, "ingest_envoy": through, "relay_cpu_us_per_webhook": relay_us, "envoy_cpu_us_per_webhook": envoy_us, "latency_direct": direct_latency, "latency_envoy": through_latency}));
         Ok(())
     }
+}
+
+/// Appends `count` pushes of 2 KiB, interleaved over `repositories`, through
+/// the database's `append_events` (the servers' own way in), and wakes the
+/// streams as a server does after its commit.
+async fn append_backlog(
+    pool: &sqlx::PgPool,
+    repositories: &[String],
+    count: i64,
+) -> anyhow::Result<()> {
+    // In chunks: one transaction holds the repositories' locks while it writes.
+    const CHUNK: i64 = 10_000;
+    for start in (0..count).step_by(CHUNK as usize) {
+        sqlx::query(
+            "with input as ( \
+                 select r.tenant_id, r.repository_id, g from generate_series($2::bigint, $3::bigint) g \
+                 join repository r on r.repository_id = ($1::uuid[])[1 + g % cardinality($1::uuid[])] \
+             ), batch as ( \
+                 select array_agg(tenant_id order by g) as t, array_agg(repository_id order by g) as r, \
+                        array_agg('github'::text) as p, array_agg('push'::text) as e, \
+                        array_agg('backlog-' || g order by g) as d, array_agg(now()) as at, \
+                        array_agg('[[\"content-type\",\"application/json\"],[\"x-github-event\",\"push\"]]'::jsonb) as h, \
+                        array_agg(convert_to(rpad('{\"n\":' || g || ',\"pad\":\"', 2047, 'x') || '}', 'UTF8') order by g) as b, \
+                        array_agg(null::text) as n \
+                 from input \
+             ) \
+             select count(*) from batch, append_events(t, r, p, e, d, at, h, b, n, n, n)",
+        )
+        .bind(repositories)
+        .bind(start + 1)
+        .bind((start + CHUNK).min(count))
+        .execute(pool)
+        .await?;
+    }
+    sqlx::query("select pg_notify('hookrelay_events', 'bench')")
+        .execute(pool)
+        .await?;
+    Ok(())
 }

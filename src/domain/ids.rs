@@ -127,6 +127,27 @@ impl fmt::Display for EventId {
     }
 }
 
+/// A point in commit order across repositories: every event whose
+/// transaction id (`event.txid`) is below it has committed or never will (see
+/// `crate::store::event`). Readers that read across repositories (the
+/// streams' shared tail, watches) go up to the horizon of their snapshot.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, sqlx::Type)]
+#[sqlx(transparent)]
+pub struct Horizon(i64);
+
+impl Horizon {
+    /// Below every event.
+    pub const ZERO: Horizon = Horizon(0);
+
+    pub fn new(value: i64) -> Self {
+        Self(value)
+    }
+
+    pub fn get(self) -> i64 {
+        self.0
+    }
+}
+
 /// The provider's id of one delivery (GitHub's X-GitHub-Delivery): the dedup key.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct DeliveryId(String);

@@ -7,7 +7,7 @@ mod scope;
 
 pub(crate) use filter::event_selected;
 pub use filter::{EventFilter, LikePatterns};
-pub use ids::{ClientId, DeliveryId, EventId, RepositoryId, TenantId};
+pub use ids::{ClientId, DeliveryId, EventId, Horizon, RepositoryId, TenantId};
 pub use repository::{
     ConsumerName, DisplayName, GitlabVerification, Provider, RepositoryName, WebhookSettings,
 };

@@ -16,7 +16,7 @@ use super::proto::event_service_server::EventService;
 use super::proto::{self, AckOutcome};
 use super::watch::{WatchStream, Watches};
 use crate::auth::caller;
-use crate::domain::{ConsumerName, EventFilter, EventId, RepositoryId, TenantId};
+use crate::domain::{ConsumerName, EventFilter, EventId, Horizon, RepositoryId, TenantId};
 use crate::error::Error;
 use crate::secrets::SecretKey;
 use crate::store;
@@ -159,7 +159,7 @@ struct OpenStream {
 
 /// A database page read ahead while the previous one is being sent; aborted
 /// when the stream ends first.
-struct Prefetch(tokio::task::JoinHandle<(EventId, Result<StreamPage, Error>)>);
+struct Prefetch(tokio::task::JoinHandle<Result<(Horizon, StreamPage), Error>>);
 
 impl Drop for Prefetch {
     fn drop(&mut self) {
@@ -227,7 +227,7 @@ impl OpenStream {
     /// Waits for the next wake-up. Err as for `send`.
     async fn wait(
         &self,
-        wakeups: &mut tokio::sync::watch::Receiver<EventId>,
+        wakeups: &mut tokio::sync::watch::Receiver<Horizon>,
     ) -> Result<(), Option<Stop>> {
         tokio::select! {
             biased;
@@ -277,8 +277,8 @@ impl OpenStream {
     }
 
     /// Acts on the signals that arrived. True when a seek moved a cursor: the
-    /// stream then reads again from the cursors, with `floor` reset.
-    async fn apply_signals(&mut self, floor: &mut EventId) -> Result<bool, Option<Stop>> {
+    /// stream then reads again from the database.
+    async fn apply_signals(&mut self) -> Result<bool, Option<Stop>> {
         let (mut moved, mut redeliver) = (false, false);
         for change in self.registration.signals.take() {
             match change {
@@ -288,16 +288,9 @@ impl OpenStream {
                     repository_id,
                     after_event_id,
                 } => {
-                    // What was sent stays sent: every other repository goes on
-                    // after max(its cursor, the floor); this one after the seek.
-                    let sent = *floor;
-                    for (_, cursor) in &mut self.scope.cursors {
-                        *cursor = (*cursor).max(sent);
-                    }
-                    self.scope.default_cursor = self.scope.default_cursor.max(sent);
-                    self.scope.cursors.retain(|(r, _)| *r != repository_id);
-                    self.scope.cursors.push((repository_id, after_event_id));
-                    *floor = EventId::ZERO;
+                    // What was sent stays sent (each repository's cursor moved
+                    // on with it); this repository reads on after the seek.
+                    self.scope.cursors.insert(repository_id, after_event_id);
                     moved = true;
                 }
             }
@@ -308,9 +301,10 @@ impl OpenStream {
         Ok(moved)
     }
 
-    /// Starts reading the page after `floor`, noting first what the tail knows
-    /// is committed (see `StreamHub::committed_high`).
-    fn prefetch(&self, floor: EventId) -> Prefetch {
+    /// Starts reading a page from the database: the next one of `window`
+    /// (its horizon and the last id read), or a first one below the horizon
+    /// the tail has reached (or, when it knows none, the database's).
+    fn prefetch(&self, window: Option<(Horizon, EventId)>) -> Prefetch {
         let (pool, hub, tenant, scope) = (
             self.pool.clone(),
             self.hub.clone(),
@@ -318,23 +312,40 @@ impl OpenStream {
             self.scope.clone(),
         );
         Prefetch(tokio::spawn(async move {
-            let known = hub.committed_high();
-            let batch = store::event::stream_batch(
+            let (upper, after) = match window {
+                Some(window) => window,
+                None => match hub.horizon() {
+                    Some(upper) => (upper, EventId::ZERO),
+                    None => (store::event::horizon(&pool).await?, EventId::ZERO),
+                },
+            };
+            let page = store::event::stream_batch(
                 &pool,
                 tenant,
                 &scope,
-                floor,
+                upper,
+                after,
                 STREAM_BATCH,
                 STREAM_BATCH_BYTES,
             )
-            .await;
-            (known, batch)
+            .await?;
+            Ok((upper, page))
         }))
     }
 
-    /// Backlog in id order, then live events as they commit, until the client
-    /// goes away or the stream must stop.
-    async fn run(mut self, wakeups: tokio::sync::watch::Receiver<EventId>) {
+    /// Sends one event and moves its repository's cursor past it.
+    async fn send_next(&mut self, event: proto::Event) -> Result<(), Option<Stop>> {
+        if let Some(repository) = RepositoryId::parse(&event.repository_id) {
+            self.scope
+                .cursors
+                .insert(repository, EventId::new(event.id));
+        }
+        self.send(event).await
+    }
+
+    /// Backlog in id order per repository, then live events as they commit,
+    /// until the client goes away or the stream must stop.
+    async fn run(mut self, wakeups: tokio::sync::watch::Receiver<Horizon>) {
         if let Err(Some(stop)) = self.stream(wakeups).await {
             let _ = self.sender.send(Err(stop.into())).await;
         }
@@ -342,9 +353,11 @@ impl OpenStream {
 
     async fn stream(
         &mut self,
-        mut wakeups: tokio::sync::watch::Receiver<EventId>,
+        mut wakeups: tokio::sync::watch::Receiver<Horizon>,
     ) -> Result<(), Option<Stop>> {
-        let mut floor = EventId::ZERO;
+        // Every event whose transaction lies below this horizon has been
+        // considered: sent, or not wanted.
+        let mut considered = Horizon::ZERO;
         // The first read always goes to the database: the tail may still hold
         // events that retention or a repository deletion removed since. Later
         // reads only take events that committed after the stream caught up.
@@ -358,17 +371,17 @@ impl OpenStream {
             // every event; the read-ahead is dropped, as a seek makes it stale.
             if self.registration.signals.waiting() {
                 next_page = None;
-                if self.apply_signals(&mut floor).await? {
+                if self.apply_signals().await? {
                     caught_up_once = false;
                 }
             }
             // Mark the current wake-up seen *before* reading, so a commit that
             // lands during the read wakes the wait below.
             wakeups.borrow_and_update();
-            // Live: the shared tail covers everything after the floor.
+            // Live: the shared tail holds everything from `considered` on.
             if next_page.is_none()
                 && caught_up_once
-                && let Some((events, high)) = self.hub.cached_after(floor)
+                && let Some((events, high)) = self.hub.cached_after(self.tenant, considered)
             {
                 let mut interrupted = false;
                 for event in events {
@@ -376,18 +389,17 @@ impl OpenStream {
                         interrupted = true;
                         break;
                     }
-                    if self.scope.wants(self.tenant, floor, &event) {
-                        self.send(event.as_ref().into()).await?;
+                    if self.scope.wants(self.tenant, &event) {
+                        self.send_next(event.as_ref().into()).await?;
                     }
-                    floor = floor.max(event.event_id);
                 }
                 if !interrupted {
-                    floor = floor.max(high);
+                    considered = considered.max(high);
                     self.wait(&mut wakeups).await?;
                 }
                 continue;
             }
-            let page = next_page.take().unwrap_or_else(|| self.prefetch(floor));
+            let page = next_page.take().unwrap_or_else(|| self.prefetch(None));
             let read = async move {
                 let mut page = page;
                 (&mut page.0).await
@@ -397,9 +409,9 @@ impl OpenStream {
                 stop = self.stopped() => return Err(Some(stop)),
                 outcome = read => outcome,
             };
-            let (known, batch, caught_up) = match outcome {
-                Ok((known, Ok(page))) => (known, page.events, page.complete),
-                Ok((_, Err(error))) => {
+            let (upper, batch, caught_up) = match outcome {
+                Ok(Ok((upper, page))) => (upper, page.events, page.complete),
+                Ok(Err(error)) => {
                     let _ = self.sender.send(Err(error.into())).await;
                     return Ok(());
                 }
@@ -412,7 +424,7 @@ impl OpenStream {
                 }
             };
             if let (false, Some(last)) = (caught_up, batch.last()) {
-                next_page = Some(self.prefetch(last.event_id));
+                next_page = Some(self.prefetch(Some((upper, last.event_id))));
             }
             let mut interrupted = false;
             for event in batch {
@@ -420,16 +432,15 @@ impl OpenStream {
                     interrupted = true;
                     break;
                 }
-                floor = event.event_id;
-                self.send(event.into()).await?;
+                self.send_next(event.into()).await?;
             }
             if interrupted {
                 continue;
             }
             if caught_up {
                 caught_up_once = true;
-                // Everything committed up to `known` was visible to that read.
-                floor = floor.max(known);
+                // Everything below `upper` was visible to that read.
+                considered = considered.max(upper);
                 self.wait(&mut wakeups).await?;
             }
         }
@@ -505,10 +516,13 @@ impl EventService for EventsService {
 
         // Where each repository resumes: after_event_id for all, else the acks.
         let after_event_id = request.after_event_id.map(EventId::new);
-        let (cursors, default_cursor) = match after_event_id {
-            Some(after) => (Vec::new(), after),
+        let (cursors, default_cursor): (HashMap<RepositoryId, EventId>, _) = match after_event_id {
+            Some(after) => (HashMap::new(), after),
             None => (
-                store::consumer::cursors(&self.pool, tenant, &consumer).await?,
+                store::consumer::cursors(&self.pool, tenant, &consumer)
+                    .await?
+                    .into_iter()
+                    .collect(),
                 EventId::ZERO,
             ),
         };
@@ -517,11 +531,10 @@ impl EventService for EventsService {
         let in_scope = |repository: &RepositoryId| {
             repositories.as_ref().is_none_or(|r| r.contains(repository))
         };
-        let acked: HashMap<RepositoryId, EventId> = cursors.iter().copied().collect();
         for (repository, deleted_through) in
             store::consumer::retention_horizons(&self.pool, tenant).await?
         {
-            let cursor = acked
+            let cursor = cursors
                 .get(&repository)
                 .copied()
                 .or(after_event_id.filter(|after| *after > EventId::ZERO));

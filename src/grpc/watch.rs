@@ -18,11 +18,11 @@ use tonic::Status;
 
 use super::proto;
 use crate::auth::Caller;
-use crate::domain::{EventId, RepositoryId, TenantId};
+use crate::domain::{EventId, Horizon, RepositoryId, TenantId};
 use crate::error::Error;
 use crate::store;
 use crate::store::consumer::{ConsumerStatus, Delivery};
-use crate::store::event::EventSummary;
+use crate::store::event::{EventSummary, WatchFrom};
 use crate::streams::{StreamHub, WatchRegistration};
 
 /// How often delivery records and consumer status are read again.
@@ -179,19 +179,22 @@ impl Watches {
         if request.after_event_id.is_some_and(|after| after < 0) {
             return Err(Error::invalid("after_event_id", "must not be negative"));
         }
-        let after = match request.after_event_id {
-            Some(after) => EventId::new(after),
-            None => store::event::newest_id(&self.pool).await?,
+        // From the given id; else from now: everything below the current
+        // horizon counts as seen.
+        let from = match request.after_event_id {
+            Some(after) => WatchFrom::Id(EventId::new(after)),
+            None => WatchFrom::Position(store::event::horizon(&self.pool).await?, EventId::ZERO),
         };
         let (watch, stream) = Watch::open(&self.hub, caller, &self.shutdown);
         tokio::spawn(watch_events(
             watch,
             self.pool.clone(),
+            self.hub.clone(),
             self.hub.subscribe(),
             caller.tenant.id,
             repositories,
             request.event_types,
-            after,
+            from,
         ));
         Ok(stream)
     }
@@ -223,38 +226,55 @@ impl Watches {
     }
 }
 
-/// Sends the tenant's events after `after`, then each new one as it commits.
+/// Sends the tenant's events after `from`, then each new one as it commits.
+#[allow(clippy::too_many_arguments)]
 async fn watch_events(
     watch: Watch<proto::EventSummary>,
     pool: sqlx::PgPool,
-    mut wakeups: tokio::sync::watch::Receiver<EventId>,
+    hub: Arc<StreamHub>,
+    mut wakeups: tokio::sync::watch::Receiver<Horizon>,
     tenant: TenantId,
     repositories: Vec<RepositoryId>,
     event_types: Vec<String>,
-    mut after: EventId,
+    mut from: WatchFrom,
 ) {
     loop {
         // Seen before reading: a commit during the read wakes the wait below.
         wakeups.borrow_and_update();
         let read = async {
+            // Below the tail's horizon (from an earlier snapshot), everything
+            // is visible to this read.
+            let upper = match hub.horizon() {
+                Some(upper) => upper,
+                None => store::event::horizon(&pool).await?,
+            };
             loop {
                 let events = store::event::summaries_after(
                     &pool,
                     tenant,
-                    after,
+                    from,
+                    upper,
                     &repositories,
                     &event_types,
                     EVENTS_PER_READ,
                 )
                 .await?;
                 let full = events.len() as i64 == EVENTS_PER_READ;
-                for event in events {
-                    after = event.event_id;
+                for (event, txid) in events {
+                    from = match from {
+                        WatchFrom::Id(_) => WatchFrom::Id(event.event_id),
+                        WatchFrom::Position(..) => WatchFrom::Position(txid, event.event_id),
+                    };
                     if !watch.send(event.into()).await {
                         return Ok(false);
                     }
                 }
                 if !full {
+                    // Everything below `upper` has been seen: read on in
+                    // commit order from there.
+                    if !matches!(from, WatchFrom::Position(txid, _) if txid >= upper) {
+                        from = WatchFrom::Position(upper, EventId::ZERO);
+                    }
                     return Ok::<_, Error>(true);
                 }
             }

@@ -1,18 +1,50 @@
-//! The event log.
+//! The event log, and why no reader ever skips an event.
 //!
-//! Ordering: ids come from a sequence, but a plain sequence lets id 10 commit
-//! before id 9, and a reader that has passed 10 would skip 9 for ever. So every
-//! INSERT into `event` takes one transaction-scoped advisory lock before drawing
-//! ids and holds it until commit: ids are handed out in commit order, and when a
-//! reader sees id N every id below N is already committed (or was rolled back
-//! and will never exist). Readers can therefore page with `event_id > cursor`.
-//! The lock, and the NOTIFY that wakes streams, are statement triggers on the
-//! table (migration `event_insert_triggers`), so no writer can forget them.
+//! Event ids come from a sequence, and a plain sequence lets id 10 commit
+//! before id 9: a reader that has passed 10 would skip 9 for ever. Until
+//! migration `commit_order_without_a_global_lock` one advisory lock, held
+//! through every commit, put all ids in commit order; it also serialised every
+//! ingest commit of the fleet, and on an HA database each commit waits for a
+//! standby in another zone. Now two rules replace it.
 //!
-//! Throughput: the lock serialises ingest transactions, so each one carries a
-//! whole batch (see `crate::ingest`) in a single statement that commits on its
-//! own: one round trip, one lock, one multi-row INSERT and one fsync for many
-//! webhooks.
+//! **Per repository, ids are in commit order.** `append_events` (the only way
+//! in: `event.txid` has no default) takes the advisory lock of each repository
+//! in the batch, in key order, holds them until commit, and draws ids only
+//! after. Two transactions appending to one repository are therefore ordered:
+//! the second draws its ids after the first has ended, so its ids are higher
+//! and it cannot commit first. A reader that has seen id N of a repository has
+//! seen every committed id below N of that repository. Streams, acks and
+//! cursors are per repository and page by `event_id > cursor` within each.
+//!
+//! **Across repositories, readers stop at their snapshot's horizon.** Each
+//! event records its transaction id, assigned only once all of the batch's
+//! locks are held. A snapshot's xmin is the oldest transaction still running;
+//! every transaction below it has ended. A reader that takes only events with
+//! `txid < xmin` of its snapshot (its `Horizon`) has seen all there will ever
+//! be below that horizon: an event committed later belongs to a transaction
+//! at or above it. So "everything below horizon H" is a prefix that never
+//! grows, and the shared tail and the watches advance from horizon to horizon.
+//!
+//! The two rules agree within a repository: if event e of repository R lies
+//! below a reader's horizon, so does every earlier event e' of R. e' was
+//! appended by a transaction T' that ended before e's transaction T took R's
+//! lock (or by T itself); T's transaction id was assigned after that, so
+//! T'.txid < T.txid < horizon, and T' has committed (e' is visible) or rolled
+//! back (e' does not exist). A reader therefore never delivers a later event
+//! of a repository while an earlier one is still to come.
+//!
+//! The price: any transaction that holds a transaction id delays (never
+//! loses) what readers take from across repositories until it ends, however
+//! unrelated it is. hookrelay's own transactions are short; an operator's
+//! open `BEGIN` in psql is not, and the listener warns about one that holds
+//! the horizon back (`crate::streams`).
+//!
+//! Throughput: a writer carries a whole batch (see `crate::ingest`) in one
+//! statement that commits on its own: one round trip, one multi-row INSERT and
+//! one WAL flush for many webhooks; writers of different repositories no
+//! longer wait for each other.
+
+use std::collections::HashMap;
 
 use bytes::Bytes;
 use sqlx::PgPool;
@@ -20,12 +52,12 @@ use time::OffsetDateTime;
 use tokio_stream::StreamExt;
 
 use crate::domain::{
-    DeliveryId, EventFilter, EventId, Provider, RepositoryId, TenantId, event_selected,
+    DeliveryId, EventFilter, EventId, Horizon, Provider, RepositoryId, TenantId, event_selected,
 };
 use crate::error::{Error, violated_constraint};
 
-/// The NOTIFY channel that announces new events; the payload is the highest new
-/// id. The `event_notify_listeners` trigger sends it when an insert commits.
+/// The NOTIFY channel that announces new events, sent by the server after
+/// its commits (never inside them); the payload names the sending server.
 pub const NOTIFY_CHANNEL: &str = "hookrelay_events";
 
 #[derive(Debug, Clone)]
@@ -80,18 +112,11 @@ pub async fn insert_batch(pool: &PgPool, events: &[NewEvent]) -> Result<Vec<Inge
         tags.push(event.tag.as_deref());
         traceparents.push(event.traceparent.as_deref());
     }
-    // `order by ord` draws ids in arrival order; duplicates (already stored, or
-    // repeated within the batch) are skipped and looked up below. Outside an
-    // explicit transaction the statement commits when it completes, before the
-    // answer arrives.
+    // The statement commits when it completes, before the answer arrives.
     let inserted: Vec<(i64, uuid::Uuid, String)> = sqlx::query_as(
-        "insert into event (tenant_id, repository_id, provider, event_type, delivery_id, received_at, headers, body, branch, tag, traceparent) \
-         select tenant_id, repository_id, provider, event_type, delivery_id, received_at, headers, body, branch, tag, traceparent \
-         from unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::timestamptz[], $7::jsonb[], $8::bytea[], $9::text[], $10::text[], $11::text[]) \
-              with ordinality as input(tenant_id, repository_id, provider, event_type, delivery_id, received_at, headers, body, branch, tag, traceparent, ord) \
-         order by ord \
-         on conflict (repository_id, delivery_id) do nothing \
-         returning event_id, repository_id, delivery_id",
+        "select appended_event_id, appended_repository_id, appended_delivery_id \
+         from append_events($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], \
+                            $6::timestamptz[], $7::jsonb[], $8::bytea[], $9::text[], $10::text[], $11::text[])",
     )
     .bind(&tenant_ids)
     .bind(&repository_ids)
@@ -166,6 +191,9 @@ pub struct StoredEvent {
     pub branch: Option<String>,
     pub tag: Option<String>,
     pub traceparent: Option<String>,
+    /// The transaction that appended it: its place in commit order across
+    /// repositories (see the module's documentation).
+    pub txid: Horizon,
     /// The repository's registered name (looked up by primary key per row).
     pub repository_name: String,
 }
@@ -174,7 +202,7 @@ pub struct StoredEvent {
 macro_rules! stored_event {
     () => {
         "e.tenant_id, e.event_id, e.repository_id, e.provider, e.event_type, \
-         e.delivery_id, e.received_at, e.headers, e.body, e.branch, e.tag, e.traceparent, \
+         e.delivery_id, e.received_at, e.headers, e.body, e.branch, e.tag, e.traceparent, e.txid, \
          coalesce((select r.name from repository r where r.repository_id = e.repository_id), '') as repository_name"
     };
 }
@@ -185,8 +213,9 @@ pub(crate) use stored_event;
 pub struct StreamScope {
     /// None: every repository of the tenant, including ones registered later.
     pub repositories: Option<Vec<RepositoryId>>,
-    /// Per-repository starting cursors (the consumer's acks).
-    pub cursors: Vec<(RepositoryId, EventId)>,
+    /// Per repository, the id after which to read: the consumer's ack, moved
+    /// on by the stream as it sends (events are sent in id order per repository).
+    pub cursors: HashMap<RepositoryId, EventId>,
     /// The cursor of repositories without one of their own.
     pub default_cursor: EventId,
     pub filter: EventFilter,
@@ -200,13 +229,19 @@ pub struct StreamPage {
     pub complete: bool,
 }
 
-/// The next events of a stream in id order: for each repository, those after
-/// max(its cursor, `floor`). Ids are in commit order, so nothing below `floor`
-/// can still appear.
+/// The next events of a stream: for each repository, those after
+/// max(its cursor, `after`) whose transaction lies below `upper` (a horizon
+/// from an earlier snapshot, so everything below it is visible now). The page
+/// is the lowest `limit` ids of those, so when it is not complete the next
+/// page reads on with `after` = its last id and the same `upper`: every
+/// event below `upper` with a lower id was in this page. Within a repository
+/// the events below a horizon are a prefix of its ids (see the module's
+/// documentation), so a repository's events come in id order and none is
+/// passed over.
 ///
 /// Each repository's next ids come from a short walk of its
-/// (repository_id, event_id) index; the page is the lowest `limit` of those,
-/// and only then are the rows (and their bodies) read. So a page costs the same
+/// (repository_id, event_id) index, which carries the transaction id; only
+/// the page's rows (and their bodies) are read. So a page costs the same
 /// however far behind the stream is. A page stops early once its bodies pass
 /// `max_bytes` (it always holds at least one event), so large webhooks cannot
 /// make a page huge.
@@ -214,7 +249,8 @@ pub async fn stream_batch(
     pool: &PgPool,
     tenant_id: TenantId,
     scope: &StreamScope,
-    floor: EventId,
+    upper: Horizon,
+    after: EventId,
     limit: i64,
     max_bytes: usize,
 ) -> Result<StreamPage, Error> {
@@ -240,7 +276,7 @@ pub async fn stream_batch(
              select n.event_id from cursors c \
              cross join lateral ( \
                  select e.event_id from event e, filter \
-                 where e.repository_id = c.repository_id and e.event_id > c.after and ",
+                 where e.repository_id = c.repository_id and e.event_id > c.after and e.txid < $11 and ",
         event_selected!("e", "filter"),
         " order by e.event_id limit $7 \
              ) n \
@@ -257,12 +293,13 @@ pub async fn stream_batch(
         .bind(cursor_repositories)
         .bind(cursor_values)
         .bind(scope.default_cursor)
-        .bind(floor)
+        .bind(after)
         .bind(repositories)
         .bind(limit)
         .bind(&likes.event_types)
         .bind(&likes.branches)
         .bind(&likes.tags)
+        .bind(upper)
         .fetch(pool);
     // Rows past the byte cap are read off the wire one at a time and dropped.
     let (mut events, mut bytes, mut rows_in_page) = (Vec::new(), 0usize, 0i64);
@@ -362,33 +399,77 @@ pub async fn newest(
     Ok(events)
 }
 
-/// The tenant's events after `after`, oldest first, for watching: ids come in
-/// commit order, so reading on from the last one seen misses none.
+/// Where a watch reads on from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WatchFrom {
+    /// The events after this id (the watch's first read), in id order.
+    Id(EventId),
+    /// The events after this place in commit order: (transaction, id).
+    Position(Horizon, EventId),
+}
+
+/// The tenant's events after `from` whose transaction lies below `upper`, in
+/// the order they are read on in, for watching. When a read in id order is
+/// complete, everything below `upper` after that id has been seen, and the
+/// watch goes on from `Position(upper, 0)`: a later event has a transaction at
+/// or above `upper`, so reading on in commit order misses none.
 pub async fn summaries_after(
     pool: &PgPool,
     tenant_id: TenantId,
-    after: EventId,
+    from: WatchFrom,
+    upper: Horizon,
     repositories: &[RepositoryId],
     event_types: &[String],
     limit: i64,
-) -> Result<Vec<EventSummary>, Error> {
+) -> Result<Vec<(EventSummary, Horizon)>, Error> {
     let repositories: Vec<uuid::Uuid> = repositories.iter().map(RepositoryId::as_uuid).collect();
-    let events = sqlx::query_as(
-        "select e.event_id, e.repository_id, e.provider, e.event_type, e.delivery_id, e.received_at, \
-                e.branch, e.tag, octet_length(e.body)::bigint as size \
-         from event e where e.event_id > $2 and e.tenant_id = $1 \
-           and (cardinality($3::uuid[]) = 0 or e.repository_id = any($3)) \
-           and (cardinality($4::text[]) = 0 or e.event_type = any($4)) \
-         order by e.event_id limit $5",
-    )
-    .bind(tenant_id)
-    .bind(after)
-    .bind(&repositories)
-    .bind(event_types)
-    .bind(limit)
-    .fetch_all(pool)
-    .await?;
-    Ok(events)
+    macro_rules! watched {
+        ($order:literal) => {
+            concat!(
+                "select e.event_id, e.repository_id, e.provider, e.event_type, e.delivery_id, e.received_at, \
+                        e.branch, e.tag, octet_length(e.body)::bigint as size, e.txid \
+                 from event e where e.tenant_id = $1 and e.txid < $4 \
+                   and (cardinality($5::uuid[]) = 0 or e.repository_id = any($5)) \
+                   and (cardinality($6::text[]) = 0 or e.event_type = any($6)) \
+                   and ",
+                $order,
+                " limit $7"
+            )
+        };
+    }
+    let (query, txid, after) = match from {
+        WatchFrom::Id(after) => (
+            watched!("e.event_id > $3 and $2::bigint is not null order by e.event_id"),
+            Horizon::ZERO,
+            after,
+        ),
+        WatchFrom::Position(txid, after) => (
+            watched!("(e.txid, e.event_id) > ($2, $3) order by e.txid, e.event_id"),
+            txid,
+            after,
+        ),
+    };
+    let rows: Vec<WatchedSummary> = sqlx::query_as(query)
+        .bind(tenant_id)
+        .bind(txid)
+        .bind(after)
+        .bind(upper)
+        .bind(&repositories)
+        .bind(event_types)
+        .bind(limit)
+        .fetch_all(pool)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| (row.summary, row.txid))
+        .collect())
+}
+
+#[derive(sqlx::FromRow)]
+struct WatchedSummary {
+    #[sqlx(flatten)]
+    summary: EventSummary,
+    txid: Horizon,
 }
 
 /// One of the tenant's retained events.
@@ -409,29 +490,101 @@ pub async fn get(
     Ok(event)
 }
 
-/// Every tenant's events after `after`, in id order: feeds the streams' shared
-/// in-memory tail (see `crate::streams`), which filters them per stream.
-pub async fn all_after(
+/// `pg_snapshot_xmin` of the statement's snapshot, as a bigint.
+macro_rules! snapshot_horizon {
+    () => {
+        "pg_snapshot_xmin(pg_current_snapshot())::text::bigint"
+    };
+}
+
+/// The horizon of a snapshot taken now: every transaction below it has ended.
+pub async fn horizon(pool: &PgPool) -> Result<Horizon, Error> {
+    let horizon = sqlx::query_scalar(concat!("select ", snapshot_horizon!()))
+        .fetch_one(pool)
+        .await?;
+    Ok(horizon)
+}
+
+/// Who runs the transaction `horizon` (the oldest running one), for a warning.
+pub async fn horizon_holder(pool: &PgPool, horizon: Horizon) -> Result<Option<String>, Error> {
+    let holder = sqlx::query_scalar(
+        "select format('pid %s, application %L, %s, transaction started %s', \
+                       pid, application_name, state, xact_start) \
+         from pg_stat_activity where backend_xid::text::bigint = $1",
+    )
+    .bind(horizon)
+    .fetch_optional(pool)
+    .await?;
+    Ok(holder)
+}
+
+/// What one read of the shared tail found.
+#[derive(Debug)]
+pub struct TailRead {
+    /// The events after the position, below `horizon`, in commit order:
+    /// (transaction, id).
+    pub events: Vec<StoredEvent>,
+    /// The read's snapshot horizon.
+    pub horizon: Horizon,
+    /// The highest transaction of any committed event, when it is at or above
+    /// `horizon`: events that have committed but that an older transaction
+    /// still holds back (read them again soon).
+    pub held_back: Option<Horizon>,
+}
+
+/// The events of `tenants` after `position` in commit order and below this
+/// snapshot's horizon, at most `limit`: feeds the streams' shared in-memory
+/// tail (see `crate::streams`), which filters them per stream. Only the
+/// tenants with open streams on this server are read, so a server's database
+/// egress follows its own streams, not the fleet's traffic.
+pub async fn tail_after(
     pool: &PgPool,
-    after: EventId,
+    position: (Horizon, EventId),
+    tenants: &[uuid::Uuid],
     limit: i64,
-) -> Result<Vec<StoredEvent>, Error> {
-    let events = sqlx::query_as(concat!(
-        "select ",
+) -> Result<TailRead, Error> {
+    use sqlx::{FromRow, Row};
+    // One round trip: the snapshot's horizon on every row, and on a row of
+    // nulls when no event is found.
+    let rows = sqlx::query(concat!(
+        "with h as materialized (select ",
+        snapshot_horizon!(),
+        " as horizon, (select max(txid) from event) as newest) \
+         select h.horizon, h.newest, p.* from h left join lateral ( \
+             select ",
         stored_event!(),
-        " from event e where e.event_id > $1 order by e.event_id limit $2"
+        " from event e \
+             where (e.txid, e.event_id) > ($1, $2) and e.txid < h.horizon and e.tenant_id = any($3) \
+             order by e.txid, e.event_id limit $4 \
+         ) p on true"
     ))
-    .bind(after)
+    .bind(position.0)
+    .bind(position.1)
+    .bind(tenants)
     .bind(limit)
     .fetch_all(pool)
     .await?;
-    Ok(events)
+    let mut read = TailRead {
+        events: Vec::with_capacity(rows.len()),
+        horizon: Horizon::ZERO,
+        held_back: None,
+    };
+    for row in rows {
+        read.horizon = row.try_get("horizon")?;
+        read.held_back = row
+            .try_get::<Option<Horizon>, _>("newest")?
+            .filter(|newest| *newest >= read.horizon);
+        if row.try_get::<Option<EventId>, _>("event_id")?.is_some() {
+            read.events.push(StoredEvent::from_row(&row)?);
+        }
+    }
+    Ok(read)
 }
 
 impl StreamScope {
-    /// Whether a stream of `tenant_id` that has read everything up to `floor`
-    /// should send `event` (the same rule as `stream_batch`'s WHERE clause).
-    pub fn wants(&self, tenant_id: TenantId, floor: EventId, event: &StoredEvent) -> bool {
+    /// Whether a stream of `tenant_id` should send `event` (the same rule as
+    /// `stream_batch`'s WHERE clause).
+    pub fn wants(&self, tenant_id: TenantId, event: &StoredEvent) -> bool {
         if event.tenant_id != tenant_id.as_uuid() {
             return false;
         }
@@ -444,24 +597,16 @@ impl StreamScope {
         }
         let cursor = self
             .cursors
-            .iter()
-            .find(|(r, _)| r.as_uuid() == event.repository_id)
-            .map_or(self.default_cursor, |(_, c)| *c);
-        event.event_id > cursor.max(floor)
+            .get(&RepositoryId::from_uuid(event.repository_id))
+            .copied()
+            .unwrap_or(self.default_cursor);
+        event.event_id > cursor
             && self.filter.matches(
                 &event.event_type,
                 event.branch.as_deref(),
                 event.tag.as_deref(),
             )
     }
-}
-
-/// The newest committed event id, for waking streams after a lost notification.
-pub async fn newest_id(pool: &PgPool) -> Result<EventId, Error> {
-    let newest: Option<EventId> = sqlx::query_scalar("select max(event_id) from event")
-        .fetch_one(pool)
-        .await?;
-    Ok(newest.unwrap_or(EventId::ZERO))
 }
 
 /// Deletes events received before `cutoff`, a batch at a time, and records per
@@ -535,12 +680,13 @@ mod tests {
             branch: None,
             tag: None,
             traceparent: None,
+            txid: Horizon::new(event_id),
             repository_name: "acme/app".into(),
         }
     }
 
     #[test]
-    fn a_stream_wants_its_tenant_s_repositories_past_their_cursors_and_the_floor() {
+    fn a_stream_wants_its_tenant_s_repositories_past_their_cursors() {
         let (tenant, other) = (TenantId::new(), TenantId::new());
         let (a, b, c) = (
             RepositoryId::new(),
@@ -549,42 +695,23 @@ mod tests {
         );
         let scope = StreamScope {
             repositories: Some(vec![a, b]),
-            cursors: vec![(a, EventId::new(10))],
+            cursors: HashMap::from([(a, EventId::new(10))]),
             default_cursor: EventId::new(3),
             filter: EventFilter::default(),
         };
-        assert!(scope.wants(tenant, EventId::new(0), &event(tenant, a, 11)));
-        assert!(
-            !scope.wants(tenant, EventId::new(0), &event(tenant, a, 10)),
-            "acked"
-        );
-        assert!(
-            scope.wants(tenant, EventId::new(0), &event(tenant, b, 4)),
-            "default cursor"
-        );
-        assert!(!scope.wants(tenant, EventId::new(0), &event(tenant, b, 3)));
-        assert!(
-            !scope.wants(tenant, EventId::new(20), &event(tenant, a, 15)),
-            "below the floor"
-        );
-        assert!(
-            !scope.wants(tenant, EventId::new(0), &event(tenant, c, 50)),
-            "not streamed"
-        );
-        assert!(
-            !scope.wants(tenant, EventId::new(0), &event(other, a, 50)),
-            "another tenant"
-        );
+        assert!(scope.wants(tenant, &event(tenant, a, 11)));
+        assert!(!scope.wants(tenant, &event(tenant, a, 10)), "acked");
+        assert!(scope.wants(tenant, &event(tenant, b, 4)), "default cursor");
+        assert!(!scope.wants(tenant, &event(tenant, b, 3)));
+        assert!(!scope.wants(tenant, &event(tenant, c, 50)), "not streamed");
+        assert!(!scope.wants(tenant, &event(other, a, 50)), "another tenant");
         let all = StreamScope {
             repositories: None,
-            cursors: Vec::new(),
+            cursors: HashMap::new(),
             default_cursor: EventId::ZERO,
             filter: EventFilter::default(),
         };
-        assert!(
-            all.wants(tenant, EventId::new(0), &event(tenant, c, 1)),
-            "registered later"
-        );
-        assert!(!all.wants(other, EventId::new(0), &event(tenant, c, 1)));
+        assert!(all.wants(tenant, &event(tenant, c, 1)), "registered later");
+        assert!(!all.wants(other, &event(tenant, c, 1)));
     }
 }

@@ -604,20 +604,46 @@ async fn live_events_from_the_shared_tail_reach_only_their_tenant_and_repositori
     }
 }
 
-/// Inserts `count` events into a repository straight into the table, as another
-/// writer would; the table's triggers order them and wake the streams.
+/// Appends `count` events to a repository straight through the database's
+/// `append_events`, as another writer would, and wakes the streams as a
+/// server does after its commit.
 async fn insert_events(app: &TestApp, repository: &TestRepository, prefix: &str, count: i64) {
-    sqlx::query(
-        "insert into event (tenant_id, repository_id, provider, event_type, delivery_id, received_at, headers, body) \
-         select r.tenant_id, r.repository_id, 'github', 'push', $2 || g, now(), '[]'::jsonb, convert_to('{}', 'UTF8') \
-         from repository r, generate_series(1, $3) g where r.repository_id = $1::uuid",
-    )
-    .bind(&repository.id)
-    .bind(prefix)
-    .bind(count)
-    .execute(&app.pool)
-    .await
-    .unwrap();
+    append_generated(app, repository, prefix, count, "'{}'").await;
+}
+
+/// Appends `count` events to a repository, named `prefix` + n, with the body
+/// `body_sql` (an SQL text expression of n, `g`).
+async fn append_generated(
+    app: &TestApp,
+    repository: &TestRepository,
+    prefix: &str,
+    count: i64,
+    body_sql: &str,
+) {
+    let query = format!(
+        "with input as ( \
+             select r.tenant_id, r.repository_id, g from repository r, generate_series(1, $3) g \
+             where r.repository_id = $1::uuid \
+         ), batch as ( \
+             select array_agg(tenant_id order by g) as t, array_agg(repository_id order by g) as r, \
+                    array_agg('github'::text) as p, array_agg('push'::text) as e, \
+                    array_agg($2 || g order by g) as d, array_agg(now()) as at, array_agg('[]'::jsonb) as h, \
+                    array_agg(convert_to({body_sql}, 'UTF8') order by g) as b, array_agg(null::text) as n \
+             from input \
+         ) \
+         select count(*) from batch, append_events(t, r, p, e, d, at, h, b, n, n, n)"
+    );
+    sqlx::query(sqlx::AssertSqlSafe(query))
+        .bind(&repository.id)
+        .bind(prefix)
+        .bind(count)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    sqlx::query("select pg_notify('hookrelay_events', 'test')")
+        .execute(&app.pool)
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -694,16 +720,14 @@ async fn large_bodies_are_paged_by_size_and_none_is_skipped() {
     let tenant = app.tenant("acme").await;
     let repository = app.repository(&tenant, "acme/app").await;
     // 3 MiB each: a stream page stops at 8 MiB of bodies, so these take several pages.
-    sqlx::query(
-        "insert into event (tenant_id, repository_id, provider, event_type, delivery_id, received_at, headers, body) \
-         select r.tenant_id, r.repository_id, 'github', 'push', 'big-' || g, now(), '[]'::jsonb, \
-                convert_to(g || repeat('x', 3 * 1024 * 1024 - 1), 'UTF8') \
-         from repository r, generate_series(1, 7) g where r.repository_id = $1::uuid",
+    append_generated(
+        &app,
+        &repository,
+        "big-",
+        7,
+        "g || repeat('x', 3 * 1024 * 1024 - 1)",
     )
-    .bind(&repository.id)
-    .execute(&app.pool)
-    .await
-    .unwrap();
+    .await;
     let mut stream = app.stream(&tenant.token, "ci", &[], None).await.unwrap();
     for n in 1..=7 {
         let event = next_event(&mut stream, WAIT).await;
