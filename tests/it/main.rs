@@ -5,6 +5,7 @@ mod abuse;
 mod agent_errors;
 mod agent_output;
 mod clients;
+mod commit_order;
 mod config;
 mod console;
 mod control_plane;

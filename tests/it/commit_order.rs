@@ -1,0 +1,215 @@
+//! Commit order without a global lock (`src/store/event.rs`): writers of
+//! different repositories commit in parallel, and no reader on any replica
+//! ever skips an event or delivers a repository's events out of id order,
+//! including an event that commits late, below ids already committed.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hookrelay::grpc::proto::Event;
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use crate::helpers::{TestApp, TestRepository, fixture, next_event, spawn_app_on, spawn_app_with};
+
+const WAIT: Duration = Duration::from_secs(15);
+
+/// Two servers on one database, as replicas behind one public URL.
+async fn two_replicas() -> (TestApp, TestApp) {
+    let public_url = || Some(url::Url::parse("https://relay.example.com").unwrap());
+    let a = spawn_app_with(|c| c.public_url = public_url()).await;
+    let b = spawn_app_on(&a.database_url, |c| c.public_url = public_url())
+        .await
+        .unwrap();
+    (a, b)
+}
+
+/// One event appended through `append_events` on `connection`, inside
+/// whatever transaction it holds: its id.
+async fn append_raw(
+    connection: &mut sqlx::PgConnection,
+    repository: &TestRepository,
+    delivery: &str,
+) -> i64 {
+    sqlx::query_scalar(
+        "select appended_event_id from append_events( \
+             array[(select tenant_id from repository where repository_id = $1::uuid)], array[$1::uuid], \
+             array['github'], array['push'], array[$2], array[now()], array['[]'::jsonb], \
+             array[convert_to('{}', 'UTF8')], array[null::text], array[null::text], array[null::text])",
+    )
+    .bind(&repository.id)
+    .bind(delivery)
+    .fetch_one(connection)
+    .await
+    .unwrap()
+}
+
+/// A signed GitHub push: the event id of the 202.
+async fn post(app: &TestApp, repository: &TestRepository, delivery: &str) -> i64 {
+    let response = app
+        .deliver(
+            &repository.id,
+            &repository.secret,
+            "push",
+            delivery,
+            &fixture("push"),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED, "{delivery}");
+    let body: Value = response.json().await.unwrap();
+    body["event_id"].as_i64().unwrap()
+}
+
+/// Reads `count` events and checks each repository's come in increasing id
+/// order; returns them per repository.
+async fn receive(
+    stream: &mut tonic::Streaming<Event>,
+    count: usize,
+    name: &str,
+) -> BTreeMap<String, Vec<i64>> {
+    let mut seen: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    for _ in 0..count {
+        let event = next_event(stream, WAIT).await;
+        seen.entry(event.repository_id).or_default().push(event.id);
+    }
+    for (repository, ids) in &seen {
+        assert!(
+            ids.windows(2).all(|w| w[0] < w[1]),
+            "{name}, {repository}: out of order or repeated: {ids:?}"
+        );
+    }
+    seen
+}
+
+/// 12 repositories, writers on two replicas (webhooks, 48 at a time) and raw
+/// writers whose transactions linger a random few milliseconds before
+/// committing, so that ids commit out of order across repositories all the
+/// time. A stream on each replica gets every committed event once, each
+/// repository in id order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_writers_on_two_replicas_many_repositories_no_reader_skips_or_reorders() {
+    let (a, b) = two_replicas().await;
+    let tenant = a.tenant("acme").await;
+    let mut repositories = Vec::new();
+    for n in 0..12 {
+        repositories.push(a.repository(&tenant, &format!("acme/r{n}")).await);
+    }
+    let mut on_a = a.stream(&tenant.token, "on-a", &[], None).await.unwrap();
+    let mut on_b = b.stream(&tenant.token, "on-b", &[], None).await.unwrap();
+
+    let (a, b) = (Arc::new(a), Arc::new(b));
+    let semaphore = Arc::new(tokio::sync::Semaphore::new(48));
+    let mut writers = tokio::task::JoinSet::new();
+    const WEBHOOKS: usize = 360;
+    const RAW: usize = 120;
+    for i in 0..WEBHOOKS {
+        let (app, repository, permit) = (
+            if i % 2 == 0 { a.clone() } else { b.clone() },
+            repositories[i % repositories.len()].clone(),
+            semaphore.clone(),
+        );
+        writers.spawn(async move {
+            let _permit = permit.acquire().await.unwrap();
+            (
+                repository.id.clone(),
+                post(&app, &repository, &format!("w-{i}")).await,
+            )
+        });
+    }
+    for i in 0..RAW {
+        let (pool, repository) = (
+            a.pool.clone(),
+            repositories[(i * 5) % repositories.len()].clone(),
+        );
+        writers.spawn(async move {
+            let mut transaction = pool.begin().await.unwrap();
+            let id = append_raw(&mut transaction, &repository, &format!("raw-{i}")).await;
+            // Commits late: others draw higher ids and commit meanwhile.
+            let linger = Duration::from_millis(rand::random::<u64>() % 20);
+            tokio::time::sleep(linger).await;
+            transaction.commit().await.unwrap();
+            (repository.id.clone(), id)
+        });
+    }
+    let mut committed: BTreeMap<String, BTreeSet<i64>> = BTreeMap::new();
+    for (repository, id) in writers.join_all().await {
+        committed.entry(repository).or_default().insert(id);
+    }
+    // The raw writers' commits wake nobody: the backstop reads them.
+    for (name, stream) in [("replica a", &mut on_a), ("replica b", &mut on_b)] {
+        let seen = receive(stream, WEBHOOKS + RAW, name).await;
+        for (repository, ids) in &committed {
+            assert_eq!(
+                &seen[repository].iter().copied().collect::<BTreeSet<_>>(),
+                ids,
+                "{name}, {repository}: an event is missing"
+            );
+        }
+    }
+}
+
+/// A writer stalls mid-transaction, its event's id drawn: writers of other
+/// repositories still commit (there is no global commit lock), a writer of
+/// its repository waits its turn, and once the stalled one commits, every
+/// stream gets its event, lower than ids committed long before it, and then
+/// the rest, each repository in id order. A stalled writer that rolls back
+/// leaves no trace and holds nothing up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_writer_that_stalls_mid_transaction_is_delivered_late_in_order_and_blocks_no_other_repository()
+ {
+    let (a, b) = two_replicas().await;
+    let tenant = a.tenant("acme").await;
+    let slow = a.repository(&tenant, "acme/slow").await;
+    let busy = a.repository(&tenant, "acme/busy").await;
+    let quiet = a.repository(&tenant, "acme/quiet").await;
+    let mut on_a = a.stream(&tenant.token, "on-a", &[], None).await.unwrap();
+    let mut on_b = b.stream(&tenant.token, "on-b", &[], None).await.unwrap();
+
+    let mut stalled = a.pool.begin().await.unwrap();
+    let late = append_raw(&mut stalled, &slow, "stalled").await;
+    let mut abandoned = a.pool.begin().await.unwrap();
+    let rolled_back = append_raw(&mut abandoned, &quiet, "rolled-back").await;
+    assert!(late < rolled_back);
+
+    // Other repositories are not held up: each webhook commits and answers.
+    let mut busy_ids = Vec::new();
+    for n in 0..5 {
+        let app = if n % 2 == 0 { &a } else { &b };
+        let posted = tokio::time::timeout(WAIT, post(app, &busy, &format!("busy-{n}")))
+            .await
+            .expect("a webhook of another repository commits while one writer stalls");
+        busy_ids.push(posted);
+    }
+    // A webhook of the stalled writer's repository waits for it.
+    let a = Arc::new(a);
+    let queued = tokio::spawn({
+        let (a, slow) = (a.clone(), slow.clone());
+        async move { post(&a, &slow, "after-the-stall").await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!queued.is_finished(), "it waits behind the stalled writer");
+
+    abandoned.rollback().await.unwrap();
+    stalled.commit().await.unwrap();
+    let after = queued.await.unwrap();
+    assert!(
+        busy_ids.iter().all(|id| late < *id),
+        "the late event's id is below ids committed before it"
+    );
+    assert!(late < after);
+
+    for (name, stream) in [("replica a", &mut on_a), ("replica b", &mut on_b)] {
+        let seen = receive(stream, 2 + busy_ids.len(), name).await;
+        assert_eq!(seen[&slow.id], vec![late, after], "{name}");
+        assert_eq!(seen[&busy.id], busy_ids, "{name}");
+        assert!(
+            !seen.contains_key(&quiet.id),
+            "{name}: {rolled_back} rolled back"
+        );
+    }
+    // Nothing else is left to come: a new event is the next one.
+    let next = post(&a, &busy, "next").await;
+    assert_eq!(next_event(&mut on_a, WAIT).await.id, next);
+    assert_eq!(next_event(&mut on_b, WAIT).await.id, next);
+}
