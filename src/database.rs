@@ -46,6 +46,7 @@ impl Database {
                     ephemeral: false,
                     fsync: true,
                     max_connections: 100,
+                    settings: Vec::new(),
                 };
                 tracing::info!(dir = %options.dir.display(), "starting the embedded PostgreSQL");
                 let start = options.clone();

@@ -57,6 +57,9 @@ pub struct EmbeddedOptions {
     /// benchmarks keep it on, since durability is what they measure.
     pub fsync: bool,
     pub max_connections: u32,
+    /// More server settings, `name=value` each (the benchmark's synchronous
+    /// standby, say).
+    pub settings: Vec<String>,
 }
 
 /// A running cluster. Dropping it stops PostgreSQL and waits for it.
@@ -67,6 +70,7 @@ pub struct EmbeddedPostgres {
     guard: Child,
     stdin: Option<ChildStdin>,
     postgres_pid: u32,
+    bin_dir: PathBuf,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -130,6 +134,9 @@ impl EmbeddedPostgres {
             "-c".to_owned(),
             format!("max_connections={}", options.max_connections),
         ];
+        for setting in &options.settings {
+            settings.extend(["-c".to_owned(), setting.clone()]);
+        }
         if !options.fsync {
             for setting in [
                 "fsync=off",
@@ -192,6 +199,7 @@ set -- "$d"
             guard,
             stdin,
             postgres_pid,
+            bin_dir,
         };
         cluster.wait_ready(dir)?;
         Ok(cluster)
@@ -204,6 +212,32 @@ set -- "$d"
             .port(SOCKET_PORT)
             .username("postgres")
             .database(database)
+    }
+
+    /// Copies this cluster into `dir` (new) with pg_basebackup, ready to start
+    /// as a streaming standby (`standby.signal` is written): start it with
+    /// `primary_conninfo` among its settings.
+    pub fn base_backup(&self, dir: &Path) -> Result<(), EmbeddedError> {
+        let run_as = run_as()?;
+        fs::create_dir_all(dir)?;
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
+        if let Some(user) = run_as {
+            std::os::unix::fs::chown(dir, Some(user.uid), Some(user.gid))?;
+        }
+        run(
+            command(self.bin_dir.join("pg_basebackup"), run_as)
+                .arg("-h")
+                .arg(&self.socket_dir)
+                .args(["-p", &SOCKET_PORT.to_string(), "-U", "postgres"])
+                .args(["-X", "stream", "-R", "--no-sync", "-D"])
+                .arg(fs::canonicalize(dir)?),
+            "pg_basebackup",
+        )?;
+        // The primary's socket lives in its directory: its lock came along.
+        match fs::remove_file(dir.join(format!(".s.PGSQL.{SOCKET_PORT}.lock"))) {
+            Err(error) if error.kind() != std::io::ErrorKind::NotFound => Err(error.into()),
+            _ => Ok(()),
+        }
     }
 
     /// The PID of the postmaster, for tests that check it is gone.

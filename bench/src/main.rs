@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 mod delay_proxy;
+mod ha;
 mod messages;
 
 use std::collections::HashMap;
@@ -28,8 +29,8 @@ use messages::{CatchupLoad, FanoutLoad, IngestLoad, LatencyLoad};
 use serde_json::{Value, json};
 
 const SECRET_KEY: &str = "YmVuY2htYXJrLWtleS1lbmNyeXB0aW9uLWtleS0zMmI=";
-const ALL: [&str; 7] = [
-    "ingest", "latency", "fanout", "catchup", "agent", "envoy", "refs",
+const ALL: [&str; 8] = [
+    "ingest", "latency", "fanout", "catchup", "agent", "envoy", "refs", "ha",
 ];
 
 #[derive(Parser)]
@@ -40,7 +41,7 @@ const ALL: [&str; 7] = [
 struct Cli {
     #[command(subcommand)]
     load: Option<Generator>,
-    /// Scenarios to run (default: all): ingest, latency, fanout, catchup, agent, envoy, refs.
+    /// Scenarios to run (default: all): ingest, latency, fanout, catchup, agent, envoy, refs, ha.
     scenarios: Vec<String>,
     /// The `hookrelay` binary to benchmark (default: the one beside this runner),
     /// e.g. an older build, for runs that alternate two versions.
@@ -62,7 +63,7 @@ enum Generator {
         #[arg(long)]
         listen: std::net::SocketAddr,
         #[arg(long)]
-        upstream: std::net::SocketAddr,
+        upstream: delay_proxy::Upstream,
         #[arg(long, value_parser = humantime::parse_duration)]
         delay: Duration,
     },
@@ -162,7 +163,7 @@ async fn run_load(load: Generator) -> anyhow::Result<()> {
             delay,
         } => {
             let listener = tokio::net::TcpListener::bind(listen).await?;
-            delay_proxy::serve(listener, upstream, delay).await?;
+            delay_proxy::serve(listener, upstream, delay, None).await?;
             return Ok(());
         }
         Generator::Ingest {
@@ -341,7 +342,7 @@ async fn load_latency(
     let deadline = started + Duration::from_secs_f64(seconds);
     let poster = Poster {
         http: http.clone(),
-        url: url.into(),
+        urls: Arc::new(url.split(',').map(str::to_owned).collect()),
         secret: secret.into(),
         body: Arc::new(body.to_vec()),
         prefix: prefix.into(),
@@ -378,7 +379,8 @@ async fn load_latency(
     while tasks.join_next().await.is_some() {}
     let elapsed = started.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    post(&http, url, secret, body, &stop).await?;
+    let first = url.split(',').next().unwrap_or(url);
+    post(&http, first, secret, body, &stop).await?;
     let mut latencies = match tokio::time::timeout(Duration::from_secs(60), received).await {
         Ok(latencies) => latencies?,
         Err(_) => bail!(
@@ -408,7 +410,8 @@ async fn load_latency(
 #[derive(Clone)]
 struct Poster {
     http: reqwest::Client,
-    url: Arc<str>,
+    /// Webhook URLs, taken in turn (replicas behind no load balancer).
+    urls: Arc<Vec<String>>,
     secret: Arc<str>,
     body: Arc<Vec<u8>>,
     prefix: Arc<str>,
@@ -427,7 +430,8 @@ impl Poster {
             .unwrap()
             .insert(delivery.clone(), now_micros());
         let started = Instant::now();
-        match post(&self.http, &self.url, &self.secret, &self.body, &delivery).await {
+        let url = &self.urls[n as usize % self.urls.len()];
+        match post(&self.http, url, &self.secret, &self.body, &delivery).await {
             Ok(status) if (200..300).contains(&status) => {
                 let ms = started.elapsed().as_secs_f64() * 1000.0;
                 self.committed.lock().unwrap().push(ms);
@@ -524,6 +528,8 @@ struct Bench {
     socket: String,
     pool: sqlx::PgPool,
     server: ChildGuard,
+    /// The `hookrelay` binary under test.
+    server_binary: PathBuf,
     http: String,
     grpc: String,
     token: String,
@@ -632,6 +638,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             "agent" => bench.agent().await,
             "envoy" => bench.envoy().await,
             "refs" => bench.refs(),
+            "ha" => bench.ha().await,
             _ => unreachable!(),
         }
         .with_context(|| format!("scenario {scenario}"));
@@ -660,7 +667,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 impl Bench {
-    async fn start(quick: bool, server: &std::path::Path) -> anyhow::Result<Self> {
+    async fn start(quick: bool, server_binary: &std::path::Path) -> anyhow::Result<Self> {
         let dir = std::env::temp_dir().join(format!("hookrelay-bench-{}", std::process::id()));
         let cluster_dir = dir.join("postgres");
         let cluster = tokio::task::spawn_blocking(move || {
@@ -670,6 +677,7 @@ impl Bench {
                 ephemeral: true,
                 fsync: true,
                 max_connections: 300,
+                settings: Vec::new(),
             })
         })
         .await??;
@@ -683,7 +691,7 @@ impl Bench {
             format!("postgres://postgres@localhost/postgres?host={socket}&port=5432");
         let (http_port, grpc_port) = (free_port(), free_port());
         let server = ChildGuard::spawn(
-            Command::new(server)
+            Command::new(server_binary)
                 .arg("serve")
                 .env("DATABASE_URL", &database_url)
                 .env("HOOKRELAY_SECRET_KEY", SECRET_KEY)
@@ -696,43 +704,7 @@ impl Bench {
         let http = format!("http://127.0.0.1:{http_port}");
         let client = reqwest::Client::new();
         wait_ready(&client, &http, Duration::from_secs(60)).await?;
-        let signed_up: Value = client
-            .post(format!("{http}/v1/tenants"))
-            .json(&json!({"name": "bench"}))
-            .send()
-            .await?
-            .json()
-            .await?;
-        let (client_id, client_secret) = (
-            signed_up["client_id"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned(),
-            signed_up["client_secret"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned(),
-        );
-        let token: Value = client
-            .post(format!("{http}/oauth/token"))
-            .basic_auth(&client_id, Some(&client_secret))
-            .form(&[("grant_type", "client_credentials")])
-            .send()
-            .await?
-            .json()
-            .await?;
-        let token = token["access_token"]
-            .as_str()
-            .context("a token")?
-            .to_owned();
-        let repository: Value = client
-            .post(format!("{http}/v1/repositories"))
-            .bearer_auth(&token)
-            .json(&json!({"provider": "github", "name": "bench/ingest"}))
-            .send()
-            .await?
-            .json()
-            .await?;
+        let tenant = sign_up(&client, &http, "bench", "bench/ingest").await?;
         let body = fixture_path("push");
         anyhow::ensure!(body.exists(), "{} is missing", body.display());
         Ok(Self {
@@ -741,19 +713,14 @@ impl Bench {
             _cluster: cluster,
             socket,
             server,
+            server_binary: server_binary.to_path_buf(),
             http,
             grpc: format!("http://127.0.0.1:{grpc_port}"),
-            token,
-            client_id,
-            client_secret,
-            repository: repository["id"]
-                .as_str()
-                .context("a repository")?
-                .to_owned(),
-            secret: repository["webhook_secret"]
-                .as_str()
-                .context("a secret")?
-                .to_owned(),
+            token: tenant.token,
+            client_id: tenant.client_id,
+            client_secret: tenant.client_secret,
+            repository: tenant.repository,
+            secret: tenant.secret,
             body,
             quick,
             rows: Vec::new(),
@@ -1106,22 +1073,27 @@ impl Bench {
                 format!("max ({:.0}/s)", result.per_second)
             };
             let target = if rate == 1000.0 { "p99 ≤ 10 ms" } else { "" };
-            self.row(
-                "latency",
-                format!("{label}: POST→stream p50/p99/max ms"),
-                format!(
-                    "{:.1}/{:.1}/{:.0}",
-                    result.p50_ms, result.p99_ms, result.max_ms
-                ),
-                format!(
-                    "{target} (got {}/{}; POST→2xx p50/p99 {:.1}/{:.1})",
-                    result.received, result.posted, result.commit_p50_ms, result.commit_p99_ms
-                ),
-            );
+            self.latency_row("latency", &label, target, &result);
             runs.push(json!({"rate": rate, "result": result}));
         }
         self.results.insert("latency".into(), json!(runs));
         Ok(())
+    }
+
+    /// One latency run's row: POST → stream percentiles, and POST → 2xx.
+    fn latency_row(&mut self, scenario: &str, label: &str, target: &str, result: &LatencyLoad) {
+        self.row(
+            scenario,
+            format!("{label}: POST→stream p50/p99/max ms"),
+            format!(
+                "{:.1}/{:.1}/{:.0}",
+                result.p50_ms, result.p99_ms, result.max_ms
+            ),
+            format!(
+                "{target} (got {}/{}; POST→2xx p50/p99 {:.1}/{:.1})",
+                result.received, result.posted, result.commit_p50_ms, result.commit_p99_ms
+            ),
+        );
     }
 
     async fn fanout(&mut self) -> anyhow::Result<()> {
@@ -1454,4 +1426,63 @@ async fn append_backlog(
         .execute(pool)
         .await?;
     Ok(())
+}
+
+/// A signed-up tenant with one GitHub repository.
+struct Tenant {
+    client_id: String,
+    client_secret: String,
+    token: String,
+    repository: String,
+    secret: String,
+}
+
+/// Signs up tenant `name` and registers its repository `repository`.
+async fn sign_up(
+    client: &reqwest::Client,
+    http: &str,
+    name: &str,
+    repository: &str,
+) -> anyhow::Result<Tenant> {
+    let signed_up: Value = client
+        .post(format!("{http}/v1/tenants"))
+        .json(&json!({ "name": name }))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let field = |value: &Value, name: &str| -> anyhow::Result<String> {
+        Ok(value[name]
+            .as_str()
+            .with_context(|| format!("no {name} in {value}"))?
+            .to_owned())
+    };
+    let (client_id, client_secret) = (
+        field(&signed_up, "client_id")?,
+        field(&signed_up, "client_secret")?,
+    );
+    let token: Value = client
+        .post(format!("{http}/oauth/token"))
+        .basic_auth(&client_id, Some(&client_secret))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await?
+        .json()
+        .await?;
+    let token = field(&token, "access_token")?;
+    let registered: Value = client
+        .post(format!("{http}/v1/repositories"))
+        .bearer_auth(&token)
+        .json(&json!({"provider": "github", "name": repository}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    Ok(Tenant {
+        client_id,
+        client_secret,
+        token,
+        repository: field(&registered, "id")?,
+        secret: field(&registered, "webhook_secret")?,
+    })
 }

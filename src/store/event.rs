@@ -7,42 +7,43 @@
 //! ingest commit of the fleet, and on an HA database each commit waits for a
 //! standby in another zone. Now two rules replace it.
 //!
-//! **Per repository, ids are in commit order.** `append_events` (the only way
-//! in: `event.txid` has no default) takes the advisory lock of each repository
-//! in the batch, in key order, holds them until commit, and draws ids only
-//! after. Two transactions appending to one repository are therefore ordered:
-//! the second draws its ids after the first has ended, so its ids are higher
-//! and it cannot commit first. A reader that has seen id N of a repository has
-//! seen every committed id below N of that repository. Streams, acks and
-//! cursors are per repository and page by `event_id > cursor` within each.
+//! **Per repository, ids and transaction ids rise together.** `append_events`
+//! (the only way in: `event.txid` has no default) must be the first write of
+//! its transaction. It takes the advisory lock of each repository in the
+//! batch, in key order; only then is the transaction id assigned and are the
+//! ids drawn; then it releases the locks, before the commit. So of two
+//! transactions appending to one repository, the one that draws its ids
+//! second also gets the higher transaction id. The locks order the drawing,
+//! not the commits: writers never wait for each other's WAL flush, and on an
+//! HA database never for each other's standby acknowledgement.
 //!
-//! **Across repositories, readers stop at their snapshot's horizon.** Each
-//! event records its transaction id, assigned only once all of the batch's
-//! locks are held. A snapshot's xmin is the oldest transaction still running;
+//! **Readers stop at their snapshot's horizon.** Each event records its
+//! transaction id. A snapshot's xmin is the oldest transaction still running;
 //! every transaction below it has ended. A reader that takes only events with
 //! `txid < xmin` of its snapshot (its `Horizon`) has seen all there will ever
 //! be below that horizon: an event committed later belongs to a transaction
 //! at or above it. So "everything below horizon H" is a prefix that never
 //! grows, and the shared tail and the watches advance from horizon to horizon.
 //!
-//! The two rules agree within a repository: if event e of repository R lies
-//! below a reader's horizon, so does every earlier event e' of R. e' was
-//! appended by a transaction T' that ended before e's transaction T took R's
-//! lock (or by T itself); T's transaction id was assigned after that, so
-//! T'.txid < T.txid < horizon, and T' has committed (e' is visible) or rolled
-//! back (e' does not exist). A reader therefore never delivers a later event
-//! of a repository while an earlier one is still to come.
+//! **So within a repository no reader skips.** If event e of repository R lies
+//! below a reader's horizon, so does every event e' of R with a lower id: e'
+//! was drawn by a transaction T' before e's transaction T drew e (or by T
+//! itself), so T'.txid < T.txid < horizon, and T' has ended: e' has committed
+//! (and is visible) or rolled back (and will never exist). Streams, acks and
+//! cursors are per repository and page by `event_id > cursor` within each,
+//! up to a horizon: a later event of a repository is never delivered while an
+//! earlier one is still to come, however the commits interleave.
 //!
 //! The price: any transaction that holds a transaction id delays (never
-//! loses) what readers take from across repositories until it ends, however
-//! unrelated it is. hookrelay's own transactions are short; an operator's
+//! loses) the delivery of events committed after it started until it ends,
+//! however unrelated it is. hookrelay's own transactions are short; an operator's
 //! open `BEGIN` in psql is not, and the listener warns about one that holds
 //! the horizon back (`crate::streams`).
 //!
 //! Throughput: a writer carries a whole batch (see `crate::ingest`) in one
 //! statement that commits on its own: one round trip, one multi-row INSERT and
-//! one WAL flush for many webhooks; writers of different repositories no
-//! longer wait for each other.
+//! one WAL flush for many webhooks; concurrent writers' commits proceed in
+//! parallel and share PostgreSQL's own group commit.
 
 use std::collections::HashMap;
 

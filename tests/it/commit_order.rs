@@ -149,15 +149,14 @@ async fn many_writers_on_two_replicas_many_repositories_no_reader_skips_or_reord
     }
 }
 
-/// A writer stalls mid-transaction, its event's id drawn: writers of other
-/// repositories still commit (there is no global commit lock), a writer of
-/// its repository waits its turn, and once the stalled one commits, every
-/// stream gets its event, lower than ids committed long before it, and then
-/// the rest, each repository in id order. A stalled writer that rolls back
-/// leaves no trace and holds nothing up.
+/// A writer stalls between its append and its commit, its event's id drawn:
+/// writers of every repository, its own included, still commit (there is no
+/// commit lock at all), and once the stalled one commits, every stream gets
+/// its event, lower than ids committed long before it, and then the rest,
+/// each repository in id order. A stalled writer that rolls back leaves no
+/// trace and holds nothing up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_writer_that_stalls_mid_transaction_is_delivered_late_in_order_and_blocks_no_other_repository()
- {
+async fn a_writer_that_stalls_before_its_commit_is_delivered_late_in_order_and_blocks_no_writer() {
     let (a, b) = two_replicas().await;
     let tenant = a.tenant("acme").await;
     let slow = a.repository(&tenant, "acme/slow").await;
@@ -172,32 +171,47 @@ async fn a_writer_that_stalls_mid_transaction_is_delivered_late_in_order_and_blo
     let rolled_back = append_raw(&mut abandoned, &quiet, "rolled-back").await;
     assert!(late < rolled_back);
 
-    // Other repositories are not held up: each webhook commits and answers.
+    // Nobody waits for the stalled writer: each webhook commits and answers,
+    // of its repository too.
     let mut busy_ids = Vec::new();
     for n in 0..5 {
         let app = if n % 2 == 0 { &a } else { &b };
         let posted = tokio::time::timeout(WAIT, post(app, &busy, &format!("busy-{n}")))
             .await
-            .expect("a webhook of another repository commits while one writer stalls");
+            .expect("a webhook commits while another writer stalls");
         busy_ids.push(posted);
     }
-    // A webhook of the stalled writer's repository waits for it.
-    let a = Arc::new(a);
-    let queued = tokio::spawn({
-        let (a, slow) = (a.clone(), slow.clone());
-        async move { post(&a, &slow, "after-the-stall").await }
-    });
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(!queued.is_finished(), "it waits behind the stalled writer");
+    let after = tokio::time::timeout(WAIT, post(&b, &slow, "after-the-stall"))
+        .await
+        .expect("a webhook of the stalled writer's repository commits too");
 
     abandoned.rollback().await.unwrap();
     stalled.commit().await.unwrap();
-    let after = queued.await.unwrap();
     assert!(
         busy_ids.iter().all(|id| late < *id),
         "the late event's id is below ids committed before it"
     );
     assert!(late < after);
+
+    // A transaction that wrote before cannot append: its transaction id could
+    // be older than another writer's that drew ids first.
+    let mut wrote_first = a.pool.begin().await.unwrap();
+    sqlx::query("update repository set name = name where repository_id = $1::uuid")
+        .bind(&quiet.id)
+        .execute(&mut *wrote_first)
+        .await
+        .unwrap();
+    let refused = sqlx::query("select append_events(array[]::uuid[], array[]::uuid[], array[]::text[], array[]::text[], array[]::text[], array[]::timestamptz[], array[]::jsonb[], array[]::bytea[], array[]::text[], array[]::text[], array[]::text[])")
+        .execute(&mut *wrote_first)
+        .await
+        .unwrap_err();
+    assert!(
+        refused
+            .to_string()
+            .contains("first write of its transaction"),
+        "{refused}"
+    );
+    wrote_first.rollback().await.unwrap();
 
     for (name, stream) in [("replica a", &mut on_a), ("replica b", &mut on_b)] {
         let seen = receive(stream, 2 + busy_ids.len(), name).await;
@@ -212,4 +226,34 @@ async fn a_writer_that_stalls_mid_transaction_is_delivered_late_in_order_and_blo
     let next = post(&a, &busy, "next").await;
     assert_eq!(next_event(&mut on_a, WAIT).await.id, next);
     assert_eq!(next_event(&mut on_b, WAIT).await.id, next);
+}
+
+/// An append that fails after taking its repository's lock (here, a tenant
+/// that does not exist) releases it: the next writer of that repository, on
+/// another connection, is not held up.
+#[tokio::test]
+async fn a_failed_append_releases_its_repository() {
+    let app = spawn_app_with(|_| {}).await;
+    let tenant = app.tenant("acme").await;
+    let repository = app.repository(&tenant, "acme/app").await;
+    let mut failing = app.pool.acquire().await.unwrap();
+    let failed = sqlx::query(
+        "select append_events(array[gen_random_uuid()], array[$1::uuid], array['github'], array['push'], \
+             array['orphan'], array[now()], array['[]'::jsonb], array[convert_to('{}', 'UTF8')], \
+             array[null::text], array[null::text], array[null::text])",
+    )
+    .bind(&repository.id)
+    .execute(&mut *failing)
+    .await
+    .unwrap_err();
+    assert!(
+        failed.to_string().contains("event_tenant_id_fkey"),
+        "{failed}"
+    );
+    // `failing` stays open: a lock it kept would hold the next append.
+    let mut next = app.pool.acquire().await.unwrap();
+    tokio::time::timeout(WAIT, append_raw(&mut next, &repository, "next"))
+        .await
+        .expect("the repository's lock was released");
+    drop(failing);
 }

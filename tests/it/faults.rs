@@ -194,6 +194,7 @@ async fn postgresql_stopped_mid_ingest_gets_503_never_a_false_2xx_and_recovers()
         ephemeral: false,
         fsync: false,
         max_connections: 50,
+        settings: Vec::new(),
     };
     let start = |options: EmbeddedOptions| async move {
         tokio::task::spawn_blocking(move || EmbeddedPostgres::start(&options))

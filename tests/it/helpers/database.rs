@@ -33,6 +33,7 @@ fn server() -> &'static Server {
                     ephemeral: true,
                     fsync: false,
                     max_connections: 500,
+                    settings: Vec::new(),
                 })
                 .expect(
                     "the test PostgreSQL cluster starts (install PostgreSQL or set DATABASE_URL)",
