@@ -73,6 +73,12 @@ pub(super) fn github_style_ref(event_type: &str, body: &[u8], encoding: Encoding
             | "workflow_job"
             | "check_suite"
     );
+    if event_type == "push"
+        && encoding == Encoding::Json
+        && let Some(full_ref) = leading_ref(body)
+    {
+        return GitRef::from_full_ref(full_ref);
+    }
     let Some(document) = wanted.then(|| json_document(body, encoding)).flatten() else {
         return GitRef::default();
     };
@@ -99,6 +105,23 @@ pub(super) fn github_style_ref(event_type: &str, body: &[u8], encoding: Encoding
             .and_then(|base| base.git_ref)
             .map_or_else(GitRef::default, |name| GitRef::branch(&name)),
     }
+}
+
+/// GitHub, Gitea and Forgejo put `ref` first in a push: read it without
+/// tokenising the rest of the payload (often several KB). None when it is not
+/// the first key or holds an escape: then the whole body is parsed.
+fn leading_ref(body: &[u8]) -> Option<&str> {
+    fn after<'a>(bytes: &'a [u8], token: &[u8]) -> Option<&'a [u8]> {
+        bytes.trim_ascii_start().strip_prefix(token)
+    }
+    let value = after(after(after(body, b"{")?, b"\"ref\"")?, b":")?;
+    let value = after(value, b"\"")?;
+    let end = value
+        .iter()
+        .position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
+    (value[end] == b'"')
+        .then(|| std::str::from_utf8(&value[..end]).ok())
+        .flatten()
 }
 
 /// The few fields `git_ref` reads; serde skips everything else without
@@ -195,6 +218,32 @@ mod tests {
             GitHub.git_ref("push", form.as_bytes(), Encoding::Form),
             GitRef::branch("release/1.x")
         );
+    }
+
+    #[test]
+    fn a_leading_ref_is_read_without_parsing_the_rest_and_anything_else_falls_back() {
+        assert_eq!(
+            leading_ref(b" {\n  \"ref\" : \"refs/heads/main\", \"after\": [1"),
+            Some("refs/heads/main")
+        );
+        for body in [
+            &br#"{"before": "x", "ref": "refs/heads/main"}"#[..],
+            br#"{"ref": "refs/heads/a\u0062"}"#,
+            br#"{"ref": 7}"#,
+            br#"{"ref": "refs/heads/unterminated"#,
+        ] {
+            assert_eq!(leading_ref(body), None, "{}", String::from_utf8_lossy(body));
+        }
+        // Those still find their ref the slow way.
+        for (body, branch) in [
+            (&br#"{"before": "x", "ref": "refs/heads/main"}"#[..], "main"),
+            (br#"{"ref": "refs/heads/a\u0062"}"#, "ab"),
+        ] {
+            assert_eq!(
+                GitHub.git_ref("push", body, Encoding::Json),
+                GitRef::branch(branch)
+            );
+        }
     }
 
     #[test]
