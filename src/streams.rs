@@ -398,25 +398,34 @@ impl StreamHub {
     }
 
     /// Reads the tail's tenants' events committed since the tail's end into
-    /// it; returns the new end and what is held back (see `TailRead`).
+    /// it; returns the new end (None: the tail rests, no stream reads it) and
+    /// what is held back (see `TailRead`).
     async fn extend_tail(
         &self,
         pool: &PgPool,
-    ) -> Result<(Horizon, Option<Horizon>), crate::error::Error> {
-        let (generation, start, tenants) = {
+    ) -> Result<(Option<Horizon>, Option<Horizon>), crate::error::Error> {
+        let (generation, known, start, tenants) = {
             let tail = self.tail.read().expect("tail lock");
             let tenants: Vec<uuid::Uuid> = tail.tenants.keys().map(TenantId::as_uuid).collect();
-            (tail.generation, tail.high, tenants)
+            (tail.generation, tail.known, tail.high, tenants)
         };
         if tenants.is_empty() {
-            // Nobody reads the tail: restart it at the current horizon instead
-            // of reading bodies back.
+            // Nobody reads the tail: forget it rather than query anything. A
+            // stream that opens later reads from the database first, and the
+            // next wake-up starts the tail again at the horizon of the moment.
+            let mut tail = self.tail.write().expect("tail lock");
+            if tail.generation == generation {
+                tail.restart(None);
+            }
+            return Ok((None, None));
+        }
+        if !known {
             let horizon = store::event::horizon(pool).await?;
             let mut tail = self.tail.write().expect("tail lock");
             if tail.generation == generation {
-                tail.restart(Some(horizon.max(start)));
+                tail.restart(Some(horizon));
             }
-            return Ok((tail.high, None));
+            return Ok((Some(horizon), None));
         }
         let mut position = (start, EventId::ZERO);
         let mut read_events = Vec::new();
@@ -434,7 +443,7 @@ impl StreamHub {
         let mut tail = self.tail.write().expect("tail lock");
         if tail.generation != generation {
             // Restarted meanwhile by a reconnect: this read is stale.
-            return Ok((tail.high, None));
+            return Ok((tail.known.then_some(tail.high), None));
         }
         for event in read_events {
             tail.bytes += event.body.len();
@@ -456,7 +465,7 @@ impl StreamHub {
             tail.bytes -= evicted.body.len();
             tail.low = tail.low.max(Horizon::new(evicted.txid.get() + 1));
         }
-        Ok((tail.high, held_back))
+        Ok((Some(tail.high), held_back))
     }
 
     /// Open event streams (watches not counted: they do not read the tail).
@@ -551,13 +560,22 @@ impl StreamHub {
                     if !wake {
                         continue;
                     }
-                    let (high, held_back) = self.extend_tail(&pool).await.map_err(protocol)?;
-                    held.update(&pool, high, held_back).await;
-                    self.latest.send_if_modified(|latest| {
-                        let newer = high > *latest;
-                        *latest = (*latest).max(high);
-                        newer
-                    });
+                    match self.extend_tail(&pool).await.map_err(protocol)? {
+                        (Some(high), held_back) => {
+                            held.update(&pool, high, held_back).await;
+                            self.latest.send_if_modified(|latest| {
+                                let newer = high > *latest;
+                                *latest = (*latest).max(high);
+                                newer
+                            });
+                        }
+                        // No stream here: wake the watches, which read on
+                        // from the database.
+                        (None, _) => {
+                            held = HeldBack::default();
+                            self.latest.send_modify(|_| {});
+                        }
+                    }
                 }
                 #[allow(unreachable_code)]
                 Ok::<(), sqlx::Error>(())
