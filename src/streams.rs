@@ -101,6 +101,10 @@ const HELD_BACK_MAX: Duration = Duration::from_millis(64);
 /// How long one transaction may hold delivery back before the listener warns.
 const HELD_BACK_WARNING: Duration = Duration::from_secs(10);
 
+/// How often a server looks for open streams on the other servers, to know
+/// whether its commits need announcing.
+const ANNOUNCE_CHECK: Duration = Duration::from_secs(1);
+
 /// How often the listener checks that no commit went by without a wake-up.
 const BACKSTOP: Duration = Duration::from_secs(1);
 
@@ -482,12 +486,26 @@ impl StreamHub {
     /// committed, until `stop`. At most one NOTIFY is in flight; commits
     /// meanwhile share the next. It commits asynchronously (a lost wake-up is
     /// caught by the backstop), so it never waits for a WAL flush or a standby.
+    /// Nothing is sent while no other server holds an open stream (checked at
+    /// most every `ANNOUNCE_CHECK`): a NOTIFY is a small transaction of its
+    /// own. A stream opened meanwhile elsewhere, and watches (which keep no
+    /// row), get those events from the backstop, within a second.
     pub async fn announce(self: Arc<Self>, pool: PgPool, stop: CancellationToken) {
         let server = self.server_id.to_string();
+        let mut others: Option<(bool, tokio::time::Instant)> = None;
         loop {
             tokio::select! {
                 () = stop.cancelled() => return,
                 () = self.to_announce.notified() => {}
+            }
+            if others.is_none_or(|(_, at)| at.elapsed() >= ANNOUNCE_CHECK) {
+                let streaming = store::consumer::streams_elsewhere(&pool, self.server_id)
+                    .await
+                    .unwrap_or(true);
+                others = Some((streaming, tokio::time::Instant::now()));
+            }
+            if others.is_some_and(|(streaming, _)| !streaming) {
+                continue;
             }
             let sent = sqlx::query(
                 "select set_config('synchronous_commit', 'off', true), pg_notify($1, $2)",

@@ -137,6 +137,17 @@ pub async fn close_stream(pool: &PgPool, stream_id: uuid::Uuid) -> Result<(), Er
     Ok(())
 }
 
+/// Whether a server other than `server_id` holds an open stream.
+pub async fn streams_elsewhere(pool: &PgPool, server_id: uuid::Uuid) -> Result<bool, Error> {
+    let elsewhere = sqlx::query_scalar(
+        "select exists (select 1 from live_consumer_stream where server_id <> $1)",
+    )
+    .bind(server_id)
+    .fetch_one(pool)
+    .await?;
+    Ok(elsewhere)
+}
+
 /// Refreshes this server's open streams (their consumers are seen now) and
 /// forgets streams of servers that stopped refreshing theirs.
 pub async fn heartbeat(pool: &PgPool, server_id: uuid::Uuid) -> Result<(), Error> {
