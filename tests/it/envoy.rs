@@ -8,8 +8,8 @@ use tokio::process::Command;
 
 use crate::helpers::{
     EnvoyProcess, RelayProcess, ServerProcess, TEST_SECRET_KEY, TestTarget, TestTenant, authed,
-    fixture, free_port, fresh_database, render_envoy, repository_at, sign, spawn_app, tenant_at,
-    token_at, validate_envoy,
+    fixture, free_port, fresh_database, post_chunked, render_envoy, repository_at, sign, spawn_app,
+    tenant_at, token_at, validate_envoy,
 };
 
 fn host(address: &str) -> &str {
@@ -389,6 +389,33 @@ async fn a_webhook_over_the_limit_is_refused_at_the_port() {
         .await
         .unwrap();
     assert_eq!(response.status(), 413);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "payload_too_large");
+    // Envoy answered: no relay was asked (the access log names no upstream).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let log = envoy.access_log();
+        if let Some(entry) = log.iter().find(|e| e["status"] == 413) {
+            assert!(
+                entry["upstream"].is_null() || entry["upstream"] == "-",
+                "{entry}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no 413 in the access log: {log:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Chunked, with no length announced: buffered up to the limit, then 413.
+    let headers = [("content-type", "application/json".to_owned())];
+    let too_big = vec![b'x'; 25 * 1024 * 1024 + 1];
+    let path = format!("/v1/webhooks/{}", uuid::Uuid::new_v4());
+    assert_eq!(
+        post_chunked(&envoy.address, &path, &headers, &too_big).await,
+        413
+    );
 }
 
 /// Two replicas behind Envoy on one database. SIGTERM the replica holding the

@@ -2,9 +2,8 @@ use std::collections::BTreeSet;
 
 use reqwest::StatusCode;
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::helpers::{TestApp, assert_error, fixture, sign, spawn_app, spawn_app_with};
+use crate::helpers::{assert_error, fixture, post_chunked, sign, spawn_app, spawn_app_with};
 
 const FIXTURES: [&str; 7] = [
     "push",
@@ -261,36 +260,6 @@ async fn bad_deliveries_are_refused_and_store_nothing() {
     );
 }
 
-/// Sends a chunked request (no Content-Length) over a raw socket; returns the status.
-async fn post_chunked(app: &TestApp, path: &str, headers: &[(&str, String)], body: &[u8]) -> u16 {
-    let address = app.address.trim_start_matches("http://");
-    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
-    let mut request = format!(
-        "POST {path} HTTP/1.1\r\nhost: {address}\r\ntransfer-encoding: chunked\r\nconnection: close\r\n"
-    );
-    for (name, value) in headers {
-        request.push_str(&format!("{name}: {value}\r\n"));
-    }
-    request.push_str("\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    for chunk in body.chunks(512) {
-        if stream
-            .write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
-            .await
-            .is_err()
-            || stream.write_all(chunk).await.is_err()
-            || stream.write_all(b"\r\n").await.is_err()
-        {
-            break;
-        }
-    }
-    let _ = stream.write_all(b"0\r\n\r\n").await;
-    let mut answer = Vec::new();
-    let _ = stream.read_to_end(&mut answer).await;
-    let answer = String::from_utf8_lossy(&answer);
-    answer.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
 #[tokio::test]
 async fn oversized_bodies_get_413_whether_announced_or_streamed() {
     let app = spawn_app_with(|c| c.max_webhook_bytes = 4096).await;
@@ -318,7 +287,7 @@ async fn oversized_bodies_get_413_whether_announced_or_streamed() {
         ("x-hub-signature-256", sign(&repository.secret, &big)),
     ];
     let path = format!("/v1/webhooks/{}", repository.id);
-    assert_eq!(post_chunked(&app, &path, &headers, &big).await, 413);
+    assert_eq!(post_chunked(&app.address, &path, &headers, &big).await, 413);
     assert_eq!(app.database_digest().await, before);
 
     // Within the limit, a chunked delivery is fine.
@@ -329,7 +298,10 @@ async fn oversized_bodies_get_413_whether_announced_or_streamed() {
         ("x-github-delivery", "small".to_owned()),
         ("x-hub-signature-256", sign(&repository.secret, &small)),
     ];
-    assert_eq!(post_chunked(&app, &path, &headers, &small).await, 202);
+    assert_eq!(
+        post_chunked(&app.address, &path, &headers, &small).await,
+        202
+    );
 }
 
 #[tokio::test]
