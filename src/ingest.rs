@@ -1,15 +1,22 @@
 //! Group commit for webhook ingest.
 //!
-//! Each webhook request hands its event to a small pool of writers and waits for
-//! the outcome. A writer takes everything queued (up to a batch limit), stores
-//! it in one transaction and answers every request only after the commit. So
-//! concurrent webhooks share one INSERT and one WAL flush, while a lone
-//! webhook is written at once, with no timer in its way. After each commit
-//! the streams are woken (`StreamHub::committed`), never inside it.
+//! Each webhook request hands its event to the server's writer and waits for
+//! the outcome. The writer takes everything queued (up to a batch limit),
+//! stores it in one transaction and answers every request only after the
+//! commit. So concurrent webhooks share one INSERT and one WAL flush, while a
+//! lone webhook is written at once, with no timer in its way. After each
+//! commit the streams are woken (`StreamHub::committed`), never inside it.
+//!
+//! One writer per server: while it commits, the next batch gathers in the
+//! queue. Two writers (one committing while the other writes) made smaller
+//! batches: more commits, more wake-ups of PostgreSQL per webhook, and on an
+//! HA database more round trips to the standby. One writer measured better on
+//! both (docs/benchmarks.md). Servers still commit in parallel with each
+//! other: commit order takes no lock (`crate::store::event`).
 
 use std::sync::Arc;
 
-use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::error::Error;
 use crate::store::event::{self, Ingested, NewEvent};
@@ -17,12 +24,10 @@ use crate::streams::StreamHub;
 
 const MAX_BATCH_EVENTS: usize = 256;
 const MAX_BATCH_BYTES: usize = 16 * 1024 * 1024;
-/// Two writers: while one commits, the next batch is already being written.
-const WRITERS: usize = 2;
 
 type Reply = oneshot::Sender<Result<Ingested, Error>>;
 
-/// The handle request handlers use; cheap to clone. The writers stop once every
+/// The handle request handlers use; cheap to clone. The writer stops once every
 /// handle is dropped and the queue is empty.
 #[derive(Debug, Clone)]
 pub struct Ingestor {
@@ -33,19 +38,10 @@ impl Ingestor {
     pub fn spawn(
         pool: sqlx::PgPool,
         streams: Arc<StreamHub>,
-    ) -> (Self, Vec<tokio::task::JoinHandle<()>>) {
+    ) -> (Self, tokio::task::JoinHandle<()>) {
         let (queue, receiver) = mpsc::channel(4 * MAX_BATCH_EVENTS);
-        let receiver = Arc::new(Mutex::new(receiver));
-        let writers = (0..WRITERS)
-            .map(|_| {
-                tokio::spawn(write_batches(
-                    pool.clone(),
-                    streams.clone(),
-                    receiver.clone(),
-                ))
-            })
-            .collect();
-        (Self { queue }, writers)
+        let writer = tokio::spawn(write_batches(pool, streams, receiver));
+        (Self { queue }, writer)
     }
 
     /// Stores the event; returns once it is committed (or known to be a duplicate).
@@ -64,27 +60,20 @@ impl Ingestor {
 async fn write_batches(
     pool: sqlx::PgPool,
     streams: Arc<StreamHub>,
-    receiver: Arc<Mutex<mpsc::Receiver<(NewEvent, Reply)>>>,
+    mut receiver: mpsc::Receiver<(NewEvent, Reply)>,
 ) {
-    loop {
-        let batch = {
-            let mut receiver = receiver.lock().await;
-            let Some(first) = receiver.recv().await else {
-                return;
-            };
-            let mut bytes = first.0.body.len();
-            let mut batch = vec![first];
-            while batch.len() < MAX_BATCH_EVENTS && bytes < MAX_BATCH_BYTES {
-                match receiver.try_recv() {
-                    Ok(item) => {
-                        bytes += item.0.body.len();
-                        batch.push(item);
-                    }
-                    Err(_) => break,
+    while let Some(first) = receiver.recv().await {
+        let mut bytes = first.0.body.len();
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH_EVENTS && bytes < MAX_BATCH_BYTES {
+            match receiver.try_recv() {
+                Ok(item) => {
+                    bytes += item.0.body.len();
+                    batch.push(item);
                 }
+                Err(_) => break,
             }
-            batch
-        };
+        }
         write(&pool, batch).await;
         streams.committed();
     }

@@ -34,7 +34,7 @@ pub struct Application {
     drain_delay: Duration,
     shutdown_grace: Duration,
     connection_limits: ConnectionLimits,
-    ingest_writers: Vec<tokio::task::JoinHandle<()>>,
+    ingest_writer: tokio::task::JoinHandle<()>,
 }
 
 /// What `build_on` prepares on an open database.
@@ -44,7 +44,7 @@ struct Parts {
     http_addr: SocketAddr,
     grpc: TcpListener,
     grpc_addr: SocketAddr,
-    ingest_writers: Vec<tokio::task::JoinHandle<()>>,
+    ingest_writer: tokio::task::JoinHandle<()>,
 }
 
 impl Application {
@@ -78,7 +78,7 @@ impl Application {
                 http_addr,
                 grpc,
                 grpc_addr,
-                ingest_writers,
+                ingest_writer,
             }) => Ok(Self {
                 state,
                 database,
@@ -92,7 +92,7 @@ impl Application {
                 drain_delay,
                 shutdown_grace,
                 connection_limits,
-                ingest_writers,
+                ingest_writer,
             }),
             Err(error) => {
                 database.close().await;
@@ -157,7 +157,7 @@ impl Application {
         tracing::info!(open_files, max_connections, "connection limits");
         let metrics = Arc::new(Metrics::default());
         let streams = StreamHub::new(pool.clone(), &metrics);
-        let (ingestor, ingest_writers) = Ingestor::spawn(pool.clone(), streams.clone());
+        let (ingestor, ingest_writer) = Ingestor::spawn(pool.clone(), streams.clone());
         let state = AppState::new(crate::state::SharedState {
             auth: Authenticator::new(keys.clone(), pool.clone()),
             pool,
@@ -192,7 +192,7 @@ impl Application {
             http_addr,
             grpc,
             grpc_addr,
-            ingest_writers,
+            ingest_writer,
         })
     }
 
@@ -235,7 +235,7 @@ impl Application {
             drain_delay,
             shutdown_grace,
             connection_limits,
-            ingest_writers,
+            ingest_writer,
         } = self;
         tracing::info!(
             %http_addr,
@@ -347,9 +347,7 @@ impl Application {
         }
         let _ = health_task.await;
         drop(state);
-        for writer in ingest_writers {
-            let _ = writer.await;
-        }
+        let _ = ingest_writer.await;
         database.close().await;
         tracing::info!("hookrelay stopped");
         served_http?;
