@@ -2,12 +2,14 @@
 
 mod filter;
 mod ids;
+mod issuer;
 mod repository;
 mod scope;
 
 pub(crate) use filter::event_selected;
 pub use filter::{EventFilter, LikePatterns};
 pub use ids::{ClientId, DeliveryId, EventId, Horizon, RepositoryId, TenantId};
+pub use issuer::{Audience, ClaimConditions, IssuerUrl};
 pub use repository::{
     ConsumerName, DisplayName, GitlabVerification, Provider, RepositoryName, WebhookSettings,
 };

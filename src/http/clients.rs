@@ -52,20 +52,7 @@ async fn create(
     ApiJson(body): ApiJson<CreateClient>,
 ) -> Result<(StatusCode, ApiJson<CreatedClient>), Error> {
     let name = DisplayName::parse(&body.name).map_err(|reason| Error::invalid("name", reason))?;
-    let scopes = body
-        .scopes
-        .iter()
-        .map(|s| s.parse::<Scope>())
-        .collect::<Result<Scopes, _>>()
-        .map_err(|e| Error::invalid("scopes", e.to_string()))?;
-    if scopes.is_empty() {
-        return Err(Error::invalid("scopes", "must name at least one scope"));
-    }
-    if !scopes.is_subset(&tenant.scopes) {
-        return Err(Error::Forbidden(
-            "a client cannot grant scopes its own token lacks".into(),
-        ));
-    }
+    let scopes = grantable_scopes(&body.scopes, &tenant.scopes)?;
     let secret = secrets::generate_client_secret();
     let client_id = store::client::insert(
         &state.pool,
@@ -83,6 +70,25 @@ async fn create(
             scopes,
         }),
     ))
+}
+
+/// The scopes a caller hands out (to a client or a trusted issuer): at least
+/// one, each known, none beyond the caller's own.
+pub(super) fn grantable_scopes(requested: &[String], caller: &Scopes) -> Result<Scopes, Error> {
+    let scopes = requested
+        .iter()
+        .map(|s| s.parse::<Scope>())
+        .collect::<Result<Scopes, _>>()
+        .map_err(|e| Error::invalid("scopes", e.to_string()))?;
+    if scopes.is_empty() {
+        return Err(Error::invalid("scopes", "must name at least one scope"));
+    }
+    if !scopes.is_subset(caller) {
+        return Err(Error::Forbidden(
+            "a caller cannot grant scopes its own token lacks".into(),
+        ));
+    }
+    Ok(scopes)
 }
 
 async fn list(

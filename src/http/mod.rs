@@ -13,6 +13,7 @@ mod rate_limit;
 mod repositories;
 pub mod server;
 mod tenants;
+mod trusted_issuers;
 mod webhooks;
 mod well_known;
 
@@ -44,6 +45,7 @@ pub fn router(state: AppState) -> Router {
         .merge(oauth::router())
         .merge(repositories::router())
         .merge(clients::router())
+        .merge(trusted_issuers::router())
         .merge(deliveries::router())
         .merge(consumers::router())
         .merge(events::router())

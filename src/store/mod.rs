@@ -10,6 +10,7 @@ pub mod rekey;
 pub mod repository;
 pub mod signing_key;
 pub mod tenant;
+pub mod trusted_issuer;
 
 use std::time::Duration;
 

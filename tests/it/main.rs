@@ -28,4 +28,5 @@ mod signup;
 mod streaming;
 mod tls;
 mod tokens;
+mod trusted_issuers;
 mod webhooks;

@@ -1,0 +1,126 @@
+//! A tenant's trusted issuers (see `crate::domain::issuer`).
+
+use std::collections::BTreeMap;
+
+use sqlx::PgPool;
+use time::OffsetDateTime;
+
+use crate::domain::{Audience, ClaimConditions, IssuerUrl, Scope, Scopes, TenantId};
+use crate::error::Error;
+
+#[derive(Debug, Clone)]
+pub struct TrustedIssuer {
+    pub id: uuid::Uuid,
+    pub issuer: String,
+    pub audience: String,
+    pub claims: BTreeMap<String, String>,
+    pub scopes: Scopes,
+    pub created_at: OffsetDateTime,
+}
+
+type Row = (
+    uuid::Uuid,
+    String,
+    String,
+    sqlx::types::Json<BTreeMap<String, String>>,
+    Vec<String>,
+    OffsetDateTime,
+);
+
+fn from_row(
+    (id, issuer, audience, claims, scopes, created_at): Row,
+) -> Result<TrustedIssuer, Error> {
+    let scopes = scopes
+        .iter()
+        .map(|s| s.parse::<Scope>())
+        .collect::<Result<Scopes, _>>()
+        .map_err(|e| Error::Internal(anyhow::anyhow!("stored trusted issuer scope: {e}")))?;
+    Ok(TrustedIssuer {
+        id,
+        issuer,
+        audience,
+        claims: claims.0,
+        scopes,
+        created_at,
+    })
+}
+
+/// Stores a trusted issuer, unless another tenant's trusted issuer with the
+/// same issuer and audience could accept the same token: an exchange must
+/// always find exactly one tenant. Concurrent creations for one issuer and
+/// audience take turns, so two tenants cannot both pass the check.
+pub async fn insert(
+    pool: &PgPool,
+    tenant_id: TenantId,
+    issuer: &IssuerUrl,
+    audience: &Audience,
+    claims: &ClaimConditions,
+    scopes: &Scopes,
+) -> Result<TrustedIssuer, Error> {
+    let mut transaction = pool.begin().await?;
+    sqlx::query("select pg_advisory_xact_lock(hashtext('hookrelay.trusted_issuer'), hashtext($1 || ' ' || $2))")
+        .bind(issuer.as_str())
+        .bind(audience.as_str())
+        .execute(&mut *transaction)
+        .await?;
+    let others: Vec<sqlx::types::Json<BTreeMap<String, String>>> = sqlx::query_scalar(
+        "select claims from trusted_issuer where issuer = $1 and audience = $2 and tenant_id <> $3",
+    )
+    .bind(issuer.as_str())
+    .bind(audience.as_str())
+    .bind(tenant_id)
+    .fetch_all(&mut *transaction)
+    .await?;
+    for other in others {
+        let other = ClaimConditions::parse(other.0)
+            .map_err(|e| Error::Internal(anyhow::anyhow!("stored claim conditions: {e}")))?;
+        if claims.may_overlap(&other) {
+            return Err(Error::Conflict(
+                "another tenant trusts this issuer and audience for tokens these claims would \
+                 also match; use an audience of your own (the workload names it when it asks \
+                 its platform for the token) or narrower claims"
+                    .into(),
+            ));
+        }
+    }
+    let row: Row = sqlx::query_as(
+        "insert into trusted_issuer (trusted_issuer_id, tenant_id, issuer, audience, claims, scopes) \
+         values ($1, $2, $3, $4, $5, $6) \
+         returning trusted_issuer_id, issuer, audience, claims, scopes, created_at",
+    )
+    .bind(uuid::Uuid::new_v4())
+    .bind(tenant_id)
+    .bind(issuer.as_str())
+    .bind(audience.as_str())
+    .bind(sqlx::types::Json(claims.as_map()))
+    .bind(scopes.to_strings())
+    .fetch_one(&mut *transaction)
+    .await?;
+    transaction.commit().await?;
+    from_row(row)
+}
+
+pub async fn list(pool: &PgPool, tenant_id: TenantId) -> Result<Vec<TrustedIssuer>, Error> {
+    let rows: Vec<Row> = sqlx::query_as(
+        "select trusted_issuer_id, issuer, audience, claims, scopes, created_at from trusted_issuer \
+         where tenant_id = $1 order by created_at, trusted_issuer_id",
+    )
+    .bind(tenant_id)
+    .fetch_all(pool)
+    .await?;
+    rows.into_iter().map(from_row).collect()
+}
+
+/// Deletes one of the tenant's trusted issuers; another tenant's is "not found".
+pub async fn delete(pool: &PgPool, tenant_id: TenantId, id: uuid::Uuid) -> Result<(), Error> {
+    let deleted =
+        sqlx::query("delete from trusted_issuer where tenant_id = $1 and trusted_issuer_id = $2")
+            .bind(tenant_id)
+            .bind(id)
+            .execute(pool)
+            .await?;
+    if deleted.rows_affected() == 0 {
+        return Err(Error::NotFound("trusted issuer"));
+    }
+    Ok(())
+}
