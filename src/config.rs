@@ -295,6 +295,17 @@ pub struct ServeArgs {
     #[arg(long, env = "HOOKRELAY_SHUTDOWN_GRACE", default_value = "25s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
 
+    /// Let trusted issuers use plain http URLs. For local tests only: a token's
+    /// keys fetched over http can be swapped by anyone on the path.
+    #[arg(long, env = "HOOKRELAY_ISSUER_ALLOW_HTTP")]
+    pub issuer_allow_http: bool,
+
+    /// Networks (comma-separated CIDRs) that issuer discovery and key fetches
+    /// may reach although they are not public, e.g. 127.0.0.0/8 for a local
+    /// test issuer. Default: only public addresses.
+    #[arg(long, env = "HOOKRELAY_ISSUER_ALLOW_NETWORKS", value_delimiter = ',', value_parser = parse_net)]
+    pub issuer_allow_networks: Vec<ipnet::IpNet>,
+
     /// Do not apply pending migrations at start (run `hookrelay migrate` instead).
     #[arg(long, env = "HOOKRELAY_NO_MIGRATE")]
     pub no_migrate: bool,
@@ -481,6 +492,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     pub migrate: bool,
     pub limits: Limits,
+    /// What fetches of trusted issuers' keys may reach.
+    pub outbound: crate::federation::fetch::OutboundPolicy,
 }
 
 /// A setting that parsed but makes no sense; rendered as one line naming it.
@@ -669,6 +682,10 @@ impl ServeArgs {
             drain_delay: self.drain_delay,
             shutdown_grace: self.shutdown_grace,
             migrate: !self.no_migrate,
+            outbound: crate::federation::fetch::OutboundPolicy {
+                allow_http: self.issuer_allow_http,
+                allowed_networks: self.issuer_allow_networks,
+            },
         })
     }
 }

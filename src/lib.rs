@@ -9,6 +9,7 @@ pub mod database;
 pub mod domain;
 pub mod embedded_db;
 pub mod error;
+pub mod federation;
 pub mod grpc;
 pub mod health;
 pub mod http;

@@ -177,6 +177,7 @@ impl Application {
                 token_failures: crate::http::Limiter::new(limits.token_failure_rate),
             }),
             connections: crate::http::server::Connections::new(max_connections),
+            federation: Arc::new(crate::federation::Federation::new(config.outbound.clone())?),
             storage: Arc::default(),
             keys,
             secret_key: Arc::new(secret_key),

@@ -67,6 +67,8 @@ pub struct SharedState {
     /// Bytes of webhook bodies held at once.
     pub webhook_memory: Arc<crate::http::MemoryBudget>,
     pub rate_limits: Arc<crate::http::RateLimits>,
+    /// Trusted issuers' keys, for token exchange.
+    pub federation: Arc<crate::federation::Federation>,
     pub connections: Arc<crate::http::server::Connections>,
     /// Whether ingest commits are failing for a storage reason (readiness).
     pub storage: Arc<crate::health::StorageHealth>,

@@ -48,7 +48,8 @@ use tokio_util::sync::CancellationToken;
 
 use prometheus_client::metrics::gauge::Gauge;
 
-use crate::domain::{ClientId, ConsumerName, EventId, Horizon, TenantId};
+use crate::auth::Principal;
+use crate::domain::{ConsumerName, EventId, Horizon, TenantId};
 use crate::store;
 use crate::store::consumer::{CONTROL_CHANNEL, Change, STREAM_HEARTBEAT, Signal};
 use crate::store::event::{NOTIFY_CHANNEL, StoredEvent};
@@ -131,7 +132,7 @@ pub struct StreamHub {
 
 #[derive(Debug)]
 struct Entry {
-    client: ClientId,
+    principal: Principal,
     tenant: TenantId,
     /// None for a watch (the console): it takes no signals.
     consumer: Option<ConsumerName>,
@@ -277,7 +278,7 @@ impl StreamHub {
     /// database (`store::consumer::open_stream`).
     pub fn register(
         self: &Arc<Self>,
-        client: ClientId,
+        principal: Principal,
         tenant: TenantId,
         consumer: ConsumerName,
     ) -> StreamRegistration {
@@ -287,7 +288,7 @@ impl StreamHub {
         self.registry.lock().expect("stream registry").insert(
             id,
             Entry {
-                client,
+                principal,
                 tenant,
                 consumer: Some(consumer),
                 revoked: revoked.clone(),
@@ -306,10 +307,10 @@ impl StreamHub {
     }
 
     /// Registers a watch (WatchEvents and the like): cancelled like a stream
-    /// when its client is deleted, but no consumer, no row, no signals.
+    /// when its client or trusted issuer is deleted, but no consumer, no row, no signals.
     pub fn register_watch(
         self: &Arc<Self>,
-        client: ClientId,
+        principal: Principal,
         tenant: TenantId,
     ) -> WatchRegistration {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
@@ -317,7 +318,7 @@ impl StreamHub {
         self.registry.lock().expect("stream registry").insert(
             id,
             Entry {
-                client,
+                principal,
                 tenant,
                 consumer: None,
                 revoked: revoked.clone(),
@@ -616,7 +617,8 @@ impl StreamHub {
         }
     }
 
-    /// Cancels the streams of deleted clients, every `REVOCATION_CHECK`, until `stop`.
+    /// Cancels the streams of deleted clients and trusted issuers (and of
+    /// suspended tenants), every `REVOCATION_CHECK`, until `stop`.
     pub async fn check_revocations(self: Arc<Self>, pool: PgPool, stop: CancellationToken) {
         let mut interval = tokio::time::interval(REVOCATION_CHECK);
         loop {
@@ -624,30 +626,50 @@ impl StreamHub {
                 () = stop.cancelled() => return,
                 _ = interval.tick() => {}
             }
-            let clients: Vec<String> = {
-                let registry = self.registry.lock().expect("stream registry");
-                let mut ids: Vec<String> = registry
-                    .values()
-                    .map(|entry| entry.client.as_str().to_owned())
-                    .collect();
-                ids.sort();
-                ids.dedup();
-                ids
-            };
-            if clients.is_empty() {
+            let (mut clients, mut issuers) = (Vec::new(), Vec::new());
+            for entry in self.registry.lock().expect("stream registry").values() {
+                match &entry.principal {
+                    Principal::Client(id) => clients.push(id.as_str().to_owned()),
+                    Principal::Workload { trusted_issuer, .. } => issuers.push(*trusted_issuer),
+                }
+            }
+            clients.sort();
+            clients.dedup();
+            issuers.sort();
+            issuers.dedup();
+            if clients.is_empty() && issuers.is_empty() {
                 continue;
             }
-            match store::client::existing(&pool, &clients).await {
-                Ok(existing) => {
+            let existing = async {
+                let clients = if clients.is_empty() {
+                    Default::default()
+                } else {
+                    store::client::existing(&pool, &clients).await?
+                };
+                let issuers = if issuers.is_empty() {
+                    Default::default()
+                } else {
+                    store::trusted_issuer::existing(&pool, &issuers).await?
+                };
+                Ok::<_, crate::error::Error>((clients, issuers))
+            };
+            match existing.await {
+                Ok((clients, issuers)) => {
                     let registry = self.registry.lock().expect("stream registry");
                     for entry in registry.values() {
-                        if !existing.contains(entry.client.as_str()) {
+                        let exists = match &entry.principal {
+                            Principal::Client(id) => clients.contains(id.as_str()),
+                            Principal::Workload { trusted_issuer, .. } => {
+                                issuers.contains(trusted_issuer)
+                            }
+                        };
+                        if !exists {
                             entry.revoked.cancel();
                         }
                     }
                 }
                 Err(error) => {
-                    tracing::warn!(%error, "cannot check open streams for revoked clients")
+                    tracing::warn!(%error, "cannot check open streams for revocations")
                 }
             }
         }

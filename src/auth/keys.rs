@@ -20,7 +20,8 @@ use p256::pkcs8::EncodePrivateKey;
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 
-use crate::domain::{ClientId, Scopes, TenantId};
+use super::Principal;
+use crate::domain::{Scopes, TenantId};
 use crate::secrets::SecretKey;
 use crate::store::signing_key::{self, SigningKey};
 
@@ -36,6 +37,10 @@ pub struct Claims {
     pub jti: String,
     pub scope: String,
     pub tenant_id: uuid::Uuid,
+    /// Set on tokens exchanged for a workload's own (RFC 8693): the trusted
+    /// issuer it was accepted under. Deleting it revokes them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trusted_issuer: Option<uuid::Uuid>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -170,35 +175,50 @@ impl Keys {
         &self.issuer
     }
 
+    /// The `aud` of the tokens it issues.
+    pub fn audience(&self) -> &str {
+        &self.audience
+    }
+
     pub fn jwks(&self) -> JwkSet {
         self.current().jwks.clone()
     }
 
-    /// Signs an access token; returns it with its lifetime in seconds.
+    /// Signs an access token; returns it with its lifetime in seconds: the
+    /// configured one, or less when `expires_by` (Unix seconds) comes sooner.
     pub fn issue(
         &self,
         tenant_id: TenantId,
-        client_id: &ClientId,
+        principal: &Principal,
         scopes: &Scopes,
+        expires_by: Option<u64>,
     ) -> anyhow::Result<(String, u64)> {
         let set = self.current();
         let iat = now();
+        let exp = expires_by.map_or(iat + self.ttl.as_secs(), |by| {
+            by.min(iat + self.ttl.as_secs())
+        });
+        anyhow::ensure!(exp > iat, "the token would expire before it is issued");
         let claims = Claims {
             iss: self.issuer.clone(),
-            sub: client_id.to_string(),
+            sub: principal.subject().to_owned(),
             aud: self.audience.clone(),
-            exp: iat + self.ttl.as_secs(),
+            exp,
             iat,
             nbf: iat,
             jti: uuid::Uuid::new_v4().to_string(),
             scope: scopes.to_string(),
             tenant_id: tenant_id.as_uuid(),
+            trusted_issuer: match principal {
+                Principal::Client(_) => None,
+                Principal::Workload { trusted_issuer, .. } => Some(*trusted_issuer),
+            },
         };
         let mut header = Header::new(set.signer.algorithm);
         header.kid = Some(set.signer.kid.clone());
         header.typ = Some("at+jwt".into());
         let token = jsonwebtoken::encode(&header, &claims, &set.signer.key)?;
-        Ok((token, self.ttl.as_secs()))
+        Ok((token, exp - iat))
     }
 
     /// Checks signature, algorithm, exp, nbf, iss and aud. Keys are in memory, so

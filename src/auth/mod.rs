@@ -26,8 +26,30 @@ use crate::error::Error;
 #[derive(Debug, Clone)]
 pub struct Tenant {
     pub id: TenantId,
-    pub client_id: ClientId,
+    pub principal: Principal,
     pub scopes: Scopes,
+}
+
+/// Who holds a token: a client of the tenant, or a workload whose own token
+/// was exchanged under one of the tenant's trusted issuers.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Principal {
+    Client(ClientId),
+    Workload {
+        trusted_issuer: uuid::Uuid,
+        /// `<issuer>#<the workload's sub>`: the token's `sub`.
+        subject: String,
+    },
+}
+
+impl Principal {
+    /// The `sub` of its access tokens.
+    pub fn subject(&self) -> &str {
+        match self {
+            Principal::Client(client_id) => client_id.as_str(),
+            Principal::Workload { subject, .. } => subject,
+        }
+    }
 }
 
 /// The verified caller of one request or RPC.
@@ -40,14 +62,20 @@ pub struct Caller {
 
 impl Tenant {
     fn from_claims(claims: &Claims) -> Result<Self, Error> {
-        let client_id = ClientId::parse(&claims.sub).ok_or_else(|| {
-            Error::Unauthenticated("the token's subject is not a hookrelay client".into())
-        })?;
+        let principal = match claims.trusted_issuer {
+            Some(trusted_issuer) => Principal::Workload {
+                trusted_issuer,
+                subject: claims.sub.clone(),
+            },
+            None => Principal::Client(ClientId::parse(&claims.sub).ok_or_else(|| {
+                Error::Unauthenticated("the token's subject is not a hookrelay client".into())
+            })?),
+        };
         let scopes = Scopes::parse_space_separated(&claims.scope)
             .map_err(|e| Error::Unauthenticated(format!("the token's scope is invalid: {e}")))?;
         Ok(Tenant {
             id: TenantId::from_uuid(claims.tenant_id),
-            client_id,
+            principal,
             scopes,
         })
     }
@@ -80,8 +108,9 @@ impl Authenticator {
     /// The one way in: parses `Authorization: Bearer <JWT>` (an HTTP header or
     /// gRPC metadata), verifies it against the keys in memory (reloading them
     /// once on an unknown key id: another replica may have rotated them),
-    /// checks that the token's client still exists (a deleted client's tokens
-    /// stop working from the next request on), and returns the caller.
+    /// checks that the token's client (or trusted issuer, for an exchanged
+    /// token) still exists: a deleted one's tokens stop working from the next
+    /// request on. Returns the caller.
     pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, Error> {
         let token = bearer_token(headers)?;
         let claims = match self.keys.verify(token) {
@@ -93,12 +122,23 @@ impl Authenticator {
         .map_err(|e| Error::Unauthenticated(e.to_string()))?;
         let tenant = Tenant::from_claims(&claims)?;
         use crate::store::client::ClientState;
-        match crate::store::client::state(&self.pool, tenant.id, &tenant.client_id).await? {
+        let state = match &tenant.principal {
+            Principal::Client(client_id) => {
+                crate::store::client::state(&self.pool, tenant.id, client_id).await?
+            }
+            Principal::Workload { trusted_issuer, .. } => {
+                crate::store::trusted_issuer::state(&self.pool, tenant.id, *trusted_issuer).await?
+            }
+        };
+        match state {
             ClientState::Active => {}
             ClientState::Deleted => {
-                return Err(Error::Unauthenticated(
-                    "the client of this token was deleted".into(),
-                ));
+                return Err(Error::Unauthenticated(match tenant.principal {
+                    Principal::Client(_) => "the client of this token was deleted".into(),
+                    Principal::Workload { .. } => {
+                        "the trusted issuer this token was exchanged under was deleted".into()
+                    }
+                }));
             }
             ClientState::Suspended => return Err(Error::Forbidden(SUSPENDED.into())),
         }

@@ -126,7 +126,7 @@ impl From<Stop> for Status {
     fn from(stop: Stop) -> Self {
         match stop {
             Stop::Revoked => Status::unauthenticated(
-                "the client of this token was deleted, or its tenant suspended",
+                "the client or trusted issuer of this token was deleted, or its tenant suspended",
             ),
             Stop::Expired => {
                 Status::unauthenticated("the access token expired; reconnect with a new one")
@@ -552,7 +552,7 @@ impl EventService for EventsService {
         // consumer exists can miss this stream.
         let registration =
             self.hub
-                .register(caller.tenant.client_id.clone(), tenant, consumer.clone());
+                .register(caller.tenant.principal.clone(), tenant, consumer.clone());
         store::consumer::open_stream(
             &self.pool,
             tenant,

@@ -60,7 +60,7 @@ impl<T: Send + 'static> Watch<T> {
             shutdown: shutdown.clone(),
             expires_at: tokio::time::Instant::now()
                 + Duration::from_secs(caller.expires_at.saturating_sub(now)),
-            registration: hub.register_watch(caller.tenant.client_id.clone(), caller.tenant.id),
+            registration: hub.register_watch(caller.tenant.principal.clone(), caller.tenant.id),
         };
         (watch, ReceiverStream::new(receiver))
     }

@@ -1,5 +1,7 @@
-//! The OAuth 2.0 token endpoint, client-credentials grant only (RFC 6749 §4.4),
-//! with errors exactly as §5.2.
+//! The OAuth 2.0 token endpoint, with errors exactly as RFC 6749 §5.2. Two
+//! grants: client credentials (§4.4), and token exchange (RFC 8693), where a
+//! workload's own JWT is accepted under a tenant's trusted issuer
+//! (`crate::federation`).
 
 use axum::Router;
 use axum::body::Bytes;
@@ -12,7 +14,9 @@ use base64::engine::general_purpose::STANDARD;
 use serde_json::json;
 
 use super::SourceAddr;
+use crate::auth::Principal;
 use crate::domain::{ClientId, Scopes};
+use crate::federation::ExchangeError;
 use crate::secrets;
 use crate::state::AppState;
 use crate::store;
@@ -65,6 +69,7 @@ impl IntoResponse for OAuthError {
             _ if self.retry_after.is_some() => StatusCode::TOO_MANY_REQUESTS,
             "invalid_client" => StatusCode::UNAUTHORIZED,
             "server_error" => StatusCode::INTERNAL_SERVER_ERROR,
+            "temporarily_unavailable" => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::BAD_REQUEST,
         };
         let mut response = (
@@ -126,6 +131,13 @@ fn parse_form(headers: &HeaderMap, body: &[u8]) -> Result<Vec<(String, String)>,
     Ok(params)
 }
 
+fn find_param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    params
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
+}
+
 /// client_secret_basic: `Basic base64(urlencode(id):urlencode(secret))` (§2.3.1).
 fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, String)>, OAuthError> {
     let Some(value) = headers.get(header::AUTHORIZATION) else {
@@ -154,9 +166,10 @@ fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, String)>, OA
     Ok(Some((unescape(id), unescape(secret))))
 }
 
-/// Failed client authentication is rate limited per source address: a source
-/// over its limit gets 429 before any work is done for it, while other
-/// sources, and its own later successes once its bucket refills, are not slowed.
+/// Failed client authentications and refused subject tokens are rate limited
+/// per source address: a source over its limit gets 429 before any work is
+/// done for it, while other sources, and its own later successes once its
+/// bucket refills, are not slowed.
 async fn token(
     State(state): State<AppState>,
     SourceAddr(source): SourceAddr,
@@ -184,26 +197,28 @@ async fn token(
             error.challenge = headers.contains_key(header::AUTHORIZATION);
             Err(error)
         }
+        Err(error) if error.code == "invalid_grant" => {
+            limiter.failed(source).map_err(limited)?;
+            Err(error)
+        }
         other => other,
     }
 }
 
 async fn issue(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<Response, OAuthError> {
     let params = parse_form(headers, body)?;
-    let param = |name: &str| {
-        params
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    };
+    let param = |name: &str| find_param(&params, name);
 
     match param("grant_type") {
         None => return Err(OAuthError::new("invalid_request", "missing grant_type")),
         Some("client_credentials") => {}
+        Some(TOKEN_EXCHANGE) => return exchange(state, headers, &params).await,
         Some(other) => {
             return Err(OAuthError::new(
                 "unsupported_grant_type",
-                format!("grant type `{other}` is not supported; use client_credentials"),
+                format!(
+                    "grant type `{other}` is not supported; use client_credentials or {TOKEN_EXCHANGE}"
+                ),
             ));
         }
     }
@@ -250,39 +265,177 @@ async fn issue(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<Res
         ));
     }
 
-    let scopes = match param("scope") {
-        None | Some("") => credentials.scopes.clone(),
-        Some(requested) => {
-            let requested = Scopes::parse_space_separated(requested)
-                .map_err(|e| OAuthError::new("invalid_scope", e.to_string()))?;
-            if !requested.is_subset(&credentials.scopes) {
-                return Err(OAuthError::new(
-                    "invalid_scope",
-                    "the client may not request that scope",
-                ));
-            }
-            requested
-        }
-    };
+    let scopes = requested_scopes(param("scope"), &credentials.scopes, "the client")?;
     let (access_token, expires_in) = state
         .keys
-        .issue(credentials.tenant_id, &client_id, &scopes)
+        .issue(
+            credentials.tenant_id,
+            &Principal::Client(client_id.clone()),
+            &scopes,
+            None,
+        )
         .map_err(|e| OAuthError::from(crate::error::Error::Internal(e)))?;
     state.metrics.tokens_issued.inc();
     tracing::info!(tenant_id = %credentials.tenant_id, %client_id, "access token issued");
-    Ok((
+    Ok(token_response(json!({
+        "access_token": access_token,
+        "token_type": "Bearer",
+        "expires_in": expires_in,
+        "scope": scopes.to_string(),
+    })))
+}
+
+pub const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+const JWT_TYPE: &str = "urn:ietf:params:oauth:token-type:jwt";
+const ID_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:id_token";
+const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
+
+/// RFC 8693 §2: a workload's JWT for an access token of the one tenant that
+/// trusts it. No client authentication: the subject token is the credential.
+async fn exchange(
+    state: &AppState,
+    headers: &HeaderMap,
+    params: &[(String, String)],
+) -> Result<Response, OAuthError> {
+    let param = |name: &str| find_param(params, name);
+    if headers.contains_key(header::AUTHORIZATION) || param("client_id").is_some() {
+        return Err(OAuthError::new(
+            "invalid_request",
+            "a token exchange takes no client credentials: the subject token is the credential",
+        ));
+    }
+    let subject_token = param("subject_token")
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| OAuthError::new("invalid_request", "missing subject_token"))?;
+    match param("subject_token_type") {
+        Some(JWT_TYPE | ID_TOKEN_TYPE) => {}
+        None => {
+            return Err(OAuthError::new(
+                "invalid_request",
+                "missing subject_token_type",
+            ));
+        }
+        Some(other) => {
+            return Err(OAuthError::new(
+                "invalid_request",
+                format!("subject_token_type `{other}` is not supported; use {JWT_TYPE}"),
+            ));
+        }
+    }
+    if param("actor_token").is_some() {
+        return Err(OAuthError::new(
+            "invalid_request",
+            "actor tokens (delegation) are not supported",
+        ));
+    }
+    if let Some(requested) = param("requested_token_type")
+        && requested != ACCESS_TOKEN_TYPE
+    {
+        return Err(OAuthError::new(
+            "invalid_request",
+            format!("requested_token_type must be {ACCESS_TOKEN_TYPE}"),
+        ));
+    }
+    if let Some(audience) = param("audience")
+        && audience != state.keys.audience()
+    {
+        return Err(OAuthError::new(
+            "invalid_target",
+            format!(
+                "this server issues tokens for the audience `{}` only",
+                state.keys.audience()
+            ),
+        ));
+    }
+
+    let exchanged = state
+        .federation
+        .verify(&state.pool, subject_token)
+        .await
+        .map_err(|error| match error {
+            ExchangeError::Invalid(why) => {
+                tracing::info!(reason = %why, "subject token refused");
+                OAuthError::new("invalid_grant", why)
+            }
+            ExchangeError::Unavailable(why) => {
+                tracing::warn!(reason = %why, "token exchange unavailable");
+                OAuthError::new("temporarily_unavailable", why)
+            }
+            ExchangeError::Store(error) => error.into(),
+        })?;
+    if exchanged.suspended {
+        return Err(OAuthError::new(
+            "unauthorized_client",
+            crate::auth::SUSPENDED,
+        ));
+    }
+    let scopes = requested_scopes(param("scope"), &exchanged.scopes, "the trusted issuer")?;
+    let principal = Principal::Workload {
+        trusted_issuer: exchanged.trusted_issuer_id,
+        subject: format!("{}#{}", exchanged.issuer, exchanged.subject),
+    };
+    let (access_token, expires_in) = state
+        .keys
+        .issue(
+            exchanged.tenant_id,
+            &principal,
+            &scopes,
+            Some(exchanged.expires_at),
+        )
+        .map_err(|_| OAuthError::new("invalid_grant", "the subject token has expired"))?;
+    state.metrics.tokens_issued.inc();
+    // The audit record of every exchange.
+    tracing::info!(
+        tenant_id = %exchanged.tenant_id,
+        trusted_issuer_id = %exchanged.trusted_issuer_id,
+        issuer = %exchanged.issuer,
+        subject = %exchanged.subject,
+        scope = %scopes,
+        expires_in,
+        "token exchanged for a workload"
+    );
+    Ok(token_response(json!({
+        "access_token": access_token,
+        "issued_token_type": ACCESS_TOKEN_TYPE,
+        "token_type": "Bearer",
+        "expires_in": expires_in,
+        "scope": scopes.to_string(),
+    })))
+}
+
+/// The `scope` parameter: none asks for everything `granted`; more than
+/// `granted` is `invalid_scope`.
+fn requested_scopes(
+    requested: Option<&str>,
+    granted: &Scopes,
+    who: &str,
+) -> Result<Scopes, OAuthError> {
+    match requested {
+        None | Some("") => Ok(granted.clone()),
+        Some(requested) => {
+            let requested = Scopes::parse_space_separated(requested)
+                .map_err(|e| OAuthError::new("invalid_scope", e.to_string()))?;
+            if !requested.is_subset(granted) {
+                return Err(OAuthError::new(
+                    "invalid_scope",
+                    format!("{who} may not request that scope"),
+                ));
+            }
+            Ok(requested)
+        }
+    }
+}
+
+/// A successful token response (RFC 6749 §5.1): never cached.
+fn token_response(body: serde_json::Value) -> Response {
+    (
         [
             (header::CACHE_CONTROL, "no-store"),
             (header::PRAGMA, "no-cache"),
         ],
-        axum::Json(json!({
-            "access_token": access_token,
-            "token_type": "Bearer",
-            "expires_in": expires_in,
-            "scope": scopes.to_string(),
-        })),
+        axum::Json(body),
     )
-        .into_response())
+        .into_response()
 }
 
 #[cfg(test)]

@@ -64,7 +64,8 @@ async fn create(
     Authorized(tenant, _): Authorized<ClientsWrite>,
     ApiJson(body): ApiJson<CreateTrustedIssuer>,
 ) -> Result<(StatusCode, ApiJson<TrustedIssuerView>), Error> {
-    let issuer = IssuerUrl::parse(&body.issuer, false).map_err(|r| Error::invalid("issuer", r))?;
+    let issuer = IssuerUrl::parse(&body.issuer, state.federation.allows_http())
+        .map_err(|r| Error::invalid("issuer", r))?;
     let audience = Audience::parse(&body.audience).map_err(|r| Error::invalid("audience", r))?;
     let claims = ClaimConditions::parse(body.claims).map_err(|r| Error::invalid("claims", r))?;
     let scopes = super::clients::grantable_scopes(&body.scopes, &tenant.scopes)?;

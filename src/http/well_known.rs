@@ -29,10 +29,10 @@ async fn metadata(State(state): State<AppState>) -> impl IntoResponse {
         "issuer": state.keys.issuer(),
         "token_endpoint": format!("{base}/oauth/token"),
         "jwks_uri": format!("{base}/.well-known/jwks.json"),
-        "grant_types_supported": ["client_credentials"],
+        "grant_types_supported": ["client_credentials", super::oauth::TOKEN_EXCHANGE],
         "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
         "scopes_supported": Scope::ALL.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
-        // No authorization endpoint: only the client-credentials grant is offered.
+        // No authorization endpoint: only client credentials and token exchange are offered.
         "response_types_supported": [],
     }))
 }

@@ -144,11 +144,18 @@ pub async fn state(
     .bind(client_id)
     .fetch_optional(pool)
     .await?;
-    Ok(match suspended {
-        None => ClientState::Deleted,
-        Some(true) => ClientState::Suspended,
-        Some(false) => ClientState::Active,
-    })
+    Ok(ClientState::from_suspended(suspended))
+}
+
+impl ClientState {
+    /// From a lookup of the tenant's `suspended_at is not null`: no row, deleted.
+    pub fn from_suspended(suspended: Option<bool>) -> Self {
+        match suspended {
+            None => ClientState::Deleted,
+            Some(true) => ClientState::Suspended,
+            Some(false) => ClientState::Active,
+        }
+    }
 }
 
 /// Unscoped by design: authenticating the client is what establishes its tenant.

@@ -124,3 +124,90 @@ pub async fn delete(pool: &PgPool, tenant_id: TenantId, id: uuid::Uuid) -> Resul
     }
     Ok(())
 }
+
+/// A trusted issuer that may accept a subject token, with its tenant.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    pub tenant_id: TenantId,
+    pub suspended: bool,
+    pub issuer: TrustedIssuer,
+}
+
+/// A tenant, whether it is suspended, and a `Row`.
+type CandidateRow = (
+    TenantId,
+    bool,
+    uuid::Uuid,
+    String,
+    String,
+    sqlx::types::Json<BTreeMap<String, String>>,
+    Vec<String>,
+    OffsetDateTime,
+);
+
+/// The trusted issuers, of every tenant, for `issuer` and any of `audiences`.
+/// Unscoped by design: which tenant trusts a subject token is what the
+/// exchange establishes (as client authentication does for a client id).
+pub async fn by_issuer(
+    pool: &PgPool,
+    issuer: &str,
+    audiences: &[String],
+) -> Result<Vec<Candidate>, Error> {
+    let rows: Vec<CandidateRow> = sqlx::query_as(
+        "select i.tenant_id, t.suspended_at is not null, i.trusted_issuer_id, i.issuer, \
+             i.audience, i.claims, i.scopes, i.created_at \
+             from trusted_issuer i join tenant t using (tenant_id) \
+             where i.issuer = $1 and i.audience = any($2) \
+             order by i.created_at, i.trusted_issuer_id limit 1000",
+    )
+    .bind(issuer)
+    .bind(audiences)
+    .fetch_all(pool)
+    .await?;
+    rows.into_iter()
+        .map(
+            |(tenant_id, suspended, id, issuer, audience, claims, scopes, created_at)| {
+                Ok(Candidate {
+                    tenant_id,
+                    suspended,
+                    issuer: from_row((id, issuer, audience, claims, scopes, created_at))?,
+                })
+            },
+        )
+        .collect()
+}
+
+/// Whether tokens exchanged under this trusted issuer may still act: checked
+/// on every authenticated request, as a client's existence is.
+pub async fn state(
+    pool: &PgPool,
+    tenant_id: TenantId,
+    id: uuid::Uuid,
+) -> Result<crate::store::client::ClientState, Error> {
+    use crate::store::client::ClientState;
+    let suspended: Option<bool> = sqlx::query_scalar(
+        "select t.suspended_at is not null from trusted_issuer i join tenant t using (tenant_id) \
+         where i.tenant_id = $1 and i.trusted_issuer_id = $2",
+    )
+    .bind(tenant_id)
+    .bind(id)
+    .fetch_optional(pool)
+    .await?;
+    Ok(ClientState::from_suspended(suspended))
+}
+
+/// Of `ids`, those that still exist in a tenant that is not suspended: open
+/// streams of the others are closed.
+pub async fn existing(
+    pool: &PgPool,
+    ids: &[uuid::Uuid],
+) -> Result<std::collections::HashSet<uuid::Uuid>, Error> {
+    let rows: Vec<uuid::Uuid> = sqlx::query_scalar(
+        "select i.trusted_issuer_id from trusted_issuer i join tenant t using (tenant_id) \
+         where i.trusted_issuer_id = any($1) and t.suspended_at is null",
+    )
+    .bind(ids)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().collect())
+}

@@ -12,6 +12,7 @@ mod control_plane;
 mod embedded;
 mod envoy;
 mod faults;
+mod federation;
 mod grpc_tools;
 mod health;
 mod isolation;

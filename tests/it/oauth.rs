@@ -15,15 +15,7 @@ async fn token_with_oauth2_crate(
     auth: AuthType,
     scope: Option<&str>,
 ) -> String {
-    let metadata: Value = app
-        .http
-        .get(app.url("/.well-known/oauth-authorization-server"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let metadata = app.metadata().await;
     let client = BasicClient::new(ClientId::new(id.to_owned()))
         .set_client_secret(ClientSecret::new(secret.to_owned()))
         .set_token_uri(
@@ -49,15 +41,7 @@ async fn token_with_oauth2_crate(
 
 /// What a standard JWT library needs: the JWKS from the metadata's jwks_uri.
 async fn verify_with_jwks(app: &TestApp, token: &str) -> Value {
-    let metadata: Value = app
-        .http
-        .get(app.url("/.well-known/oauth-authorization-server"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let metadata = app.metadata().await;
     let jwks: JwkSet = app
         .http
         .get(metadata["jwks_uri"].as_str().unwrap())
@@ -81,21 +65,16 @@ async fn verify_with_jwks(app: &TestApp, token: &str) -> Value {
 #[tokio::test]
 async fn metadata_follows_rfc_8414() {
     let app = spawn_app().await;
-    let metadata: Value = app
-        .http
-        .get(app.url("/.well-known/oauth-authorization-server"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let metadata = app.metadata().await;
     assert_eq!(metadata["issuer"], app.address);
     assert_eq!(metadata["token_endpoint"], app.url("/oauth/token"));
     assert_eq!(metadata["jwks_uri"], app.url("/.well-known/jwks.json"));
     assert_eq!(
         metadata["grant_types_supported"],
-        serde_json::json!(["client_credentials"])
+        serde_json::json!([
+            "client_credentials",
+            "urn:ietf:params:oauth:grant-type:token-exchange"
+        ])
     );
     assert_eq!(
         metadata["token_endpoint_auth_methods_supported"],

@@ -22,6 +22,7 @@ mod lanes;
 mod metrics;
 mod output;
 mod token;
+pub use token::error_chain;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -65,8 +66,15 @@ pub struct RelayArgs {
     #[arg(long, env = "HOOKRELAY_TOKEN_URL", value_parser = parse_http_url)]
     pub token_url: Option<url::Url>,
 
-    #[arg(long, env = "HOOKRELAY_CLIENT_ID")]
-    pub client_id: String,
+    /// The OAuth2 client. Not needed with --subject-token-file or
+    /// --github-actions-oidc: no stored secret at all.
+    #[arg(
+        long,
+        env = "HOOKRELAY_CLIENT_ID",
+        required_unless_present_any = ["subject_token_file", "github_actions_oidc"],
+        conflicts_with_all = ["subject_token_file", "github_actions_oidc"]
+    )]
+    pub client_id: Option<String>,
 
     /// The client secret. Better in the environment than on the command line
     /// (where `ps` shows it), or in a file with --client-secret-file.
@@ -74,7 +82,7 @@ pub struct RelayArgs {
         long,
         env = "HOOKRELAY_CLIENT_SECRET",
         hide_env_values = true,
-        required_unless_present = "client_secret_file",
+        required_unless_present_any = ["client_secret_file", "subject_token_file", "github_actions_oidc"],
         conflicts_with = "client_secret_file"
     )]
     pub client_secret: Option<String>,
@@ -83,6 +91,31 @@ pub struct RelayArgs {
     /// Kubernetes mounts a Secret.
     #[arg(long, env = "HOOKRELAY_CLIENT_SECRET_FILE")]
     pub client_secret_file: Option<PathBuf>,
+
+    /// Instead of a client secret: a file holding a JWT from an issuer the
+    /// tenant trusts (POST /v1/trusted-issuers), such as a Kubernetes projected
+    /// service account token. Re-read before every token exchange (RFC 8693),
+    /// so the kubelet's rotations are picked up.
+    #[arg(
+        long,
+        env = "HOOKRELAY_SUBJECT_TOKEN_FILE",
+        conflicts_with = "github_actions_oidc"
+    )]
+    pub subject_token_file: Option<PathBuf>,
+
+    /// Instead of a client secret: GitHub Actions' OIDC token for --oidc-audience
+    /// (the job needs `permissions: id-token: write`), exchanged for an access
+    /// token under the tenant's trusted issuer.
+    #[arg(
+        long,
+        env = "HOOKRELAY_GITHUB_ACTIONS_OIDC",
+        requires = "oidc_audience"
+    )]
+    pub github_actions_oidc: bool,
+
+    /// The audience to ask GitHub Actions for: the trusted issuer's `audience`.
+    #[arg(long, env = "HOOKRELAY_OIDC_AUDIENCE")]
+    pub oidc_audience: Option<String>,
 
     /// A repository id to relay (repeatable, or comma-separated in the environment).
     /// None: all of the tenant's repositories.
@@ -172,6 +205,31 @@ pub struct RelayArgs {
     /// RUST_LOG, when set, wins over -q and -v.
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
+}
+
+/// How the agent proves who it is: its settings as `token::Credentials`.
+fn credentials(args: &RelayArgs) -> anyhow::Result<token::Credentials> {
+    if let Some(path) = &args.subject_token_file {
+        return Ok(token::Credentials::Subject(token::SubjectToken::File(
+            path.clone(),
+        )));
+    }
+    if args.github_actions_oidc {
+        let audience = args
+            .oidc_audience
+            .clone()
+            .context("--github-actions-oidc needs --oidc-audience")?;
+        return Ok(token::Credentials::Subject(
+            token::SubjectToken::GitHubActions { audience },
+        ));
+    }
+    let id = args.client_id.clone().context(
+        "give --client-id (HOOKRELAY_CLIENT_ID), or --subject-token-file or --github-actions-oidc",
+    )?;
+    Ok(token::Credentials::Client {
+        id,
+        secret: client_secret(args)?,
+    })
 }
 
 /// The client secret, from the flag or environment, or read from its file.
@@ -438,8 +496,7 @@ pub async fn run(args: RelayArgs, shutdown: CancellationToken) -> anyhow::Result
     };
     let tokens = Arc::new(TokenSource::new(
         token_endpoint,
-        &args.client_id,
-        &client_secret(&args)?,
+        credentials(&args)?,
         http.clone(),
     )?);
 

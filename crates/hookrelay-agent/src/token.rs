@@ -1,5 +1,6 @@
 //! Access tokens for the agent: OAuth2 client credentials with the oauth2 crate,
-//! against hookrelay's token endpoint or any other.
+//! against hookrelay's token endpoint or any other; or, with no stored secret,
+//! a workload's own JWT exchanged for one (RFC 8693 token exchange).
 
 use std::time::{Duration, Instant};
 
@@ -43,11 +44,28 @@ pub enum Endpoint {
     Discover(url::Url),
 }
 
+/// How the agent proves who it is.
+pub enum Credentials {
+    Client {
+        id: String,
+        secret: SecretString,
+    },
+    /// A JWT of an issuer the tenant trusts, fetched anew for every exchange.
+    Subject(SubjectToken),
+}
+
+/// Where the workload's own JWT comes from.
+pub enum SubjectToken {
+    /// A file, re-read every time (a Kubernetes projected service account token).
+    File(std::path::PathBuf),
+    /// GitHub Actions' OIDC endpoint, for this audience.
+    GitHubActions { audience: String },
+}
+
 pub struct TokenSource {
     endpoint: Endpoint,
-    client_id: String,
-    client_secret: SecretString,
-    /// The client, once the token endpoint is known.
+    credentials: Credentials,
+    /// The token endpoint and a client for it, once known.
     client: Mutex<Option<(String, Client)>>,
     http: oauth2::reqwest::Client,
     cached: Mutex<Option<(SecretString, Instant)>>,
@@ -61,8 +79,7 @@ struct Metadata {
 impl TokenSource {
     pub fn new(
         endpoint: Endpoint,
-        client_id: &str,
-        client_secret: &SecretString,
+        credentials: Credentials,
         http: oauth2::reqwest::Client,
     ) -> anyhow::Result<Self> {
         if let Endpoint::Given(url) = &endpoint {
@@ -70,8 +87,7 @@ impl TokenSource {
         }
         Ok(Self {
             endpoint,
-            client_id: client_id.to_owned(),
-            client_secret: client_secret.clone(),
+            credentials,
             client: Mutex::new(None),
             http,
             cached: Mutex::new(None),
@@ -91,10 +107,13 @@ impl TokenSource {
         let token_url = TokenUrl::new(url.clone()).map_err(|e| {
             TokenError::Refused(format!("the token endpoint {url} is not a URL: {e}"))
         })?;
-        let built = BasicClient::new(ClientId::new(self.client_id.clone()))
-            .set_client_secret(ClientSecret::new(
-                self.client_secret.expose_secret().to_owned(),
-            ))
+        let (id, secret) = match &self.credentials {
+            Credentials::Client { id, secret } => (id.clone(), secret.expose_secret().to_owned()),
+            // Token exchange posts its own form; the client is unused.
+            Credentials::Subject(_) => (String::new(), String::new()),
+        };
+        let built = BasicClient::new(ClientId::new(id))
+            .set_client_secret(ClientSecret::new(secret))
             .set_token_uri(token_url);
         *client = Some((url.clone(), built.clone()));
         Ok((url, built))
@@ -137,17 +156,167 @@ impl TokenSource {
             return Ok(token.clone());
         }
         let (url, client) = self.client().await?;
-        let response = client
-            .exchange_client_credentials()
-            .add_scope(Scope::new("events:read".into()))
-            .request_async(&self.http)
-            .await
-            .map_err(|error| classify(&url, error))?;
-        let lifetime = response.expires_in().unwrap_or(Duration::from_secs(300));
+        let (token, lifetime) = match &self.credentials {
+            Credentials::Client { .. } => {
+                let response = client
+                    .exchange_client_credentials()
+                    .add_scope(Scope::new("events:read".into()))
+                    .request_async(&self.http)
+                    .await
+                    .map_err(|error| classify(&url, error))?;
+                (
+                    SecretString::from(response.access_token().secret().clone()),
+                    response.expires_in(),
+                )
+            }
+            Credentials::Subject(source) => {
+                let subject = self.subject_token(source).await?;
+                self.exchange(&url, &subject).await?
+            }
+        };
+        let lifetime = lifetime.unwrap_or(Duration::from_secs(300));
         let refresh_at = Instant::now() + lifetime.saturating_sub(REFRESH_MARGIN.min(lifetime / 2));
-        let token = SecretString::from(response.access_token().secret().clone());
         *cached = Some((token.clone(), refresh_at));
         Ok(token)
+    }
+
+    /// The workload's own JWT, fetched now: tokens in files rotate.
+    async fn subject_token(&self, source: &SubjectToken) -> Result<SecretString, TokenError> {
+        match source {
+            SubjectToken::File(path) => {
+                let token = tokio::fs::read_to_string(path).await.map_err(|e| {
+                    TokenError::Refused(format!(
+                        "cannot read --subject-token-file {}: {e}",
+                        path.display()
+                    ))
+                })?;
+                let token = token.trim();
+                if token.is_empty() {
+                    return Err(TokenError::Refused(format!(
+                        "--subject-token-file {} is empty",
+                        path.display()
+                    )));
+                }
+                Ok(SecretString::from(token.to_owned()))
+            }
+            SubjectToken::GitHubActions { audience } => {
+                let missing = |name: &str| {
+                    TokenError::Refused(format!(
+                        "{name} is not set: --github-actions-oidc runs inside a GitHub Actions job \
+                         with `permissions: id-token: write`"
+                    ))
+                };
+                let url = std::env::var("ACTIONS_ID_TOKEN_REQUEST_URL")
+                    .map_err(|_| missing("ACTIONS_ID_TOKEN_REQUEST_URL"))?;
+                let bearer = std::env::var("ACTIONS_ID_TOKEN_REQUEST_TOKEN")
+                    .map_err(|_| missing("ACTIONS_ID_TOKEN_REQUEST_TOKEN"))?;
+                let mut url = url::Url::parse(&url).map_err(|e| {
+                    TokenError::Refused(format!("ACTIONS_ID_TOKEN_REQUEST_URL is not a URL: {e}"))
+                })?;
+                url.query_pairs_mut().append_pair("audience", audience);
+                let response = self
+                    .http
+                    .get(url)
+                    .bearer_auth(bearer)
+                    .send()
+                    .await
+                    .map_err(|e| {
+                        TokenError::Unavailable(format!(
+                            "cannot reach GitHub Actions' OIDC endpoint: {}",
+                            error_chain(&e)
+                        ))
+                    })?;
+                let status = response.status();
+                if !status.is_success() {
+                    let why = format!("GitHub Actions' OIDC endpoint answered {status}");
+                    return Err(if status.is_server_error() || status.as_u16() == 429 {
+                        TokenError::Unavailable(why)
+                    } else {
+                        TokenError::Refused(why)
+                    });
+                }
+                #[derive(serde::Deserialize)]
+                struct IdToken {
+                    value: String,
+                }
+                let token: IdToken = response.json().await.map_err(|e| {
+                    TokenError::Unavailable(format!(
+                        "GitHub Actions' OIDC endpoint sent no token: {}",
+                        error_chain(&e)
+                    ))
+                })?;
+                Ok(SecretString::from(token.value))
+            }
+        }
+    }
+
+    /// RFC 8693: the subject token for an access token with events:read.
+    async fn exchange(
+        &self,
+        url: &str,
+        subject: &SecretString,
+    ) -> Result<(SecretString, Option<Duration>), TokenError> {
+        let response = self
+            .http
+            .post(url)
+            .form(&[
+                (
+                    "grant_type",
+                    "urn:ietf:params:oauth:grant-type:token-exchange",
+                ),
+                ("subject_token", subject.expose_secret()),
+                ("subject_token_type", "urn:ietf:params:oauth:token-type:jwt"),
+                ("scope", "events:read"),
+            ])
+            .send()
+            .await
+            .map_err(|e| {
+                TokenError::Unavailable(format!(
+                    "cannot reach the token endpoint {url}: {}",
+                    error_chain(&e)
+                ))
+            })?;
+        let status = response.status();
+        #[derive(serde::Deserialize)]
+        struct Answer {
+            access_token: Option<String>,
+            expires_in: Option<u64>,
+            error: Option<String>,
+            error_description: Option<String>,
+        }
+        let answer: Answer = response.json().await.map_err(|_| {
+            TokenError::Unavailable(format!(
+                "the token endpoint {url} answered {status} without an OAuth2 response"
+            ))
+        })?;
+        if let (true, Some(token)) = (status.is_success(), answer.access_token) {
+            return Ok((
+                SecretString::from(token),
+                answer.expires_in.map(Duration::from_secs),
+            ));
+        }
+        let code = answer.error.unwrap_or_default();
+        let detail = answer
+            .error_description
+            .map(|d| format!(" ({d})"))
+            .unwrap_or_default();
+        Err(match code.as_str() {
+            "invalid_grant" => TokenError::Refused(format!(
+                "the token endpoint {url} refused the subject token{detail}: check the tenant's \
+                 trusted issuer (issuer, audience and claims) against the token"
+            )),
+            "invalid_scope" => TokenError::Refused(format!(
+                "the trusted issuer does not grant events:read{detail}"
+            )),
+            "invalid_request" | "unsupported_grant_type" | "unauthorized_client" => {
+                TokenError::Refused(format!(
+                    "the token endpoint {url} refused the exchange{detail}"
+                ))
+            }
+            _ => TokenError::Unavailable(format!(
+                "the token endpoint {url} answered {status} {code}{detail}"
+            )),
+        })
     }
 
     /// Forgets the cached token (the server refused it).

@@ -41,6 +41,7 @@ pub fn test_config(database_url: &str) -> Config {
         shutdown_grace: Duration::from_secs(10),
         migrate: true,
         limits: Limits::default(),
+        outbound: Default::default(),
     }
 }
 
@@ -98,6 +99,18 @@ pub async fn spawn_app_on(
 impl TestApp {
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.address)
+    }
+
+    /// The RFC 8414 metadata, as any OAuth2 client reads it first.
+    pub async fn metadata(&self) -> Value {
+        self.http
+            .get(self.url("/.well-known/oauth-authorization-server"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
     }
 
     pub async fn get(&self, path: &str, token: &str) -> Response {

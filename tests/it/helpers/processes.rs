@@ -177,11 +177,29 @@ impl RelayProcess {
     }
 
     /// `command` (the agent, with any environment the test wants) with the
-    /// usual flags and `extra`.
+    /// usual flags, the tenant's client credentials, and `extra`.
     pub fn spawn(
         mut command: Command,
         server: &str,
         tenant: &TestTenant,
+        consumer: &str,
+        target: &str,
+        extra: &[&str],
+        log_dir: &std::path::Path,
+    ) -> RelayProcess {
+        command.args(["--client-id", &tenant.client_id]);
+        // The secret from the environment, unless the test gives it another way.
+        if !extra.contains(&"--client-secret-file") {
+            command.env("HOOKRELAY_CLIENT_SECRET", &tenant.client_secret);
+        }
+        Self::spawn_with(command, server, consumer, target, extra, log_dir)
+    }
+
+    /// `command` with the usual flags and `extra`, and no client credentials
+    /// unless `extra` has them.
+    pub fn spawn_with(
+        mut command: Command,
+        server: &str,
         consumer: &str,
         target: &str,
         extra: &[&str],
@@ -193,17 +211,12 @@ impl RelayProcess {
         ));
         command
             .args(["--server", server])
-            .args(["--client-id", &tenant.client_id])
             .args(["--consumer", consumer])
             .args(["--target", target])
             .args(["--summary-interval", "1s"])
             .args(extra)
             .stdout(std::fs::File::create(&log).unwrap())
             .stderr(std::fs::File::create(log.with_extension("err")).unwrap());
-        // The secret from the environment, unless the test gives it another way.
-        if !extra.contains(&"--client-secret-file") {
-            command.env("HOOKRELAY_CLIENT_SECRET", &tenant.client_secret);
-        }
         RelayProcess {
             child: ChildGuard::spawn(&mut command).expect("the relay starts"),
             log,

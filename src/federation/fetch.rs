@@ -1,0 +1,299 @@
+//! Outbound HTTP to identity providers, safe to point at by a tenant.
+//!
+//! A tenant names the issuer URL, so a fetch must not become a way into the
+//! relay's own network (SSRF). Every fetch:
+//! - is https, unless the operator allowed plain http (local tests);
+//! - connects only to public addresses: loopback, private, link-local,
+//!   shared, multicast and reserved ones are refused after DNS resolution
+//!   (and for address literals), unless the operator allowed their network;
+//! - follows at most 3 redirects, and only on the same host;
+//! - ignores proxy settings, so the address checked is the address connected;
+//! - takes at most `TIMEOUT` and reads at most `MAX_BODY` bytes.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use url::Url;
+
+/// The whole fetch, connection included.
+pub const TIMEOUT: Duration = Duration::from_secs(5);
+/// Discovery documents and key sets are a few KB; GitHub's JWKS is under 4 KB.
+pub const MAX_BODY: usize = 256 * 1024;
+const MAX_REDIRECTS: usize = 3;
+
+/// What the operator allows beyond public https hosts.
+#[derive(Debug, Clone, Default)]
+pub struct OutboundPolicy {
+    /// Plain http issuers (local tests only).
+    pub allow_http: bool,
+    /// Networks that may be reached even though they are not public.
+    pub allowed_networks: Vec<ipnet::IpNet>,
+}
+
+impl OutboundPolicy {
+    /// Whether a connection to `ip` is allowed.
+    pub fn allows(&self, ip: IpAddr) -> bool {
+        self.allowed_networks.iter().any(|net| net.contains(&ip)) || is_public(ip)
+    }
+}
+
+/// Whether `ip` is a globally routed unicast address.
+fn is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, c, _] = v4.octets();
+            !(v4.is_unspecified()
+                || v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_broadcast()
+                || v4.is_documentation()
+                || v4.is_multicast()
+                || a == 0
+                || a >= 240
+                // Shared address space (carrier-grade NAT), RFC 6598.
+                || (a == 100 && (64..128).contains(&b))
+                // IETF protocol assignments, RFC 6890.
+                || (a == 192 && b == 0 && c == 0)
+                // Benchmarking, RFC 2544.
+                || (a == 198 && (18..20).contains(&b)))
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_public(IpAddr::V4(v4));
+            }
+            let first = v6.segments()[0];
+            !(v6.is_unspecified()
+                || v6.is_loopback()
+                || v6.is_multicast()
+                || v6.is_unique_local()
+                || v6.is_unicast_link_local()
+                // Documentation, RFC 3849.
+                || (first == 0x2001 && v6.segments()[1] == 0x0db8)
+                // NAT64 and IPv4-compatible forms could reach IPv4 private space.
+                || first == 0x0064
+                || first == 0)
+        }
+    }
+}
+
+/// Resolves names, then drops every address the policy refuses.
+struct CheckedResolver(Arc<OutboundPolicy>);
+
+impl Resolve for CheckedResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let policy = self.0.clone();
+        Box::pin(async move {
+            let host = name.as_str().to_owned();
+            let resolved: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let allowed: Vec<SocketAddr> = resolved
+                .into_iter()
+                .filter(|addr| policy.allows(addr.ip()))
+                .collect();
+            if allowed.is_empty() {
+                return Err(format!(
+                    "{host} resolves to no address hookrelay may connect to (private, loopback \
+                     and link-local addresses are refused)"
+                )
+                .into());
+            }
+            Ok(Box::new(allowed.into_iter()) as Addrs)
+        })
+    }
+}
+
+/// Why a fetch failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// The URL or what it led to breaks the rules: asking again will not help.
+    #[error("{0}")]
+    Refused(String),
+    /// Unreachable, slow, or answering with an error: may heal.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// A shared HTTP client that fetches JSON documents under the policy.
+#[derive(Debug, Clone)]
+pub struct Fetcher {
+    client: reqwest::Client,
+    policy: Arc<OutboundPolicy>,
+}
+
+impl Fetcher {
+    pub fn new(policy: OutboundPolicy) -> anyhow::Result<Self> {
+        let policy = Arc::new(policy);
+        let redirect = reqwest::redirect::Policy::custom(|attempt| {
+            let first = attempt.previous().first().and_then(|u| u.host_str());
+            if attempt.previous().len() > MAX_REDIRECTS {
+                attempt.error("too many redirects")
+            } else if first.is_some() && first != attempt.url().host_str() {
+                attempt.error("redirected to another host")
+            } else {
+                attempt.follow()
+            }
+        });
+        let client = reqwest::Client::builder()
+            .dns_resolver(Arc::new(CheckedResolver(policy.clone())))
+            .no_proxy()
+            .https_only(!policy.allow_http)
+            .redirect(redirect)
+            .connect_timeout(Duration::from_secs(3))
+            .timeout(TIMEOUT)
+            .user_agent(concat!("hookrelay/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Self { client, policy })
+    }
+
+    pub fn policy(&self) -> &OutboundPolicy {
+        &self.policy
+    }
+
+    /// GETs `url` and parses its JSON body.
+    pub async fn json<T: serde::de::DeserializeOwned>(&self, url: &Url) -> Result<T, FetchError> {
+        self.check_url(url)?;
+        let mut response = self
+            .client
+            .get(url.clone())
+            .header(reqwest::header::ACCEPT, "application/json")
+            .send()
+            .await
+            .map_err(|e| describe(url, &e))?;
+        let status = response.status();
+        if !status.is_success() {
+            let error = format!("{url} answered {status}");
+            return Err(if status.is_server_error() || status.as_u16() == 429 {
+                FetchError::Unavailable(error)
+            } else {
+                FetchError::Refused(error)
+            });
+        }
+        if response
+            .content_length()
+            .is_some_and(|length| length > MAX_BODY as u64)
+        {
+            return Err(FetchError::Refused(format!(
+                "{url} is larger than {MAX_BODY} bytes"
+            )));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| describe(url, &e))? {
+            if body.len() + chunk.len() > MAX_BODY {
+                return Err(FetchError::Refused(format!(
+                    "{url} is larger than {MAX_BODY} bytes"
+                )));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        serde_json::from_slice(&body)
+            .map_err(|e| FetchError::Refused(format!("{url} is not the expected JSON: {e}")))
+    }
+
+    /// The scheme and, for address literals (which skip the resolver), the address.
+    fn check_url(&self, url: &Url) -> Result<(), FetchError> {
+        match url.scheme() {
+            "https" => {}
+            "http" if self.policy.allow_http => {}
+            _ => {
+                return Err(FetchError::Refused(format!("{url} is not an https URL")));
+            }
+        }
+        let literal = match url.host() {
+            Some(url::Host::Ipv4(v4)) => Some(IpAddr::V4(v4)),
+            Some(url::Host::Ipv6(v6)) => Some(IpAddr::V6(v6)),
+            Some(url::Host::Domain(_)) => None,
+            None => return Err(FetchError::Refused(format!("{url} has no host"))),
+        };
+        if let Some(ip) = literal
+            && !self.policy.allows(ip)
+        {
+            return Err(FetchError::Refused(format!(
+                "{url}: hookrelay may not connect to {ip} (private, loopback and link-local \
+                 addresses are refused)"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// A reqwest error as one line; a refusal by the resolver or the redirect
+/// policy is `Refused`.
+fn describe(url: &Url, error: &reqwest::Error) -> FetchError {
+    let text = hookrelay_agent::error_chain(error);
+    let refused = text.contains("resolves to no address")
+        || text.contains("another host")
+        || text.contains("too many redirects")
+        || text.contains("URL scheme is not allowed");
+    let text = format!("{url}: {text}");
+    if refused {
+        FetchError::Refused(text)
+    } else {
+        FetchError::Unavailable(text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_public_addresses_are_allowed_by_default() {
+        let policy = OutboundPolicy::default();
+        for private in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "255.255.255.255",
+            "::1",
+            "::",
+            "fe80::1",
+            "fd00::1",
+            "::ffff:127.0.0.1",
+            "::ffff:10.0.0.1",
+            "64:ff9b::a00:1",
+        ] {
+            assert!(!policy.allows(private.parse().unwrap()), "{private}");
+        }
+        for public in ["140.82.112.3", "8.8.8.8", "2606:50c0:8000::153"] {
+            assert!(policy.allows(public.parse().unwrap()), "{public}");
+        }
+        let loopback_allowed = OutboundPolicy {
+            allow_http: true,
+            allowed_networks: vec!["127.0.0.0/8".parse().unwrap()],
+        };
+        assert!(loopback_allowed.allows("127.0.0.1".parse().unwrap()));
+        assert!(!loopback_allowed.allows("10.0.0.1".parse().unwrap()));
+    }
+
+    #[tokio::test]
+    async fn address_literals_and_plain_http_are_refused_before_connecting() {
+        let fetcher = Fetcher::new(OutboundPolicy::default()).unwrap();
+        for url in [
+            "https://127.0.0.1:1/jwks",
+            "https://[::1]:1/jwks",
+            "https://169.254.169.254/latest",
+            "http://example.com/jwks",
+            "file:///etc/passwd",
+        ] {
+            let result = fetcher
+                .json::<serde_json::Value>(&Url::parse(url).unwrap())
+                .await;
+            assert!(matches!(result, Err(FetchError::Refused(_))), "{url}");
+        }
+        // A name that resolves to loopback only is refused by the resolver.
+        let result = fetcher
+            .json::<serde_json::Value>(&Url::parse("https://localhost:1/jwks").unwrap())
+            .await;
+        assert!(
+            matches!(&result, Err(FetchError::Refused(why)) if why.contains("resolves to no address")),
+            "{result:?}"
+        );
+    }
+}
