@@ -199,6 +199,18 @@ try {
   await page.getByText("The secret is shown only once.").waitFor();
   await page.getByRole("cell", { name: "laptop agent" }).waitFor();
 
+  // Trusted issuers: GitHub Actions' tokens for one repository's main branch,
+  // then no longer trusted.
+  await page.getByRole("link", { name: "Trusted issuers" }).click();
+  await page.getByLabel("Audience").fill("hookrelay-acme");
+  await page.getByLabel("Claims").fill("repository=acme/deploy-bot\nref=refs/heads/main");
+  await page.getByRole("button", { name: "Trust issuer" }).click();
+  await page.getByRole("cell", { name: "hookrelay-acme" }).waitFor();
+  await page.getByText("repository=acme/deploy-bot").waitFor();
+  page.once("dialog", (dialog) => dialog.accept());
+  await page.getByRole("button", { name: "Delete" }).click();
+  await page.getByText("No trusted issuers.").waitFor();
+
   // Another provider: GitLab with a signing token, and GitLab's own steps.
   await page.getByRole("link", { name: "Repositories" }).click();
   await page.getByLabel("Provider").selectOption("gitlab");
@@ -214,7 +226,7 @@ try {
   await page.setViewportSize({ width: 390, height: 844 });
   await page.getByRole("link", { name: "Events" }).click();
   await page.locator(`tr[data-event-id="${eventId}"]`).waitFor();
-  for (const view of ["events", `events/${eventId}`, "consumers", "repositories", "clients", "failed"]) {
+  for (const view of ["events", `events/${eventId}`, "consumers", "repositories", "clients", "trusted-issuers", "failed"]) {
     await page.goto(`${base}/console/#/${view}`);
     await page.locator("main h1").first().waitFor();
     await page.waitForTimeout(400); // its data, loaded after the heading

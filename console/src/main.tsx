@@ -7,6 +7,7 @@ import { Events } from "./pages/events";
 import { Failed } from "./pages/failed";
 import { SignIn, SignUp } from "./pages/auth";
 import { Repositories } from "./pages/repositories";
+import { TrustedIssuers } from "./pages/trusted-issuers";
 import { navigate, useRoute } from "./router";
 import { onSessionChange, session, signOut } from "./session";
 import "./style.css";
@@ -17,6 +18,7 @@ const PAGES = [
   ["consumers", "Consumers"],
   ["failed", "Failed deliveries"],
   ["clients", "Clients"],
+  ["trusted-issuers", "Trusted issuers"],
 ] as const;
 
 function App() {
@@ -59,6 +61,7 @@ function App() {
         {page === "consumers" && <Consumers />}
         {page === "failed" && <Failed />}
         {page === "clients" && <Clients />}
+        {page === "trusted-issuers" && <TrustedIssuers />}
         {page === "signin" || page === "signup" ? <Events /> : null}
       </main>
     </>

@@ -18,6 +18,15 @@ export interface Client {
   created_at: string;
 }
 
+export interface TrustedIssuer {
+  id: string;
+  issuer: string;
+  audience: string;
+  claims: Record<string, string>;
+  scopes: string[];
+  created_at: string;
+}
+
 export interface EventView {
   id: number;
   repository_id: string;

@@ -1,7 +1,8 @@
 // Small shared pieces: copy buttons, errors, timestamps, sizes.
 import type { ComponentChildren } from "preact";
 import { useState } from "preact/hooks";
-import { api, explain } from "./session";
+import { api, explain, session } from "./session";
+import { SCOPES } from "./types";
 
 export function CopyButton({ text, label = "Copy" }: { text: string; label?: string }) {
   const [state, setState] = useState<"idle" | "copied" | "failed">("idle");
@@ -69,6 +70,30 @@ export function refOf(event: { branch?: string | null; tag?: string | null }): s
 }
 
 /// "Delete" with a confirmation: DELETE `path`, then `onDeleted`; a failure goes to `onError`.
+/** Checkboxes for the scopes to grant: only those the session holds itself. */
+export function ScopePicker(props: { scopes: string[]; onChange: (scopes: string[]) => void }) {
+  const own = session()?.scopes ?? [];
+  return (
+    <fieldset>
+      <legend>Scopes</legend>
+      {SCOPES.map((scope) => (
+        <label class="check" key={scope}>
+          <input
+            type="checkbox"
+            name={scope}
+            disabled={!own.includes(scope)}
+            checked={props.scopes.includes(scope)}
+            onChange={(e) =>
+              props.onChange(e.currentTarget.checked ? [...props.scopes, scope] : props.scopes.filter((s) => s !== scope))
+            }
+          />
+          {scope}
+        </label>
+      ))}
+    </fieldset>
+  );
+}
+
 export function DeleteButton(props: {
   path: string;
   confirm: string;

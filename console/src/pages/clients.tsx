@@ -1,8 +1,8 @@
 // Clients: more credentials for the tenant (an agent's read-only one, say).
 import { useEffect, useState } from "preact/hooks";
-import { api, session } from "../session";
-import { SCOPES, type Client } from "../types";
-import { DeleteButton, Empty, ErrorNote, Secret, time } from "../ui";
+import { api } from "../session";
+import type { Client } from "../types";
+import { DeleteButton, Empty, ErrorNote, ScopePicker, Secret, time } from "../ui";
 
 interface Created {
   client_id: string;
@@ -14,7 +14,6 @@ export function Clients() {
   const [clients, setClients] = useState<Client[] | null>(null);
   const [created, setCreated] = useState<Created | null>(null);
   const [name, setName] = useState("");
-  const own = session()?.scopes ?? [];
   const [scopes, setScopes] = useState<string[]>(["events:read"]);
   const [error, setError] = useState<unknown>(null);
   const load = () => api<Client[]>("GET", "/v1/clients").then(setClients).catch(setError);
@@ -42,23 +41,7 @@ export function Clients() {
           Name
           <input name="client_name" required placeholder="laptop agent" value={name} onInput={(e) => setName(e.currentTarget.value)} />
         </label>
-        <fieldset>
-          <legend>Scopes</legend>
-          {SCOPES.map((scope) => (
-            <label class="check" key={scope}>
-              <input
-                type="checkbox"
-                name={scope}
-                disabled={!own.includes(scope)}
-                checked={scopes.includes(scope)}
-                onChange={(e) =>
-                  setScopes(e.currentTarget.checked ? [...scopes, scope] : scopes.filter((s) => s !== scope))
-                }
-              />
-              {scope}
-            </label>
-          ))}
-        </fieldset>
+        <ScopePicker scopes={scopes} onChange={setScopes} />
         <button type="submit">Create client</button>
       </form>
       <ErrorNote error={error} />
