@@ -85,8 +85,33 @@ def test_probes_restricted_security_and_the_secret_by_reference(rendered):
     assert container["resources"]["limits"] and container["resources"]["requests"]
     env = {e["name"]: e for e in container["env"]}
     assert "HOOKRELAY_CLIENT_SECRET" not in env, "the secret is mounted, never a value"
+    if "HOOKRELAY_SUBJECT_TOKEN_FILE" in env:
+        return  # the secretless case, checked below
     assert env["HOOKRELAY_CLIENT_SECRET_FILE"]["value"].startswith("/var/run/secrets/")
     assert spec["volumes"][0]["secret"]["secretName"] == "hookrelay-agent"
+
+
+SECRETLESS = {k: v for k, v in MINIMAL.items() if k not in ("clientId", "clientSecret")}
+
+
+def test_a_projected_service_account_token_replaces_the_client_secret():
+    values = {**SECRETLESS, "projectedServiceAccountToken": {"enabled": True, "audience": "hookrelay-acme"}}
+    (deployment,) = by_kind(render(values), "Deployment")
+    spec = deployment["spec"]["template"]["spec"]
+    (container,) = spec["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert "HOOKRELAY_CLIENT_ID" not in env and "HOOKRELAY_CLIENT_SECRET_FILE" not in env
+    (volume,) = spec["volumes"]
+    (source,) = volume["projected"]["sources"]
+    assert source["serviceAccountToken"] == {"path": "token", "audience": "hookrelay-acme", "expirationSeconds": 3600}
+    (mount,) = container["volumeMounts"]
+    assert env["HOOKRELAY_SUBJECT_TOKEN_FILE"] == f"{mount['mountPath']}/{source['serviceAccountToken']['path']}"
+    # The API token stays unmounted: only the projected one, for hookrelay's audience.
+    assert spec["automountServiceAccountToken"] is False
+    with pytest.raises(Exception, match=r"set projectedServiceAccountToken.audience"):
+        render({**SECRETLESS, "projectedServiceAccountToken": {"enabled": True}})
+    with pytest.raises(Exception, match=r"not both"):
+        render({**MINIMAL, "projectedServiceAccountToken": {"enabled": True, "audience": "a"}})
 
 
 def test_network_policy_allows_only_the_relay_the_target_and_dns(rendered):
