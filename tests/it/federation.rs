@@ -517,11 +517,7 @@ async fn an_agent_with_no_stored_secret_relays_rereads_its_token_file_and_stops_
     let file = token_file.to_str().unwrap();
     let agent = |name: &str| {
         RelayProcess::spawn_with(
-            {
-                let mut command = hookrelay();
-                command.arg("relay");
-                command
-            },
+            hookrelay_relay(),
             &app.grpc_address,
             name,
             &target.url,
@@ -601,4 +597,131 @@ async fn an_agent_with_no_stored_secret_relays_rereads_its_token_file_and_stops_
     let output = second.output();
     assert!(output.contains("refused the subject token"), "{output}");
     drop(dir);
+}
+
+/// GitHub's side of `--github-actions-oidc`, which cannot run here: the job's
+/// OIDC endpoint (ACTIONS_ID_TOKEN_REQUEST_URL), which answers the request
+/// token with a JWT for the audience asked for. The JWT is the real provider's.
+async fn actions_oidc_endpoint(
+    request_token: &'static str,
+    id_token: String,
+) -> (String, tokio::sync::mpsc::UnboundedReceiver<String>) {
+    use axum::extract::Query;
+    use axum::http::HeaderMap;
+    use axum::response::IntoResponse;
+    let (asked, audiences) = tokio::sync::mpsc::unbounded_channel();
+    let app = axum::Router::new().route(
+        "/_apis/token",
+        axum::routing::get(
+            move |headers: HeaderMap,
+                  Query(query): Query<std::collections::HashMap<String, String>>| {
+                let (asked, id_token) = (asked.clone(), id_token.clone());
+                async move {
+                    let authorized = headers.get("authorization").and_then(|v| v.to_str().ok())
+                        == Some(&format!("Bearer {request_token}"));
+                    if !authorized || query.get("api-version").map(String::as_str) != Some("2.0") {
+                        return (StatusCode::UNAUTHORIZED, axum::Json(json!({}))).into_response();
+                    }
+                    let _ = asked.send(query.get("audience").cloned().unwrap_or_default());
+                    axum::Json(json!({"count": 1, "value": id_token})).into_response()
+                }
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!(
+        "http://{}/_apis/token?api-version=2.0",
+        listener.local_addr().unwrap()
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, audiences)
+}
+
+#[tokio::test]
+async fn an_agent_in_github_actions_asks_for_its_audience_and_relays() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = TestKey::new("k");
+    let issuer = Issuer::start(dir.path(), &[&key], 300).await;
+    let app = relay_trusting_loopback().await;
+    let tenant = app.tenant("acme").await;
+    let repository = app.repository(&tenant, "acme/app").await;
+    trust(
+        &app,
+        &tenant,
+        &issuer.url,
+        "urn:hookrelay:acme",
+        "acme/deploy-bot",
+        &["events:read"],
+    )
+    .await;
+    let target = TestTarget::start(vec![repository.secret.clone()]).await;
+    let id_token = issuer.token("deploy-bot", "urn:hookrelay:acme").await;
+    let (request_url, mut audiences) = actions_oidc_endpoint("request-token", id_token).await;
+
+    let token_url = app.url("/oauth/token");
+    let mut command = hookrelay();
+    command
+        .arg("relay")
+        .env("ACTIONS_ID_TOKEN_REQUEST_URL", &request_url)
+        .env("ACTIONS_ID_TOKEN_REQUEST_TOKEN", "request-token");
+    let _agent = RelayProcess::spawn_with(
+        command,
+        &app.grpc_address,
+        "actions",
+        &target.url,
+        &[
+            "--token-url",
+            &token_url,
+            "--github-actions-oidc",
+            "--oidc-audience",
+            "urn:hookrelay:acme",
+        ],
+        dir.path(),
+    );
+    let response = app
+        .deliver(
+            &repository.id,
+            &repository.secret,
+            "push",
+            "d-1",
+            &crate::helpers::fixture("push"),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    target.wait_for(1, WAIT).await;
+    assert_eq!(
+        audiences.recv().await.as_deref(),
+        Some("urn:hookrelay:acme")
+    );
+
+    // Outside a job (no request URL), the agent says what is missing.
+    let mut outside = RelayProcess::spawn_with(
+        hookrelay_relay(),
+        &app.grpc_address,
+        "outside",
+        &target.url,
+        &[
+            "--token-url",
+            &token_url,
+            "--github-actions-oidc",
+            "--oidc-audience",
+            "urn:hookrelay:acme",
+        ],
+        dir.path(),
+    );
+    assert!(!outside.wait(WAIT).await.success());
+    assert!(
+        outside
+            .output()
+            .contains("ACTIONS_ID_TOKEN_REQUEST_URL is not set"),
+        "{}",
+        outside.output()
+    );
+    drop(dir);
+}
+
+fn hookrelay_relay() -> Command {
+    let mut command = hookrelay();
+    command.arg("relay");
+    command
 }
