@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 mod delay_proxy;
+mod exchange;
 mod ha;
 mod messages;
 
@@ -29,8 +30,8 @@ use messages::{CatchupLoad, FanoutLoad, IngestLoad, LatencyLoad};
 use serde_json::{Value, json};
 
 const SECRET_KEY: &str = "YmVuY2htYXJrLWtleS1lbmNyeXB0aW9uLWtleS0zMmI=";
-const ALL: [&str; 8] = [
-    "ingest", "latency", "fanout", "catchup", "agent", "envoy", "refs", "ha",
+const ALL: [&str; 9] = [
+    "ingest", "latency", "fanout", "catchup", "agent", "envoy", "refs", "ha", "exchange",
 ];
 
 #[derive(Parser)]
@@ -639,6 +640,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             "envoy" => bench.envoy().await,
             "refs" => bench.refs(),
             "ha" => bench.ha().await,
+            "exchange" => bench.exchange().await,
             _ => unreachable!(),
         }
         .with_context(|| format!("scenario {scenario}"));
@@ -698,6 +700,9 @@ impl Bench {
                 .env("HOOKRELAY_HTTP_ADDR", format!("127.0.0.1:{http_port}"))
                 .env("HOOKRELAY_GRPC_ADDR", format!("127.0.0.1:{grpc_port}"))
                 .env("HOOKRELAY_DATA_DIR", dir.join("data"))
+                // The exchange scenario's issuer is served by the bench on loopback.
+                .env("HOOKRELAY_ISSUER_ALLOW_HTTP", "true")
+                .env("HOOKRELAY_ISSUER_ALLOW_NETWORKS", "127.0.0.0/8")
                 .env("RUST_LOG", "warn")
                 .stdout(std::fs::File::create(dir.join("server.log"))?),
         )?;

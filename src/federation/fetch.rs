@@ -106,7 +106,7 @@ impl Resolve for CheckedResolver {
 }
 
 /// Why a fetch failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum FetchError {
     /// The URL or what it led to breaks the rules: asking again will not help.
     #[error("{0}")]
@@ -294,6 +294,82 @@ mod tests {
         assert!(
             matches!(&result, Err(FetchError::Refused(why)) if why.contains("resolves to no address")),
             "{result:?}"
+        );
+    }
+
+    /// A local server: `/doc` answers JSON, `/same` redirects to `/doc` on the
+    /// same host, `/elsewhere` to another host (`localhost` for 127.0.0.1),
+    /// `/big` sends more than MAX_BODY, `/broken` answers 503, `/slow` answers
+    /// after 30 s.
+    async fn server() -> String {
+        use axum::response::{IntoResponse, Redirect};
+        use axum::routing::get;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let app =
+            axum::Router::new()
+                .route(
+                    "/doc",
+                    get(|| async { axum::Json(serde_json::json!({"ok": true})) }),
+                )
+                .route("/same", get(|| async { Redirect::temporary("/doc") }))
+                .route(
+                    "/elsewhere",
+                    get(move || async move {
+                        Redirect::temporary(&format!("http://localhost:{port}/doc"))
+                    }),
+                )
+                .route("/big", get(|| async { "x".repeat(MAX_BODY + 1) }))
+                .route(
+                    "/slow",
+                    get(|| async {
+                        tokio::time::sleep(Duration::from_secs(30)).await;
+                        axum::Json(serde_json::json!({}))
+                    }),
+                )
+                .route(
+                    "/broken",
+                    get(|| async { axum::http::StatusCode::SERVICE_UNAVAILABLE.into_response() }),
+                );
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        format!("http://127.0.0.1:{port}")
+    }
+
+    #[tokio::test]
+    async fn redirects_stay_on_the_host_and_bodies_are_bounded() {
+        let base = server().await;
+        let fetcher = Fetcher::new(OutboundPolicy {
+            allow_http: true,
+            allowed_networks: vec!["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()],
+        })
+        .unwrap();
+        let get = |path: &str| {
+            let url = Url::parse(&format!("{base}{path}")).unwrap();
+            let fetcher = fetcher.clone();
+            async move { fetcher.json::<serde_json::Value>(&url).await }
+        };
+        assert_eq!(get("/doc").await.unwrap()["ok"], true);
+        assert_eq!(get("/same").await.unwrap()["ok"], true);
+        let elsewhere = get("/elsewhere").await;
+        assert!(
+            matches!(&elsewhere, Err(FetchError::Refused(why)) if why.contains("another host")),
+            "{elsewhere:?}"
+        );
+        let big = get("/big").await;
+        assert!(
+            matches!(&big, Err(FetchError::Refused(why)) if why.contains("larger than")),
+            "{big:?}"
+        );
+        assert!(matches!(
+            get("/broken").await,
+            Err(FetchError::Unavailable(_))
+        ));
+        assert!(matches!(get("/missing").await, Err(FetchError::Refused(_))));
+        // A server that keeps the fetch waiting is given up on after TIMEOUT.
+        let slow = get("/slow").await;
+        assert!(
+            matches!(&slow, Err(FetchError::Unavailable(why)) if why.contains("timed out")),
+            "{slow:?}"
         );
     }
 }

@@ -41,8 +41,9 @@ struct KeySet {
 #[derive(Default)]
 struct Entry {
     keys: RwLock<Option<Arc<KeySet>>>,
-    /// Held while fetching: one fetch per issuer at a time.
-    fetching: tokio::sync::Mutex<Option<Instant>>,
+    /// Held while fetching: one fetch per issuer at a time. The last
+    /// attempt, and its error if it failed with no keys to fall back on.
+    fetching: tokio::sync::Mutex<Option<(Instant, Option<FetchError>)>>,
     last_used: Mutex<Option<Instant>>,
 }
 
@@ -139,14 +140,22 @@ impl IssuerKeys {
             (Some(_), None) => true,
             _ => false,
         };
-        let too_soon = fetching.is_some_and(|at| at.elapsed() < MIN_REFRESH);
+        let too_soon = fetching
+            .as_ref()
+            .is_some_and(|(at, _)| at.elapsed() < MIN_REFRESH);
         if let Some(current) = &current
             && (someone_else_fetched || too_soon)
         {
             return Ok(current.clone());
         }
-        *fetching = Some(Instant::now());
-        match self.fetch(issuer).await {
+        // An issuer that failed a moment ago is not asked again until
+        // MIN_REFRESH has passed: its failure is the answer meanwhile.
+        if too_soon && let Some((_, Some(error))) = fetching.as_ref() {
+            return Err(error.clone());
+        }
+        let result = self.fetch(issuer).await;
+        *fetching = Some((Instant::now(), result.as_ref().err().cloned()));
+        match result {
             Ok(keys) => {
                 let set = Arc::new(KeySet {
                     keys,
@@ -317,6 +326,41 @@ mod tests {
                 .kid
                 .as_deref(),
             Some("b")
+        );
+    }
+
+    #[tokio::test]
+    async fn an_issuer_that_fails_is_asked_again_only_after_min_refresh() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let hits = Arc::new(AtomicUsize::new(0));
+        let app = axum::Router::new().route(
+            "/.well-known/openid-configuration",
+            axum::routing::get({
+                let hits = hits.clone();
+                move || async move {
+                    hits.fetch_add(1, Ordering::SeqCst);
+                    axum::http::StatusCode::SERVICE_UNAVAILABLE
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let issuer = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let keys = IssuerKeys::new(
+            Fetcher::new(super::super::fetch::OutboundPolicy {
+                allow_http: true,
+                allowed_networks: vec!["127.0.0.0/8".parse().unwrap()],
+            })
+            .unwrap(),
+        );
+        for kid in ["a", "b", "c", "d"] {
+            let result = keys.key(&issuer, Some(kid), Algorithm::ES256).await;
+            assert!(matches!(result, Err(FetchError::Unavailable(_))));
+        }
+        assert_eq!(
+            hits.load(Ordering::SeqCst),
+            1,
+            "one fetch, then its failure is the answer"
         );
     }
 }
