@@ -147,6 +147,7 @@ impl Keys {
         audience: String,
         ttl: Duration,
     ) -> anyhow::Result<Self> {
+        super::crypto::install();
         let (set, source) = match key_files {
             [_, ..] => (from_pem_files(key_files)?, Source::File),
             [] => (

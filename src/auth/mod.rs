@@ -4,6 +4,7 @@
 //! through `GrpcAuthLayer`, which checks the scope its table lists per method.
 //! Both produce the same `Caller`.
 
+pub mod crypto;
 mod extractor;
 pub mod keys;
 mod layer;

@@ -70,6 +70,7 @@ pub struct Federation {
 
 impl Federation {
     pub fn new(policy: fetch::OutboundPolicy) -> anyhow::Result<Self> {
+        crate::auth::crypto::install();
         Ok(Self {
             keys: IssuerKeys::new(fetch::Fetcher::new(policy)?),
         })
