@@ -230,7 +230,7 @@ async fn workload_tokens_are_exchanged_for_exactly_one_tenant_and_every_bad_one_
     let beta = app.tenant("beta").await;
     let acme_repo = app.repository(&acme, "acme/app").await;
     let beta_repo = app.repository(&beta, "beta/app").await;
-    trust(
+    let acme_trusted = trust(
         &app,
         &acme,
         &issuer.url,
@@ -436,6 +436,25 @@ async fn workload_tokens_are_exchanged_for_exactly_one_tenant_and_every_bad_one_
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+
+    // Deleting the trusted issuer closes the open streams of the tokens
+    // exchanged under it, long before those tokens expire.
+    let (_, body) = exchange(&app, &after_rotation, None).await;
+    let streaming = body["access_token"].as_str().unwrap().to_owned();
+    let mut stream = app.stream(&streaming, "ci", &[], None).await.unwrap();
+    let deleted = app
+        .delete(&format!("/v1/trusted-issuers/{acme_trusted}"), &acme.token)
+        .await;
+    assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+    let ended = tokio::time::timeout(Duration::from_secs(10), stream.message())
+        .await
+        .expect("the stream is closed within seconds");
+    assert_eq!(ended.unwrap_err().code(), tonic::Code::Unauthenticated);
+    assert!(
+        refused(&app, &after_rotation)
+            .await
+            .contains("no trusted issuer")
+    );
     drop(dir);
 }
 
