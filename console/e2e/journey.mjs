@@ -207,6 +207,7 @@ try {
   await page.getByRole("button", { name: "Trust issuer" }).click();
   await page.getByRole("cell", { name: "hookrelay-acme" }).waitFor();
   await page.getByText("repository=acme/deploy-bot").waitFor();
+  await page.screenshot({ path: `${shots}/console-trusted-issuers.png` });
   page.once("dialog", (dialog) => dialog.accept());
   await page.getByRole("button", { name: "Delete" }).click();
   await page.getByText("No trusted issuers.").waitFor();
