@@ -516,6 +516,7 @@ pub async fn run(args: RelayArgs, shutdown: CancellationToken) -> anyhow::Result
     let client = EventServiceClient::new(endpoint.connect_lazy())
         .max_decoding_message_size(64 * 1024 * 1024);
     let acker = Acker::spawn(client.clone(), tokens.clone(), args.consumer.clone());
+    let renewal = tokio::spawn(tokens.clone().keep_fresh(shutdown.clone()));
     let metrics = Arc::new(metrics::AgentMetrics::default());
     if let Some(address) = args.metrics_addr {
         metrics::serve(
@@ -557,6 +558,7 @@ pub async fn run(args: RelayArgs, shutdown: CancellationToken) -> anyhow::Result
     let result = agent.run().await;
     summary.abort();
     state.abort();
+    renewal.abort();
     result
 }
 

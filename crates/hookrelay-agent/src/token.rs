@@ -319,6 +319,35 @@ impl TokenSource {
         })
     }
 
+    /// Gets the next token before the current one expires (a minute before,
+    /// or halfway through a shorter life), so that a slow or failing token
+    /// endpoint, or a workload token that must be fetched first, is retried
+    /// while the current token still works. Runs until `stop`.
+    pub async fn keep_fresh(self: std::sync::Arc<Self>, stop: tokio_util::sync::CancellationToken) {
+        loop {
+            let refresh_at = self.cached.lock().await.as_ref().map(|(_, at)| *at);
+            let wait = match refresh_at {
+                Some(at) => at.saturating_duration_since(Instant::now()),
+                // No token yet: the first stream gets one.
+                None => Duration::from_secs(1),
+            };
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(wait) => {}
+            }
+            if refresh_at.is_none() {
+                continue;
+            }
+            if let Err(error) = self.token().await {
+                tracing::warn!(%error, "cannot renew the access token yet; retrying");
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(Duration::from_secs(5)) => {}
+                }
+            }
+        }
+    }
+
     /// Forgets the cached token (the server refused it).
     pub async fn invalidate(&self) {
         *self.cached.lock().await = None;
