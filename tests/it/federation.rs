@@ -744,3 +744,77 @@ fn hookrelay_relay() -> Command {
     command.arg("relay");
     command
 }
+
+/// `hookrelay_tokens_issued_total` of the relay.
+async fn tokens_issued(app: &TestApp) -> u64 {
+    let metrics = app.metrics().await;
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("hookrelay_tokens_issued_total "))
+        .and_then(|value| value.trim().parse().ok())
+        .expect("the tokens_issued counter")
+}
+
+#[tokio::test]
+async fn the_agent_exchanges_again_before_its_access_token_expires() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = TestKey::new("k");
+    let issuer = Issuer::start(dir.path(), &[&key], 300).await;
+    // Access tokens live 10 s: the agent renews halfway, with no event or ack
+    // to prompt it, while the stream still runs on the first token.
+    let app = spawn_app_with(|config| {
+        config.outbound.allow_http = true;
+        config.outbound.allowed_networks = vec!["127.0.0.0/8".parse().unwrap()];
+        config.token_ttl = Duration::from_secs(10);
+    })
+    .await;
+    let tenant = app.tenant("acme").await;
+    trust(
+        &app,
+        &tenant,
+        &issuer.url,
+        "urn:hookrelay:acme",
+        "acme/deploy-bot",
+        &["events:read"],
+    )
+    .await;
+    let token_file = dir.path().join("token");
+    std::fs::write(
+        &token_file,
+        issuer.token("deploy-bot", "urn:hookrelay:acme").await,
+    )
+    .unwrap();
+    let before = tokens_issued(&app).await;
+    let token_url = app.url("/oauth/token");
+    let _agent = RelayProcess::spawn_with(
+        hookrelay_relay(),
+        &app.grpc_address,
+        "ci",
+        "http://127.0.0.1:9/unused",
+        &[
+            "--token-url",
+            &token_url,
+            "--subject-token-file",
+            token_file.to_str().unwrap(),
+        ],
+        dir.path(),
+    );
+    let deadline = Instant::now() + WAIT;
+    while tokens_issued(&app).await == before {
+        assert!(
+            Instant::now() < deadline,
+            "the agent did not exchange its token"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The first token expires at most 10 s from now; the second comes before.
+    let first_expires = Instant::now() + Duration::from_secs(10);
+    while tokens_issued(&app).await < before + 2 {
+        assert!(
+            Instant::now() < first_expires - Duration::from_secs(1),
+            "no new token before the first expired"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(dir);
+}
