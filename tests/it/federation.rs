@@ -13,8 +13,11 @@ use p256::pkcs8::EncodePrivateKey;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+use hookrelay::config::Config;
+
 use crate::helpers::{
-    RelayProcess, TestApp, TestTarget, TestTenant, free_port, hookrelay, spawn_app_with,
+    RelayProcess, TestApp, TestRepository, TestTarget, TestTenant, free_port, hookrelay,
+    spawn_app_with,
 };
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -142,11 +145,12 @@ impl Issuer {
 
 /// A relay that may reach issuers on loopback over http (tests only).
 async fn relay_trusting_loopback() -> TestApp {
-    spawn_app_with(|config| {
-        config.outbound.allow_http = true;
-        config.outbound.allowed_networks = vec!["127.0.0.0/8".parse().unwrap()];
-    })
-    .await
+    spawn_app_with(allow_loopback_issuers).await
+}
+
+fn allow_loopback_issuers(config: &mut Config) {
+    config.outbound.allow_http = true;
+    config.outbound.allowed_networks = vec!["127.0.0.0/8".parse().unwrap()];
 }
 
 async fn trust(
@@ -512,112 +516,6 @@ async fn issuers_on_private_addresses_are_refused_unless_allowed() {
     drop(dir);
 }
 
-#[tokio::test]
-async fn an_agent_with_no_stored_secret_relays_rereads_its_token_file_and_stops_when_distrusted() {
-    let dir = tempfile::tempdir().unwrap();
-    let key = TestKey::new("k");
-    // Short-lived workload tokens: the agent exchanges again every few seconds.
-    let issuer = Issuer::start(dir.path(), &[&key], 8).await;
-    let app = relay_trusting_loopback().await;
-    let tenant = app.tenant("acme").await;
-    let repository = app.repository(&tenant, "acme/app").await;
-    let trusted = trust(
-        &app,
-        &tenant,
-        &issuer.url,
-        "urn:hookrelay:acme",
-        "acme/deploy-bot",
-        &["events:read"],
-    )
-    .await;
-    let target = TestTarget::start(vec![repository.secret.clone()]).await;
-    let token_file = dir.path().join("token");
-    let token_url = app.url("/oauth/token");
-    let file = token_file.to_str().unwrap();
-    let agent = |name: &str| {
-        RelayProcess::spawn_with(
-            hookrelay_relay(),
-            &app.grpc_address,
-            name,
-            &target.url,
-            &[
-                "--token-url",
-                &token_url,
-                "--subject-token-file",
-                file,
-                "--repository",
-                &repository.id,
-            ],
-            dir.path(),
-        )
-    };
-    let deliver = |delivery: &'static str| {
-        let (app, repository) = (&app, &repository);
-        async move {
-            let response = app
-                .deliver(
-                    &repository.id,
-                    &repository.secret,
-                    "push",
-                    delivery,
-                    &crate::helpers::fixture("push"),
-                )
-                .await;
-            assert_eq!(response.status(), StatusCode::ACCEPTED);
-        }
-    };
-
-    // No client id, no secret: the projected-token file is all it has.
-    std::fs::write(
-        &token_file,
-        issuer.token("deploy-bot", "urn:hookrelay:acme").await,
-    )
-    .unwrap();
-    let mut first = agent("ci");
-    deliver("d-1").await;
-    target.wait_for(1, WAIT).await;
-    // The kubelet rotates the file: the agent reads the new token at its next
-    // exchange. A token the trusted issuer does not accept ends it.
-    std::fs::write(
-        &token_file,
-        issuer.token("intruder", "urn:hookrelay:acme").await,
-    )
-    .unwrap();
-    let status = first.wait(WAIT).await;
-    assert!(!status.success());
-    let output = first.output();
-    assert!(output.contains("refused the subject token"), "{output}");
-
-    // A valid token again: it relays; then the tenant deletes the trusted issuer.
-    std::fs::write(
-        &token_file,
-        issuer.token("deploy-bot", "urn:hookrelay:acme").await,
-    )
-    .unwrap();
-    let mut second = agent("ci");
-    deliver("d-2").await;
-    let received = target.wait_for(2, WAIT).await;
-    assert_eq!(received.len(), 2);
-    let (status, body) = exchange(&app, &std::fs::read_to_string(&token_file).unwrap(), None).await;
-    assert_eq!(status, StatusCode::OK);
-    let exchanged = body["access_token"].as_str().unwrap().to_owned();
-    let deleted = app
-        .delete(&format!("/v1/trusted-issuers/{trusted}"), &tenant.token)
-        .await;
-    assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
-    // Its tokens stop working at once, its stream closes, and the agent,
-    // refused a new token, exits saying why.
-    let response = app
-        .get(&format!("/v1/repositories/{}", repository.id), &exchanged)
-        .await;
-    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
-    let status = second.wait(WAIT).await;
-    assert!(!status.success());
-    let output = second.output();
-    assert!(output.contains("refused the subject token"), "{output}");
-    drop(dir);
-}
-
 /// GitHub's side of `--github-actions-oidc`, which cannot run here: the job's
 /// OIDC endpoint (ACTIONS_ID_TOKEN_REQUEST_URL), which answers the request
 /// token with a JWT for the audience asked for. The JWT is the real provider's.
@@ -656,89 +554,6 @@ async fn actions_oidc_endpoint(
     (url, audiences)
 }
 
-#[tokio::test]
-async fn an_agent_in_github_actions_asks_for_its_audience_and_relays() {
-    let dir = tempfile::tempdir().unwrap();
-    let key = TestKey::new("k");
-    let issuer = Issuer::start(dir.path(), &[&key], 300).await;
-    let app = relay_trusting_loopback().await;
-    let tenant = app.tenant("acme").await;
-    let repository = app.repository(&tenant, "acme/app").await;
-    trust(
-        &app,
-        &tenant,
-        &issuer.url,
-        "urn:hookrelay:acme",
-        "acme/deploy-bot",
-        &["events:read"],
-    )
-    .await;
-    let target = TestTarget::start(vec![repository.secret.clone()]).await;
-    let id_token = issuer.token("deploy-bot", "urn:hookrelay:acme").await;
-    let (request_url, mut audiences) = actions_oidc_endpoint("request-token", id_token).await;
-
-    let token_url = app.url("/oauth/token");
-    let mut command = hookrelay();
-    command
-        .arg("relay")
-        .env("ACTIONS_ID_TOKEN_REQUEST_URL", &request_url)
-        .env("ACTIONS_ID_TOKEN_REQUEST_TOKEN", "request-token");
-    let _agent = RelayProcess::spawn_with(
-        command,
-        &app.grpc_address,
-        "actions",
-        &target.url,
-        &[
-            "--token-url",
-            &token_url,
-            "--github-actions-oidc",
-            "--oidc-audience",
-            "urn:hookrelay:acme",
-        ],
-        dir.path(),
-    );
-    let response = app
-        .deliver(
-            &repository.id,
-            &repository.secret,
-            "push",
-            "d-1",
-            &crate::helpers::fixture("push"),
-        )
-        .await;
-    assert_eq!(response.status(), StatusCode::ACCEPTED);
-    target.wait_for(1, WAIT).await;
-    assert_eq!(
-        audiences.recv().await.as_deref(),
-        Some("urn:hookrelay:acme")
-    );
-
-    // Outside a job (no request URL), the agent says what is missing.
-    let mut outside = RelayProcess::spawn_with(
-        hookrelay_relay(),
-        &app.grpc_address,
-        "outside",
-        &target.url,
-        &[
-            "--token-url",
-            &token_url,
-            "--github-actions-oidc",
-            "--oidc-audience",
-            "urn:hookrelay:acme",
-        ],
-        dir.path(),
-    );
-    assert!(!outside.wait(WAIT).await.success());
-    assert!(
-        outside
-            .output()
-            .contains("ACTIONS_ID_TOKEN_REQUEST_URL is not set"),
-        "{}",
-        outside.output()
-    );
-    drop(dir);
-}
-
 fn hookrelay_relay() -> Command {
     let mut command = hookrelay();
     command.arg("relay");
@@ -755,52 +570,189 @@ async fn tokens_issued(app: &TestApp) -> u64 {
         .expect("the tokens_issued counter")
 }
 
-#[tokio::test]
-async fn the_agent_exchanges_again_before_its_access_token_expires() {
-    let dir = tempfile::tempdir().unwrap();
-    let key = TestKey::new("k");
-    let issuer = Issuer::start(dir.path(), &[&key], 300).await;
-    // Access tokens live 10 s: the agent renews halfway, with no event or ack
-    // to prompt it, while the stream still runs on the first token.
-    let app = spawn_app_with(|config| {
-        config.outbound.allow_http = true;
-        config.outbound.allowed_networks = vec!["127.0.0.0/8".parse().unwrap()];
-        config.token_ttl = Duration::from_secs(10);
-    })
-    .await;
-    let tenant = app.tenant("acme").await;
-    trust(
-        &app,
-        &tenant,
-        &issuer.url,
-        "urn:hookrelay:acme",
-        "acme/deploy-bot",
-        &["events:read"],
-    )
-    .await;
-    let token_file = dir.path().join("token");
-    std::fs::write(
-        &token_file,
-        issuer.token("deploy-bot", "urn:hookrelay:acme").await,
-    )
-    .unwrap();
-    let before = tokens_issued(&app).await;
-    let token_url = app.url("/oauth/token");
-    let _agent = RelayProcess::spawn_with(
-        hookrelay_relay(),
-        &app.grpc_address,
-        "ci",
-        "http://127.0.0.1:9/unused",
-        &[
+/// A relay whose tenant trusts the provider's `deploy-bot` for the audience
+/// `urn:hookrelay:acme`, with a repository and a target that checks signatures.
+struct Trusting {
+    dir: tempfile::TempDir,
+    issuer: Issuer,
+    app: TestApp,
+    tenant: TestTenant,
+    repository: TestRepository,
+    trusted: String,
+    target: TestTarget,
+}
+
+impl Trusting {
+    /// `subject_ttl`: the provider's token lifetime, in seconds.
+    async fn start(subject_ttl: u64, configure: impl FnOnce(&mut Config)) -> Trusting {
+        let dir = tempfile::tempdir().unwrap();
+        let issuer = Issuer::start(dir.path(), &[&TestKey::new("k")], subject_ttl).await;
+        let app = spawn_app_with(|config| {
+            allow_loopback_issuers(config);
+            configure(config);
+        })
+        .await;
+        let tenant = app.tenant("acme").await;
+        let repository = app.repository(&tenant, "acme/app").await;
+        let trusted = trust(
+            &app,
+            &tenant,
+            &issuer.url,
+            "urn:hookrelay:acme",
+            "acme/deploy-bot",
+            &["events:read"],
+        )
+        .await;
+        let target = TestTarget::start(vec![repository.secret.clone()]).await;
+        Trusting {
+            dir,
+            issuer,
+            app,
+            tenant,
+            repository,
+            trusted,
+            target,
+        }
+    }
+
+    /// The provider's token for `client`, for acme's audience.
+    async fn workload_token(&self, client: &str) -> String {
+        self.issuer.token(client, "urn:hookrelay:acme").await
+    }
+
+    /// `command` (an agent) with no client credentials: `credentials` says how
+    /// it gets its token.
+    fn agent(&self, command: Command, consumer: &str, credentials: &[&str]) -> RelayProcess {
+        let token_url = self.app.url("/oauth/token");
+        let mut extra = vec![
             "--token-url",
             &token_url,
-            "--subject-token-file",
-            token_file.to_str().unwrap(),
-        ],
-        dir.path(),
+            "--repository",
+            &self.repository.id,
+        ];
+        extra.extend_from_slice(credentials);
+        RelayProcess::spawn_with(
+            command,
+            &self.app.grpc_address,
+            consumer,
+            &self.target.url,
+            &extra,
+            self.dir.path(),
+        )
+    }
+
+    async fn push(&self, delivery: &str) {
+        let response = self
+            .app
+            .deliver(
+                &self.repository.id,
+                &self.repository.secret,
+                "push",
+                delivery,
+                &crate::helpers::fixture("push"),
+            )
+            .await;
+        assert_eq!(response.status(), StatusCode::ACCEPTED);
+    }
+}
+
+#[tokio::test]
+async fn an_agent_with_no_stored_secret_relays_rereads_its_token_file_and_stops_when_distrusted() {
+    // Short-lived workload tokens: the agent exchanges again every few seconds.
+    let setup = Trusting::start(8, |_| {}).await;
+    let (app, target) = (&setup.app, &setup.target);
+    let token_file = setup.dir.path().join("token");
+    let file = ["--subject-token-file", token_file.to_str().unwrap()];
+
+    // No client id, no secret: the projected-token file is all it has.
+    std::fs::write(&token_file, setup.workload_token("deploy-bot").await).unwrap();
+    let mut first = setup.agent(hookrelay_relay(), "ci", &file);
+    setup.push("d-1").await;
+    target.wait_for(1, WAIT).await;
+    // The kubelet rotates the file: the agent reads the new token at its next
+    // exchange. A token the trusted issuer does not accept ends it.
+    std::fs::write(&token_file, setup.workload_token("intruder").await).unwrap();
+    assert!(!first.wait(WAIT).await.success());
+    let output = first.output();
+    assert!(output.contains("refused the subject token"), "{output}");
+
+    // A valid token again: it relays; then the tenant deletes the trusted issuer.
+    std::fs::write(&token_file, setup.workload_token("deploy-bot").await).unwrap();
+    let mut second = setup.agent(hookrelay_relay(), "ci", &file);
+    setup.push("d-2").await;
+    assert_eq!(target.wait_for(2, WAIT).await.len(), 2);
+    let (status, body) = exchange(app, &std::fs::read_to_string(&token_file).unwrap(), None).await;
+    assert_eq!(status, StatusCode::OK);
+    let exchanged = body["access_token"].as_str().unwrap().to_owned();
+    let deleted = app
+        .delete(
+            &format!("/v1/trusted-issuers/{}", setup.trusted),
+            &setup.tenant.token,
+        )
+        .await;
+    assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+    // Its tokens stop working at once, its stream closes, and the agent,
+    // refused a new token, exits saying why.
+    let response = app
+        .get(
+            &format!("/v1/repositories/{}", setup.repository.id),
+            &exchanged,
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert!(!second.wait(WAIT).await.success());
+    let output = second.output();
+    assert!(output.contains("refused the subject token"), "{output}");
+}
+
+#[tokio::test]
+async fn an_agent_in_github_actions_asks_for_its_audience_and_relays() {
+    let setup = Trusting::start(300, |_| {}).await;
+    let id_token = setup.workload_token("deploy-bot").await;
+    let (request_url, mut audiences) = actions_oidc_endpoint("request-token", id_token).await;
+    let actions = [
+        "--github-actions-oidc",
+        "--oidc-audience",
+        "urn:hookrelay:acme",
+    ];
+
+    let mut command = hookrelay_relay();
+    command
+        .env("ACTIONS_ID_TOKEN_REQUEST_URL", &request_url)
+        .env("ACTIONS_ID_TOKEN_REQUEST_TOKEN", "request-token");
+    let _agent = setup.agent(command, "actions", &actions);
+    setup.push("d-1").await;
+    setup.target.wait_for(1, WAIT).await;
+    assert_eq!(
+        audiences.recv().await.as_deref(),
+        Some("urn:hookrelay:acme")
+    );
+
+    // Outside a job (no request URL), the agent says what is missing.
+    let mut outside = setup.agent(hookrelay_relay(), "outside", &actions);
+    assert!(!outside.wait(WAIT).await.success());
+    let output = outside.output();
+    assert!(
+        output.contains("ACTIONS_ID_TOKEN_REQUEST_URL is not set"),
+        "{output}"
+    );
+}
+
+#[tokio::test]
+async fn the_agent_exchanges_again_before_its_access_token_expires() {
+    // Access tokens live 10 s: the agent renews halfway, with no event or ack
+    // to prompt it, while the stream still runs on the first token.
+    let setup = Trusting::start(300, |config| config.token_ttl = Duration::from_secs(10)).await;
+    let token_file = setup.dir.path().join("token");
+    std::fs::write(&token_file, setup.workload_token("deploy-bot").await).unwrap();
+    let before = tokens_issued(&setup.app).await;
+    let _agent = setup.agent(
+        hookrelay_relay(),
+        "ci",
+        &["--subject-token-file", token_file.to_str().unwrap()],
     );
     let deadline = Instant::now() + WAIT;
-    while tokens_issued(&app).await == before {
+    while tokens_issued(&setup.app).await == before {
         assert!(
             Instant::now() < deadline,
             "the agent did not exchange its token"
@@ -809,12 +761,11 @@ async fn the_agent_exchanges_again_before_its_access_token_expires() {
     }
     // The first token expires at most 10 s from now; the second comes before.
     let first_expires = Instant::now() + Duration::from_secs(10);
-    while tokens_issued(&app).await < before + 2 {
+    while tokens_issued(&setup.app).await < before + 2 {
         assert!(
             Instant::now() < first_expires - Duration::from_secs(1),
             "no new token before the first expired"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    drop(dir);
 }

@@ -101,16 +101,22 @@ impl TestApp {
         format!("{}{path}", self.address)
     }
 
-    /// The RFC 8414 metadata, as any OAuth2 client reads it first.
-    pub async fn metadata(&self) -> Value {
+    /// The JSON at a public path.
+    async fn public_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> T {
         self.http
-            .get(self.url("/.well-known/oauth-authorization-server"))
+            .get(self.url(path))
             .send()
             .await
             .unwrap()
             .json()
             .await
             .unwrap()
+    }
+
+    /// The RFC 8414 metadata, as any OAuth2 client reads it first.
+    pub async fn metadata(&self) -> Value {
+        self.public_json("/.well-known/oauth-authorization-server")
+            .await
     }
 
     pub async fn get(&self, path: &str, token: &str) -> Response {
@@ -210,14 +216,7 @@ impl TestApp {
 
     /// The published signing keys (GET /.well-known/jwks.json).
     pub async fn jwks(&self) -> jsonwebtoken::jwk::JwkSet {
-        self.http
-            .get(self.url("/.well-known/jwks.json"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        self.public_json("/.well-known/jwks.json").await
     }
 
     /// Registers a repository of any provider: the answer (with its secret).
