@@ -94,16 +94,21 @@ impl Resolve for CheckedResolver {
                 .filter(|addr| policy.allows(addr.ip()))
                 .collect();
             if allowed.is_empty() {
-                return Err(format!(
+                return Err(Box::new(Violation(format!(
                     "{host} resolves to no address hookrelay may connect to (private, loopback \
                      and link-local addresses are refused)"
-                )
-                .into());
+                ))) as _);
             }
             Ok(Box::new(allowed.into_iter()) as Addrs)
         })
     }
 }
+
+/// The resolver or the redirect policy refused: found in a reqwest error's
+/// causes, it makes the fetch `Refused`.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Violation(String);
 
 /// Why a fetch failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -126,14 +131,21 @@ pub struct Fetcher {
 impl Fetcher {
     pub fn new(policy: OutboundPolicy) -> anyhow::Result<Self> {
         let policy = Arc::new(policy);
-        let redirect = reqwest::redirect::Policy::custom(|attempt| {
+        let allow_http = policy.allow_http;
+        let redirect = reqwest::redirect::Policy::custom(move |attempt| {
             let first = attempt.previous().first().and_then(|u| u.host_str());
-            if attempt.previous().len() > MAX_REDIRECTS {
-                attempt.error("too many redirects")
+            let violation = if attempt.previous().len() > MAX_REDIRECTS {
+                Some("too many redirects")
             } else if first.is_some() && first != attempt.url().host_str() {
-                attempt.error("redirected to another host")
+                Some("redirected to another host")
+            } else if attempt.url().scheme() != "https" && !allow_http {
+                Some("redirected to a URL that is not https")
             } else {
-                attempt.follow()
+                None
+            };
+            match violation {
+                Some(why) => attempt.error(Violation(why.to_owned())),
+                None => attempt.follow(),
             }
         });
         let client = reqwest::Client::builder()
@@ -222,12 +234,13 @@ impl Fetcher {
 /// A reqwest error as one line; a refusal by the resolver or the redirect
 /// policy is `Refused`.
 fn describe(url: &Url, error: &reqwest::Error) -> FetchError {
-    let text = hookrelay_agent::error_chain(error);
-    let refused = text.contains("resolves to no address")
-        || text.contains("another host")
-        || text.contains("too many redirects")
-        || text.contains("URL scheme is not allowed");
-    let text = format!("{url}: {text}");
+    let mut refused = false;
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(error) = cause {
+        refused |= error.is::<Violation>();
+        cause = error.source();
+    }
+    let text = format!("{url}: {}", hookrelay_agent::error_chain(error));
     if refused {
         FetchError::Refused(text)
     } else {

@@ -18,30 +18,31 @@ pub struct TrustedIssuer {
     pub created_at: OffsetDateTime,
 }
 
-type Row = (
-    uuid::Uuid,
-    String,
-    String,
-    sqlx::types::Json<BTreeMap<String, String>>,
-    Vec<String>,
-    OffsetDateTime,
-);
+/// A stored trusted issuer, read by column name.
+#[derive(sqlx::FromRow)]
+struct Row {
+    trusted_issuer_id: uuid::Uuid,
+    issuer: String,
+    audience: String,
+    claims: sqlx::types::Json<BTreeMap<String, String>>,
+    scopes: Vec<String>,
+    created_at: OffsetDateTime,
+}
 
-fn from_row(
-    (id, issuer, audience, claims, scopes, created_at): Row,
-) -> Result<TrustedIssuer, Error> {
-    let scopes = scopes
+fn from_row(row: Row) -> Result<TrustedIssuer, Error> {
+    let scopes = row
+        .scopes
         .iter()
         .map(|s| s.parse::<Scope>())
         .collect::<Result<Scopes, _>>()
         .map_err(|e| Error::Internal(anyhow::anyhow!("stored trusted issuer scope: {e}")))?;
     Ok(TrustedIssuer {
-        id,
-        issuer,
-        audience,
-        claims: claims.0,
+        id: row.trusted_issuer_id,
+        issuer: row.issuer,
+        audience: row.audience,
+        claims: row.claims.0,
         scopes,
-        created_at,
+        created_at: row.created_at,
     })
 }
 
@@ -133,17 +134,14 @@ pub struct Candidate {
     pub issuer: TrustedIssuer,
 }
 
-/// A tenant, whether it is suspended, and a `Row`.
-type CandidateRow = (
-    TenantId,
-    bool,
-    uuid::Uuid,
-    String,
-    String,
-    sqlx::types::Json<BTreeMap<String, String>>,
-    Vec<String>,
-    OffsetDateTime,
-);
+/// A `Row` with its tenant.
+#[derive(sqlx::FromRow)]
+struct CandidateRow {
+    tenant_id: TenantId,
+    suspended: bool,
+    #[sqlx(flatten)]
+    row: Row,
+}
 
 /// The trusted issuers, of every tenant, for `issuer` and any of `audiences`.
 /// Unscoped by design: which tenant trusts a subject token is what the
@@ -154,26 +152,24 @@ pub async fn by_issuer(
     audiences: &[String],
 ) -> Result<Vec<Candidate>, Error> {
     let rows: Vec<CandidateRow> = sqlx::query_as(
-        "select i.tenant_id, t.suspended_at is not null, i.trusted_issuer_id, i.issuer, \
-             i.audience, i.claims, i.scopes, i.created_at \
-             from trusted_issuer i join tenant t using (tenant_id) \
-             where i.issuer = $1 and i.audience = any($2) \
-             order by i.created_at, i.trusted_issuer_id limit 1000",
+        "select i.tenant_id, t.suspended_at is not null as suspended, i.trusted_issuer_id, \
+         i.issuer, i.audience, i.claims, i.scopes, i.created_at \
+         from trusted_issuer i join tenant t using (tenant_id) \
+         where i.issuer = $1 and i.audience = any($2) \
+         order by i.created_at, i.trusted_issuer_id limit 1000",
     )
     .bind(issuer)
     .bind(audiences)
     .fetch_all(pool)
     .await?;
     rows.into_iter()
-        .map(
-            |(tenant_id, suspended, id, issuer, audience, claims, scopes, created_at)| {
-                Ok(Candidate {
-                    tenant_id,
-                    suspended,
-                    issuer: from_row((id, issuer, audience, claims, scopes, created_at))?,
-                })
-            },
-        )
+        .map(|candidate| {
+            Ok(Candidate {
+                tenant_id: candidate.tenant_id,
+                suspended: candidate.suspended,
+                issuer: from_row(candidate.row)?,
+            })
+        })
         .collect()
 }
 

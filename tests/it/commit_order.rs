@@ -8,10 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hookrelay::grpc::proto::Event;
-use reqwest::StatusCode;
-use serde_json::Value;
 
-use crate::helpers::{TestApp, TestRepository, fixture, next_event, spawn_app_on, spawn_app_with};
+use crate::helpers::{TestApp, TestRepository, next_event, spawn_app_on, spawn_app_with};
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -43,22 +41,6 @@ async fn append_raw(
     .fetch_one(connection)
     .await
     .unwrap()
-}
-
-/// A signed GitHub push: the event id of the 202.
-async fn post(app: &TestApp, repository: &TestRepository, delivery: &str) -> i64 {
-    let response = app
-        .deliver(
-            &repository.id,
-            &repository.secret,
-            "push",
-            delivery,
-            &fixture("push"),
-        )
-        .await;
-    assert_eq!(response.status(), StatusCode::ACCEPTED, "{delivery}");
-    let body: Value = response.json().await.unwrap();
-    body["event_id"].as_i64().unwrap()
 }
 
 /// Reads `count` events and checks each repository's come in increasing id
@@ -113,7 +95,7 @@ async fn many_writers_on_two_replicas_many_repositories_no_reader_skips_or_reord
             let _permit = permit.acquire().await.unwrap();
             (
                 repository.id.clone(),
-                post(&app, &repository, &format!("w-{i}")).await,
+                app.push(&repository, &format!("w-{i}")).await,
             )
         });
     }
@@ -176,12 +158,12 @@ async fn a_writer_that_stalls_before_its_commit_is_delivered_late_in_order_and_b
     let mut busy_ids = Vec::new();
     for n in 0..5 {
         let app = if n % 2 == 0 { &a } else { &b };
-        let posted = tokio::time::timeout(WAIT, post(app, &busy, &format!("busy-{n}")))
+        let posted = tokio::time::timeout(WAIT, app.push(&busy, &format!("busy-{n}")))
             .await
             .expect("a webhook commits while another writer stalls");
         busy_ids.push(posted);
     }
-    let after = tokio::time::timeout(WAIT, post(&b, &slow, "after-the-stall"))
+    let after = tokio::time::timeout(WAIT, b.push(&slow, "after-the-stall"))
         .await
         .expect("a webhook of the stalled writer's repository commits too");
 
@@ -223,7 +205,7 @@ async fn a_writer_that_stalls_before_its_commit_is_delivered_late_in_order_and_b
         );
     }
     // Nothing else is left to come: a new event is the next one.
-    let next = post(&a, &busy, "next").await;
+    let next = a.push(&busy, "next").await;
     assert_eq!(next_event(&mut on_a, WAIT).await.id, next);
     assert_eq!(next_event(&mut on_b, WAIT).await.id, next);
 }

@@ -642,17 +642,7 @@ impl Trusting {
     }
 
     async fn push(&self, delivery: &str) {
-        let response = self
-            .app
-            .deliver(
-                &self.repository.id,
-                &self.repository.secret,
-                "push",
-                delivery,
-                &crate::helpers::fixture("push"),
-            )
-            .await;
-        assert_eq!(response.status(), StatusCode::ACCEPTED);
+        self.app.push(&self.repository, delivery).await;
     }
 }
 

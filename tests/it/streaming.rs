@@ -15,21 +15,6 @@ use crate::helpers::{
 
 const WAIT: Duration = Duration::from_secs(10);
 
-async fn deliver(app: &TestApp, repository: &TestRepository, delivery: &str) -> i64 {
-    let response = app
-        .deliver(
-            &repository.id,
-            &repository.secret,
-            "push",
-            delivery,
-            &fixture("push"),
-        )
-        .await;
-    assert_eq!(response.status(), StatusCode::ACCEPTED);
-    let body: Value = response.json().await.unwrap();
-    body["event_id"].as_i64().unwrap()
-}
-
 fn ack(repository: &str, event_id: i64) -> EventAck {
     EventAck {
         repository_id: repository.to_owned(),
@@ -47,7 +32,7 @@ async fn a_stream_sends_the_backlog_then_live_events() {
     let repository = app.repository(&tenant, "acme/app").await;
     let mut ids = Vec::new();
     for i in 0..3 {
-        ids.push(deliver(&app, &repository, &format!("backlog-{i}")).await);
+        ids.push(app.push(&repository, &format!("backlog-{i}")).await);
     }
 
     let mut stream = app.stream(&tenant.token, "ci", &[], None).await.unwrap();
@@ -68,7 +53,7 @@ async fn a_stream_sends_the_backlog_then_live_events() {
         assert_eq!(signature.value, sign(&repository.secret, &fixture("push")));
     }
 
-    let live = deliver(&app, &repository, "live").await;
+    let live = app.push(&repository, "live").await;
     let event = next_event(&mut stream, WAIT).await;
     assert_eq!((event.id, event.delivery_id.as_str()), (live, "live"));
 }
@@ -79,10 +64,10 @@ async fn acks_are_durable_per_consumer_and_a_new_stream_resumes_after_them() {
     let tenant = app.tenant("acme").await;
     let one = app.repository(&tenant, "acme/one").await;
     let two = app.repository(&tenant, "acme/two").await;
-    let a1 = deliver(&app, &one, "a1").await;
-    let b1 = deliver(&app, &two, "b1").await;
-    let a2 = deliver(&app, &one, "a2").await;
-    let b2 = deliver(&app, &two, "b2").await;
+    let a1 = app.push(&one, "a1").await;
+    let b1 = app.push(&two, "b1").await;
+    let a2 = app.push(&one, "a2").await;
+    let b2 = app.push(&two, "b2").await;
 
     let acks = AckEventsRequest {
         consumer: "ci".into(),
@@ -110,7 +95,7 @@ async fn acks_are_durable_per_consumer_and_a_new_stream_resumes_after_them() {
         a2,
         "one resumes after a1; two is done"
     );
-    let a3 = deliver(&app, &one, "a3").await;
+    let a3 = app.push(&one, "a3").await;
     assert_eq!(next_event(&mut resumed, WAIT).await.id, a3);
 
     // Another consumer starts from the oldest retained event.
@@ -146,7 +131,7 @@ async fn every_consumer_and_every_stream_of_one_consumer_gets_every_event() {
     ];
     let mut ids = Vec::new();
     for i in 0..5 {
-        ids.push(deliver(&app, &repository, &format!("d{i}")).await);
+        ids.push(app.push(&repository, &format!("d{i}")).await);
     }
     for stream in &mut streams {
         let mut got = Vec::new();
@@ -237,7 +222,7 @@ async fn an_event_ingested_on_one_replica_reaches_a_stream_on_another() {
     let repository = a.repository(&tenant, "acme/app").await;
 
     let mut stream = b.stream(&tenant.token, "ci", &[], None).await.unwrap();
-    let id = deliver(&a, &repository, "across").await;
+    let id = a.push(&repository, "across").await;
     let started = std::time::Instant::now();
     let event = next_event(&mut stream, WAIT).await;
     assert_eq!(event.id, id);
@@ -255,7 +240,7 @@ async fn list_events_pages_through_a_repository() {
     let repository = app.repository(&tenant, "acme/app").await;
     let mut ids = Vec::new();
     for i in 0..5 {
-        ids.push(deliver(&app, &repository, &format!("p{i}")).await);
+        ids.push(app.push(&repository, &format!("p{i}")).await);
     }
     let mut client = app.grpc().await;
     let mut after = 0;
@@ -483,8 +468,8 @@ async fn a_consumer_behind_retention_is_refused_not_moved_forward() {
     let app = spawn_app_with(|c| c.retention = Duration::from_secs(1)).await;
     let tenant = app.tenant("acme").await;
     let repository = app.repository(&tenant, "acme/app").await;
-    let first = deliver(&app, &repository, "old-1").await;
-    deliver(&app, &repository, "old-2").await;
+    let first = app.push(&repository, "old-1").await;
+    app.push(&repository, "old-2").await;
     let acks = AckEventsRequest {
         consumer: "slow".into(),
         acks: vec![ack(&repository.id, first)],
@@ -516,7 +501,7 @@ async fn a_consumer_behind_retention_is_refused_not_moved_forward() {
     );
     // A new consumer starts from the oldest retained event: the next one.
     let mut fresh = app.stream(&tenant.token, "new", &[], None).await.unwrap();
-    let next = deliver(&app, &repository, "new-1").await;
+    let next = app.push(&repository, "new-1").await;
     assert_eq!(next_event(&mut fresh, WAIT).await.id, next);
 }
 
@@ -525,7 +510,7 @@ async fn failed_deliveries_are_recorded_and_listed() {
     let app = spawn_app().await;
     let tenant = app.tenant("acme").await;
     let repository = app.repository(&tenant, "acme/app").await;
-    let id = deliver(&app, &repository, "bad").await;
+    let id = app.push(&repository, "bad").await;
     let failed = EventAck {
         repository_id: repository.id.clone(),
         event_id: id,
@@ -555,7 +540,7 @@ async fn failed_deliveries_are_recorded_and_listed() {
     assert_eq!(listed[0]["reason"], "the target answered 400 Bad Request");
     // It counts as acked: the consumer moves past it.
     let mut stream = app.stream(&tenant.token, "ci", &[], None).await.unwrap();
-    let next = deliver(&app, &repository, "good").await;
+    let next = app.push(&repository, "good").await;
     assert_eq!(next_event(&mut stream, WAIT).await.id, next);
 }
 
@@ -583,12 +568,12 @@ async fn live_events_from_the_shared_tail_reach_only_their_tenant_and_repositori
         .unwrap();
     let mut bob_stream = app.stream(&bob.token, "b", &[], None).await.unwrap();
 
-    let first = deliver(&app, &alice_one, "alice-1").await;
+    let first = app.push(&alice_one, "alice-1").await;
     for stream in &mut alice_streams {
         assert_eq!(next_event(stream, WAIT).await.id, first);
     }
-    let second = deliver(&app, &alice_two, "alice-2").await;
-    let bobs = deliver(&app, &bob_repo, "bob-1").await;
+    let second = app.push(&alice_two, "alice-2").await;
+    let bobs = app.push(&bob_repo, "bob-1").await;
     assert_eq!(
         next_event(&mut bob_stream, WAIT).await.id,
         bobs,
@@ -735,6 +720,6 @@ async fn large_bodies_are_paged_by_size_and_none_is_skipped() {
         assert_eq!(event.body.len(), 3 * 1024 * 1024);
         assert_eq!(event.body[0], b'0' + n as u8);
     }
-    let live = deliver(&app, &repository, "after-the-big-ones").await;
+    let live = app.push(&repository, "after-the-big-ones").await;
     assert_eq!(next_event(&mut stream, WAIT).await.id, live);
 }

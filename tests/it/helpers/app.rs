@@ -219,6 +219,18 @@ impl TestApp {
         self.public_json("/.well-known/jwks.json").await
     }
 
+    /// Posts a signed GitHub push (the real payload) as `delivery`, asserts
+    /// the 202, and returns its event id.
+    pub async fn push(&self, repository: &TestRepository, delivery: &str) -> i64 {
+        let body = super::fixture("push");
+        let response = self
+            .deliver(&repository.id, &repository.secret, "push", delivery, &body)
+            .await;
+        assert_eq!(response.status(), StatusCode::ACCEPTED, "{delivery}");
+        let body: Value = response.json().await.unwrap();
+        body["event_id"].as_i64().unwrap()
+    }
+
     /// Registers a repository of any provider: the answer (with its secret).
     pub async fn register(
         &self,
