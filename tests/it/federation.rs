@@ -759,3 +759,74 @@ async fn the_agent_exchanges_again_before_its_access_token_expires() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// The real binary: each exchange leaves one audit line naming the tenant, the
+/// trusted issuer, the issuer and the workload's subject, and neither the
+/// subject token nor the access token reaches the log.
+#[tokio::test]
+async fn each_exchange_is_logged_with_issuer_subject_and_tenant() {
+    let dir = tempfile::tempdir().unwrap();
+    let issuer = Issuer::start(dir.path(), &[&TestKey::new("k")], 300).await;
+    let server = crate::helpers::ServerProcess::start(
+        &[
+            ("DATABASE_URL", crate::helpers::fresh_database().await),
+            (
+                "HOOKRELAY_SECRET_KEY",
+                crate::helpers::TEST_SECRET_KEY.into(),
+            ),
+            ("HOOKRELAY_ISSUER_ALLOW_HTTP", "true".into()),
+            ("HOOKRELAY_ISSUER_ALLOW_NETWORKS", "127.0.0.0/8".into()),
+        ],
+        dir.path(),
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let tenant = crate::helpers::tenant_at(&http, &server.address, "acme").await;
+    let created: Value = http
+        .post(format!("{}/v1/trusted-issuers", server.address))
+        .bearer_auth(&tenant.token)
+        .json(
+            &json!({"issuer": issuer.url, "audience": "urn:hookrelay:acme",
+                      "claims": {"repository": "acme/deploy-bot"}, "scopes": ["events:read"]}),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let subject_token = issuer.token("deploy-bot", "urn:hookrelay:acme").await;
+    let answer: Value = http
+        .post(format!("{}/oauth/token", server.address))
+        .form(&[
+            ("grant_type", EXCHANGE),
+            ("subject_token", &subject_token),
+            ("subject_token_type", JWT),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let access_token = answer["access_token"].as_str().expect("an access token");
+    server.signal("TERM");
+    let mut server = server;
+    server.wait(WAIT).await;
+
+    let log = server.log();
+    for secret in [subject_token.as_str(), access_token] {
+        assert!(!log.contains(secret), "a token reached the log");
+    }
+    let audit: Vec<Value> = log
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|line| line["message"] == "token exchanged for a workload")
+        .collect();
+    assert_eq!(audit.len(), 1, "{log}");
+    let line = &audit[0];
+    assert_eq!(line["tenant_id"], tenant.tenant_id, "{line}");
+    assert_eq!(line["trusted_issuer_id"], created["id"], "{line}");
+    assert_eq!(line["issuer"], issuer.url, "{line}");
+    assert_eq!(line["subject"], "deploy-bot", "{line}");
+}
