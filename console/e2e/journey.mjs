@@ -8,7 +8,7 @@ import { spawn } from "node:child_process";
 import { createHmac } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { createServer } from "node:http";
-import { chromium } from "playwright-core";
+import { launch, openPage } from "./browser.mjs";
 
 const [base, agentServer, agentBinary, fixturePath, shots] = process.argv.slice(2);
 const WAIT = 15_000;
@@ -35,10 +35,7 @@ const target = createServer((request, response) => {
 await new Promise((resolve) => target.listen(0, "127.0.0.1", resolve));
 const targetUrl = `http://127.0.0.1:${target.address().port}/hook`;
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-  args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"],
-});
+const browser = await launch();
 const problems = [];
 let agent;
 
@@ -60,6 +57,7 @@ async function newPage(context) {
   });
   return page;
 }
+
 
 async function signUp(page, name) {
   await page.goto(`${base}/`);
@@ -106,7 +104,7 @@ try {
   await page.getByRole("heading", { name: /^Events/ }).waitFor();
 
   // Register a repository: the URL and secret once, with GitHub's settings.
-  await page.getByRole("link", { name: "Repositories" }).click();
+  await openPage(page, "Repositories");
   await page.getByLabel("Repository").fill("acme/app");
   await page.getByRole("button", { name: "Register" }).click();
   await page.getByText("Content type:").waitFor();
@@ -124,7 +122,7 @@ try {
   );
 
   // A signed webhook appears live.
-  await page.getByRole("link", { name: "Events" }).click();
+  await openPage(page, "Events");
   await page.getByText("live", { exact: true }).waitFor();
   const body = readFileSync(fixturePath);
   // Signed as GitHub signs it; the event id hookrelay answers.
@@ -155,7 +153,7 @@ try {
   await row.locator(".outcome.failed").waitFor({ timeout: WAIT });
   check((await row.textContent()).includes("404"), "the 404 is shown");
   await page.getByRole("button", { name: "Copy as curl" }).waitFor();
-  await page.getByRole("link", { name: "Failed deliveries" }).click();
+  await openPage(page, "Failed deliveries");
   await page.getByRole("link", { name: `push #${eventId}` }).click();
   broken = false;
   await page.locator('tr[data-consumer="ci"]').getByRole("button", { name: "Redeliver" }).click();
@@ -164,7 +162,7 @@ try {
   await page.screenshot({ path: `${shots}/console-event.png`, fullPage: true });
 
   // Consumers: ci, connected, nothing pending.
-  await page.getByRole("link", { name: "Consumers" }).click();
+  await openPage(page, "Consumers");
   const consumer = page.locator('[data-consumer="ci"]');
   await consumer.getByText("connected", { exact: true }).waitFor({ timeout: WAIT });
   await consumer.locator("td.pending", { hasText: "0" }).waitFor({ timeout: WAIT });
@@ -177,7 +175,7 @@ try {
   check(received.length === 2, `a seek to 0 replays the event (${received.length} received)`);
 
   // Events: filter by type, pause and resume.
-  await page.getByRole("link", { name: "Events" }).click();
+  await openPage(page, "Events");
   await page.getByText("live", { exact: true }).waitFor();
   const issue = await post("issues", "console-2");
   await page.locator(`tr[data-event-id="${issue}"]`).waitFor({ timeout: WAIT });
@@ -193,7 +191,7 @@ try {
   await page.locator(`tr[data-event-id="${held}"]`).waitFor();
 
   // Clients: an agent's read-only client, secret once.
-  await page.getByRole("link", { name: "Clients" }).click();
+  await openPage(page, "Clients");
   await page.getByLabel("Name").fill("laptop agent");
   await page.getByRole("button", { name: "Create client" }).click();
   await page.getByText("The secret is shown only once.").waitFor();
@@ -201,7 +199,7 @@ try {
 
   // Trusted issuers: GitHub Actions' tokens for one repository's main branch,
   // then no longer trusted.
-  await page.getByRole("link", { name: "Trusted issuers" }).click();
+  await openPage(page, "Trusted issuers");
   await page.getByLabel("Audience").fill("hookrelay-acme");
   await page.getByLabel("Claims").fill("repository=acme/deploy-bot\nref=refs/heads/main");
   await page.getByRole("button", { name: "Trust issuer" }).click();
@@ -213,7 +211,7 @@ try {
   await page.getByText("No trusted issuers.").waitFor();
 
   // Another provider: GitLab with a signing token, and GitLab's own steps.
-  await page.getByRole("link", { name: "Repositories" }).click();
+  await openPage(page, "Repositories");
   await page.getByLabel("Provider").selectOption("gitlab");
   await page.getByLabel("Repository").fill("acme/platform/app");
   await page.getByLabel("Signing token").check();
@@ -225,7 +223,7 @@ try {
 
   // A phone-sized window: no page scrolls sideways.
   await page.setViewportSize({ width: 390, height: 844 });
-  await page.getByRole("link", { name: "Events" }).click();
+  await openPage(page, "Events");
   await page.locator(`tr[data-event-id="${eventId}"]`).waitFor();
   for (const view of ["events", `events/${eventId}`, "consumers", "repositories", "clients", "trusted-issuers", "failed"]) {
     await page.goto(`${base}/console/#/${view}`);
@@ -240,9 +238,9 @@ try {
   const other = await browser.newContext();
   const otherPage = await newPage(other);
   await signUp(otherPage, "globex");
-  await otherPage.getByRole("link", { name: "Events" }).click();
+  await openPage(otherPage, "Events");
   await otherPage.getByText("No events yet.").waitFor();
-  await otherPage.getByRole("link", { name: "Consumers" }).click();
+  await openPage(otherPage, "Consumers");
   await otherPage.getByText("No consumer yet.").waitFor();
   await otherPage.goto(`${base}/console/#/events/${eventId}`);
   await otherPage.getByText("Not found").waitFor();

@@ -3,13 +3,10 @@
 //   node e2e/renewal.mjs BASE_URL FIXTURE TOKEN_TTL_SECONDS
 import { createHmac } from "node:crypto";
 import { readFileSync } from "node:fs";
-import { chromium } from "playwright-core";
+import { launch, openPage } from "./browser.mjs";
 
 const [base, fixturePath, ttl] = process.argv.slice(2);
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-  args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"],
-});
+const browser = await launch();
 try {
   const page = await browser.newPage();
   const tokens = [];
@@ -18,11 +15,12 @@ try {
   await page.getByLabel("Organisation name").fill("renewal");
   await page.getByRole("button", { name: "Sign up" }).click();
   await page.getByRole("button", { name: /continue/ }).click();
+  await page.getByRole("heading", { name: "Repositories" }).waitFor();
   await page.getByLabel("Repository").fill("acme/app");
   await page.getByRole("button", { name: "Register" }).click();
   const webhookUrl = await page.locator('[data-secret="Payload URL"]').textContent();
   const secret = await page.locator('[data-secret="Secret"]').textContent();
-  await page.getByRole("link", { name: "Events" }).click();
+  await openPage(page, "Events");
   await page.getByText("live", { exact: true }).waitFor();
 
   // Past the first token's life: still signed in, and live.
@@ -41,7 +39,7 @@ try {
   });
   const { event_id: id } = await answer.json();
   await page.locator(`tr[data-event-id="${id}"]`).waitFor({ timeout: 10_000 });
-  await page.getByRole("link", { name: "Repositories" }).click();
+  await openPage(page, "Repositories");
   await page.getByRole("cell", { name: "acme/app" }).waitFor();
   if (await page.getByText("Sign in to hookrelay").count()) throw new Error("signed out by the token's expiry");
   console.log(JSON.stringify({ token_requests: tokens }));

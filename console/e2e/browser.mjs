@@ -1,0 +1,18 @@
+// What both browser scripts share: the headless Chromium they drive, and the
+// way they move between the console's pages.
+import { chromium } from "playwright-core";
+
+export function launch() {
+  return chromium.launch({
+    executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+    args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"],
+  });
+}
+
+// Follows a link in the navigation and waits until that page is the one shown, so
+// that the page being left cannot answer a lookup meant for the new one (the Events
+// page's Repository filter for the Repositories page's Repository field, say).
+export async function openPage(page, name) {
+  await page.getByRole("navigation").getByRole("link", { name, exact: true }).click();
+  await page.getByRole("heading", { level: 1, name: name === "Events" ? /^Events/ : name }).waitFor();
+}
