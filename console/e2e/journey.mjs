@@ -225,9 +225,18 @@ try {
   await page.setViewportSize({ width: 390, height: 844 });
   await openPage(page, "Events");
   await page.locator(`tr[data-event-id="${eventId}"]`).waitFor();
-  for (const view of ["events", `events/${eventId}`, "consumers", "repositories", "clients", "trusted-issuers", "failed"]) {
+  const views = {
+    events: /^Events/,
+    [`events/${eventId}`]: /push/,
+    consumers: "Consumers",
+    repositories: "Repositories",
+    clients: "Clients",
+    "trusted-issuers": "Trusted issuers",
+    failed: "Failed deliveries",
+  };
+  for (const [view, heading] of Object.entries(views)) {
     await page.goto(`${base}/console/#/${view}`);
-    await page.locator("main h1").first().waitFor();
+    await page.getByRole("heading", { level: 1, name: heading }).waitFor();
     await page.waitForTimeout(400); // its data, loaded after the heading
     // Reached by hash, so the session (in memory) is still there.
     const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
