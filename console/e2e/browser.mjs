@@ -14,5 +14,11 @@ export function launch() {
 // page's Repository filter for the Repositories page's Repository field, say).
 export async function openPage(page, name) {
   await page.getByRole("navigation").getByRole("link", { name, exact: true }).click();
-  await page.getByRole("heading", { level: 1, name: name === "Events" ? /^Events/ : name }).waitFor();
+  await pageHeading(page, name).waitFor();
+}
+
+// A page's own heading, by the page's name in the navigation. The Events heading
+// also holds the live/paused state.
+export function pageHeading(page, name) {
+  return page.getByRole("heading", { level: 1, name: name === "Events" ? /^Events/ : name });
 }

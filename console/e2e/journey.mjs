@@ -8,7 +8,7 @@ import { spawn } from "node:child_process";
 import { createHmac } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { createServer } from "node:http";
-import { launch, openPage } from "./browser.mjs";
+import { launch, openPage, pageHeading } from "./browser.mjs";
 
 const [base, agentServer, agentBinary, fixturePath, shots] = process.argv.slice(2);
 const WAIT = 15_000;
@@ -71,7 +71,7 @@ async function signUp(page, name) {
   const clientSecret = await page.locator('[data-secret="Client secret"]').textContent();
   check(clientId.startsWith("hrc_") || clientId.length > 10, "a client id is shown");
   await page.getByRole("button", { name: /continue/ }).click();
-  await page.getByRole("heading", { name: "Repositories" }).waitFor();
+  await pageHeading(page, "Repositories").waitFor();
   return { clientId, clientSecret };
 }
 
@@ -226,17 +226,17 @@ try {
   await openPage(page, "Events");
   await page.locator(`tr[data-event-id="${eventId}"]`).waitFor();
   const views = {
-    events: /^Events/,
-    [`events/${eventId}`]: /push/,
+    events: "Events",
+    [`events/${eventId}`]: `push #${eventId}`,
     consumers: "Consumers",
     repositories: "Repositories",
     clients: "Clients",
     "trusted-issuers": "Trusted issuers",
     failed: "Failed deliveries",
   };
-  for (const [view, heading] of Object.entries(views)) {
+  for (const [view, name] of Object.entries(views)) {
     await page.goto(`${base}/console/#/${view}`);
-    await page.getByRole("heading", { level: 1, name: heading }).waitFor();
+    await pageHeading(page, name).waitFor();
     await page.waitForTimeout(400); // its data, loaded after the heading
     // Reached by hash, so the session (in memory) is still there.
     const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);

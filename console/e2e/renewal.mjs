@@ -3,7 +3,7 @@
 //   node e2e/renewal.mjs BASE_URL FIXTURE TOKEN_TTL_SECONDS
 import { createHmac } from "node:crypto";
 import { readFileSync } from "node:fs";
-import { launch, openPage } from "./browser.mjs";
+import { launch, openPage, pageHeading } from "./browser.mjs";
 
 const [base, fixturePath, ttl] = process.argv.slice(2);
 const browser = await launch();
@@ -15,7 +15,7 @@ try {
   await page.getByLabel("Organisation name").fill("renewal");
   await page.getByRole("button", { name: "Sign up" }).click();
   await page.getByRole("button", { name: /continue/ }).click();
-  await page.getByRole("heading", { name: "Repositories" }).waitFor();
+  await pageHeading(page, "Repositories").waitFor();
   await page.getByLabel("Repository").fill("acme/app");
   await page.getByRole("button", { name: "Register" }).click();
   const webhookUrl = await page.locator('[data-secret="Payload URL"]').textContent();
