@@ -26,7 +26,7 @@ pub enum Command {
     /// Apply pending database migrations and exit.
     Migrate(DatabaseArgs),
     /// Relay a tenant's events to a local target (the agent for private networks).
-    Relay(Box<crate::relay::RelayArgs>),
+    Relay(Box<crate::agent::RelayArgs>),
     /// Check a running relay: HTTP readiness and gRPC health (exit 0 when both pass).
     Probe(crate::probe::ProbeArgs),
     /// Token signing keys kept in the database: list them, or rotate without a restart.
@@ -385,10 +385,10 @@ pub struct LimitArgs {
 
 /// A parsed rate limit; `None` is `off`.
 #[derive(Debug, Clone, Copy)]
-pub struct RateSetting(pub Option<crate::http::Rate>);
+pub struct RateSetting(pub Option<crate::server::Rate>);
 
 fn parse_rate(value: &str) -> Result<RateSetting, String> {
-    crate::http::Rate::parse(value).map(RateSetting)
+    crate::server::Rate::parse(value).map(RateSetting)
 }
 
 fn parse_net(value: &str) -> Result<ipnet::IpNet, String> {
@@ -408,8 +408,8 @@ pub struct Limits {
     /// None: derived from the open-file limit at start.
     pub max_connections: Option<usize>,
     pub webhook_memory: usize,
-    pub signup_rate: Option<crate::http::Rate>,
-    pub token_failure_rate: Option<crate::http::Rate>,
+    pub signup_rate: Option<crate::server::Rate>,
+    pub token_failure_rate: Option<crate::server::Rate>,
     pub trusted_proxies: Vec<ipnet::IpNet>,
     pub http2_keepalive_interval: Duration,
     pub http2_keepalive_timeout: Duration,
@@ -486,7 +486,7 @@ pub struct Config {
     pub max_webhook_bytes: usize,
     pub secret_rotation_grace: Duration,
     pub retention: Duration,
-    pub tls: Option<crate::tls::TlsFiles>,
+    pub tls: Option<crate::server::tls::TlsFiles>,
     pub cors_origins: Vec<String>,
     pub drain_delay: Duration,
     pub shutdown_grace: Duration,
@@ -677,7 +677,7 @@ impl ServeArgs {
             tls: self
                 .tls_cert
                 .zip(self.tls_key)
-                .map(|(cert, key)| crate::tls::TlsFiles { cert, key }),
+                .map(|(cert, key)| crate::server::tls::TlsFiles { cert, key }),
             cors_origins: self.cors_origins,
             drain_delay: self.drain_delay,
             shutdown_grace: self.shutdown_grace,

@@ -3,6 +3,9 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+/// The agent (`hookrelay-agent`, also `hookrelay relay`), which is its own
+/// crate so that the `hookrelay-agent` binary links none of the server.
+pub use hookrelay_agent as agent;
 pub mod auth;
 pub mod config;
 pub mod database;
@@ -13,17 +16,13 @@ pub mod federation;
 pub mod grpc;
 pub mod health;
 pub mod http;
-pub mod ingest;
 pub mod jobs;
 pub mod probe;
-/// The agent (`hookrelay relay`), which is its own crate so that the
-/// `hookrelay-agent` binary links none of the server.
-pub use hookrelay_agent as relay;
+pub mod relay;
 pub mod secrets;
+pub mod server;
 pub mod startup;
 pub mod state;
 pub mod store;
-pub mod streams;
 pub mod telemetry;
-pub mod tls;
 pub mod webhook;

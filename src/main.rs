@@ -9,7 +9,7 @@ use hookrelay::telemetry;
 enum Run {
     Serve(Box<Config>),
     Migrate(DatabaseConfig),
-    Relay(Box<hookrelay::relay::RelayArgs>),
+    Relay(Box<hookrelay::agent::RelayArgs>),
     Probe(hookrelay::probe::ProbeArgs),
     Keys(hookrelay::config::KeysCommand),
     Tenants(hookrelay::config::TenantsCommand),
@@ -40,7 +40,7 @@ fn main() -> ExitCode {
     // is set up before the async runtime exists.
     // `hookrelay relay` logs as `hookrelay-agent` does (--log-format, -q, -v).
     let telemetry = match &run {
-        Run::Relay(args) => hookrelay::relay::init_logging(args),
+        Run::Relay(args) => hookrelay::agent::init_logging(args),
         _ => telemetry::init(),
     };
     let telemetry = match telemetry {
@@ -73,7 +73,7 @@ fn main() -> ExitCode {
             }
             Run::Migrate(config) => hookrelay::database::migrate_only(config).await,
             Run::Probe(args) => hookrelay::probe::run(args).await,
-            Run::Relay(args) => hookrelay::relay::run_until_signal(*args).await,
+            Run::Relay(args) => hookrelay::agent::run_until_signal(*args).await,
             Run::Keys(command) => hookrelay::admin::keys(command).await,
             Run::Tenants(command) => hookrelay::admin::tenants(command).await,
             Run::Secrets(command) => hookrelay::admin::secrets(command).await,

@@ -11,13 +11,13 @@ use tokio::net::TcpListener;
 use crate::auth::{Authenticator, Keys};
 use crate::config::{Config, SecretKeySource};
 use crate::database::Database;
-use crate::http::server::ConnectionLimits;
-use crate::ingest::Ingestor;
 use crate::jobs;
+use crate::relay::Ingestor;
+use crate::relay::StreamHub;
 use crate::secrets::SecretKey;
+use crate::server::connections::ConnectionLimits;
 use crate::state::{AppState, Settings};
 use crate::store;
-use crate::streams::StreamHub;
 use crate::telemetry::Metrics;
 use tokio_util::sync::CancellationToken;
 
@@ -28,7 +28,7 @@ pub struct Application {
     http_addr: SocketAddr,
     grpc: TcpListener,
     grpc_addr: SocketAddr,
-    tls: Option<crate::tls::TlsFiles>,
+    tls: Option<crate::server::tls::TlsFiles>,
     retention: Duration,
     cors_origins: Vec<String>,
     drain_delay: Duration,
@@ -147,9 +147,9 @@ impl Application {
         .context("cannot load the JWT signing key")?;
         let keys = Arc::new(keys);
         let limits = &config.limits;
-        let open_files = crate::http::server::raise_open_file_limit();
+        let open_files = crate::server::connections::raise_open_file_limit();
         let max_connections = limits.max_connections.unwrap_or_else(|| {
-            crate::http::server::default_max_connections(
+            crate::server::connections::default_max_connections(
                 open_files,
                 config.database.max_connections,
             )
@@ -171,12 +171,12 @@ impl Application {
                 stall_threshold: limits.stall_threshold,
                 max_stream_age: limits.max_stream_age,
             }),
-            webhook_memory: Arc::new(crate::http::MemoryBudget::new(limits.webhook_memory)),
-            rate_limits: Arc::new(crate::http::RateLimits {
-                signup: crate::http::Limiter::new(limits.signup_rate),
-                token_failures: crate::http::Limiter::new(limits.token_failure_rate),
+            webhook_memory: Arc::new(crate::server::MemoryBudget::new(limits.webhook_memory)),
+            rate_limits: Arc::new(crate::server::RateLimits {
+                signup: crate::server::Limiter::new(limits.signup_rate),
+                token_failures: crate::server::Limiter::new(limits.token_failure_rate),
             }),
-            connections: crate::http::server::Connections::new(max_connections),
+            connections: crate::server::connections::Connections::new(max_connections),
             federation: Arc::new(crate::federation::Federation::new(config.outbound.clone())?),
             storage: Arc::default(),
             keys,
@@ -296,7 +296,7 @@ impl Application {
 
         let acceptor = tls.as_ref().map(|tls| tls.acceptor()).transpose()?;
         let grpc_router = crate::grpc::router(&state, health, &cors_origins, stop.clone())?;
-        let grpc_server = crate::http::server::serve(
+        let grpc_server = crate::server::connections::serve(
             grpc,
             acceptor.clone(),
             grpc_router.clone(),
@@ -309,7 +309,7 @@ impl Application {
         // origin, with no Envoy and no CORS. Behind Envoy they go to the gRPC
         // listener instead, by content type.
         let router = crate::http::router(state.clone()).merge(grpc_router);
-        let http_server = crate::http::server::serve(
+        let http_server = crate::server::connections::serve(
             http,
             acceptor,
             router,

@@ -8,9 +8,9 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{Authenticator, Keys};
-use crate::ingest::Ingestor;
+use crate::relay::Ingestor;
+use crate::relay::StreamHub;
 use crate::secrets::SecretKey;
-use crate::streams::StreamHub;
 use crate::telemetry::Metrics;
 
 /// Settings the handlers read.
@@ -65,11 +65,11 @@ pub struct SharedState {
     pub streams: Arc<StreamHub>,
     pub targets: Arc<crate::webhook::targets::TargetCache>,
     /// Bytes of webhook bodies held at once.
-    pub webhook_memory: Arc<crate::http::MemoryBudget>,
-    pub rate_limits: Arc<crate::http::RateLimits>,
+    pub webhook_memory: Arc<crate::server::MemoryBudget>,
+    pub rate_limits: Arc<crate::server::RateLimits>,
     /// Trusted issuers' keys, for token exchange.
     pub federation: Arc<crate::federation::Federation>,
-    pub connections: Arc<crate::http::server::Connections>,
+    pub connections: Arc<crate::server::connections::Connections>,
     /// Whether ingest commits are failing for a storage reason (readiness).
     pub storage: Arc<crate::health::StorageHealth>,
     /// Cancelled on SIGTERM: /readyz and gRPC health report not ready while the

@@ -46,6 +46,14 @@ impl fmt::Display for Provider {
     }
 }
 
+impl TryFrom<String> for Provider {
+    type Error = String;
+
+    fn try_from(value: String) -> Result<Self, String> {
+        value.parse()
+    }
+}
+
 impl FromStr for Provider {
     type Err = String;
 

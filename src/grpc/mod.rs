@@ -2,7 +2,6 @@
 //! authorization (`auth::GrpcAuthLayer`), plus health and reflection, which
 //! need no token.
 
-mod convert;
 mod events;
 mod watch;
 
@@ -24,7 +23,7 @@ use proto::event_service_server::EventServiceServer;
 /// health and reflection (v1 and v1alpha, which grpcurl speaks) without auth;
 /// gRPC-Web translated here, by tonic-web, and nowhere else (Envoy only routes
 /// it), so browsers reach the same server with or without Envoy. It is served
-/// by `http::server` like the HTTP API, with the same connection limits.
+/// by `server::connections` like the HTTP API, with the same connection limits.
 pub fn router(
     state: &AppState,
     health: tonic_health::pb::health_server::HealthServer<
@@ -40,15 +39,7 @@ pub fn router(
     };
     let events = tower::Layer::layer(
         &GrpcAuthLayer::new(state.auth.clone()),
-        EventServiceServer::new(EventsService::new(
-            state.pool.clone(),
-            state.streams.clone(),
-            state.metrics.clone(),
-            state.secret_key.clone(),
-            stop,
-            state.settings.stall_threshold,
-            state.settings.max_stream_age,
-        )),
+        EventServiceServer::new(EventsService::new(state.clone(), stop)),
     );
     let routes = tonic::service::Routes::builder()
         .add_service(health)

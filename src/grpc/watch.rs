@@ -20,10 +20,10 @@ use super::proto;
 use crate::auth::Caller;
 use crate::domain::{EventId, Horizon, RepositoryId, TenantId};
 use crate::error::Error;
+use crate::relay::{StreamHub, WatchRegistration};
 use crate::store;
 use crate::store::consumer::{ConsumerStatus, Delivery};
 use crate::store::event::{EventSummary, WatchFrom};
-use crate::streams::{StreamHub, WatchRegistration};
 
 /// How often delivery records and consumer status are read again.
 const POLL: Duration = Duration::from_secs(1);

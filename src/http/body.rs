@@ -1,7 +1,6 @@
-//! Reading request bodies within a deadline and, for webhooks, within one
-//! memory budget shared by every body being read.
+//! Reading request bodies within a deadline and, for webhooks, within the
+//! memory budget (`server::MemoryBudget`) shared by every body being read.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
@@ -10,46 +9,11 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use bytes::BytesMut;
 use http_body_util::BodyExt;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use crate::error::Error;
+use crate::server::{MemoryBudget, Reservation};
 use crate::state::AppState;
-
-/// Bytes of webhook bodies that may be held in memory at once.
-#[derive(Debug)]
-pub struct MemoryBudget {
-    bytes: Arc<Semaphore>,
-}
-
-/// Part of the budget, returned when dropped (after the event is committed).
-#[derive(Debug)]
-pub struct Reservation {
-    _permit: Option<OwnedSemaphorePermit>,
-}
-
-impl MemoryBudget {
-    pub fn new(bytes: usize) -> Self {
-        Self {
-            bytes: Arc::new(Semaphore::new(bytes.min(Semaphore::MAX_PERMITS))),
-        }
-    }
-
-    pub fn available(&self) -> usize {
-        self.bytes.available_permits()
-    }
-
-    fn reserve(&self, bytes: usize) -> Result<OwnedSemaphorePermit, Error> {
-        u32::try_from(bytes)
-            .ok()
-            .and_then(|n| self.bytes.clone().try_acquire_many_owned(n).ok())
-            .ok_or_else(|| {
-                Error::Unavailable(
-                    "too many webhook bodies are being received; retry shortly".into(),
-                )
-            })
-    }
-}
 
 /// Reads a webhook body of at most `limit` bytes before `deadline`, holding
 /// budget for it. An announced length is reserved in full before the first byte
@@ -97,7 +61,7 @@ pub async fn read_webhook(
         Ok(result) => result?,
         Err(_) => return Err(Error::RequestTimeout(timeout.as_secs())),
     }
-    Ok((buffer.freeze(), Reservation { _permit: permit }))
+    Ok((buffer.freeze(), Reservation::from(permit)))
 }
 
 /// Buffers the small bodies of the JSON API before their handler runs, so that

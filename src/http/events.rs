@@ -159,22 +159,22 @@ async fn show(
     Authorized(tenant, _): Authorized<EventsRead>,
     Path(id): Path<String>,
 ) -> Result<ApiJson<EventDetail>, Error> {
-    let mut e = event(&state, tenant.id, &id).await?;
+    let e = event(&state, tenant.id, &id).await?;
     // GitLab's token is the webhook secret: only the agent's stream opens it.
-    crate::webhook::redact_secret_headers(&e.provider, &mut e.headers.0);
+    let headers = e.headers_redacted();
     Ok(ApiJson(EventDetail {
         event: EventView {
             id: e.event_id,
-            repository_id: RepositoryId::from_uuid(e.repository_id),
+            repository_id: e.repository_id,
             size: e.body.len() as i64,
-            provider: e.provider,
+            provider: e.provider.as_str().to_owned(),
             event_type: e.event_type,
             delivery_id: e.delivery_id,
             received_at: e.received_at,
             branch: e.branch,
             tag: e.tag,
         },
-        headers: e.headers.0,
+        headers,
         body_base64: base64::engine::general_purpose::STANDARD.encode(&e.body),
     }))
 }

@@ -9,9 +9,8 @@ mod events;
 mod health;
 mod json;
 mod oauth;
-mod rate_limit;
 mod repositories;
-pub mod server;
+mod source;
 mod tenants;
 mod trusted_issuers;
 mod webhooks;
@@ -31,9 +30,8 @@ use tracing::Span;
 
 use crate::state::AppState;
 
-pub use body::MemoryBudget;
 pub use json::ApiJson;
-pub use rate_limit::{Limiter, Rate, RateLimits, SourceAddr};
+pub use source::SourceAddr;
 
 /// JSON API bodies are small; webhooks get their own, larger limit.
 const API_BODY_LIMIT: usize = 64 * 1024;

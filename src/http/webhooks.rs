@@ -20,6 +20,7 @@ use crate::domain::RepositoryId;
 use crate::error::Error;
 use crate::state::AppState;
 use crate::store::event::{Ingested, NewEvent};
+use crate::store::sealing::SealedHeaders;
 use crate::telemetry::ProviderLabels;
 use crate::webhook::{self, Encoding, WebhookError};
 
@@ -151,12 +152,11 @@ async fn accept(
         .map_err(webhook_error)?;
     let delivery_id = scheme.delivery_id(headers).map_err(webhook_error)?;
     let git_ref = scheme.git_ref(&event_type, &body, encoding);
-    let mut stored_headers = webhook::replayable_headers(headers).map_err(webhook_error)?;
-    webhook::seal_secret_headers(
+    let stored_headers = SealedHeaders::seal(
         target.provider,
-        &id.to_string(),
+        id,
         &state.secret_key,
-        &mut stored_headers,
+        webhook::replayable_headers(headers).map_err(webhook_error)?,
     );
 
     let outcome = state

@@ -4,7 +4,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// Keeps the rate limiters' memory proportional to recent sources.
-pub async fn forget_idle_sources(limits: Arc<crate::http::RateLimits>, stop: CancellationToken) {
+pub async fn forget_idle_sources(limits: Arc<crate::server::RateLimits>, stop: CancellationToken) {
     let mut interval = tokio::time::interval(Duration::from_secs(60));
     loop {
         tokio::select! {

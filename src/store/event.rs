@@ -38,9 +38,9 @@
 //! loses) the delivery of events committed after it started until it ends,
 //! however unrelated it is. hookrelay's own transactions are short; an operator's
 //! open `BEGIN` in psql is not, and the listener warns about one that holds
-//! the horizon back (`crate::streams`).
+//! the horizon back (`crate::relay`).
 //!
-//! Throughput: a writer carries a whole batch (see `crate::ingest`) in one
+//! Throughput: a writer carries a whole batch (see `crate::relay::ingest`) in one
 //! statement that commits on its own: one round trip, one multi-row INSERT and
 //! one WAL flush for many webhooks; concurrent writers' commits proceed in
 //! parallel and share PostgreSQL's own group commit.
@@ -52,10 +52,12 @@ use sqlx::PgPool;
 use time::OffsetDateTime;
 use tokio_stream::StreamExt;
 
+use super::sealing::SealedHeaders;
 use crate::domain::{
     DeliveryId, EventFilter, EventId, Horizon, Provider, RepositoryId, TenantId, event_selected,
 };
 use crate::error::{Error, violated_constraint};
+use crate::secrets::SecretKey;
 
 /// The NOTIFY channel that announces new events, sent by the server after
 /// its commits (never inside them); the payload names the sending server.
@@ -69,7 +71,8 @@ pub struct NewEvent {
     pub event_type: String,
     pub delivery_id: DeliveryId,
     pub received_at: OffsetDateTime,
-    pub headers: Vec<(String, String)>,
+    /// Sealed on the way in: `SealedHeaders::seal`.
+    pub headers: SealedHeaders,
     pub body: Bytes,
     pub branch: Option<String>,
     pub tag: Option<String>,
@@ -107,7 +110,7 @@ pub async fn insert_batch(pool: &PgPool, events: &[NewEvent]) -> Result<Vec<Inge
         event_types.push(event.event_type.as_str());
         delivery_ids.push(event.delivery_id.as_str());
         received.push(event.received_at);
-        headers.push(sqlx::types::Json(&event.headers));
+        headers.push(event.headers.stored());
         bodies.push(event.body.as_ref());
         branches.push(event.branch.as_deref());
         tags.push(event.tag.as_deref());
@@ -180,14 +183,16 @@ pub async fn insert_batch(pool: &PgPool, events: &[NewEvent]) -> Result<Vec<Inge
 /// A stored event, as streamed and listed.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct StoredEvent {
-    pub tenant_id: uuid::Uuid,
+    pub tenant_id: TenantId,
     pub event_id: EventId,
-    pub repository_id: uuid::Uuid,
-    pub provider: String,
+    pub repository_id: RepositoryId,
+    #[sqlx(try_from = "String")]
+    pub provider: Provider,
     pub event_type: String,
     pub delivery_id: String,
     pub received_at: OffsetDateTime,
-    pub headers: sqlx::types::Json<Vec<(String, String)>>,
+    /// Opened for the agent or redacted for everyone else: see below.
+    pub headers: SealedHeaders,
     pub body: Vec<u8>,
     pub branch: Option<String>,
     pub tag: Option<String>,
@@ -197,6 +202,19 @@ pub struct StoredEvent {
     pub txid: Horizon,
     /// The repository's registered name (looked up by primary key per row).
     pub repository_name: String,
+}
+
+impl StoredEvent {
+    /// The headers to replay, secret values opened, and how many did not open
+    /// (sealed under another key) and were left out.
+    pub fn headers_for_agent(&self, key: &SecretKey) -> (Vec<(String, String)>, usize) {
+        self.headers.opened(self.provider, self.repository_id, key)
+    }
+
+    /// The headers to show, secret values as `[sealed]`.
+    pub fn headers_redacted(&self) -> Vec<(String, String)> {
+        self.headers.redacted(self.provider)
+    }
 }
 
 /// The columns of a `StoredEvent`, for `select stored_event!() from event e`.
@@ -535,7 +553,7 @@ pub struct TailRead {
 
 /// The events of `tenants` after `position` in commit order and below this
 /// snapshot's horizon, at most `limit`: feeds the streams' shared in-memory
-/// tail (see `crate::streams`), which filters them per stream. Only the
+/// tail (see `crate::relay`), which filters them per stream. Only the
 /// tenants with open streams on this server are read, so a server's database
 /// egress follows its own streams, not the fleet's traffic.
 pub async fn tail_after(
@@ -586,19 +604,17 @@ impl StreamScope {
     /// Whether a stream of `tenant_id` should send `event` (the same rule as
     /// `stream_batch`'s WHERE clause).
     pub fn wants(&self, tenant_id: TenantId, event: &StoredEvent) -> bool {
-        if event.tenant_id != tenant_id.as_uuid() {
+        if event.tenant_id != tenant_id {
             return false;
         }
         if let Some(repositories) = &self.repositories
-            && !repositories
-                .iter()
-                .any(|r| r.as_uuid() == event.repository_id)
+            && !repositories.iter().any(|r| *r == event.repository_id)
         {
             return false;
         }
         let cursor = self
             .cursors
-            .get(&RepositoryId::from_uuid(event.repository_id))
+            .get(&event.repository_id)
             .copied()
             .unwrap_or(self.default_cursor);
         event.event_id > cursor
@@ -669,14 +685,14 @@ mod tests {
 
     fn event(tenant: TenantId, repository: RepositoryId, event_id: i64) -> StoredEvent {
         StoredEvent {
-            tenant_id: tenant.as_uuid(),
+            tenant_id: tenant,
             event_id: EventId::new(event_id),
-            repository_id: repository.as_uuid(),
-            provider: "github".into(),
+            repository_id: repository,
+            provider: Provider::Github,
             event_type: "push".into(),
             delivery_id: format!("d-{event_id}"),
             received_at: OffsetDateTime::UNIX_EPOCH,
-            headers: sqlx::types::Json(Vec::new()),
+            headers: SealedHeaders::default(),
             body: Vec::new(),
             branch: None,
             tag: None,

@@ -8,6 +8,7 @@ pub mod consumer;
 pub mod event;
 pub mod rekey;
 pub mod repository;
+pub mod sealing;
 pub mod signing_key;
 pub mod tenant;
 pub mod trusted_issuer;

@@ -7,7 +7,8 @@
 
 use sqlx::PgPool;
 
-use crate::domain::RepositoryId;
+use super::sealing::SealedHeaders;
+use crate::domain::{Provider, RepositoryId};
 use crate::secrets::SecretKey;
 
 /// How many values were re-sealed, per kind.
@@ -91,12 +92,7 @@ pub async fn rekey(pool: &PgPool, key: &SecretKey) -> anyhow::Result<Rekeyed> {
     // Events whose headers hold a sealed value (GitLab's token), in pages.
     let mut after = 0i64;
     loop {
-        type Row = (
-            i64,
-            uuid::Uuid,
-            String,
-            sqlx::types::Json<Vec<(String, String)>>,
-        );
+        type Row = (i64, RepositoryId, String, SealedHeaders);
         let rows: Vec<Row> = sqlx::query_as(
             "select event_id, repository_id, provider, headers from event \
              where event_id > $1 and headers::text like '%hookrelay-sealed:%' \
@@ -108,21 +104,18 @@ pub async fn rekey(pool: &PgPool, key: &SecretKey) -> anyhow::Result<Rekeyed> {
         let Some(last) = rows.last() else { break };
         after = last.0;
         for (event_id, repository_id, provider, headers) in rows {
-            let original = headers.0.clone();
-            let mut headers = headers.0;
-            let changed = crate::webhook::reseal_secret_headers(
-                &provider,
-                &repository_id.to_string(),
-                key,
-                &mut headers,
-            )?;
-            if changed {
+            let Ok(provider) = provider.parse::<Provider>() else {
+                continue;
+            };
+            let original = headers.clone();
+            let mut headers = headers;
+            if headers.reseal(provider, repository_id, key)? {
                 done.event_headers += sqlx::query(
                     "update event set headers = $1 where event_id = $2 and headers = $3",
                 )
-                .bind(sqlx::types::Json(&headers))
+                .bind(headers.stored())
                 .bind(event_id)
-                .bind(sqlx::types::Json(&original))
+                .bind(original.stored())
                 .execute(pool)
                 .await?
                 .rows_affected();

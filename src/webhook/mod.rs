@@ -7,7 +7,6 @@ mod git_ref;
 mod gitea;
 mod github;
 mod gitlab;
-mod sealing;
 pub mod standard;
 pub mod targets;
 
@@ -25,10 +24,6 @@ pub use git_ref::{Encoding, GitRef};
 pub use gitea::Gitea;
 pub use github::GitHub;
 pub use gitlab::GitLab;
-pub use sealing::{
-    REDACTED, redact_secret_headers, reseal_secret_headers, seal_secret_headers, secret_headers,
-    unseal_secret_headers,
-};
 pub use standard::StandardWebhooks;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -13,7 +13,7 @@ use tokio::net::TcpStream;
 use crate::helpers::{
     ServerProcess, TestApp, assert_error, deliver_at, fixture, sign, spawn_app, spawn_app_with,
 };
-use hookrelay::http::Rate;
+use hookrelay::server::Rate;
 
 fn host(app: &TestApp) -> String {
     app.address.trim_start_matches("http://").to_owned()

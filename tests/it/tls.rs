@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use hookrelay::tls::TlsFiles;
+use hookrelay::server::tls::TlsFiles;
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use reqwest::StatusCode;
 

@@ -15,7 +15,7 @@
 //!   or GitHub); when every connection is busy, the new one is closed at once.
 //!
 //! The body deadline and the webhook memory budget are enforced where bodies are
-//! read (`super::body`), so that they answer 408 and 503 in the API's format.
+//! read (`http::body`), so that they answer 408 and 503 in the API's format.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -19,8 +19,8 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::Error;
+use crate::relay::StreamHub;
 use crate::store::event::{self, Ingested, NewEvent};
-use crate::streams::StreamHub;
 
 const MAX_BATCH_EVENTS: usize = 256;
 const MAX_BATCH_BYTES: usize = 16 * 1024 * 1024;

@@ -3,19 +3,14 @@
 //! source address; an IPv6 source counts as its /64, which one host can fill.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr};
 use std::num::NonZeroU32;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use axum::extract::{ConnectInfo, FromRequestParts};
-use axum::http::request::Parts;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
 use ipnet::IpNet;
-
-use crate::error::Error;
-use crate::state::AppState;
 
 /// `N/s`, `N/min` or `N/h` per source address (a burst of N), or `off`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,9 +136,6 @@ pub struct RateLimits {
 /// The caller's address: the peer, or, when the peer is a trusted proxy, the
 /// right-most address in `X-Forwarded-For` that is not itself a trusted proxy
 /// (nginx's `real_ip_recursive`). Spoofed entries to the left of it are ignored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SourceAddr(pub IpAddr);
-
 pub fn source_address(peer: IpAddr, forwarded_for: &[&str], trusted: &[IpNet]) -> IpAddr {
     let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
     if !is_trusted(&peer) {
@@ -165,29 +157,6 @@ pub fn source_address(peer: IpAddr, forwarded_for: &[&str], trusted: &[IpNet]) -
         }
     }
     source
-}
-
-impl FromRequestParts<AppState> for SourceAddr {
-    type Rejection = Error;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
-        let peer = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|info| info.0.ip())
-            .ok_or_else(|| Error::Internal(anyhow::anyhow!("no peer address")))?;
-        let forwarded: Vec<&str> = parts
-            .headers
-            .get_all("x-forwarded-for")
-            .iter()
-            .filter_map(|value| value.to_str().ok())
-            .collect();
-        Ok(Self(source_address(
-            peer,
-            &forwarded,
-            &state.settings.trusted_proxies,
-        )))
-    }
 }
 
 #[cfg(test)]
