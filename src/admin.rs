@@ -77,7 +77,7 @@ pub async fn keys(command: KeysCommand) -> anyhow::Result<()> {
             }
             println!(
                 "running servers pick this up within {} s; no restart is needed",
-                crate::startup::KEY_RELOAD_INTERVAL.as_secs()
+                crate::jobs::KEY_RELOAD_INTERVAL.as_secs()
             );
         }
     }

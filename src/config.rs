@@ -26,7 +26,7 @@ pub enum Command {
     /// Apply pending database migrations and exit.
     Migrate(DatabaseArgs),
     /// Relay a tenant's events to a local target (the agent for private networks).
-    Relay(Box<crate::agent::RelayArgs>),
+    Relay(Box<crate::agent::AgentArgs>),
     /// Check a running relay: HTTP readiness and gRPC health (exit 0 when both pass).
     Probe(crate::probe::ProbeArgs),
     /// Token signing keys kept in the database: list them, or rotate without a restart.

@@ -1,3 +1,6 @@
+//! The `hookrelay` binary: parses the command line, sets up telemetry, runs a
+//! subcommand from the library.
+
 #![forbid(unsafe_code)]
 
 use std::process::ExitCode;
@@ -9,7 +12,7 @@ use hookrelay::telemetry;
 enum Run {
     Serve(Box<Config>),
     Migrate(DatabaseConfig),
-    Relay(Box<hookrelay::agent::RelayArgs>),
+    Relay(Box<hookrelay::agent::AgentArgs>),
     Probe(hookrelay::probe::ProbeArgs),
     Keys(hookrelay::config::KeysCommand),
     Tenants(hookrelay::config::TenantsCommand),

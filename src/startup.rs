@@ -22,29 +22,29 @@ use crate::telemetry::Metrics;
 use tokio_util::sync::CancellationToken;
 
 pub struct Application {
-    state: AppState,
     database: Database,
+    built: Built,
+}
+
+/// What `build_on` prepares on an open database.
+struct Built {
+    state: AppState,
     http: TcpListener,
     http_addr: SocketAddr,
     grpc: TcpListener,
     grpc_addr: SocketAddr,
+    serving: Serving,
+    ingest_writer: tokio::task::JoinHandle<()>,
+}
+
+/// How the listeners serve, and how the server stops: from the config.
+struct Serving {
     tls: Option<crate::server::tls::TlsFiles>,
     retention: Duration,
     cors_origins: Vec<String>,
     drain_delay: Duration,
     shutdown_grace: Duration,
     connection_limits: ConnectionLimits,
-    ingest_writer: tokio::task::JoinHandle<()>,
-}
-
-/// What `build_on` prepares on an open database.
-struct Parts {
-    state: AppState,
-    http: TcpListener,
-    http_addr: SocketAddr,
-    grpc: TcpListener,
-    grpc_addr: SocketAddr,
-    ingest_writer: tokio::task::JoinHandle<()>,
 }
 
 impl Application {
@@ -52,48 +52,8 @@ impl Application {
     /// (port 0 picks a free port; see `http_addr`).
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let database = Database::open(&config.database).await?;
-        let (tls, retention, cors_origins) = (
-            config.tls.clone(),
-            config.retention,
-            config.cors_origins.clone(),
-        );
-        let (drain_delay, shutdown_grace) = (config.drain_delay, config.shutdown_grace);
-        let connection_limits = ConnectionLimits {
-            header_timeout: config.limits.http_header_timeout,
-            idle_timeout: config.limits.http_idle_timeout,
-            keepalive_interval: config.limits.http2_keepalive_interval,
-            keepalive_timeout: config.limits.http2_keepalive_timeout,
-        };
-        let built = async {
-            if let Some(tls) = &tls {
-                // Fail at start, not at the first connection.
-                tls.acceptor()?;
-            }
-            Self::build_on(config, &database).await
-        };
-        match built.await {
-            Ok(Parts {
-                state,
-                http,
-                http_addr,
-                grpc,
-                grpc_addr,
-                ingest_writer,
-            }) => Ok(Self {
-                state,
-                database,
-                http,
-                http_addr,
-                grpc,
-                grpc_addr,
-                tls,
-                retention,
-                cors_origins,
-                drain_delay,
-                shutdown_grace,
-                connection_limits,
-                ingest_writer,
-            }),
+        match Self::build_on(config, &database).await {
+            Ok(built) => Ok(Self { database, built }),
             Err(error) => {
                 database.close().await;
                 Err(error)
@@ -101,7 +61,24 @@ impl Application {
         }
     }
 
-    async fn build_on(config: Config, database: &Database) -> anyhow::Result<Parts> {
+    async fn build_on(config: Config, database: &Database) -> anyhow::Result<Built> {
+        let serving = Serving {
+            tls: config.tls.clone(),
+            retention: config.retention,
+            cors_origins: config.cors_origins.clone(),
+            drain_delay: config.drain_delay,
+            shutdown_grace: config.shutdown_grace,
+            connection_limits: ConnectionLimits {
+                header_timeout: config.limits.http_header_timeout,
+                idle_timeout: config.limits.http_idle_timeout,
+                keepalive_interval: config.limits.http2_keepalive_interval,
+                keepalive_timeout: config.limits.http2_keepalive_timeout,
+            },
+        };
+        if let Some(tls) = &serving.tls {
+            // Fail at start, not at the first connection.
+            tls.acceptor()?;
+        }
         let pool = database.pool.clone();
         if config.migrate {
             store::migrate(&pool).await?;
@@ -187,26 +164,27 @@ impl Application {
             targets: Arc::default(),
             draining: CancellationToken::new(),
         });
-        Ok(Parts {
+        Ok(Built {
             state,
             http,
             http_addr,
             grpc,
             grpc_addr,
+            serving,
             ingest_writer,
         })
     }
 
     pub fn http_addr(&self) -> SocketAddr {
-        self.http_addr
+        self.built.http_addr
     }
 
     pub fn grpc_addr(&self) -> SocketAddr {
-        self.grpc_addr
+        self.built.grpc_addr
     }
 
     pub fn state(&self) -> &AppState {
-        &self.state
+        &self.built.state
     }
 
     /// Serves HTTP and gRPC until `shutdown` completes, then shuts down gracefully:
@@ -223,21 +201,24 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let Self {
+        let Self { database, built } = self;
+        let Built {
             state,
-            database,
             http,
             http_addr,
             grpc,
             grpc_addr,
+            serving,
+            ingest_writer,
+        } = built;
+        let Serving {
             tls,
             retention,
             cors_origins,
             drain_delay,
             shutdown_grace,
             connection_limits,
-            ingest_writer,
-        } = self;
+        } = serving;
         tracing::info!(
             %http_addr,
             %grpc_addr,
@@ -246,53 +227,8 @@ impl Application {
             "hookrelay is serving"
         );
         let stop = CancellationToken::new();
-        let background = [
-            tokio::spawn(
-                state
-                    .streams
-                    .clone()
-                    .listen(state.pool.clone(), stop.clone()),
-            ),
-            tokio::spawn(
-                state
-                    .streams
-                    .clone()
-                    .announce(state.pool.clone(), stop.clone()),
-            ),
-            tokio::spawn(
-                state
-                    .streams
-                    .clone()
-                    .check_revocations(state.pool.clone(), stop.clone()),
-            ),
-            tokio::spawn(state.streams.clone().heartbeat(stop.clone())),
-            // Follows `hookrelay keys rotate` on every replica.
-            tokio::spawn(state.keys.clone().follow(KEY_RELOAD_INTERVAL, stop.clone())),
-            tokio::spawn(jobs::consumer_metrics(
-                state.pool.clone(),
-                state.metrics.clone(),
-                state.settings.stall_threshold,
-                stop.clone(),
-            )),
-            tokio::spawn(jobs::retention_job(
-                state.pool.clone(),
-                retention,
-                stop.clone(),
-            )),
-            tokio::spawn(jobs::forget_idle_sources(
-                state.rate_limits.clone(),
-                stop.clone(),
-            )),
-        ];
         let (health_reporter, health) = tonic_health::server::health_reporter();
-        let health_task = tokio::spawn(jobs::report_health(
-            state.pool.clone(),
-            state.storage.clone(),
-            health_reporter,
-            state.metrics.clone(),
-            state.draining.clone(),
-            stop.clone(),
-        ));
+        let background = jobs::start(&state, retention, health_reporter, &stop);
 
         let acceptor = tls.as_ref().map(|tls| tls.acceptor()).transpose()?;
         let grpc_router = crate::grpc::router(&state, health, &cors_origins, stop.clone())?;
@@ -346,7 +282,6 @@ impl Application {
         for task in background {
             let _ = task.await;
         }
-        let _ = health_task.await;
         drop(state);
         let _ = ingest_writer.await;
         database.close().await;
@@ -357,11 +292,7 @@ impl Application {
 }
 
 /// Completes on SIGTERM or Ctrl-C.
-pub use hookrelay_agent::shutdown_signal;
-
-/// How often every replica reloads the signing keys: a rotated-in key is in the
-/// JWKS within this long, far inside `hookrelay keys rotate`'s publish delay.
-pub const KEY_RELOAD_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+pub use hookrelay_telemetry::shutdown_signal;
 
 /// The key-encryption key, as `serve` and the operator commands take it.
 pub fn open_secret_key(

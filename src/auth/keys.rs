@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 
 use super::Principal;
-use crate::domain::{Scopes, TenantId};
+use crate::domain::{Scopes, TenantId, TrustedIssuerId};
 use crate::secrets::SecretKey;
 use crate::store::signing_key::{self, SigningKey};
 
@@ -40,7 +40,7 @@ pub struct Claims {
     /// Set on tokens exchanged for a workload's own (RFC 8693): the trusted
     /// issuer it was accepted under. Deleting it revokes them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub trusted_issuer: Option<uuid::Uuid>,
+    pub trusted_issuer: Option<TrustedIssuerId>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -20,7 +20,7 @@ pub use extractor::{
 pub use keys::{Claims, Keys, VerifyError};
 pub use layer::{GrpcAuthLayer, caller};
 
-use crate::domain::{ClientId, Scope, Scopes, TenantId};
+use crate::domain::{ClientId, Scope, Scopes, TenantId, TrustedIssuerId};
 use crate::error::Error;
 
 /// An authenticated tenant: what handlers pass (`id`) to every store call.
@@ -37,7 +37,7 @@ pub struct Tenant {
 pub enum Principal {
     Client(ClientId),
     Workload {
-        trusted_issuer: uuid::Uuid,
+        trusted_issuer: TrustedIssuerId,
         /// `<issuer>#<the workload's sub>`: the token's `sub`.
         subject: String,
     },
@@ -122,7 +122,7 @@ impl Authenticator {
         }
         .map_err(|e| Error::Unauthenticated(e.to_string()))?;
         let tenant = Tenant::from_claims(&claims)?;
-        use crate::store::client::ClientState;
+        use crate::store::PrincipalState;
         let state = match &tenant.principal {
             Principal::Client(client_id) => {
                 crate::store::client::state(&self.pool, tenant.id, client_id).await?
@@ -132,8 +132,8 @@ impl Authenticator {
             }
         };
         match state {
-            ClientState::Active => {}
-            ClientState::Deleted => {
+            PrincipalState::Active => {}
+            PrincipalState::Deleted => {
                 return Err(Error::Unauthenticated(match tenant.principal {
                     Principal::Client(_) => "the client of this token was deleted".into(),
                     Principal::Workload { .. } => {
@@ -141,7 +141,7 @@ impl Authenticator {
                     }
                 }));
             }
-            ClientState::Suspended => return Err(Error::Forbidden(SUSPENDED.into())),
+            PrincipalState::Suspended => return Err(Error::Forbidden(SUSPENDED.into())),
         }
         tracing::Span::current().record("tenant_id", tracing::field::display(tenant.id));
         Ok(Caller {

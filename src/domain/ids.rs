@@ -1,3 +1,6 @@
+//! Identifiers: tenants, repositories, trusted issuers (UUIDs), clients,
+//! deliveries, events, and the commit-order horizon.
+
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -6,7 +9,7 @@ use uuid::Uuid;
 macro_rules! uuid_id {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, sqlx::Type)]
         #[serde(transparent)]
         #[sqlx(transparent)]
         pub struct $name(Uuid);
@@ -51,6 +54,10 @@ uuid_id!(
 uuid_id!(
     /// A registered git repository; its id is the last segment of its webhook URL.
     RepositoryId
+);
+uuid_id!(
+    /// A tenant's trusted issuer (token exchange); tokens issued under it name it.
+    TrustedIssuerId
 );
 
 /// An OAuth2 client id, `hrc_` followed by 32 hex digits.

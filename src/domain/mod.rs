@@ -3,16 +3,16 @@
 mod filter;
 mod ids;
 mod issuer;
+mod names;
 mod repository;
 mod scope;
 
 pub(crate) use filter::event_selected;
 pub use filter::{EventFilter, LikePatterns};
-pub use ids::{ClientId, DeliveryId, EventId, Horizon, RepositoryId, TenantId};
+pub use ids::{ClientId, DeliveryId, EventId, Horizon, RepositoryId, TenantId, TrustedIssuerId};
 pub use issuer::{Audience, ClaimConditions, IssuerUrl};
-pub use repository::{
-    ConsumerName, DisplayName, GitlabVerification, Provider, RepositoryName, WebhookSettings,
-};
+pub use names::{ConsumerName, DisplayName};
+pub use repository::{GitlabVerification, Provider, RepositoryName, WebhookSettings};
 pub use scope::{Scope, Scopes};
 
 #[cfg(test)]

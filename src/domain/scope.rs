@@ -1,3 +1,5 @@
+//! The API's OAuth2 scopes, one by one and as the space-separated `scope` set.
+
 use std::collections::BTreeSet;
 use std::fmt;
 use std::str::FromStr;

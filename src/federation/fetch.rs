@@ -240,7 +240,7 @@ fn describe(url: &Url, error: &reqwest::Error) -> FetchError {
         refused |= error.is::<Violation>();
         cause = error.source();
     }
-    let text = format!("{url}: {}", hookrelay_agent::error_chain(error));
+    let text = format!("{url}: {}", hookrelay_telemetry::error_chain(error));
     if refused {
         FetchError::Refused(text)
     } else {

@@ -24,7 +24,7 @@ use jsonwebtoken::{Algorithm, Validation};
 use serde_json::{Map, Value};
 use sqlx::PgPool;
 
-use crate::domain::{ClaimConditions, Scopes, TenantId};
+use crate::domain::{ClaimConditions, Scopes, TenantId, TrustedIssuerId};
 use fetch::FetchError;
 use issuer_keys::IssuerKeys;
 
@@ -39,7 +39,7 @@ const MAX_AUDIENCES: usize = 16;
 #[derive(Debug, Clone)]
 pub struct Exchanged {
     pub tenant_id: TenantId,
-    pub trusted_issuer_id: uuid::Uuid,
+    pub trusted_issuer_id: TrustedIssuerId,
     pub scopes: Scopes,
     pub suspended: bool,
     pub issuer: String,

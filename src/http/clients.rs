@@ -1,3 +1,5 @@
+//! `/v1/clients`: a tenant's extra OAuth2 clients (create, list, delete).
+
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;

@@ -1,3 +1,5 @@
+//! `/v1/deliveries/failed`: events a target refused for good.
+
 use axum::Router;
 use axum::extract::{Query, State};
 use axum::routing::get;

@@ -1,3 +1,5 @@
+//! JSON bodies with rejections in the API's error format.
+
 use axum::extract::FromRequest;
 use axum::extract::rejection::JsonRejection;
 use axum::response::{IntoResponse, Response};

@@ -6,9 +6,9 @@ mod console;
 mod consumers;
 mod deliveries;
 mod events;
-mod health;
 mod json;
 mod oauth;
+mod probes;
 mod repositories;
 mod source;
 mod tenants;
@@ -57,7 +57,7 @@ pub fn router(state: AppState) -> Router {
         .merge(webhooks::router())
         .merge(console::router())
         .merge(well_known::router())
-        .merge(health::router())
+        .merge(probes::router())
         .layer(
             ServiceBuilder::new()
                 .layer(axum::middleware::map_request(

@@ -1,3 +1,5 @@
+//! `/v1/repositories`: register, list, show, delete, rotate the webhook secret.
+
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;

@@ -1,3 +1,5 @@
+//! `/v1/tenants`: self-service signup.
+
 use axum::Router;
 use axum::extract::State;
 use axum::http::HeaderMap;

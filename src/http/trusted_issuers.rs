@@ -14,7 +14,7 @@ use time::OffsetDateTime;
 
 use super::ApiJson;
 use crate::auth::{Authorized, ClientsWrite};
-use crate::domain::{Audience, ClaimConditions, IssuerUrl, Scopes};
+use crate::domain::{Audience, ClaimConditions, IssuerUrl, Scopes, TrustedIssuerId};
 use crate::error::Error;
 use crate::state::AppState;
 use crate::store;
@@ -37,7 +37,7 @@ struct CreateTrustedIssuer {
 
 #[derive(Debug, Serialize)]
 struct TrustedIssuerView {
-    id: uuid::Uuid,
+    id: TrustedIssuerId,
     issuer: String,
     audience: String,
     claims: BTreeMap<String, String>,
@@ -88,7 +88,7 @@ async fn remove(
     Authorized(tenant, _): Authorized<ClientsWrite>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, Error> {
-    let id = uuid::Uuid::parse_str(&id).map_err(|_| Error::NotFound("trusted issuer"))?;
+    let id = TrustedIssuerId::parse(&id).ok_or(Error::NotFound("trusted issuer"))?;
     store::trusted_issuer::delete(&state.pool, tenant.id, id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -1,3 +1,5 @@
+//! `/.well-known/`: the JWKS and the RFC 8414 authorization server metadata.
+
 use axum::Router;
 use axum::extract::State;
 use axum::http::header;

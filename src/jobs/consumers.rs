@@ -1,3 +1,5 @@
+//! The consumer gauges (stalled, oldest pending), refreshed for every tenant at once.
+
 use std::sync::Arc;
 use std::time::Duration;
 

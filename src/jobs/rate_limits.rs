@@ -1,3 +1,5 @@
+//! Rate-limiter housekeeping: forgets sources idle for a while.
+
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -1,3 +1,5 @@
+//! Retention: deletes events older than HOOKRELAY_RETENTION.
+
 use std::time::Duration;
 
 use sqlx::PgPool;

@@ -227,10 +227,11 @@ impl OpenStream {
         };
         for (redelivery_id, event) in pending {
             self.sent_redeliveries.push(redelivery_id);
-            let streamed =
-                self.scope.repositories.as_ref().is_none_or(|repositories| {
-                    repositories.iter().any(|r| *r == event.repository_id)
-                });
+            let streamed = self
+                .scope
+                .repositories
+                .as_ref()
+                .is_none_or(|repositories| repositories.contains(&event.repository_id));
             if streamed {
                 let mut event = self.for_agent(&event);
                 event.redelivery = true;

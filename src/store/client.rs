@@ -1,6 +1,10 @@
+//! A tenant's OAuth2 clients: their hashed secrets, scopes, and whether a
+//! token's client may still act.
+
 use sqlx::{PgExecutor, PgPool};
 use time::OffsetDateTime;
 
+use super::PrincipalState;
 use crate::domain::{ClientId, DisplayName, Scope, Scopes, TenantId};
 use crate::error::Error;
 
@@ -120,22 +124,13 @@ pub async fn delete(
     Ok(())
 }
 
-/// Whether the client still exists: checked on every authenticated request.
-/// Whether a token's client may still act.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClientState {
-    Active,
-    /// The client was deleted.
-    Deleted,
-    /// Its tenant is suspended (`hookrelay tenants suspend`).
-    Suspended,
-}
-
+/// Whether the client still exists and its tenant is not suspended: checked
+/// on every authenticated request.
 pub async fn state(
     pool: &PgPool,
     tenant_id: TenantId,
     client_id: &ClientId,
-) -> Result<ClientState, Error> {
+) -> Result<PrincipalState, Error> {
     let suspended: Option<bool> = sqlx::query_scalar(
         "select t.suspended_at is not null from client c join tenant t using (tenant_id) \
          where c.tenant_id = $1 and c.client_id = $2",
@@ -144,18 +139,7 @@ pub async fn state(
     .bind(client_id)
     .fetch_optional(pool)
     .await?;
-    Ok(ClientState::from_suspended(suspended))
-}
-
-impl ClientState {
-    /// From a lookup of the tenant's `suspended_at is not null`: no row, deleted.
-    pub fn from_suspended(suspended: Option<bool>) -> Self {
-        match suspended {
-            None => ClientState::Deleted,
-            Some(true) => ClientState::Suspended,
-            Some(false) => ClientState::Active,
-        }
-    }
+    Ok(PrincipalState::from_suspended(suspended))
 }
 
 /// Unscoped by design: authenticating the client is what establishes its tenant.

@@ -608,7 +608,7 @@ impl StreamScope {
             return false;
         }
         if let Some(repositories) = &self.repositories
-            && !repositories.iter().any(|r| *r == event.repository_id)
+            && !repositories.contains(&event.repository_id)
         {
             return false;
         }

@@ -99,3 +99,25 @@ pub async fn ping(pool: &PgPool) -> bool {
     .await
     .is_ok_and(|result| result.is_ok())
 }
+
+/// Whether a token's principal (a client, or a trusted issuer for exchanged
+/// tokens) may still act.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PrincipalState {
+    Active,
+    /// The client or trusted issuer was deleted.
+    Deleted,
+    /// Its tenant is suspended (`hookrelay tenants suspend`).
+    Suspended,
+}
+
+impl PrincipalState {
+    /// From a lookup of the tenant's `suspended_at is not null`: no row, deleted.
+    pub fn from_suspended(suspended: Option<bool>) -> Self {
+        match suspended {
+            None => PrincipalState::Deleted,
+            Some(true) => PrincipalState::Suspended,
+            Some(false) => PrincipalState::Active,
+        }
+    }
+}

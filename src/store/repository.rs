@@ -1,3 +1,5 @@
+//! A tenant's repositories and their webhook secrets, sealed at rest here.
+
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};

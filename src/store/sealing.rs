@@ -100,7 +100,7 @@ fn seal_secret_headers(
 ) {
     for header in headers.iter_mut() {
         if is_secret(provider, header.0.as_str()) {
-            let context = context(repository_id, &header.0.as_str().to_ascii_lowercase());
+            let context = context(repository_id, &header.0.to_ascii_lowercase());
             let value = &mut header.1;
             let sealed = key.encrypt(value.as_bytes(), &context);
             *value = format!("{SEALED}{}", STANDARD.encode(sealed));
@@ -122,7 +122,7 @@ fn unseal_secret_headers(
         if !is_secret(provider, header.0.as_str()) {
             return true;
         }
-        let context = context(repository_id, &header.0.as_str().to_ascii_lowercase());
+        let context = context(repository_id, &header.0.to_ascii_lowercase());
         let value = &mut header.1;
         let opened = value
             .strip_prefix(SEALED)
@@ -153,7 +153,7 @@ fn reseal_secret_headers(
         if !is_secret(provider, header.0.as_str()) {
             continue;
         }
-        let context = context(repository_id, &header.0.as_str().to_ascii_lowercase());
+        let context = context(repository_id, &header.0.to_ascii_lowercase());
         let value = &mut header.1;
         let Some(sealed) = value
             .strip_prefix(SEALED)
@@ -173,7 +173,7 @@ fn reseal_secret_headers(
 fn redact_secret_headers(provider: Provider, headers: &mut [Header]) {
     for header in headers.iter_mut() {
         if is_secret(provider, header.0.as_str()) {
-            *&mut header.1 = REDACTED.to_owned();
+            header.1 = REDACTED.to_owned();
         }
     }
 }

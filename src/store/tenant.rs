@@ -1,3 +1,6 @@
+//! Tenants: signup (with the first client), and the operator's list, suspend
+//! and delete.
+
 use sqlx::PgPool;
 
 use crate::domain::{ClientId, DisplayName, Scopes, TenantId};

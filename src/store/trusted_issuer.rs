@@ -5,12 +5,15 @@ use std::collections::BTreeMap;
 use sqlx::PgPool;
 use time::OffsetDateTime;
 
-use crate::domain::{Audience, ClaimConditions, IssuerUrl, Scope, Scopes, TenantId};
+use super::PrincipalState;
+use crate::domain::{
+    Audience, ClaimConditions, IssuerUrl, Scope, Scopes, TenantId, TrustedIssuerId,
+};
 use crate::error::Error;
 
 #[derive(Debug, Clone)]
 pub struct TrustedIssuer {
-    pub id: uuid::Uuid,
+    pub id: TrustedIssuerId,
     pub issuer: String,
     pub audience: String,
     pub claims: BTreeMap<String, String>,
@@ -21,7 +24,7 @@ pub struct TrustedIssuer {
 /// A stored trusted issuer, read by column name.
 #[derive(sqlx::FromRow)]
 struct Row {
-    trusted_issuer_id: uuid::Uuid,
+    trusted_issuer_id: TrustedIssuerId,
     issuer: String,
     audience: String,
     claims: sqlx::types::Json<BTreeMap<String, String>>,
@@ -89,7 +92,7 @@ pub async fn insert(
          values ($1, $2, $3, $4, $5, $6) \
          returning trusted_issuer_id, issuer, audience, claims, scopes, created_at",
     )
-    .bind(uuid::Uuid::new_v4())
+    .bind(TrustedIssuerId::new())
     .bind(tenant_id)
     .bind(issuer.as_str())
     .bind(audience.as_str())
@@ -113,7 +116,7 @@ pub async fn list(pool: &PgPool, tenant_id: TenantId) -> Result<Vec<TrustedIssue
 }
 
 /// Deletes one of the tenant's trusted issuers; another tenant's is "not found".
-pub async fn delete(pool: &PgPool, tenant_id: TenantId, id: uuid::Uuid) -> Result<(), Error> {
+pub async fn delete(pool: &PgPool, tenant_id: TenantId, id: TrustedIssuerId) -> Result<(), Error> {
     let deleted =
         sqlx::query("delete from trusted_issuer where tenant_id = $1 and trusted_issuer_id = $2")
             .bind(tenant_id)
@@ -178,9 +181,8 @@ pub async fn by_issuer(
 pub async fn state(
     pool: &PgPool,
     tenant_id: TenantId,
-    id: uuid::Uuid,
-) -> Result<crate::store::client::ClientState, Error> {
-    use crate::store::client::ClientState;
+    id: TrustedIssuerId,
+) -> Result<PrincipalState, Error> {
     let suspended: Option<bool> = sqlx::query_scalar(
         "select t.suspended_at is not null from trusted_issuer i join tenant t using (tenant_id) \
          where i.tenant_id = $1 and i.trusted_issuer_id = $2",
@@ -189,20 +191,21 @@ pub async fn state(
     .bind(id)
     .fetch_optional(pool)
     .await?;
-    Ok(ClientState::from_suspended(suspended))
+    Ok(PrincipalState::from_suspended(suspended))
 }
 
 /// Of `ids`, those that still exist in a tenant that is not suspended: open
 /// streams of the others are closed.
 pub async fn existing(
     pool: &PgPool,
-    ids: &[uuid::Uuid],
-) -> Result<std::collections::HashSet<uuid::Uuid>, Error> {
-    let rows: Vec<uuid::Uuid> = sqlx::query_scalar(
+    ids: &[TrustedIssuerId],
+) -> Result<std::collections::HashSet<TrustedIssuerId>, Error> {
+    let ids: Vec<uuid::Uuid> = ids.iter().map(TrustedIssuerId::as_uuid).collect();
+    let rows: Vec<TrustedIssuerId> = sqlx::query_scalar(
         "select i.trusted_issuer_id from trusted_issuer i join tenant t using (tenant_id) \
          where i.trusted_issuer_id = any($1) and t.suspended_at is null",
     )
-    .bind(ids)
+    .bind(&ids)
     .fetch_all(pool)
     .await?;
     Ok(rows.into_iter().collect())

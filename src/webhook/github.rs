@@ -1,3 +1,6 @@
+//! GitHub's scheme: `X-Hub-Signature-256`, `X-GitHub-Event`, `X-GitHub-Delivery`,
+//! and the ref of its payloads (which Gitea and Forgejo share).
+
 use std::borrow::Cow;
 
 use axum::http::HeaderMap;

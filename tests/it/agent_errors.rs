@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::helpers::{RelayProcess, TestTarget, TestTenant, free_port, spawn_app};
+use crate::helpers::{AgentProcess, TestTarget, TestTenant, free_port, spawn_app};
 
 const EXIT: Duration = Duration::from_secs(15);
 
@@ -26,9 +26,9 @@ async fn push_reaches(
     assert_eq!(target.wait_for(1, Duration::from_secs(20)).await, ["d-1"]);
 }
 
-async fn exits_with(relay: &mut RelayProcess, code: i32, needles: &[&str]) {
-    let status = relay.wait(EXIT).await;
-    let output = relay.output();
+async fn exits_with(agent: &mut AgentProcess, code: i32, needles: &[&str]) {
+    let status = agent.wait(EXIT).await;
+    let output = agent.output();
     assert_eq!(status.code(), Some(code), "{output}");
     for needle in needles {
         assert!(output.contains(needle), "`{needle}` not in:\n{output}");
@@ -46,9 +46,9 @@ async fn rejected_credentials_a_missing_scope_and_an_unknown_repository_end_the_
         client_secret: "hrs_wrong".into(),
         ..tenant.clone()
     };
-    let mut relay = RelayProcess::start(&app, &wrong_secret, "ci", &target.url, &[], dir.path());
+    let mut agent = AgentProcess::start(&app, &wrong_secret, "ci", &target.url, &[], dir.path());
     exits_with(
-        &mut relay,
+        &mut agent,
         1,
         &["rejected the client credentials", "HOOKRELAY_CLIENT_SECRET"],
     )
@@ -58,8 +58,8 @@ async fn rejected_credentials_a_missing_scope_and_an_unknown_repository_end_the_
         client_id: "hrc_00000000000000000000000000000000".into(),
         ..tenant.clone()
     };
-    let mut relay = RelayProcess::start(&app, &unknown, "ci", &target.url, &[], dir.path());
-    exits_with(&mut relay, 1, &["HOOKRELAY_CLIENT_ID"]).await;
+    let mut agent = AgentProcess::start(&app, &unknown, "ci", &target.url, &[], dir.path());
+    exits_with(&mut agent, 1, &["HOOKRELAY_CLIENT_ID"]).await;
 
     let created: serde_json::Value = app
         .post_json(
@@ -76,11 +76,11 @@ async fn rejected_credentials_a_missing_scope_and_an_unknown_repository_end_the_
         client_secret: created["client_secret"].as_str().unwrap().into(),
         ..tenant.clone()
     };
-    let mut relay = RelayProcess::start(&app, &no_events, "ci", &target.url, &[], dir.path());
-    exits_with(&mut relay, 1, &["events:read"]).await;
+    let mut agent = AgentProcess::start(&app, &no_events, "ci", &target.url, &[], dir.path());
+    exits_with(&mut agent, 1, &["events:read"]).await;
 
     let missing = uuid::Uuid::new_v4().to_string();
-    let mut relay = RelayProcess::start(
+    let mut agent = AgentProcess::start(
         &app,
         &tenant,
         "ci",
@@ -88,7 +88,7 @@ async fn rejected_credentials_a_missing_scope_and_an_unknown_repository_end_the_
         &["--repository", &missing],
         dir.path(),
     );
-    exits_with(&mut relay, 1, &["--repository"]).await;
+    exits_with(&mut agent, 1, &["--repository"]).await;
 }
 
 #[tokio::test]
@@ -96,9 +96,9 @@ async fn a_target_or_server_that_is_not_a_url_is_refused_at_start_naming_the_fla
     let dir = tempfile::tempdir().unwrap();
     let app = spawn_app().await;
     let tenant = app.tenant("acme").await;
-    let mut relay = RelayProcess::start(&app, &tenant, "ci", "localhost:9000", &[], dir.path());
-    exits_with(&mut relay, 2, &["--target", "http://localhost:9000"]).await;
-    let mut relay = RelayProcess::start_at(
+    let mut agent = AgentProcess::start(&app, &tenant, "ci", "localhost:9000", &[], dir.path());
+    exits_with(&mut agent, 2, &["--target", "http://localhost:9000"]).await;
+    let mut agent = AgentProcess::start_at(
         "127.0.0.1:50051",
         &tenant,
         "ci",
@@ -106,7 +106,7 @@ async fn a_target_or_server_that_is_not_a_url_is_refused_at_start_naming_the_fla
         &[],
         dir.path(),
     );
-    exits_with(&mut relay, 2, &["--server"]).await;
+    exits_with(&mut agent, 2, &["--server"]).await;
 }
 
 #[tokio::test]
@@ -118,7 +118,7 @@ async fn a_server_that_is_not_hookrelay_ends_the_agent_and_an_unreachable_one_is
     // Some other web server (here, the webhook target itself) given as --server.
     let other = target.url.trim_end_matches("/hook").to_owned();
     let token_url = app.url("/oauth/token");
-    let mut relay = RelayProcess::start_at(
+    let mut agent = AgentProcess::start_at(
         &other,
         &tenant,
         "ci",
@@ -126,11 +126,11 @@ async fn a_server_that_is_not_hookrelay_ends_the_agent_and_an_unreachable_one_is
         &["--token-url", &token_url],
         dir.path(),
     );
-    exits_with(&mut relay, 1, &["does not serve hookrelay's gRPC API"]).await;
+    exits_with(&mut agent, 1, &["does not serve hookrelay's gRPC API"]).await;
 
     // Nothing listens there yet: retried, saying so, never "stream lost".
     let closed = format!("http://127.0.0.1:{}", free_port());
-    let mut relay = RelayProcess::start_at(
+    let mut agent = AgentProcess::start_at(
         &closed,
         &tenant,
         "ci",
@@ -138,16 +138,16 @@ async fn a_server_that_is_not_hookrelay_ends_the_agent_and_an_unreachable_one_is
         &["--token-url", &token_url],
         dir.path(),
     );
-    relay.wait_for_output("cannot connect to", 2, EXIT).await;
+    agent.wait_for_output("cannot connect to", 2, EXIT).await;
     assert!(
-        relay.child.try_wait().is_none(),
+        agent.child.try_wait().is_none(),
         "still running: {}",
-        relay.output()
+        agent.output()
     );
     assert!(
-        !relay.output().contains("stream lost"),
+        !agent.output().contains("stream lost"),
         "{}",
-        relay.output()
+        agent.output()
     );
 }
 
@@ -159,7 +159,7 @@ async fn one_url_is_enough_the_token_endpoint_is_discovered() {
     let repository = app.repository(&tenant, "acme/app").await;
     let target = TestTarget::start(vec![repository.secret.clone()]).await;
     // The HTTP listener's URL alone: metadata, token and gRPC on one origin.
-    let _relay = RelayProcess::start_at(&app.address, &tenant, "ci", &target.url, &[], dir.path());
+    let _relay = AgentProcess::start_at(&app.address, &tenant, "ci", &target.url, &[], dir.path());
     push_reaches(&app, &repository, &target).await;
 }
 
@@ -174,7 +174,7 @@ async fn the_secret_can_come_from_a_file_and_filters_from_flags() {
     let target = TestTarget::start(vec![repository.secret.clone()]).await;
     let secret_file = dir.path().join("client-secret");
     std::fs::write(&secret_file, format!("{}\n", tenant.client_secret)).unwrap();
-    let _relay = RelayProcess::start(
+    let _relay = AgentProcess::start(
         &app,
         &tenant,
         "ci",
@@ -215,7 +215,7 @@ async fn the_secret_can_come_from_a_file_and_filters_from_flags() {
 
     let empty = dir.path().join("empty");
     std::fs::write(&empty, "\n").unwrap();
-    let mut relay = RelayProcess::start(
+    let mut agent = AgentProcess::start(
         &app,
         &tenant,
         "ci",
@@ -223,7 +223,7 @@ async fn the_secret_can_come_from_a_file_and_filters_from_flags() {
         &["--client-secret-file", empty.to_str().unwrap()],
         dir.path(),
     );
-    exits_with(&mut relay, 1, &["--client-secret-file", "is empty"]).await;
+    exits_with(&mut agent, 1, &["--client-secret-file", "is empty"]).await;
 }
 
 /// --metrics-addr: Prometheus metrics, /healthz, and a /readyz that turns 503
@@ -255,7 +255,7 @@ async fn the_agent_reports_health_metrics_pending_and_lag() {
     .await;
     let port = free_port();
     let metrics_addr = format!("127.0.0.1:{port}");
-    let relay = RelayProcess::start(
+    let agent = AgentProcess::start(
         &app,
         &tenant,
         "ci",
@@ -278,7 +278,7 @@ async fn the_agent_reports_health_metrics_pending_and_lag() {
         assert!(
             std::time::Instant::now() < deadline,
             "never ready: {}",
-            relay.output()
+            agent.output()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -306,7 +306,7 @@ async fn the_agent_reports_health_metrics_pending_and_lag() {
         assert!(
             std::time::Instant::now() < deadline,
             "never unready: {}",
-            relay.output()
+            agent.output()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
@@ -322,8 +322,8 @@ async fn the_agent_reports_health_metrics_pending_and_lag() {
         metrics.contains("hookrelay_agent_retries_total"),
         "{metrics}"
     );
-    relay.wait_for_output("\"pending\":3", 1, EXIT).await;
-    let output = relay.output();
+    agent.wait_for_output("\"pending\":3", 1, EXIT).await;
+    let output = agent.output();
     let summary = output
         .lines()
         .rev()
@@ -343,7 +343,7 @@ async fn the_agent_reports_health_metrics_pending_and_lag() {
         assert!(
             std::time::Instant::now() < deadline,
             "not ready again: {}",
-            relay.output()
+            agent.output()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

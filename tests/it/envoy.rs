@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use tokio::process::Command;
 
 use crate::helpers::{
-    EnvoyProcess, RelayProcess, ServerProcess, TEST_SECRET_KEY, TestTarget, TestTenant, authed,
+    AgentProcess, EnvoyProcess, ServerProcess, TEST_SECRET_KEY, TestTarget, TestTenant, authed,
     fixture, free_port, fresh_database, post_chunked, render_envoy, repository_at, sign, spawn_app,
     tenant_at, token_at, validate_envoy,
 };
@@ -476,7 +476,7 @@ async fn a_rolling_restart_loses_nothing() {
         client_secret: client_secret.into(),
         token: token.clone(),
     };
-    let relay = RelayProcess::start_at(&front, &tenant, "ci", &target.url, &[], dir.path());
+    let agent = AgentProcess::start_at(&front, &tenant, "ci", &target.url, &[], dir.path());
     let deadline = Instant::now() + Duration::from_secs(20);
     let holder = loop {
         if let Some(i) = replicas
@@ -561,7 +561,7 @@ async fn a_rolling_restart_loses_nothing() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    relay
+    agent
         .wait_for_output("shutting down; reconnect now", 1, Duration::from_secs(5))
         .await;
     drop(envoy);

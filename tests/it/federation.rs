@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use hookrelay::config::Config;
 
 use crate::helpers::{
-    RelayProcess, TestApp, TestRepository, TestTarget, TestTenant, free_port, hookrelay,
+    AgentProcess, TestApp, TestRepository, TestTarget, TestTenant, free_port, hookrelay,
     spawn_app_with,
 };
 
@@ -622,7 +622,7 @@ impl Trusting {
 
     /// `command` (an agent) with no client credentials: `credentials` says how
     /// it gets its token.
-    fn agent(&self, command: Command, consumer: &str, credentials: &[&str]) -> RelayProcess {
+    fn agent(&self, command: Command, consumer: &str, credentials: &[&str]) -> AgentProcess {
         let token_url = self.app.url("/oauth/token");
         let mut extra = vec![
             "--token-url",
@@ -631,7 +631,7 @@ impl Trusting {
             &self.repository.id,
         ];
         extra.extend_from_slice(credentials);
-        RelayProcess::spawn_with(
+        AgentProcess::spawn_with(
             command,
             &self.app.grpc_address,
             consumer,

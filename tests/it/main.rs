@@ -2,6 +2,7 @@
 mod helpers;
 
 mod abuse;
+mod agent;
 mod agent_errors;
 mod agent_output;
 mod clients;
@@ -16,12 +17,13 @@ mod federation;
 mod grpc_tools;
 mod health;
 mod isolation;
+mod liveness;
 mod migrate;
 mod oauth;
 mod observability;
+mod older_clients;
 mod operations;
 mod providers;
-mod relay;
 mod repositories;
 mod secrets_at_rest;
 mod shutdown;
@@ -30,4 +32,5 @@ mod streaming;
 mod tls;
 mod tokens;
 mod trusted_issuers;
+mod watches;
 mod webhooks;

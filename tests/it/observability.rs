@@ -11,7 +11,7 @@ use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
 
 use crate::helpers::{
-    RelayProcess, ServerProcess, TestTarget, agent_binary, deliver_at, fresh_database,
+    AgentProcess, ServerProcess, TestTarget, agent_binary, deliver_at, fresh_database,
     repository_at, sign, spawn_app, tenant_at,
 };
 
@@ -279,7 +279,7 @@ async fn a_delivery_continues_the_webhooks_trace() {
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", &collector.endpoint)
         .env("OTEL_BSP_SCHEDULE_DELAY", "100")
         .env_remove("OTEL_SERVICE_NAME");
-    let _agent = RelayProcess::spawn(
+    let _agent = AgentProcess::spawn(
         agent,
         &server.address,
         &tenant,
@@ -334,7 +334,7 @@ async fn the_dashboard_and_alerts_use_only_metrics_that_exist() {
     let target = TestTarget::start(vec![repository.secret.clone()]).await;
     let metrics_port = crate::helpers::free_port();
     let metrics_addr = format!("127.0.0.1:{metrics_port}");
-    let _agent = RelayProcess::start(
+    let _agent = AgentProcess::start(
         &app,
         &tenant,
         "metrics",

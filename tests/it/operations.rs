@@ -1,11 +1,11 @@
 //! The operator's commands, run as the real binary against a running server's
 //! database: signing-key rotation without a restart.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use reqwest::StatusCode;
 
-use crate::helpers::{TEST_SECRET_KEY, TestApp, hookrelay_async, spawn_app};
+use crate::helpers::{TEST_SECRET_KEY, TestApp, eventually, hookrelay_async, spawn_app};
 
 /// `hookrelay <args>` against the app's database: (success, stdout + stderr).
 async fn admin(app: &TestApp, args: &[&str]) -> (bool, String) {
@@ -50,22 +50,6 @@ fn kid(token: &str) -> String {
     jsonwebtoken::decode_header(token).unwrap().kid.unwrap()
 }
 
-/// Polls `check` every 200 ms until it holds, for at most `limit`.
-async fn eventually<F: std::future::Future<Output = bool>>(
-    limit: Duration,
-    what: &str,
-    mut check: impl FnMut() -> F,
-) {
-    let deadline = Instant::now() + limit;
-    while !check().await {
-        assert!(
-            Instant::now() < deadline,
-            "{what} did not happen in {limit:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 #[tokio::test]
 async fn keys_rotate_publishes_at_once_signs_after_the_delay_and_retires_the_old_key() {
     let app = spawn_app().await;
@@ -102,7 +86,7 @@ async fn keys_rotate_publishes_at_once_signs_after_the_delay_and_retires_the_old
 
     // Published by the running server within its reload interval, well before it signs.
     eventually(Duration::from_secs(7), "publishing the new key", || async {
-        jwks(&app).await.contains(&new_kid)
+        jwks(&app).await.contains(&new_kid).then_some(())
     })
     .await;
     let token = app
@@ -130,7 +114,7 @@ async fn keys_rotate_publishes_at_once_signs_after_the_delay_and_retires_the_old
             let token = app
                 .token(&tenant.client_id, &tenant.client_secret, None)
                 .await;
-            kid(&token) == new_kid
+            (kid(&token) == new_kid).then_some(())
         },
     )
     .await;
@@ -141,7 +125,7 @@ async fn keys_rotate_publishes_at_once_signs_after_the_delay_and_retires_the_old
 
     // After the longest token lifetime, the old key retires everywhere.
     eventually(Duration::from_secs(15), "retiring the old key", || async {
-        jwks(&app).await == [new_kid.clone()]
+        (jwks(&app).await == [new_kid.clone()]).then_some(())
     })
     .await;
     assert_eq!(

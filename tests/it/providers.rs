@@ -10,7 +10,7 @@ use hookrelay_testkit::{Sender, fixture_file};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{RelayProcess, TestApp, TestTarget, TestTenant, spawn_app, spawn_app_with};
+use crate::helpers::{AgentProcess, TestApp, TestTarget, TestTenant, spawn_app, spawn_app_with};
 
 fn now() -> i64 {
     SystemTime::now()
@@ -495,7 +495,7 @@ async fn each_provider_reaches_a_target_that_checks_its_signature_through_the_ag
         )
         .await;
         assert_eq!(response.status(), StatusCode::ACCEPTED, "{sender:?}");
-        let agent = RelayProcess::start(
+        let agent = AgentProcess::start(
             &app,
             &tenant,
             &format!("agent-{i}"),

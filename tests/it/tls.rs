@@ -8,7 +8,7 @@ use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use reqwest::StatusCode;
 
 use crate::helpers::{
-    RelayProcess, TestTarget, fixture, repository_at, sign, spawn_app_with, tenant_at,
+    AgentProcess, TestTarget, fixture, repository_at, sign, spawn_app_with, tenant_at,
 };
 
 #[tokio::test]
@@ -69,7 +69,7 @@ async fn the_agent_streams_over_tls_and_webhooks_arrive_over_https() {
     tls_app.grpc_address = grpcs;
     tls_app.address = https.clone();
     let ca_arg = ca_file.display().to_string();
-    let _relay = RelayProcess::start(
+    let _relay = AgentProcess::start(
         &tls_app,
         &tenant,
         "ci",

@@ -103,7 +103,7 @@ mod tests {
     #[derive(Parser)]
     struct Cli {
         #[command(flatten)]
-        relay: crate::RelayArgs,
+        agent: crate::AgentArgs,
     }
 
     #[test]
@@ -124,8 +124,8 @@ mod tests {
         let argv = with_config_file(argv, 1, &Cli::command()).unwrap();
         let cli = Cli::try_parse_from(argv).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
-        assert_eq!(cli.relay.verbose, 2);
-        assert_eq!(cli.relay.log_format, crate::LogFormat::Json);
-        assert!(cli.relay.send_traceparent);
+        assert_eq!(cli.agent.verbose, 2);
+        assert_eq!(cli.agent.log_format, crate::LogFormat::Json);
+        assert!(cli.agent.send_traceparent);
     }
 }

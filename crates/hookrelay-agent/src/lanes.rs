@@ -20,7 +20,7 @@ use std::sync::Arc;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 
-use crate::Deliverer;
+use crate::deliver::Deliverer;
 use hookrelay_proto::Event;
 
 /// Events queued per lane beyond the one being delivered.

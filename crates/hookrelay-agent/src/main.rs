@@ -14,7 +14,7 @@ use clap::Parser;
 )]
 struct Cli {
     #[command(flatten)]
-    relay: hookrelay_agent::RelayArgs,
+    agent: hookrelay_agent::AgentArgs,
 }
 
 fn main() -> ExitCode {
@@ -32,7 +32,7 @@ fn main() -> ExitCode {
     };
     let cli = Cli::parse_from(argv);
     // The OTLP exporter runs on its own thread: set up before the runtime.
-    let telemetry = match hookrelay_agent::init_logging(&cli.relay) {
+    let telemetry = match hookrelay_agent::init_logging(&cli.agent) {
         Ok(guard) => guard,
         Err(error) => {
             eprintln!("hookrelay-agent: cannot set up logging: {error:#}");
@@ -45,7 +45,7 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("the tokio runtime starts");
-    let result = runtime.block_on(hookrelay_agent::run_until_signal(cli.relay));
+    let result = runtime.block_on(hookrelay_agent::run_until_signal(cli.agent));
     drop(runtime);
     telemetry.shutdown();
     match result {

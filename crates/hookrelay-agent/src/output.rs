@@ -27,7 +27,7 @@ use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 
-use crate::RelayArgs;
+use crate::AgentArgs;
 use crate::metrics::AgentMetrics;
 
 /// The messages the text format renders specially; the JSON format carries
@@ -44,7 +44,7 @@ pub(crate) mod message {
 
 /// Installs logging (and OTLP traces when configured) for the agent. Call once,
 /// before the async runtime starts.
-pub fn init_logging(args: &RelayArgs) -> anyhow::Result<TelemetryGuard> {
+pub fn init_logging(args: &AgentArgs) -> anyhow::Result<TelemetryGuard> {
     let filter = match (args.quiet, args.verbose) {
         (0, 0) => "info",
         (1, _) => "warn",

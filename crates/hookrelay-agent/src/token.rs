@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use hookrelay_telemetry::error_chain;
 use oauth2::basic::{BasicClient, BasicErrorResponseType};
 use oauth2::{
     ClientId, ClientSecret, EndpointNotSet, EndpointSet, RequestTokenError, Scope, TokenResponse,
@@ -404,19 +405,4 @@ fn classify<E: std::error::Error>(
             }
         }
     }
-}
-
-/// An error and its causes on one line ("a: b: c").
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let line = cause.to_string();
-        if !text.contains(&line) {
-            text.push_str(": ");
-            text.push_str(&line);
-        }
-        source = cause.source();
-    }
-    text
 }

@@ -13,6 +13,9 @@
 
 #![forbid(unsafe_code)]
 
+mod process;
+pub use process::{error_chain, shutdown_signal};
+
 use std::collections::HashMap;
 use std::io::IsTerminal;
 

@@ -222,13 +222,61 @@ impl TestApp {
     /// Posts a signed GitHub push (the real payload) as `delivery`, asserts
     /// the 202, and returns its event id.
     pub async fn push(&self, repository: &TestRepository, delivery: &str) -> i64 {
-        let body = super::fixture("push");
+        self.post_event(repository, "push", delivery, &super::fixture("push"))
+            .await
+    }
+
+    /// Posts `body` as GitHub would, expecting 202; returns the event id.
+    pub async fn post_event(
+        &self,
+        repository: &TestRepository,
+        event: &str,
+        delivery: &str,
+        body: &[u8],
+    ) -> i64 {
         let response = self
-            .deliver(&repository.id, &repository.secret, "push", delivery, &body)
+            .deliver(&repository.id, &repository.secret, event, delivery, body)
             .await;
         assert_eq!(response.status(), StatusCode::ACCEPTED, "{delivery}");
         let body: Value = response.json().await.unwrap();
         body["event_id"].as_i64().unwrap()
+    }
+
+    /// A form-encoded push (GitHub's other content type), expecting 202;
+    /// returns the event id.
+    pub async fn post_form_event(
+        &self,
+        repository: &TestRepository,
+        delivery: &str,
+        json_body: &[u8],
+    ) -> i64 {
+        let body = form_urlencoded::Serializer::new(String::new())
+            .append_pair("payload", std::str::from_utf8(json_body).unwrap())
+            .finish();
+        let response = self
+            .http
+            .post(self.url(&format!("/v1/webhooks/{}", repository.id)))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("x-github-event", "push")
+            .header("x-github-delivery", delivery)
+            .header(
+                "x-hub-signature-256",
+                super::sign(&repository.secret, body.as_bytes()),
+            )
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::ACCEPTED);
+        let body: Value = response.json().await.unwrap();
+        body["event_id"].as_i64().unwrap()
+    }
+
+    /// GET `path`, expecting 200; its JSON.
+    pub async fn get_json(&self, path: &str, token: &str) -> Value {
+        let response = self.get(path, token).await;
+        assert_eq!(response.status(), StatusCode::OK, "GET {path}");
+        response.json().await.unwrap()
     }
 
     /// Registers a repository of any provider: the answer (with its secret).
@@ -361,6 +409,88 @@ impl TestApp {
             .stream_events(authed(request, token))
             .await
             .map(tonic::Response::into_inner)
+    }
+}
+
+/// A stream's filter: event types, branches, tags.
+pub type Filter<'a> = (&'a [&'a str], &'a [&'a str], &'a [&'a str]);
+
+impl TestApp {
+    /// Opens StreamEvents for `consumer` with a filter.
+    pub async fn open_filtered(
+        &self,
+        token: &str,
+        consumer: &str,
+        filter: Filter<'_>,
+    ) -> tonic::Streaming<hookrelay::grpc::proto::Event> {
+        let owned = |l: &[&str]| l.iter().map(|s| s.to_string()).collect();
+        let request = hookrelay::grpc::proto::StreamEventsRequest {
+            consumer: consumer.into(),
+            event_types: owned(filter.0),
+            branches: owned(filter.1),
+            tags: owned(filter.2),
+            ..Default::default()
+        };
+        self.grpc()
+            .await
+            .stream_events(authed(request, token))
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
+    /// Acks `ids` of `repository` as delivered.
+    pub async fn ack(&self, token: &str, consumer: &str, repository: &str, ids: &[i64]) {
+        use hookrelay::grpc::proto::{AckEventsRequest, AckOutcome, EventAck};
+        let acks = ids
+            .iter()
+            .map(|id| EventAck {
+                repository_id: repository.into(),
+                event_id: *id,
+                outcome: AckOutcome::Delivered.into(),
+                ..Default::default()
+            })
+            .collect();
+        self.grpc()
+            .await
+            .ack_events(authed(
+                AckEventsRequest {
+                    consumer: consumer.into(),
+                    acks,
+                },
+                token,
+            ))
+            .await
+            .unwrap();
+    }
+}
+
+/// The ids a stream sends until it has been quiet for a moment.
+pub async fn drain(stream: &mut tonic::Streaming<hookrelay::grpc::proto::Event>) -> Vec<i64> {
+    let mut ids = Vec::new();
+    while let Ok(message) = tokio::time::timeout(Duration::from_millis(700), stream.message()).await
+    {
+        ids.push(message.expect("the stream is healthy").expect("open").id);
+    }
+    ids
+}
+
+/// Polls `check` until it returns Some, or panics after `limit` naming `what`.
+pub async fn eventually<T, F: std::future::Future<Output = Option<T>>>(
+    limit: Duration,
+    what: &str,
+    mut check: impl FnMut() -> F,
+) -> T {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what} ({limit:?})"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

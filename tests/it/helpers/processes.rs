@@ -121,12 +121,12 @@ impl ServerProcess {
 }
 
 /// A `hookrelay relay` process, killed on drop.
-pub struct RelayProcess {
+pub struct AgentProcess {
     pub child: ChildGuard,
     pub log: PathBuf,
 }
 
-impl RelayProcess {
+impl AgentProcess {
     pub fn start(
         app: &TestApp,
         tenant: &TestTenant,
@@ -134,7 +134,7 @@ impl RelayProcess {
         target: &str,
         extra: &[&str],
         log_dir: &std::path::Path,
-    ) -> RelayProcess {
+    ) -> AgentProcess {
         let token_url = app.url("/oauth/token");
         let mut args = vec!["--token-url", &token_url];
         args.extend_from_slice(extra);
@@ -149,7 +149,7 @@ impl RelayProcess {
         target: &str,
         extra: &[&str],
         log_dir: &std::path::Path,
-    ) -> RelayProcess {
+    ) -> AgentProcess {
         let mut command = hookrelay();
         command.arg("relay");
         Self::spawn(command, server, tenant, consumer, target, extra, log_dir)
@@ -162,7 +162,7 @@ impl RelayProcess {
         consumer: &str,
         target: &str,
         log_dir: &std::path::Path,
-    ) -> RelayProcess {
+    ) -> AgentProcess {
         let token_url = app.url("/oauth/token");
         let command = Command::new(agent_binary());
         Self::spawn(
@@ -186,7 +186,7 @@ impl RelayProcess {
         target: &str,
         extra: &[&str],
         log_dir: &std::path::Path,
-    ) -> RelayProcess {
+    ) -> AgentProcess {
         command.args(["--client-id", &tenant.client_id]);
         // The secret from the environment, unless the test gives it another way.
         if !extra.contains(&"--client-secret-file") {
@@ -204,7 +204,7 @@ impl RelayProcess {
         target: &str,
         extra: &[&str],
         log_dir: &std::path::Path,
-    ) -> RelayProcess {
+    ) -> AgentProcess {
         let log = log_dir.join(format!(
             "relay-{consumer}-{}.log",
             uuid::Uuid::new_v4().simple()
@@ -217,7 +217,7 @@ impl RelayProcess {
             .args(extra)
             .stdout(std::fs::File::create(&log).unwrap())
             .stderr(std::fs::File::create(log.with_extension("err")).unwrap());
-        RelayProcess {
+        AgentProcess {
             child: ChildGuard::spawn(&mut command).expect("the relay starts"),
             log,
         }

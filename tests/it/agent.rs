@@ -1,5 +1,5 @@
-//! `hookrelay relay`, the real binary, between a real server and a local target
-//! that checks the GitHub signature itself.
+//! The agent (`hookrelay relay` and `hookrelay-agent`, the real binaries)
+//! between a real server and a local target that checks the GitHub signature itself.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::helpers::{RelayProcess, TestApp, TestRepository, TestTarget, fixture, spawn_app};
+use crate::helpers::{AgentProcess, TestApp, TestRepository, TestTarget, fixture, spawn_app};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -32,7 +32,7 @@ async fn a_signed_webhook_reaches_the_target_byte_for_byte() {
     let tenant = app.tenant("acme").await;
     let repository = app.repository(&tenant, "acme/app").await;
     let target = TestTarget::start(vec![repository.secret.clone()]).await;
-    let relay = RelayProcess::start(
+    let agent = AgentProcess::start(
         &app,
         &tenant,
         "ci",
@@ -52,8 +52,8 @@ async fn a_signed_webhook_reaches_the_target_byte_for_byte() {
     assert_eq!(received[0].headers["user-agent"], "GitHub-Hookshot/044aadd");
     assert_eq!(received[0].headers["x-github-hook-id"], "292430182");
     // The agent logs a delivery after the target answered it: wait for the line.
-    relay.wait_for_output("\"delivered\"", 2, WAIT).await;
-    let output = relay.output();
+    agent.wait_for_output("\"delivered\"", 2, WAIT).await;
+    let output = agent.output();
     assert_eq!(
         output.matches("\"delivered\"").count(),
         2,
@@ -69,8 +69,8 @@ async fn two_agents_with_different_consumers_each_get_every_event() {
     let repository = app.repository(&tenant, "acme/app").await;
     let jenkins = TestTarget::start(vec![repository.secret.clone()]).await;
     let argo = TestTarget::start(vec![repository.secret.clone()]).await;
-    let _a = RelayProcess::start(&app, &tenant, "jenkins", &jenkins.url, &[], dir.path());
-    let _b = RelayProcess::start(&app, &tenant, "argo", &argo.url, &[], dir.path());
+    let _a = AgentProcess::start(&app, &tenant, "jenkins", &jenkins.url, &[], dir.path());
+    let _b = AgentProcess::start(&app, &tenant, "argo", &argo.url, &[], dir.path());
 
     for i in 0..5 {
         deliver(&app, &repository, &format!("d-{i}"), "push").await;
@@ -88,18 +88,18 @@ async fn a_restarted_agent_resumes_after_its_acks() {
     let repository = app.repository(&tenant, "acme/app").await;
     let target = TestTarget::start(vec![repository.secret.clone()]).await;
 
-    let mut relay = RelayProcess::start(&app, &tenant, "ci", &target.url, &[], dir.path());
+    let mut agent = AgentProcess::start(&app, &tenant, "ci", &target.url, &[], dir.path());
     for i in 0..3 {
         deliver(&app, &repository, &format!("before-{i}"), "push").await;
     }
     target.wait_for(3, WAIT).await;
-    relay.signal("TERM");
-    assert!(relay.wait(WAIT).await.success(), "{}", relay.output());
+    agent.signal("TERM");
+    assert!(agent.wait(WAIT).await.success(), "{}", agent.output());
 
     for i in 0..2 {
         deliver(&app, &repository, &format!("after-{i}"), "push").await;
     }
-    let _relay = RelayProcess::start(&app, &tenant, "ci", &target.url, &[], dir.path());
+    let _relay = AgentProcess::start(&app, &tenant, "ci", &target.url, &[], dir.path());
     let deliveries = target.wait_for(5, WAIT).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
@@ -127,15 +127,15 @@ async fn killing_the_agent_mid_stream_loses_nothing() {
         deliver(&app, &repository, &format!("k-{i:03}"), "ping").await;
     }
 
-    let mut relay = RelayProcess::start(&app, &tenant, "ci", &target.url, &[], dir.path());
+    let mut agent = AgentProcess::start(&app, &tenant, "ci", &target.url, &[], dir.path());
     target.wait_for(30, WAIT).await;
-    relay.signal("KILL");
-    relay.wait(WAIT).await;
+    agent.signal("KILL");
+    agent.wait(WAIT).await;
     // A request the killed agent had in flight may still be in the target's
     // handler (10 ms): let it land before counting.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let before_restart = target.deliveries().len();
-    let _relay = RelayProcess::start(&app, &tenant, "ci", &target.url, &[], dir.path());
+    let _relay = AgentProcess::start(&app, &tenant, "ci", &target.url, &[], dir.path());
 
     let deadline = Instant::now() + WAIT;
     let expected: BTreeSet<String> = (0..120).map(|i| format!("k-{i:03}")).collect();
@@ -184,7 +184,7 @@ async fn a_target_that_is_down_for_a_while_gets_everything_in_order() {
     for i in 0..5 {
         deliver(&app, &repository, &format!("d-{i}"), "push").await;
     }
-    let relay = RelayProcess::start(&app, &tenant, "ci", &target.url, &[], dir.path());
+    let agent = AgentProcess::start(&app, &tenant, "ci", &target.url, &[], dir.path());
 
     let expected: Vec<String> = (0..5).map(|i| format!("d-{i}")).collect();
     assert_eq!(target.wait_for(5, WAIT).await, expected);
@@ -192,7 +192,7 @@ async fn a_target_that_is_down_for_a_while_gets_everything_in_order() {
         target.requests.load(std::sync::atomic::Ordering::SeqCst) > 5,
         "the agent retried"
     );
-    relay.wait_for_output("retrying", 1, WAIT).await;
+    agent.wait_for_output("retrying", 1, WAIT).await;
 }
 
 #[tokio::test]
@@ -213,7 +213,7 @@ async fn retry_after_is_honoured_and_a_permanent_4xx_is_recorded_and_skipped() {
     )
     .await;
     let started = Instant::now();
-    let _relay = RelayProcess::start(&app, &tenant, "ci", &target.url, &[], dir.path());
+    let _relay = AgentProcess::start(&app, &tenant, "ci", &target.url, &[], dir.path());
     deliver(&app, &repository, "first", "push").await;
     target.wait_for(1, WAIT).await;
     assert!(
@@ -262,14 +262,14 @@ async fn sigterm_finishes_the_delivery_in_flight_then_exits() {
     deliver(&app, &repository, "in-flight", "push").await;
     deliver(&app, &repository, "next", "push").await;
 
-    let mut relay = RelayProcess::start(&app, &tenant, "ci", &target.url, &[], dir.path());
+    let mut agent = AgentProcess::start(&app, &tenant, "ci", &target.url, &[], dir.path());
     let deadline = Instant::now() + WAIT;
     while target.requests.load(std::sync::atomic::Ordering::SeqCst) == 0 {
         assert!(Instant::now() < deadline, "no delivery started");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    relay.signal("TERM");
-    assert!(relay.wait(WAIT).await.success(), "{}", relay.output());
+    agent.signal("TERM");
+    assert!(agent.wait(WAIT).await.success(), "{}", agent.output());
     assert_eq!(
         target.deliveries(),
         ["in-flight"],
@@ -277,7 +277,7 @@ async fn sigterm_finishes_the_delivery_in_flight_then_exits() {
     );
 
     // Its ack was sent before exit: a new agent starts with the next event.
-    let _relay = RelayProcess::start(&app, &tenant, "ci", &target.url, &[], dir.path());
+    let _relay = AgentProcess::start(&app, &tenant, "ci", &target.url, &[], dir.path());
     target.wait_for(2, WAIT).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(target.deliveries(), ["in-flight", "next"]);
@@ -290,7 +290,7 @@ async fn the_agent_gets_a_new_token_when_its_stream_expires() {
     let tenant = app.tenant("acme").await;
     let repository = app.repository(&tenant, "acme/app").await;
     let target = TestTarget::start(vec![repository.secret.clone()]).await;
-    let relay = RelayProcess::start(&app, &tenant, "ci", &target.url, &[], dir.path());
+    let agent = AgentProcess::start(&app, &tenant, "ci", &target.url, &[], dir.path());
 
     deliver(&app, &repository, "early", "push").await;
     target.wait_for(1, WAIT).await;
@@ -299,7 +299,7 @@ async fn the_agent_gets_a_new_token_when_its_stream_expires() {
     deliver(&app, &repository, "late", "push").await;
     assert_eq!(target.wait_for(2, WAIT).await, ["early", "late"]);
     // A periodic summary is logged.
-    relay.wait_for_output("relay summary", 1, WAIT).await;
+    agent.wait_for_output("relay summary", 1, WAIT).await;
 }
 
 /// Deleting a repository while its event is at the target: the ack for it is
@@ -319,7 +319,7 @@ async fn an_ack_for_a_deleted_repository_does_not_hold_back_later_acks() {
     )
     .await;
     deliver(&app, &doomed, "doomed-1", "push").await;
-    let mut relay = RelayProcess::start(&app, &tenant, "ci", &target.url, &[], dir.path());
+    let mut agent = AgentProcess::start(&app, &tenant, "ci", &target.url, &[], dir.path());
     let deadline = Instant::now() + WAIT;
     while target.requests.load(std::sync::atomic::Ordering::SeqCst) == 0 {
         assert!(
@@ -340,12 +340,12 @@ async fn an_ack_for_a_deleted_repository_does_not_hold_back_later_acks() {
         target.wait_for(4, WAIT).await,
         ["doomed-1", "kept-0", "kept-1", "kept-2"]
     );
-    relay.wait_for_output("no longer knows", 1, WAIT).await;
-    relay.signal("TERM");
-    assert!(relay.wait(WAIT).await.success(), "{}", relay.output());
+    agent.wait_for_output("no longer knows", 1, WAIT).await;
+    agent.signal("TERM");
+    assert!(agent.wait(WAIT).await.success(), "{}", agent.output());
 
     // A restart resumes after the acks: nothing is delivered again.
-    let relay = RelayProcess::start(&app, &tenant, "ci", &target.url, &[], dir.path());
+    let agent = AgentProcess::start(&app, &tenant, "ci", &target.url, &[], dir.path());
     deliver(&app, &kept, "kept-after", "push").await;
     target.wait_for(5, WAIT).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -353,7 +353,7 @@ async fn an_ack_for_a_deleted_repository_does_not_hold_back_later_acks() {
         target.deliveries(),
         ["doomed-1", "kept-0", "kept-1", "kept-2", "kept-after"],
         "{}",
-        relay.output()
+        agent.output()
     );
 }
 
@@ -373,7 +373,7 @@ async fn the_agent_never_replays_credential_or_proxy_headers() {
     .execute(&app.pool)
     .await
     .unwrap();
-    let _relay = RelayProcess::start(&app, &tenant, "ci", &target.url, &[], dir.path());
+    let _relay = AgentProcess::start(&app, &tenant, "ci", &target.url, &[], dir.path());
     target.wait_for(1, WAIT).await;
     let received = target.received.lock().unwrap()[0].headers.clone();
     assert_eq!(received["x-github-hook-id"], "292430182");
@@ -391,11 +391,11 @@ async fn the_standalone_agent_binary_delivers_byte_for_byte() {
     let tenant = app.tenant("acme").await;
     let repository = app.repository(&tenant, "acme/app").await;
     let target = TestTarget::start(vec![repository.secret.clone()]).await;
-    let relay = RelayProcess::start_standalone(&app, &tenant, "slim", &target.url, dir.path());
+    let agent = AgentProcess::start_standalone(&app, &tenant, "slim", &target.url, dir.path());
     deliver(&app, &repository, "d-1", "push").await;
     assert_eq!(target.wait_for(1, WAIT).await, ["d-1"]);
     assert_eq!(target.received.lock().unwrap()[0].body, fixture("push"));
-    relay.wait_for_output("\"delivered\"", 1, WAIT).await;
+    agent.wait_for_output("\"delivered\"", 1, WAIT).await;
 }
 
 /// Repositories are delivered concurrently, each strictly in order: a slow
@@ -419,7 +419,7 @@ async fn repositories_are_delivered_concurrently_each_in_order() {
         deliver(&app, &fast, &format!("fast-{i}"), "push").await;
     }
     let started = Instant::now();
-    let _relay = RelayProcess::start(
+    let _relay = AgentProcess::start(
         &app,
         &tenant,
         "ci",
@@ -468,7 +468,7 @@ async fn streams_end_cleanly_at_their_maximum_age_and_the_agent_reconnects_at_on
     assert!(status.message().contains("maximum age") && status.message().contains("reconnect now"));
 
     let target = TestTarget::start(vec![repository.secret.clone()]).await;
-    let relay = RelayProcess::start(&app, &tenant, "aged", &target.url, &[], dir.path());
+    let agent = AgentProcess::start(&app, &tenant, "aged", &target.url, &[], dir.path());
     for n in 0..6 {
         deliver(&app, &repository, &format!("d-{n}"), "push").await;
         tokio::time::sleep(Duration::from_millis(900)).await;
@@ -479,9 +479,9 @@ async fn streams_end_cleanly_at_their_maximum_age_and_the_agent_reconnects_at_on
         expected,
         "in order, none twice"
     );
-    relay
+    agent
         .wait_for_output("reached its maximum age", 2, WAIT)
         .await;
-    let output = relay.output();
+    let output = agent.output();
     assert!(!output.contains("stream lost"), "{output}");
 }

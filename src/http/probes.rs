@@ -1,3 +1,5 @@
+//! The probes (`/healthz`, `/readyz`) and the Prometheus scrape (`/metrics`).
+
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};

@@ -1,0 +1,277 @@
+//! Ingest: signed GitHub pushes at fixed concurrencies (relay CPU per webhook,
+//! webhooks per second), as ratios to pgbench's rate for the same row.
+
+use super::*;
+
+pub(super) async fn load_ingest(
+    url: &str,
+    secret: &str,
+    body: &[u8],
+    concurrency: usize,
+    seconds: f64,
+    prefix: &str,
+) -> anyhow::Result<IngestLoad> {
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(concurrency)
+        .build()?;
+    let body = Arc::new(body.to_vec());
+    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+    let started = Instant::now();
+    let mut workers = tokio::task::JoinSet::new();
+    for worker in 0..concurrency {
+        let (http, url, secret, body, prefix) = (
+            http.clone(),
+            url.to_owned(),
+            secret.to_owned(),
+            body.clone(),
+            prefix.to_owned(),
+        );
+        workers.spawn(async move {
+            let (mut latencies, mut non_2xx, mut errors, mut n) = (Vec::new(), 0u64, 0u64, 0u64);
+            while Instant::now() < deadline {
+                let delivery = format!("{prefix}-{worker}-{n}");
+                n += 1;
+                let sent = Instant::now();
+                match post(&http, &url, &secret, &body, &delivery).await {
+                    Ok(status) if (200..300).contains(&status) => {
+                        latencies.push(sent.elapsed().as_secs_f64() * 1000.0)
+                    }
+                    Ok(_) => non_2xx += 1,
+                    Err(_) => errors += 1,
+                }
+            }
+            (latencies, non_2xx, errors)
+        });
+    }
+    let (mut latencies, mut non_2xx, mut errors) = (Vec::new(), 0, 0);
+    for (l, n, e) in workers.join_all().await {
+        latencies.extend(l);
+        non_2xx += n;
+        errors += e;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    latencies.sort_by(f64::total_cmp);
+    Ok(IngestLoad {
+        ok: latencies.len() as u64,
+        non_2xx,
+        errors,
+        seconds: elapsed,
+        per_second: latencies.len() as f64 / elapsed,
+        p50_ms: percentile(&latencies, 50.0),
+        p99_ms: percentile(&latencies, 99.0),
+    })
+}
+
+impl Bench {
+    pub(super) fn ingest_args(&self, url: &str, concurrency: usize, seconds: f64) -> Vec<String> {
+        vec![
+            "load-ingest".into(),
+            format!("{url}/v1/webhooks/{}", self.repository),
+            self.secret.clone(),
+            self.body.display().to_string(),
+            concurrency.to_string(),
+            seconds.to_string(),
+            format!("i{}-{concurrency}-{}", now_micros(), url.len()),
+        ]
+    }
+
+    pub(super) async fn ingest(&mut self) -> anyhow::Result<()> {
+        let mut runs = Vec::new();
+        let mut at_32 = 0.0;
+        for concurrency in [1, 8, 32, 128] {
+            let before = self.event_count().await?;
+            let result: IngestLoad =
+                load(&self.ingest_args(&self.http.clone(), concurrency, self.seconds(10.0)))?;
+            let rows = self.event_count().await? - before;
+            let ok = result.ok as i64;
+            anyhow::ensure!(
+                rows == ok,
+                "ingest at {concurrency}: {ok} answers 2xx but {rows} rows were stored"
+            );
+            let per_second = result.per_second;
+            if concurrency == 32 {
+                at_32 = per_second;
+            }
+            self.row(
+                "ingest",
+                format!("c={concurrency}: webhooks/s (p50, p99 ms)"),
+                format!(
+                    "{per_second:.0} ({:.1}, {:.1})",
+                    result.p50_ms, result.p99_ms
+                ),
+                format!(
+                    "rows = 2xx: {rows} = {ok}; non-2xx {}",
+                    result.non_2xx + result.errors
+                ),
+            );
+            runs.push(json!({"concurrency": concurrency, "result": result, "rows": rows}));
+        }
+        let baseline = self.pgbench().await?;
+        let pg8 = baseline[1]["tps"].as_f64().unwrap_or(f64::NAN);
+        for run in &baseline {
+            let clients = run["clients"].as_u64().unwrap_or(0);
+            let tps = run["tps"].as_f64().unwrap_or(f64::NAN);
+            self.row(
+                "ingest",
+                format!("pgbench, {clients} client(s): inserts/s"),
+                format!("{tps:.0}"),
+                "raw PostgreSQL, same row shape",
+            );
+        }
+        self.row(
+            "ingest",
+            "c=32 / pgbench 8 clients",
+            format!("{:.2}", at_32 / pg8),
+            "≥ 1.00",
+        );
+        let ratios = self.ingest_ratios().await?;
+        self.results.insert(
+            "ingest".into(),
+            json!({"runs": runs, "pgbench": baseline, "ratio_32_to_pgbench_8": at_32 / pg8, "ratios": ratios}),
+        );
+        Ok(())
+    }
+
+    /// Ratios measured in one run, so they compare run to run on a noisy
+    /// machine: three alternations of (ingest c=32, pgbench 8 clients one row
+    /// per transaction) and of (ingest c=128, pgbench 8 clients inserting 32
+    /// rows per statement), medians of the ratios; and the relay's CPU per
+    /// webhook over the ingest runs.
+    pub(super) async fn ingest_ratios(&mut self) -> anyhow::Result<Value> {
+        let (single, batched) = self.pgbench_scripts().await?;
+        let seconds = self.seconds(5.0);
+        let (mut vs_single, mut vs_batched, mut cpu_per_webhook) =
+            (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..3 {
+            for (concurrency, script, ratios, rows_per_tx) in [
+                (32, &single, &mut vs_single, 1.0),
+                (128, &batched, &mut vs_batched, 32.0),
+            ] {
+                let cpu = cpu_seconds(self.server.id());
+                let result: IngestLoad =
+                    load(&self.ingest_args(&self.http.clone(), concurrency, seconds))?;
+                let cpu = cpu_seconds(self.server.id()) - cpu;
+                if result.ok > 0 {
+                    cpu_per_webhook.push(cpu * 1e6 / result.ok as f64);
+                }
+                let rows_per_second = self.pgbench_run(script, 8, seconds as u64)? * rows_per_tx;
+                ratios.push(result.per_second / rows_per_second);
+            }
+        }
+        let median = |values: &mut Vec<f64>| {
+            values.sort_by(f64::total_cmp);
+            values[values.len() / 2]
+        };
+        let (single_ratio, batched_ratio, cpu) = (
+            median(&mut vs_single),
+            median(&mut vs_batched),
+            median(&mut cpu_per_webhook),
+        );
+        self.row(
+            "ingest",
+            "c=32 / pgbench 8 clients, median of 3 alternations",
+            format!("{single_ratio:.2}"),
+            "≥ 1.0 (issue 17)",
+        );
+        self.row(
+            "ingest",
+            "c=128 / PostgreSQL's 32-row batched inserts, median of 3",
+            format!("{batched_ratio:.2}"),
+            "≥ 0.5 (issue 17)",
+        );
+        self.row(
+            "ingest",
+            "relay CPU per webhook (µs), median of the runs above",
+            format!("{cpu:.0}"),
+            "≤ 50 (issue 17)",
+        );
+        Ok(json!({
+            "c32_vs_pgbench8": vs_single,
+            "c128_vs_batched32": vs_batched,
+            "relay_cpu_us_per_webhook": cpu_per_webhook,
+        }))
+    }
+
+    /// The pgbench scripts: one row per transaction (as one unbatched webhook
+    /// would be), and 32 rows per statement (PostgreSQL's own batched insert
+    /// rate for the same rows: the physical reference for ingest).
+    pub(super) async fn pgbench_scripts(&self) -> anyhow::Result<(PathBuf, PathBuf)> {
+        sqlx::query("create table if not exists bench_event (like event including defaults including indexes including compression)").execute(&self.pool).await?;
+        let body = hex::encode(std::fs::read(&self.body)?);
+        let row = |id: &str| {
+            format!(
+                "gen_random_uuid(), '00000000-0000-0000-0000-000000000001', 'github', 'push', {id}, now(), \
+                 '[[\"content-type\",\"application/json\"],[\"x-github-event\",\"push\"],[\"x-github-delivery\",\"d\"]]', '\\x{body}', \
+                 pg_current_xact_id()::text::bigint"
+            )
+        };
+        let columns = "insert into bench_event (tenant_id, repository_id, provider, event_type, delivery_id, received_at, headers, body, txid)";
+        let single = self.dir.join("pgbench.sql");
+        std::fs::write(
+            &single,
+            format!("{columns} values ({});\n", row("gen_random_uuid()::text")),
+        )?;
+        let batched = self.dir.join("pgbench-batch32.sql");
+        std::fs::write(
+            &batched,
+            format!(
+                "{columns} select {} from generate_series(1, 32) as n;\n",
+                row("gen_random_uuid()::text || n")
+            ),
+        )?;
+        Ok((single, batched))
+    }
+
+    /// pgbench with `script` for `seconds`: transactions per second.
+    pub(super) fn pgbench_run(
+        &self,
+        script: &std::path::Path,
+        clients: u32,
+        seconds: u64,
+    ) -> anyhow::Result<f64> {
+        let output = Command::new(tool("pgbench")?)
+            .args([
+                "-n",
+                "-M",
+                "prepared",
+                "-h",
+                &self.socket,
+                "-p",
+                "5432",
+                "-U",
+                "postgres",
+                "-f",
+            ])
+            .arg(script)
+            .args([
+                "-c",
+                &clients.to_string(),
+                "-j",
+                &clients.to_string(),
+                "-T",
+                &seconds.to_string(),
+                "postgres",
+            ])
+            .output()?;
+        let text = String::from_utf8_lossy(&output.stdout);
+        text.lines()
+            .find(|l| l.starts_with("tps"))
+            .and_then(|l| l.split_whitespace().nth(2)?.parse().ok())
+            .with_context(|| {
+                format!(
+                    "pgbench printed no tps: {text}{}",
+                    String::from_utf8_lossy(&output.stderr)
+                )
+            })
+    }
+
+    pub(super) async fn pgbench(&self) -> anyhow::Result<Vec<Value>> {
+        let (single, _) = self.pgbench_scripts().await?;
+        let mut runs = Vec::new();
+        for clients in [1, 8] {
+            let tps = self.pgbench_run(&single, clients, self.seconds(10.0) as u64)?;
+            runs.push(json!({"clients": clients, "tps": tps}));
+        }
+        Ok(runs)
+    }
+}
