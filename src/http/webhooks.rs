@@ -125,7 +125,7 @@ async fn accept(
     )
     .await?;
 
-    let scheme = webhook::scheme(target.provider, &target.settings);
+    let mut scheme = webhook::scheme(target.provider, &target.settings);
     webhook::check_unambiguous(scheme.as_dyn(), headers).map_err(webhook_error)?;
     if let Err(error) = scheme.as_dyn().verify(headers, &body, &target.secrets()) {
         if fresh {
@@ -138,12 +138,13 @@ async fn accept(
             .await?
             .ok_or(Error::NotFound("repository"))?;
         debug_assert!(fresh);
-        webhook::scheme(target.provider, &target.settings)
+        // Its settings may have changed with it.
+        scheme = webhook::scheme(target.provider, &target.settings);
+        scheme
             .as_dyn()
             .verify(headers, &body, &target.secrets())
             .map_err(webhook_error)?;
     }
-    let scheme = webhook::scheme(target.provider, &target.settings);
     let scheme = scheme.as_dyn();
 
     let encoding = check_content_type(headers)?;
