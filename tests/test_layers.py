@@ -33,11 +33,12 @@ def test_a_circle_and_an_upward_import_are_found(tmp_path):
     write(
         tmp_path,
         {
-            "lib.rs": "pub mod domain;\npub mod store;\npub mod state;\n",
+            "lib.rs": "//! Lib.\npub mod domain;\npub mod store;\npub mod state;\n",
             # store (a lower layer) imports state (a higher one), and back.
-            "store/mod.rs": "use crate::state::AppState;\n",
-            "state.rs": "use crate::store;\nuse crate::domain::{TenantId, ids::EventId};\n",
-            "domain/mod.rs": "mod ids;\n",
+            "store/mod.rs": "//! Store.\nuse crate::state::AppState;\n",
+            "state.rs": "//! State.\nuse crate::store;\nuse crate::domain::{TenantId, ids::EventId};\n",
+            "domain/mod.rs": "//! Domain.\nmod ids;\n",
+            # No first line saying what it holds.
             "domain/ids.rs": "use super::TenantId;\n",
         },
     )
@@ -46,16 +47,18 @@ def test_a_circle_and_an_upward_import_are_found(tmp_path):
     assert "circles: 1" in result.stdout
     assert "circle of 2: state -> store" in result.stdout
     assert "store imports state" in result.stdout
+    assert "files without a first //! line: 1" in result.stdout
+    assert "domain/ids.rs" in result.stdout
 
 
 def test_an_extractor_may_read_the_state(tmp_path):
     write(
         tmp_path,
         {
-            "lib.rs": "pub mod auth;\npub mod state;\n",
-            "auth/mod.rs": "mod extractor;\npub struct Authenticator;\n",
-            "auth/extractor.rs": "use crate::state::AppState;\nuse super::Authenticator;\n",
-            "state.rs": "use crate::auth::Authenticator;\n",
+            "lib.rs": "//! Lib.\npub mod auth;\npub mod state;\n",
+            "auth/mod.rs": "//! Auth.\nmod extractor;\npub struct Authenticator;\n",
+            "auth/extractor.rs": "//! Extractor.\nuse crate::state::AppState;\nuse super::Authenticator;\n",
+            "state.rs": "//! State.\nuse crate::auth::Authenticator;\n",
         },
     )
     result = run(tmp_path)

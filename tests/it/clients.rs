@@ -1,3 +1,5 @@
+//! `/v1/clients`: extra clients get only their scopes, deleted ones stop working.
+
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 

@@ -1,3 +1,5 @@
+//! `/healthz` and `/readyz` while the database is up and while it is not.
+
 use reqwest::StatusCode;
 use serde_json::Value;
 use sqlx::Connection;

@@ -1,3 +1,5 @@
+//! `hookrelay migrate`, and `serve --no-migrate` on the schema it made.
+
 use crate::helpers::{ServerProcess, TEST_SECRET_KEY, fresh_database, hookrelay};
 
 fn migrate(database: &str) -> std::process::Output {

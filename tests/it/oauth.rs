@@ -1,3 +1,5 @@
+//! The token endpoint and its metadata, through the `oauth2` crate and the JWKS.
+
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use oauth2::basic::BasicClient;

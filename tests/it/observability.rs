@@ -1,3 +1,5 @@
+//! Request ids, metrics, structured logs without secrets, OTLP traces across the relay.
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 

@@ -1,3 +1,5 @@
+//! `/v1/repositories`: register, list, show, delete, rotate the webhook secret.
+
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 

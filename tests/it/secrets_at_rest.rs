@@ -1,3 +1,5 @@
+//! Secrets at rest: sealed webhook secrets, signing keys and event headers.
+
 use hookrelay::secrets::SecretKey;
 use jsonwebtoken::jwk::JwkSet;
 use p256::pkcs8::{DecodePrivateKey, EncodePrivateKey};

@@ -1,3 +1,5 @@
+//! `/v1/tenants`: signup, the signup token, and bad signups.
+
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};

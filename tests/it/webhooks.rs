@@ -1,3 +1,5 @@
+//! Webhooks from real providers' payloads: stored byte for byte, once, or refused.
+
 use std::collections::BTreeSet;
 
 use reqwest::StatusCode;
