@@ -25,7 +25,8 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Apply pending database migrations and exit.
     Migrate(DatabaseArgs),
-    /// Relay a tenant's events to a local target (the agent for private networks).
+    /// Run the agent, as `hookrelay-agent` does: relay events to a local target.
+    #[command(visible_alias = "agent")]
     Relay(Box<crate::agent::AgentArgs>),
     /// Check a running relay: HTTP readiness and gRPC health (exit 0 when both pass).
     Probe(crate::probe::ProbeArgs),

@@ -85,6 +85,15 @@ fn help_documents_every_setting() {
     let top = hookrelay().arg("--help").output().unwrap();
     let top = String::from_utf8(top.stdout).unwrap();
     assert!(top.contains("serve") && top.contains("migrate"));
+    // The agent is also `hookrelay agent`.
+    assert!(top.contains("[alias: agent]"), "{top}");
+    let agent = hookrelay().args(["agent", "--help"]).output().unwrap();
+    assert!(agent.status.success());
+    let agent = String::from_utf8(agent.stdout).unwrap();
+    assert!(
+        agent.contains("--consumer") && agent.contains("--target"),
+        "{agent}"
+    );
 }
 
 /// clap's whole message reaches the user: what is missing, "did you mean", the
