@@ -18,8 +18,10 @@ pub struct IssuerUrl(String);
 impl IssuerUrl {
     /// `allow_http`: plain http too (local tests only).
     pub fn parse(value: &str, allow_http: bool) -> Result<Self, String> {
-        if value.is_empty() || value.len() > MAX_URL {
-            return Err(format!("must be a URL of at most {MAX_URL} characters"));
+        if value.is_empty() || value.len() > MAX_URL || value.chars().any(char::is_control) {
+            return Err(format!(
+                "must be a URL of at most {MAX_URL} characters, without control characters"
+            ));
         }
         let url = url::Url::parse(value).map_err(|e| format!("is not a URL: {e}"))?;
         match url.scheme() {
@@ -80,14 +82,19 @@ impl ClaimConditions {
             ));
         }
         for (name, pattern) in &claims {
-            if name.is_empty() || name.len() > MAX_CLAIM_NAME {
+            if name.is_empty() || name.len() > MAX_CLAIM_NAME || name.chars().any(char::is_control)
+            {
                 return Err(format!(
-                    "claim names must be 1 to {MAX_CLAIM_NAME} characters"
+                    "claim names must be 1 to {MAX_CLAIM_NAME} characters, without control characters"
                 ));
             }
-            if pattern.is_empty() || pattern.len() > MAX_PATTERN {
+            if pattern.is_empty()
+                || pattern.len() > MAX_PATTERN
+                || pattern.chars().any(char::is_control)
+            {
                 return Err(format!(
-                    "the pattern of `{name}` must be 1 to {MAX_PATTERN} characters"
+                    "the pattern of `{}` must be 1 to {MAX_PATTERN} characters, without control characters",
+                    name.escape_debug()
                 ));
             }
             if pattern.chars().all(|c| c == '*') {
@@ -234,11 +241,20 @@ mod tests {
             "https://issuer.example/?x=1",
             "not a url",
             "",
+            "https://issuer.example/a\u{0}b",
         ] {
             assert!(IssuerUrl::parse(bad, false).is_err(), "{bad}");
         }
         assert!(IssuerUrl::parse("http://127.0.0.1:9000", true).is_ok());
         assert!(Audience::parse("").is_err());
         assert!(Audience::parse("hookrelay-acme").is_ok());
+        // PostgreSQL cannot store NUL in text: refused here, never a 500 later.
+        for (name, pattern) in [("re\u{0}po", "acme/*"), ("repository", "acme/\u{0}*")] {
+            let claims = [(name.to_string(), pattern.to_string())].into();
+            assert!(
+                ClaimConditions::parse(claims).is_err(),
+                "{name:?} {pattern:?}"
+            );
+        }
     }
 }

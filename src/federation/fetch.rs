@@ -39,7 +39,11 @@ impl OutboundPolicy {
     }
 }
 
-/// Whether `ip` is a globally routed unicast address.
+/// Whether `ip` is a globally routed unicast address: none of IANA's IPv4
+/// and IPv6 special-purpose registries' blocks, nor multicast or reserved
+/// space. An IPv6 address that carries an IPv4 one (mapped, NAT64's
+/// well-known prefix, 6to4) is judged by the IPv4 address it reaches; the
+/// other forms, Teredo included, are refused whole.
 fn is_public(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
@@ -51,30 +55,56 @@ fn is_public(ip: IpAddr) -> bool {
                 || v4.is_broadcast()
                 || v4.is_documentation()
                 || v4.is_multicast()
+                // "This network", RFC 791; reserved, RFC 1112.
                 || a == 0
                 || a >= 240
                 // Shared address space (carrier-grade NAT), RFC 6598.
                 || (a == 100 && (64..128).contains(&b))
                 // IETF protocol assignments, RFC 6890.
                 || (a == 192 && b == 0 && c == 0)
+                // AS112-v4 (RFC 7535), AMT (RFC 7450), 6to4 relay anycast
+                // (RFC 7526), AS112 direct delegation (RFC 7534).
+                || (a == 192 && b == 31 && c == 196)
+                || (a == 192 && b == 52 && c == 193)
+                || (a == 192 && b == 88 && c == 99)
+                || (a == 192 && b == 175 && c == 48)
                 // Benchmarking, RFC 2544.
                 || (a == 198 && (18..20).contains(&b)))
         }
         IpAddr::V6(v6) => {
+            let s = v6.segments();
+            let embedded = |high: u16, low: u16| {
+                is_public(IpAddr::V4(std::net::Ipv4Addr::from(
+                    (u32::from(high) << 16) | u32::from(low),
+                )))
+            };
             if let Some(v4) = v6.to_ipv4_mapped() {
                 return is_public(IpAddr::V4(v4));
             }
-            let first = v6.segments()[0];
-            !(v6.is_unspecified()
-                || v6.is_loopback()
-                || v6.is_multicast()
-                || v6.is_unique_local()
-                || v6.is_unicast_link_local()
-                // Documentation, RFC 3849.
-                || (first == 0x2001 && v6.segments()[1] == 0x0db8)
-                // NAT64 and IPv4-compatible forms could reach IPv4 private space.
-                || first == 0x0064
-                || first == 0)
+            // NAT64's well-known prefix 64:ff9b::/96 (RFC 6052).
+            if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+                return embedded(s[6], s[7]);
+            }
+            // 6to4, 2002::/16 (RFC 3056): the IPv4 address follows the prefix.
+            if s[0] == 0x2002 {
+                return embedded(s[1], s[2]);
+            }
+            // Only 2000::/3 is global unicast; this refuses ::/8 (compatible
+            // forms), 64:ff9b:1::/48, 100::/64, fc00::/7, fe80::/10, fec0::/10,
+            // ff00::/8 and 5f00::/16 among the rest.
+            if s[0] & 0xe000 != 0x2000 {
+                return false;
+            }
+            !(
+                // IETF protocol assignments 2001::/23: Teredo, benchmarking,
+                // AMT, AS112, ORCHID and the rest (RFC 2928).
+                (s[0] == 0x2001 && s[1] < 0x0200)
+                // Documentation, RFC 3849 and RFC 9637.
+                || (s[0] == 0x2001 && s[1] == 0x0db8)
+                || (s[0] == 0x3fff && s[1] < 0x1000)
+                // AS112 direct delegation, RFC 7534.
+                || (s[0] == 0x2620 && s[1] == 0x004f && s[2] & 0xff00 == 0x8000)
+            )
         }
     }
 }
@@ -271,10 +301,37 @@ mod tests {
             "::ffff:127.0.0.1",
             "::ffff:10.0.0.1",
             "64:ff9b::a00:1",
+            "64:ff9b::7f00:1",
+            "64:ff9b:1::808:808",
+            // 6to4 of 127.0.0.1, of 10.0.0.1; Teredo; site-local; discard-only.
+            "2002:7f00:1::",
+            "2002:a00:1::1",
+            "2001::1",
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+            "fec0::1",
+            "100::1",
+            "::127.0.0.1",
+            "192.88.99.1",
+            "192.31.196.1",
+            "198.18.0.1",
+            "203.0.113.9",
+            "2001:db8::1",
+            "3fff::1",
+            "2001:2::1",
+            "2620:4f:8000::1",
+            "5f00::1",
+            "ff02::1",
         ] {
             assert!(!policy.allows(private.parse().unwrap()), "{private}");
         }
-        for public in ["140.82.112.3", "8.8.8.8", "2606:50c0:8000::153"] {
+        for public in [
+            "140.82.112.3",
+            "8.8.8.8",
+            "2606:50c0:8000::153",
+            "::ffff:8.8.8.8",
+            "64:ff9b::808:808",
+            "2002:808:808::1",
+        ] {
             assert!(policy.allows(public.parse().unwrap()), "{public}");
         }
         let loopback_allowed = OutboundPolicy {

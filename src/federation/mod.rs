@@ -107,10 +107,9 @@ impl Federation {
             .ok_or_else(|| invalid("the subject token has no issuer"))?
             .to_owned();
         let audiences = audiences(&unverified);
-        let candidates = crate::store::trusted_issuer::by_issuer(pool, &issuer, &audiences).await?;
         let no_match =
             || invalid("no trusted issuer accepts this token's issuer, audience and claims");
-        if candidates.is_empty() {
+        if !crate::store::trusted_issuer::is_trusted(pool, &issuer, &audiences).await? {
             return Err(no_match());
         }
 
@@ -164,17 +163,24 @@ impl Federation {
         let expires_at = claims.get("exp").and_then(Value::as_u64).unwrap_or(0);
 
         let audiences = self::audiences(&claims);
-        let mut matched = candidates.into_iter().filter(|candidate| {
-            audiences.contains(&candidate.issuer.audience)
-                && ClaimConditions::parse(candidate.issuer.claims.clone())
+        // Exactly one must accept: two found is already too many.
+        let mut matched = crate::store::trusted_issuer::accepting(
+            pool,
+            &issuer,
+            &audiences,
+            |candidate| {
+                ClaimConditions::parse(candidate.claims.clone())
                     .is_ok_and(|conditions| conditions.accept(|name| claim(&claims, name)))
-        });
-        let found = matched.next().ok_or_else(no_match)?;
-        if matched.next().is_some() {
+            },
+            2,
+        )
+        .await?;
+        if matched.len() > 1 {
             return Err(invalid(
                 "more than one trusted issuer accepts this token; narrow their claims",
             ));
         }
+        let found = matched.pop().ok_or_else(no_match)?;
         Ok(Exchanged {
             tenant_id: found.tenant_id,
             trusted_issuer_id: found.issuer.id,

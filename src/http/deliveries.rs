@@ -1,12 +1,12 @@
 //! `/v1/deliveries/failed`: events a target refused for good.
 
 use axum::Router;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::routing::get;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use super::ApiJson;
+use super::{ApiJson, ApiQuery};
 use crate::auth::{Authorized, EventsRead};
 use crate::domain::{ConsumerName, EventId, RepositoryId};
 use crate::error::Error;
@@ -39,7 +39,7 @@ struct FailedDelivery {
 async fn failed(
     State(state): State<AppState>,
     Authorized(tenant, _): Authorized<EventsRead>,
-    Query(query): Query<FailedQuery>,
+    ApiQuery(query): ApiQuery<FailedQuery>,
 ) -> Result<ApiJson<Vec<FailedDelivery>>, Error> {
     let consumer = query
         .consumer

@@ -2,14 +2,14 @@
 //! its headers and body; its deliveries; a redelivery.
 
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use super::ApiJson;
+use super::{ApiJson, ApiQuery};
 use crate::auth::{Authorized, EventsRead, EventsWrite};
 use crate::domain::{ConsumerName, EventId, RepositoryId, TenantId};
 use crate::error::Error;
@@ -92,7 +92,7 @@ fn number(field: &'static str, value: Option<&str>) -> Result<Option<i64>, Error
 async fn list(
     State(state): State<AppState>,
     Authorized(tenant, _): Authorized<EventsRead>,
-    Query(query): Query<ListQuery>,
+    ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<ApiJson<EventsView>, Error> {
     let repository_id = query
         .repository_id

@@ -1,7 +1,7 @@
-//! JSON bodies with rejections in the API's error format.
+//! JSON bodies and query strings, with rejections in the API's error format.
 
-use axum::extract::FromRequest;
-use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts};
 use axum::response::{IntoResponse, Response};
 
 use crate::error::Error;
@@ -34,5 +34,17 @@ impl From<JsonRejection> for Error {
             }
             other => Error::invalid("body", other.body_text()),
         }
+    }
+}
+
+/// `Query` whose rejections (a repeated or malformed parameter) are answered
+/// in the API's error format.
+#[derive(Debug, FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(Error))]
+pub struct ApiQuery<T>(pub T);
+
+impl From<QueryRejection> for Error {
+    fn from(rejection: QueryRejection) -> Self {
+        Error::invalid("query", rejection.body_text())
     }
 }

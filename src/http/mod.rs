@@ -30,7 +30,7 @@ use tracing::Span;
 
 use crate::state::AppState;
 
-pub use json::ApiJson;
+pub use json::{ApiJson, ApiQuery};
 pub use source::SourceAddr;
 
 /// JSON API bodies are small; webhooks get their own, larger limit.

@@ -36,6 +36,10 @@ struct OAuthError {
     /// Basic credentials (RFC 6749 §5.2): a browser that posted its
     /// credentials in the form must not be shown its own login prompt.
     challenge: bool,
+    /// Counted against the caller's address by the failure rate limit: wrong
+    /// client credentials, a refused subject token, or one whose issuer cannot
+    /// be reached (anyone can name an issuer that never answers).
+    counted: bool,
 }
 
 impl OAuthError {
@@ -45,6 +49,7 @@ impl OAuthError {
             description: description.into(),
             retry_after: None,
             challenge: true,
+            counted: matches!(code, "invalid_client" | "invalid_grant"),
         }
     }
 
@@ -192,13 +197,11 @@ async fn token(
             .inc();
     }
     match result {
-        Err(mut error) if error.code == "invalid_client" => {
+        Err(mut error) if error.counted => {
             limiter.failed(source).map_err(limited)?;
-            error.challenge = headers.contains_key(header::AUTHORIZATION);
-            Err(error)
-        }
-        Err(error) if error.code == "invalid_grant" => {
-            limiter.failed(source).map_err(limited)?;
+            if error.code == "invalid_client" {
+                error.challenge = headers.contains_key(header::AUTHORIZATION);
+            }
             Err(error)
         }
         other => other,
@@ -357,9 +360,17 @@ async fn exchange(
                 tracing::info!(reason = %why, "subject token refused");
                 OAuthError::new("invalid_grant", why)
             }
+            // The detail (DNS, connect, TLS) is for the log; the anonymous
+            // caller gets a short reason.
             ExchangeError::Unavailable(why) => {
                 tracing::warn!(reason = %why, "token exchange unavailable");
-                OAuthError::new("temporarily_unavailable", why)
+                OAuthError {
+                    counted: true,
+                    ..OAuthError::new(
+                        "temporarily_unavailable",
+                        "the subject token's issuer cannot be reached to fetch its keys; try again later",
+                    )
+                }
             }
             ExchangeError::Store(error) => error.into(),
         })?;

@@ -160,22 +160,21 @@ async fn accept(
         webhook::replayable_headers(headers).map_err(webhook_error)?,
     );
 
-    let outcome = state
-        .ingestor
-        .ingest(NewEvent {
-            tenant_id: target.tenant_id,
-            repository_id: id,
-            provider: target.provider,
-            event_type,
-            delivery_id,
-            received_at,
-            headers: stored_headers,
-            body,
-            branch: git_ref.branch,
-            tag: git_ref.tag,
-            traceparent: hookrelay_telemetry::traceparent(&tracing::Span::current()),
-        })
-        .await?;
+    let event = NewEvent {
+        tenant_id: target.tenant_id,
+        repository_id: id,
+        provider: target.provider,
+        event_type,
+        delivery_id,
+        received_at,
+        headers: stored_headers,
+        body,
+        branch: git_ref.branch,
+        tag: git_ref.tag,
+        traceparent: hookrelay_telemetry::traceparent(&tracing::Span::current()),
+    };
+    event.check_storable()?;
+    let outcome = state.ingestor.ingest(event).await?;
     Ok((target.provider.as_str(), outcome))
 }
 

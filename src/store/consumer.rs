@@ -236,6 +236,31 @@ pub async fn ack(
         .map(|a| (a.repository_id.as_uuid(), a.event_id.get()))
         .unzip();
 
+    // A cursor never moves past a repository's newest event (as `seek`
+    // refuses): it would skip events that have not happened yet.
+    let past: Option<(RepositoryId, i64, i64)> = sqlx::query_as(
+        "select repository_id, acked, newest from ( \
+             select a.repository_id, max(a.event_id) as acked, greatest( \
+                 coalesce((select max(e.event_id) from event e \
+                           where e.repository_id = a.repository_id and e.tenant_id = $1), 0), \
+                 coalesce((select h.deleted_through_event_id from retention_horizon h \
+                           where h.repository_id = a.repository_id and h.tenant_id = $1), 0)) as newest \
+             from unnest($2::uuid[], $3::bigint[]) as a(repository_id, event_id) \
+             group by a.repository_id \
+         ) acked where acked > newest limit 1",
+    )
+    .bind(tenant_id)
+    .bind(&cursor_repositories)
+    .bind(&cursor_events)
+    .fetch_optional(pool)
+    .await?;
+    if let Some((repository, acked, newest)) = past {
+        return Err(Error::invalid(
+            "event_id",
+            format!("{acked} is past the newest event of repository {repository} ({newest})"),
+        ));
+    }
+
     let mut tx = pool.begin().await?;
     sqlx::query(
         "insert into consumer (tenant_id, consumer, last_seen_at) values ($1, $2, now()) \

@@ -80,6 +80,26 @@ pub struct NewEvent {
     pub traceparent: Option<String>,
 }
 
+impl NewEvent {
+    /// Whether PostgreSQL can store the event's text columns: text cannot hold
+    /// NUL (no git ref or event name has one). Checked before the event joins a
+    /// batch, so that one such event cannot fail its neighbours.
+    pub fn check_storable(&self) -> Result<(), Error> {
+        let texts = [
+            ("event_type", Some(self.event_type.as_str())),
+            ("ref", self.branch.as_deref()),
+            ("ref", self.tag.as_deref()),
+        ];
+        match texts
+            .iter()
+            .find(|(_, text)| text.is_some_and(|t| t.contains('\0')))
+        {
+            Some((field, _)) => Err(Error::invalid(field, "contains a NUL character")),
+            None => Ok(()),
+        }
+    }
+}
+
 /// The outcome of ingesting one event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ingested {

@@ -146,34 +146,58 @@ struct CandidateRow {
     row: Row,
 }
 
-/// The trusted issuers, of every tenant, for `issuer` and any of `audiences`.
-/// Unscoped by design: which tenant trusts a subject token is what the
-/// exchange establishes (as client authentication does for a client id).
-pub async fn by_issuer(
-    pool: &PgPool,
-    issuer: &str,
-    audiences: &[String],
-) -> Result<Vec<Candidate>, Error> {
-    let rows: Vec<CandidateRow> = sqlx::query_as(
-        "select i.tenant_id, t.suspended_at is not null as suspended, i.trusted_issuer_id, \
-         i.issuer, i.audience, i.claims, i.scopes, i.created_at \
-         from trusted_issuer i join tenant t using (tenant_id) \
-         where i.issuer = $1 and i.audience = any($2) \
-         order by i.created_at, i.trusted_issuer_id limit 1000",
+/// Whether any tenant trusts `issuer` for any of `audiences`: checked before
+/// the issuer's keys are fetched, so that no one can make the relay fetch
+/// from an issuer nobody trusts. Unscoped by design: which tenant trusts a
+/// subject token is what the exchange establishes.
+pub async fn is_trusted(pool: &PgPool, issuer: &str, audiences: &[String]) -> Result<bool, Error> {
+    Ok(sqlx::query_scalar(
+        "select exists (select 1 from trusted_issuer where issuer = $1 and audience = any($2))",
     )
     .bind(issuer)
     .bind(audiences)
-    .fetch_all(pool)
-    .await?;
-    rows.into_iter()
-        .map(|candidate| {
-            Ok(Candidate {
+    .fetch_one(pool)
+    .await?)
+}
+
+/// The trusted issuers, of every tenant, for `issuer` and any of `audiences`
+/// that `accepts` (a verified token's claims), up to `at_most`. Every
+/// candidate is considered, however many other tenants' trusted issuers share
+/// the issuer and audience (read as a stream, one row at a time), so squatters
+/// cannot push a tenant's own out of reach.
+pub async fn accepting(
+    pool: &PgPool,
+    issuer: &str,
+    audiences: &[String],
+    mut accepts: impl FnMut(&TrustedIssuer) -> bool,
+    at_most: usize,
+) -> Result<Vec<Candidate>, Error> {
+    use tokio_stream::StreamExt;
+    let mut rows = sqlx::query_as::<_, CandidateRow>(
+        "select i.tenant_id, t.suspended_at is not null as suspended, i.trusted_issuer_id, \
+         i.issuer, i.audience, i.claims, i.scopes, i.created_at \
+         from trusted_issuer i join tenant t using (tenant_id) \
+         where i.issuer = $1 and i.audience = any($2)",
+    )
+    .bind(issuer)
+    .bind(audiences)
+    .fetch(pool);
+    let mut found = Vec::new();
+    while let Some(candidate) = rows.next().await {
+        let candidate = candidate?;
+        let issuer = from_row(candidate.row)?;
+        if accepts(&issuer) {
+            found.push(Candidate {
                 tenant_id: candidate.tenant_id,
                 suspended: candidate.suspended,
-                issuer: from_row(candidate.row)?,
-            })
-        })
-        .collect()
+                issuer,
+            });
+            if found.len() >= at_most {
+                break;
+            }
+        }
+    }
+    Ok(found)
 }
 
 /// Whether tokens exchanged under this trusted issuer may still act: checked

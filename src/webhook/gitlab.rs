@@ -9,7 +9,8 @@
 //!
 //! The event type is `X-Gitlab-Event` (`Push Hook`); the delivery id
 //! `Idempotency-Key` (stable across GitLab's retries), else
-//! `X-Gitlab-Event-UUID` for GitLab before 17.4. Sources: GitLab's
+//! `X-Gitlab-Event-UUID` for GitLab before 17.4; with a signing token, the
+//! signed `webhook-id` (the same value, but covered by the signature). Sources: GitLab's
 //! `app/services/web_hook_service.rb` (`build_headers`) and MRs !230944 and
 //! !231325 (signing tokens).
 
@@ -85,11 +86,19 @@ impl WebhookScheme for GitLab {
     }
 
     fn delivery_id(&self, headers: &HeaderMap) -> Result<DeliveryId, WebhookError> {
-        delivery_header(
-            headers,
-            &["idempotency-key", "x-gitlab-event-uuid"],
-            "Idempotency-Key (or X-Gitlab-Event-UUID)",
-        )
+        match self.verification {
+            GitlabVerification::Token => delivery_header(
+                headers,
+                &["idempotency-key", "x-gitlab-event-uuid"],
+                "Idempotency-Key (or X-Gitlab-Event-UUID)",
+            ),
+            // The signed id (GitLab sets it to the Idempotency-Key): an
+            // unsigned header would let a captured delivery, replayed within
+            // the tolerance under a new key, be stored again.
+            GitlabVerification::SigningToken => {
+                delivery_header(headers, &["webhook-id"], "webhook-id")
+            }
+        }
     }
 
     fn identifying_headers(&self) -> &'static [&'static str] {

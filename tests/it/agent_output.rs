@@ -287,3 +287,29 @@ async fn log_format_no_color_and_quiet_do_what_they_say_on_a_terminal() {
         "-q printed:\n{output}"
     );
 }
+
+/// Branch names are the sender's text: on a terminal their control characters
+/// are shown escaped, never sent raw (ESC could clear the screen, CR rewrite
+/// the line).
+#[tokio::test]
+async fn control_characters_in_a_branch_are_escaped_on_a_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app().await;
+    let tenant = app.tenant("acme").await;
+    let repository = app.repository(&tenant, "acme/app").await;
+    let target = TestTarget::start(vec![repository.secret.clone()]).await;
+    push(&app, &repository, "d-1", "refs/heads/x\u{1b}[2J\rfake").await;
+
+    let agent = PtyAgent::start(&app, &tenant, "tty", &target.url, &[], &[], dir.path());
+    agent.lines_once("caught up").await;
+    let raw = agent.output();
+    let line = raw
+        .lines()
+        .find(|l| l.contains("→ 200"))
+        .unwrap_or_else(|| panic!("no delivered line:\n{raw}"));
+    assert!(line.contains(r"x\u{1b}[2J\rfake"), "{line:?}");
+    assert!(
+        !raw.contains("\u{1b}[2J") && !raw.contains("\rfake"),
+        "{raw:?}"
+    );
+}

@@ -898,3 +898,23 @@ async fn send(
     };
     request.send().await.unwrap()
 }
+
+/// A repeated or malformed query parameter gets the API's JSON error, like any
+/// other bad input.
+#[tokio::test]
+async fn repeated_query_parameters_get_a_json_error() {
+    let app = spawn_app().await;
+    let tenant = app.tenant("acme").await;
+    for path in [
+        "/v1/events?limit=1&limit=2",
+        "/v1/events?limit=many",
+        "/v1/deliveries/failed?consumer=a&consumer=b",
+    ] {
+        let response = app.get(path, &tenant.token).await;
+        let error = assert_error(response, StatusCode::BAD_REQUEST, "invalid_request").await;
+        assert!(
+            error["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{path}: {error}"
+        );
+    }
+}

@@ -516,6 +516,106 @@ async fn issuers_on_private_addresses_are_refused_unless_allowed() {
     drop(dir);
 }
 
+/// An issuer that cannot be reached gets a short 503 (the DNS, connect or TLS
+/// detail goes to the log), counted against the caller's failure limit like a
+/// refused token: anyone can name an issuer that never answers.
+#[tokio::test]
+async fn an_unreachable_issuer_gets_a_short_503_that_counts_toward_the_failure_limit() {
+    let app = spawn_app_with(|config| {
+        allow_loopback_issuers(config);
+        config.limits.token_failure_rate = hookrelay::server::Rate::parse("3/min").unwrap();
+    })
+    .await;
+    let tenant = app.tenant("acme").await;
+    // Nothing listens there.
+    let issuer = format!("http://127.0.0.1:{}", free_port());
+    trust(
+        &app,
+        &tenant,
+        &issuer,
+        "urn:hookrelay:acme",
+        "acme/deploy-bot",
+        &["events:read"],
+    )
+    .await;
+    let token = TestKey::new("k").sign(&json!({
+        "iss": issuer, "aud": "urn:hookrelay:acme", "sub": "x", "repository": "acme/deploy-bot",
+        "ref": "refs/heads/main", "iat": now(), "exp": now() + 60,
+    }));
+    for attempt in 0..3 {
+        let (status, body) = exchange(&app, &token, None).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{attempt}: {body}");
+        assert_eq!(body["error"], "temporarily_unavailable", "{body}");
+        let reason = body["error_description"].as_str().unwrap().to_lowercase();
+        for detail in ["127.0.0.1", "connect", "refused", "dns", "tls", "error"] {
+            assert!(!reason.contains(detail), "{detail} in {reason}");
+        }
+    }
+    let (status, body) = exchange(&app, &token, None).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+}
+
+/// A minimal OpenID issuer on loopback: discovery and `key`'s public JWK.
+async fn serve_issuer(key: &TestKey) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let mut public = key.private_jwk.clone();
+    public.as_object_mut().unwrap().remove("d");
+    let discovery = json!({"issuer": url, "jwks_uri": format!("{url}/jwks")});
+    let issuer = axum::Router::new()
+        .route(
+            "/.well-known/openid-configuration",
+            axum::routing::get(move || async move { axum::Json(discovery) }),
+        )
+        .route(
+            "/jwks",
+            axum::routing::get(move || async move { axum::Json(json!({"keys": [public]})) }),
+        );
+    tokio::spawn(async move { axum::serve(listener, issuer).await });
+    url
+}
+
+/// Squatters cannot push a tenant's trusted issuer out of reach: after 1,000
+/// other trusted issuers on the same issuer and audience, the tenant's own
+/// still accepts its workload's token.
+#[tokio::test]
+async fn a_trusted_issuer_accepts_after_a_thousand_squatters() {
+    let app = relay_trusting_loopback().await;
+    let key = TestKey::new("k");
+    let issuer = serve_issuer(&key).await;
+    let squatter = app.tenant("squatter").await;
+    let victim = app.tenant("victim").await;
+    // In one statement: the API would take the same path a thousand times.
+    sqlx::query(
+        "insert into trusted_issuer (trusted_issuer_id, tenant_id, issuer, audience, claims, scopes) \
+         select gen_random_uuid(), $1::uuid, $2, 'urn:shared', \
+                jsonb_build_object('repository', 'squat/' || g), array['events:read'] \
+         from generate_series(1, 1000) g",
+    )
+    .bind(&squatter.tenant_id)
+    .bind(&issuer)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    trust(
+        &app,
+        &victim,
+        &issuer,
+        "urn:shared",
+        "victim/app",
+        &["events:read"],
+    )
+    .await;
+    let token = key.sign(&json!({
+        "iss": issuer, "aud": "urn:shared", "sub": "ci", "repository": "victim/app",
+        "ref": "refs/heads/main", "iat": now(), "exp": now() + 60,
+    }));
+    let (status, body) = exchange(&app, &token, None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let claims = claims_of(body["access_token"].as_str().unwrap());
+    assert_eq!(claims["tenant_id"], victim.tenant_id.as_str(), "{claims}");
+}
+
 /// GitHub's side of `--github-actions-oidc`, which cannot run here: the job's
 /// OIDC endpoint (ACTIONS_ID_TOKEN_REQUEST_URL), which answers the request
 /// token with a JWT for the audience asked for. The JWT is the real provider's.

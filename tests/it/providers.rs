@@ -283,6 +283,41 @@ async fn wrong_missing_malformed_and_stale_signatures_are_refused_and_store_noth
     assert_eq!(app.event_count().await, 0, "nothing refused was stored");
 }
 
+/// With a signing token, GitLab's delivery id is the signed `webhook-id`: a
+/// captured delivery replayed within the tolerance under another
+/// `Idempotency-Key`, or with none, is a duplicate, not a new event.
+#[tokio::test]
+async fn a_replayed_signed_gitlab_delivery_is_stored_once_whatever_its_idempotency_key() {
+    let app = spawn_app().await;
+    let tenant = app.tenant("acme").await;
+    let sender = Sender::GitlabSigning;
+    let repository = register(&app, &tenant, sender).await;
+    let (file, event) = sender.fixture();
+    let body = fixture_file(file);
+    let captured = sender.headers(&repository.secret, event, "d-1", &body, now());
+    let first = post(&app, &repository.id, &captured, &body).await;
+    assert_eq!(first.status(), StatusCode::ACCEPTED);
+    let id = first.json::<Value>().await.unwrap()["event_id"].clone();
+
+    let new_key: Vec<(String, String)> = captured
+        .iter()
+        .map(|(name, value)| match name.as_str() {
+            "idempotency-key" => (name.clone(), "another-key".to_owned()),
+            _ => (name.clone(), value.clone()),
+        })
+        .collect();
+    for replay in [new_key, without(&captured, "idempotency-key")] {
+        let response = post(&app, &repository.id, &replay, &body).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let answer: Value = response.json().await.unwrap();
+        assert_eq!(
+            (answer["event_id"].clone(), answer["duplicate"].clone()),
+            (id.clone(), json!(true))
+        );
+    }
+    assert_eq!(app.event_count().await, 1);
+}
+
 #[tokio::test]
 async fn bad_input_gets_a_clear_error_per_provider_and_changes_nothing() {
     let app = spawn_app_with(|config| config.max_webhook_bytes = 64 * 1024).await;

@@ -116,6 +116,42 @@ async fn acks_are_durable_per_consumer_and_a_new_stream_resumes_after_them() {
     assert_eq!(next_event(&mut explicit, WAIT).await.id, a2);
 }
 
+/// An ack past a repository's newest event is refused, as a seek there is:
+/// it would move the cursor over events that have not happened yet.
+#[tokio::test]
+async fn an_ack_past_the_newest_event_is_refused_and_moves_nothing() {
+    let app = spawn_app().await;
+    let tenant = app.tenant("acme").await;
+    let repository = app.repository(&tenant, "acme/app").await;
+    let first = app.push(&repository, "d-1").await;
+    let ahead = AckEventsRequest {
+        consumer: "ci".into(),
+        acks: vec![
+            ack(&repository.id, first),
+            ack(&repository.id, 1_000_000_000_000),
+        ],
+    };
+    let refused = app
+        .grpc()
+        .await
+        .ack_events(authed(ahead, &tenant.token))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    assert!(refused.message().contains("newest event"), "{refused:?}");
+
+    // Nothing moved: the consumer gets the event it did not ack, then the next.
+    let second = app.push(&repository, "d-2").await;
+    let mut stream = app.stream(&tenant.token, "ci", &[], None).await.unwrap();
+    assert_eq!(next_event(&mut stream, WAIT).await.id, first);
+    assert_eq!(next_event(&mut stream, WAIT).await.id, second);
+    let consumer = app.get_json("/v1/consumers/ci", &tenant.token).await;
+    assert_eq!(
+        consumer["repositories"][0]["pending_events"], 2,
+        "{consumer}"
+    );
+}
+
 #[tokio::test]
 async fn every_consumer_and_every_stream_of_one_consumer_gets_every_event() {
     let app = spawn_app().await;

@@ -161,6 +161,54 @@ async fn a_repeated_delivery_is_stored_once() {
     );
 }
 
+/// A signed webhook whose ref holds a NUL character (PostgreSQL's text cannot)
+/// gets 400 and is not stored, while the webhooks sent beside it are.
+#[tokio::test]
+async fn a_nul_in_a_ref_gets_400_and_its_neighbours_are_stored() {
+    let app = spawn_app().await;
+    let tenant = app.tenant("acme").await;
+    let repository = app.repository(&tenant, "acme/app").await;
+    let nul = String::from_utf8(fixture("push"))
+        .unwrap()
+        .replace("refs/tags/simple-tag", "refs/heads/a\\u0000b")
+        .into_bytes();
+    assert!(nul.windows(6).any(|w| w == b"\\u0000"));
+    let good: tokio::task::JoinSet<u16> = (0..20)
+        .map(|i| {
+            let (http, url, secret) = (
+                app.http.clone(),
+                app.url(&format!("/v1/webhooks/{}", repository.id)),
+                repository.secret.clone(),
+            );
+            async move {
+                let body = fixture("push");
+                http.post(url)
+                    .header("content-type", "application/json")
+                    .header("x-github-event", "push")
+                    .header("x-github-delivery", format!("good-{i}"))
+                    .header("x-hub-signature-256", sign(&secret, &body))
+                    .body(body)
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+                    .as_u16()
+            }
+        })
+        .collect();
+    let bad = app
+        .deliver(&repository.id, &repository.secret, "push", "nul", &nul)
+        .await;
+    let good = good.join_all().await;
+    let refused = assert_error(bad, StatusCode::BAD_REQUEST, "invalid_request").await;
+    assert!(
+        refused["message"].as_str().unwrap().contains("NUL"),
+        "{refused}"
+    );
+    assert_eq!(good, [202; 20]);
+    assert_eq!(app.event_count().await, 20);
+}
+
 #[tokio::test]
 async fn bad_deliveries_are_refused_and_store_nothing() {
     let app = spawn_app().await;

@@ -272,12 +272,31 @@ impl Fields {
     }
 }
 
+/// `value` with its control characters escaped (`\u{1b}`, `\r`): a branch
+/// name or a target's answer is someone else's text, and must not move the
+/// cursor, clear the screen or rewrite the line on a person's terminal.
+fn printable(value: &str) -> String {
+    if !value.chars().any(char::is_control) {
+        return value.to_owned();
+    }
+    value
+        .chars()
+        .fold(String::with_capacity(value.len() + 8), |mut text, c| {
+            if c.is_control() {
+                text.extend(c.escape_debug());
+            } else {
+                text.push(c);
+            }
+            text
+        })
+}
+
 impl Visit for Fields {
     fn record_str(&mut self, field: &Field, value: &str) {
         if field.name() == "message" {
-            self.message = value.to_owned();
+            self.message = printable(value);
         } else {
-            self.rest.push((field.name(), value.to_owned()));
+            self.rest.push((field.name(), printable(value)));
         }
     }
 
@@ -340,8 +359,14 @@ pub(crate) async fn report_state(
 
 #[cfg(test)]
 mod tests {
-    use super::short_duration;
+    use super::{printable, short_duration};
     use std::time::Duration;
+
+    #[test]
+    fn control_characters_are_escaped_and_the_rest_kept() {
+        assert_eq!(printable("release/ü-1"), "release/ü-1");
+        assert_eq!(printable("evil\u{1b}[2J\rX\ty"), "evil\\u{1b}[2J\\rX\\ty");
+    }
 
     #[test]
     fn durations_read_at_a_glance() {
