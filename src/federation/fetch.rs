@@ -98,9 +98,9 @@ fn is_public(ip: IpAddr) -> bool {
             !(
                 // IETF protocol assignments 2001::/23: Teredo, benchmarking,
                 // AMT, AS112, ORCHID and the rest (RFC 2928).
-                (s[0] == 0x2001 && s[1] < 0x0200)
-                // Documentation, RFC 3849 and RFC 9637.
-                || (s[0] == 0x2001 && s[1] == 0x0db8)
+                (s[0] == 0x2001 && (s[1] < 0x0200
+                    // Documentation, RFC 3849 and RFC 9637.
+                    || s[1] == 0x0db8))
                 || (s[0] == 0x3fff && s[1] < 0x1000)
                 // AS112 direct delegation, RFC 7534.
                 || (s[0] == 0x2620 && s[1] == 0x004f && s[2] & 0xff00 == 0x8000)
