@@ -345,6 +345,30 @@ pub struct LimitArgs {
           value_parser = clap::value_parser!(u64).range(1..=64 * 1024 * 1024 * 1024))]
     pub webhook_memory: u64,
 
+    /// Of HOOKRELAY_WEBHOOK_MEMORY, what one tenant's webhooks may hold at once
+    /// (whatever addresses they come from): a tenant over it gets 503 for its
+    /// own webhooks, and the rest of the budget stays for the others.
+    /// Default: a quarter of HOOKRELAY_WEBHOOK_MEMORY.
+    #[arg(long, env = "HOOKRELAY_WEBHOOK_MEMORY_PER_TENANT",
+          value_parser = clap::value_parser!(u64).range(1..=64 * 1024 * 1024 * 1024))]
+    pub webhook_memory_per_tenant: Option<u64>,
+
+    /// Of HOOKRELAY_WEBHOOK_MEMORY, what the webhooks from one source address
+    /// (an IPv6 /64) may hold at once, whatever tenants they go to.
+    /// Default: an eighth of HOOKRELAY_WEBHOOK_MEMORY, and at least
+    /// HOOKRELAY_MAX_WEBHOOK_BYTES.
+    #[arg(long, env = "HOOKRELAY_WEBHOOK_MEMORY_PER_SOURCE",
+          value_parser = clap::value_parser!(u64).range(1..=64 * 1024 * 1024 * 1024))]
+    pub webhook_memory_per_source: Option<u64>,
+
+    /// After its first second, a webhook body must arrive at least this fast
+    /// on average (bytes per second), or it gets 408: a body that trickles in
+    /// is cut in seconds, not at HOOKRELAY_HTTP_BODY_TIMEOUT. GitHub sends its
+    /// headers and body at once.
+    #[arg(long, env = "HOOKRELAY_WEBHOOK_MIN_BODY_RATE", default_value_t = 64 * 1024,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub webhook_min_body_rate: u64,
+
     /// Signups (POST /v1/tenants) per source address: N/s, N/min or N/h, or off.
     #[arg(long, env = "HOOKRELAY_SIGNUP_RATE_LIMIT", default_value = "10/min",
           value_parser = parse_rate)]
@@ -409,6 +433,10 @@ pub struct Limits {
     /// None: derived from the open-file limit at start.
     pub max_connections: Option<usize>,
     pub webhook_memory: usize,
+    /// None: derived from `webhook_memory` (see `LimitArgs`).
+    pub webhook_memory_per_tenant: Option<usize>,
+    pub webhook_memory_per_source: Option<usize>,
+    pub webhook_min_body_rate: u64,
     pub signup_rate: Option<crate::server::Rate>,
     pub token_failure_rate: Option<crate::server::Rate>,
     pub trusted_proxies: Vec<ipnet::IpNet>,
@@ -417,6 +445,25 @@ pub struct Limits {
     pub stall_threshold: Duration,
     /// Zero: streams end only with their token.
     pub max_stream_age: Duration,
+}
+
+impl Limits {
+    /// The webhook memory budget and its shares, with their defaults: a
+    /// quarter of the budget per tenant, an eighth per source address, each at
+    /// least one webhook of `max_webhook_bytes` and at most the whole budget.
+    pub fn memory_shares(&self, max_webhook_bytes: usize) -> crate::server::MemoryShares {
+        let total = self.webhook_memory;
+        let share = |explicit: Option<usize>, part: usize| {
+            explicit
+                .unwrap_or((total / part).max(max_webhook_bytes))
+                .min(total)
+        };
+        crate::server::MemoryShares {
+            total,
+            per_tenant: share(self.webhook_memory_per_tenant, 4),
+            per_source: share(self.webhook_memory_per_source, 8),
+        }
+    }
 }
 
 impl Default for Limits {
@@ -440,6 +487,13 @@ impl LimitArgs {
                 .max_connections
                 .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
             webhook_memory: usize::try_from(self.webhook_memory).unwrap_or(usize::MAX),
+            webhook_memory_per_tenant: self
+                .webhook_memory_per_tenant
+                .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+            webhook_memory_per_source: self
+                .webhook_memory_per_source
+                .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+            webhook_min_body_rate: self.webhook_min_body_rate,
             signup_rate: self.signup_rate_limit.0,
             token_failure_rate: self.token_failure_rate_limit.0,
             trusted_proxies: self.trusted_proxies,
@@ -651,14 +705,26 @@ impl ServeArgs {
             }
             token => token.map(SecretString::from),
         };
-        if self.limits.webhook_memory < self.max_webhook_bytes {
-            return Err(InvalidSetting {
-                setting: "HOOKRELAY_WEBHOOK_MEMORY",
-                reason: format!(
-                    "must hold at least one webhook of HOOKRELAY_MAX_WEBHOOK_BYTES ({} bytes)",
-                    self.max_webhook_bytes
-                ),
-            });
+        for (setting, bytes) in [
+            ("HOOKRELAY_WEBHOOK_MEMORY", Some(self.limits.webhook_memory)),
+            (
+                "HOOKRELAY_WEBHOOK_MEMORY_PER_TENANT",
+                self.limits.webhook_memory_per_tenant,
+            ),
+            (
+                "HOOKRELAY_WEBHOOK_MEMORY_PER_SOURCE",
+                self.limits.webhook_memory_per_source,
+            ),
+        ] {
+            if bytes.is_some_and(|bytes| bytes < self.max_webhook_bytes) {
+                return Err(InvalidSetting {
+                    setting,
+                    reason: format!(
+                        "must hold at least one webhook of HOOKRELAY_MAX_WEBHOOK_BYTES ({} bytes)",
+                        self.max_webhook_bytes
+                    ),
+                });
+            }
         }
         Ok(Config {
             limits: self.limits.into_limits(),

@@ -33,9 +33,10 @@ pub enum Error {
     UnsupportedMediaType(String),
     #[error("request body is larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
-    /// The request body did not arrive within the body deadline.
-    #[error("the request body did not arrive within {0} s")]
-    RequestTimeout(u64),
+    /// The request body did not arrive within the body deadline, or arrived
+    /// too slowly.
+    #[error("{0}")]
+    RequestTimeout(String),
     /// Too many requests (or failed attempts) from one source address.
     #[error("too many requests from this address; retry in {retry_after} s")]
     RateLimited { retry_after: u64 },

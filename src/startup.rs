@@ -144,11 +144,14 @@ impl Application {
                 max_webhook_bytes: config.max_webhook_bytes,
                 secret_rotation_grace: config.secret_rotation_grace,
                 body_timeout: limits.http_body_timeout,
+                webhook_min_body_rate: limits.webhook_min_body_rate,
                 trusted_proxies: limits.trusted_proxies.clone(),
                 stall_threshold: limits.stall_threshold,
                 max_stream_age: limits.max_stream_age,
             }),
-            webhook_memory: Arc::new(crate::server::MemoryBudget::new(limits.webhook_memory)),
+            webhook_memory: crate::server::MemoryBudget::new(
+                limits.memory_shares(config.max_webhook_bytes),
+            ),
             rate_limits: Arc::new(crate::server::RateLimits {
                 signup: crate::server::Limiter::new(limits.signup_rate),
                 token_failures: crate::server::Limiter::new(limits.token_failure_rate),

@@ -23,6 +23,8 @@ pub struct Settings {
     pub secret_rotation_grace: Duration,
     /// A request body must arrive within this time of its headers.
     pub body_timeout: Duration,
+    /// A webhook body arrives at least this fast (bytes/s) after its first second.
+    pub webhook_min_body_rate: u64,
     /// Proxies whose X-Forwarded-For names the source address.
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// When a connected consumer with an older pending event counts as stalled.

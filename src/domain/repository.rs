@@ -43,6 +43,18 @@ impl Provider {
     }
 }
 
+impl Provider {
+    /// The largest webhook body the provider sends, where it says: GitHub does
+    /// not deliver payloads over 25 MB. A larger announced length is refused
+    /// before anything is read.
+    pub fn max_webhook_bytes(self) -> Option<usize> {
+        match self {
+            Provider::Github => Some(25 * 1024 * 1024),
+            _ => None,
+        }
+    }
+}
+
 impl fmt::Display for Provider {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())

@@ -15,7 +15,7 @@ use axum::routing::post;
 use serde_json::json;
 use time::OffsetDateTime;
 
-use super::body;
+use super::{SourceAddr, body};
 use crate::domain::RepositoryId;
 use crate::error::Error;
 use crate::state::AppState;
@@ -48,6 +48,7 @@ pub async fn remember_sender_request_id(
 async fn receive(
     State(state): State<AppState>,
     Path(repository_id): Path<String>,
+    SourceAddr(source): SourceAddr,
     sender_request_id: Option<axum::Extension<SenderRequestId>>,
     mut headers: HeaderMap,
     body: Body,
@@ -57,7 +58,16 @@ async fn receive(
     }
     let started = Instant::now();
     let received_at = OffsetDateTime::now_utc();
-    let result = accept(&state, &repository_id, &headers, body, received_at, started).await;
+    let result = accept(
+        &state,
+        source,
+        &repository_id,
+        &headers,
+        body,
+        received_at,
+        started,
+    )
+    .await;
     state.storage.record(&result);
     match &result {
         Ok(_) => state
@@ -83,6 +93,7 @@ async fn receive(
 
 async fn accept(
     state: &AppState,
+    source: std::net::IpAddr,
     repository_id: &str,
     headers: &HeaderMap,
     body: Body,
@@ -112,18 +123,25 @@ async fn accept(
         // 403, so the sender's delivery log (GitHub's Recent Deliveries) shows why.
         return Err(Error::Forbidden(crate::auth::SUSPENDED.into()));
     }
+    // No more than the provider itself ever sends.
+    let limit = target
+        .provider
+        .max_webhook_bytes()
+        .map_or(limit, |max| max.min(limit));
+    if announced.is_some_and(|length| length > limit as u64) {
+        return Err(Error::PayloadTooLarge { limit });
+    }
 
-    // Held until the event is committed: the budget counts every body in memory.
-    let timeout = state.settings.body_timeout;
-    let (body, _reservation) = body::read_webhook(
-        body,
-        announced,
-        limit,
-        &state.webhook_memory,
-        started + timeout,
-        timeout,
-    )
-    .await?;
+    // Held until the event is committed: the budget counts every body in
+    // memory, and the tenant's and the source's shares of it.
+    let reservation = state.webhook_memory.reservation(target.tenant_id, source);
+    let pace = body::BodyPace {
+        started,
+        timeout: state.settings.body_timeout,
+        min_rate: state.settings.webhook_min_body_rate,
+    };
+    let (body, _reservation) =
+        body::read_webhook(body, announced, limit, reservation, pace).await?;
 
     let mut scheme = webhook::scheme(target.provider, &target.settings);
     webhook::check_unambiguous(scheme.as_dyn(), headers).map_err(webhook_error)?;

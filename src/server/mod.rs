@@ -7,5 +7,5 @@ pub mod rate_limit;
 pub mod tls;
 
 pub use connections::{ConnectionLimits, Connections};
-pub use memory::{MemoryBudget, Reservation};
+pub use memory::{MemoryBudget, MemoryShares, Reservation};
 pub use rate_limit::{Limiter, Rate, RateLimits};

@@ -67,7 +67,7 @@ impl Limiter {
         let Some(buckets) = &self.buckets else {
             return Ok(());
         };
-        buckets.check_key(&key(source)).map_err(|not_until| {
+        buckets.check_key(&source_key(source)).map_err(|not_until| {
             let wait = not_until.wait_time_from(self.clock.now());
             wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
         })
@@ -76,7 +76,7 @@ impl Limiter {
     /// For failure limits: whether `source` is still blocked by earlier failures.
     pub fn blocked(&self, source: IpAddr) -> Result<(), u64> {
         let blocked = self.blocked.lock().expect("not poisoned");
-        match blocked.get(&key(source)) {
+        match blocked.get(&source_key(source)) {
             Some(until) => {
                 let now = Instant::now();
                 match until.checked_duration_since(now) {
@@ -94,10 +94,10 @@ impl Limiter {
     /// the source until a token is free again and returns the wait.
     pub fn failed(&self, source: IpAddr) -> Result<(), u64> {
         self.take(source).inspect_err(|&wait| {
-            self.blocked
-                .lock()
-                .expect("not poisoned")
-                .insert(key(source), Instant::now() + Duration::from_secs(wait));
+            self.blocked.lock().expect("not poisoned").insert(
+                source_key(source),
+                Instant::now() + Duration::from_secs(wait),
+            );
         })
     }
 
@@ -116,7 +116,8 @@ impl Limiter {
     }
 }
 
-fn key(source: IpAddr) -> IpAddr {
+/// The key a source counts under: an IPv6 address as its /64, which one host can fill.
+pub(crate) fn source_key(source: IpAddr) -> IpAddr {
     match source {
         IpAddr::V4(_) => source,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
@@ -209,7 +210,7 @@ mod tests {
         );
         assert_eq!(Rate::parse("off").unwrap(), None);
         assert!(Rate::parse("10").is_err() && Rate::parse("0/s").is_err());
-        assert_eq!(key(ip("2001:db8:1:2:3:4:5:6")), ip("2001:db8:1:2::"));
+        assert_eq!(source_key(ip("2001:db8:1:2:3:4:5:6")), ip("2001:db8:1:2::"));
         let limiter = Limiter::new(Rate::parse("2/h").unwrap());
         assert!(limiter.failed(ip("2001:db8::1")).is_ok());
         assert!(limiter.failed(ip("2001:db8::2")).is_ok());

@@ -19,6 +19,7 @@ mod health;
 mod isolation;
 mod liveness;
 mod migrate;
+mod noisy_neighbours;
 mod oauth;
 mod observability;
 mod older_clients;

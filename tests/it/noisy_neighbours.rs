@@ -1,0 +1,186 @@
+//! One tenant cannot take the relay from another: each attack of a tenant
+//! (or of anyone who signs up) runs while another tenant sends ordinary
+//! webhooks, and every one of those is stored.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::helpers::{TestApp, TestRepository, fixture, sign, spawn_app_with};
+
+const MIB: usize = 1024 * 1024;
+
+/// Reads until the server closes the connection, within `within`.
+async fn answer(stream: &mut TcpStream, within: Duration) -> String {
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(within, async {
+        let mut buffer = [0u8; 4096];
+        loop {
+            match stream.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => answer.extend_from_slice(&buffer[..n]),
+            }
+        }
+    });
+    read.await.expect("the server answers and closes in time");
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// `count` signed pushes to `repository` at once, from `source` (through the
+/// trusted proxy's X-Forwarded-For); their statuses.
+async fn pushes(
+    app: &TestApp,
+    repository: &TestRepository,
+    source: &str,
+    count: usize,
+) -> Vec<u16> {
+    let sends: tokio::task::JoinSet<u16> = (0..count)
+        .map(|i| {
+            let (http, url, secret, source) = (
+                app.http.clone(),
+                app.url(&format!("/v1/webhooks/{}", repository.id)),
+                repository.secret.clone(),
+                source.to_owned(),
+            );
+            async move {
+                let body = fixture("push");
+                http.post(url)
+                    .header("content-type", "application/json")
+                    .header("x-github-event", "push")
+                    .header("x-github-delivery", format!("{source}-{i}"))
+                    .header("x-hub-signature-256", sign(&secret, &body))
+                    .header("x-forwarded-for", source)
+                    .body(body)
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+                    .as_u16()
+            }
+        })
+        .collect();
+    sends.join_all().await
+}
+
+/// The attack of the issue, scaled down: the attacker's own repository, 11
+/// connections from 11 addresses, 10 announcing the largest webhook and one a
+/// quarter of it, each sending its headers and one byte and holding. Before
+/// shares, they held the whole budget and every other tenant's webhook got 503.
+/// Now the attacker holds its share (one body), the rest are refused at once,
+/// the one admitted is cut after about a second for trickling, and the other
+/// tenant's 28 webhooks, sent while all this is open, are all stored.
+#[tokio::test]
+async fn holding_webhook_bodies_open_takes_no_memory_from_other_tenants() {
+    let app = spawn_app_with(|config| {
+        config.max_webhook_bytes = 2 * MIB;
+        config.limits.webhook_memory = 8 * MIB;
+        config.limits.http_body_timeout = Duration::from_secs(60);
+        config.limits.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+    })
+    .await;
+    let attacker = app.tenant("attacker").await;
+    let own = app.repository(&attacker, "attacker/app").await;
+    let victim = app.tenant("victim").await;
+    let repository = app.repository(&victim, "victim/app").await;
+
+    let host = app.address.trim_start_matches("http://").to_owned();
+    let mut held = Vec::new();
+    for i in 0..11 {
+        let length = if i == 10 { MIB / 2 } else { 2 * MIB };
+        let mut stream = TcpStream::connect(&host).await.unwrap();
+        let head = format!(
+            "POST /v1/webhooks/{} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+             x-forwarded-for: 203.0.113.{i}\r\nx-github-event: push\r\n\
+             x-github-delivery: hold-{i}\r\nx-hub-signature-256: sha256=00\r\n\
+             content-length: {length}\r\n\r\n{{",
+            own.id
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        held.push(stream);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let statuses = pushes(&app, &repository, "198.51.100.7", 28).await;
+    assert_eq!(statuses, [202; 28], "the other tenant's webhooks");
+
+    let mut refused = 0;
+    let mut cut = 0;
+    for mut stream in held {
+        let answer = answer(&mut stream, Duration::from_secs(20)).await;
+        if answer.starts_with("HTTP/1.1 503") {
+            assert!(
+                answer.to_ascii_lowercase().contains("retry-after: "),
+                "{answer}"
+            );
+            assert!(answer.contains("tenant"), "{answer}");
+            refused += 1;
+        } else {
+            assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+            assert!(answer.contains("slower than"), "{answer}");
+            cut += 1;
+        }
+    }
+    assert_eq!(
+        (refused, cut),
+        (10, 1),
+        "the attacker holds one body, its share"
+    );
+    assert_eq!(app.event_count().await, 28);
+}
+
+/// One address holds at most its share, whatever tenants it sends to; other
+/// addresses, even for the same tenant, are not affected.
+#[tokio::test]
+async fn one_address_holds_no_more_than_its_share() {
+    let app = spawn_app_with(|config| {
+        config.max_webhook_bytes = 2 * MIB;
+        config.limits.webhook_memory = 16 * MIB;
+        config.limits.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+    })
+    .await;
+    let tenants = [app.tenant("one").await, app.tenant("two").await];
+    let mut repositories = Vec::new();
+    for tenant in &tenants {
+        repositories.push(app.repository(tenant, "acme/app").await);
+    }
+    let host = app.address.trim_start_matches("http://").to_owned();
+    // The default share of one address: an eighth of 16 MiB, one 2 MiB body.
+    let mut held = Vec::new();
+    for (i, repository) in repositories.iter().enumerate() {
+        let mut stream = TcpStream::connect(&host).await.unwrap();
+        let head = format!(
+            "POST /v1/webhooks/{} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+             x-forwarded-for: 203.0.113.1\r\nx-github-event: push\r\nx-github-delivery: h-{i}\r\n\
+             x-hub-signature-256: sha256=00\r\ncontent-length: {}\r\n\r\n{{",
+            repository.id,
+            2 * MIB
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        held.push(stream);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for repository in &repositories {
+        assert_eq!(pushes(&app, repository, "198.51.100.8", 5).await, [202; 5]);
+    }
+    let mut answers = Vec::new();
+    for mut stream in held {
+        answers.push(answer(&mut stream, Duration::from_secs(20)).await);
+    }
+    let refused: Vec<&String> = answers
+        .iter()
+        .filter(|a| a.starts_with("HTTP/1.1 503"))
+        .collect();
+    assert_eq!(refused.len(), 1, "{answers:?}");
+    assert!(refused[0].contains("from this address"), "{}", refused[0]);
+    assert_eq!(
+        app.http
+            .get(app.url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+}
