@@ -380,6 +380,13 @@ pub struct LimitArgs {
           value_parser = parse_rate)]
     pub token_failure_rate_limit: RateSetting,
 
+    /// Streams and watches a tenant may open (StreamEvents, Watch*), per server:
+    /// N/s, N/min or N/h (a burst of N), or off. Over it: RESOURCE_EXHAUSTED,
+    /// which the agent retries after a backoff.
+    #[arg(long, env = "HOOKRELAY_STREAM_SETUP_RATE_LIMIT", default_value = "20/s",
+          value_parser = parse_rate)]
+    pub stream_setup_rate_limit: RateSetting,
+
     /// Proxies (comma-separated addresses or CIDRs) whose X-Forwarded-For is
     /// believed: the source address is the right-most X-Forwarded-For entry
     /// that is not one of them. Behind the Envoy sidecar: 127.0.0.1,::1.
@@ -439,6 +446,7 @@ pub struct Limits {
     pub webhook_min_body_rate: u64,
     pub signup_rate: Option<crate::server::Rate>,
     pub token_failure_rate: Option<crate::server::Rate>,
+    pub stream_setup_rate: Option<crate::server::Rate>,
     pub trusted_proxies: Vec<ipnet::IpNet>,
     pub http2_keepalive_interval: Duration,
     pub http2_keepalive_timeout: Duration,
@@ -496,6 +504,7 @@ impl LimitArgs {
             webhook_min_body_rate: self.webhook_min_body_rate,
             signup_rate: self.signup_rate_limit.0,
             token_failure_rate: self.token_failure_rate_limit.0,
+            stream_setup_rate: self.stream_setup_rate_limit.0,
             trusted_proxies: self.trusted_proxies,
             http2_keepalive_interval: self.http2_keepalive_interval,
             http2_keepalive_timeout: self.http2_keepalive_timeout,

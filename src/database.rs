@@ -17,8 +17,16 @@ use crate::store;
 /// The database the server runs on: an external one, or the embedded default.
 pub struct Database {
     pub pool: PgPool,
+    /// Ingest's own connections, which nothing else can take: a burst of
+    /// streams, watches or API calls that fills `pool` (503 for them) leaves
+    /// webhooks their way to the database.
+    pub ingest: PgPool,
     embedded: Option<Embedded>,
 }
+
+/// The ingest pool's size: the server's one writer, the single-event retries
+/// of a failed batch, and the webhook targets' cache misses.
+pub const INGEST_CONNECTIONS: u32 = 4;
 
 /// The embedded PostgreSQL, restarted by a supervisor if it dies.
 struct Embedded {
@@ -67,13 +75,19 @@ impl Database {
                 )
             }
         };
-        let pool = store::connect(options, config.max_connections).await?;
-        Ok(Self { pool, embedded })
+        let pool = store::connect(options.clone(), config.max_connections).await?;
+        let ingest = store::connect(options, INGEST_CONNECTIONS).await?;
+        Ok(Self {
+            pool,
+            ingest,
+            embedded,
+        })
     }
 
     /// Closes the pool, then stops the embedded server, if any.
     pub async fn close(self) {
         self.pool.close().await;
+        self.ingest.close().await;
         if let Some(embedded) = self.embedded {
             embedded.supervisor.cancel();
             let cluster = embedded.cluster.lock().expect("not poisoned").take();

@@ -37,9 +37,16 @@ pub enum Error {
     /// too slowly.
     #[error("{0}")]
     RequestTimeout(String),
-    /// Too many requests (or failed attempts) from one source address.
-    #[error("too many requests from this address; retry in {retry_after} s")]
-    RateLimited { retry_after: u64 },
+    /// Too many requests (or failed attempts) from one source address, or of
+    /// one tenant: 429 with Retry-After.
+    #[error("{message}; retry in {retry_after} s")]
+    RateLimited {
+        message: &'static str,
+        retry_after: u64,
+    },
+    /// Over one of the tenant's quotas (a count): 403 `quota_exceeded`.
+    #[error("{0}")]
+    QuotaExceeded(String),
     /// Try again shortly: overloaded, shutting down, or the database is away.
     #[error("{0}")]
     Unavailable(String),
@@ -75,6 +82,7 @@ impl Error {
             Error::PayloadTooLarge { .. } => "payload_too_large",
             Error::RequestTimeout(_) => "request_timeout",
             Error::RateLimited { .. } => "rate_limited",
+            Error::QuotaExceeded(_) => "quota_exceeded",
             Error::Unavailable(_) => "unavailable",
             Error::BehindRetention(_) => "behind_retention",
             Error::Database(error) if database_unavailable(error) => "unavailable",
@@ -85,7 +93,9 @@ impl Error {
     pub fn status(&self) -> StatusCode {
         match self {
             Error::Unauthenticated(_) | Error::InvalidSignature(_) => StatusCode::UNAUTHORIZED,
-            Error::InsufficientScope(_) | Error::Forbidden(_) => StatusCode::FORBIDDEN,
+            Error::InsufficientScope(_) | Error::Forbidden(_) | Error::QuotaExceeded(_) => {
+                StatusCode::FORBIDDEN
+            }
             Error::NotFound(_) => StatusCode::NOT_FOUND,
             Error::Conflict(_) => StatusCode::CONFLICT,
             Error::Invalid { .. } | Error::InvalidJson(_) => StatusCode::BAD_REQUEST,
@@ -112,7 +122,7 @@ impl Error {
             Error::Invalid { .. } | Error::InvalidJson(_) | Error::UnsupportedMediaType(_) => {
                 tonic::Code::InvalidArgument
             }
-            Error::PayloadTooLarge { .. } | Error::RateLimited { .. } => {
+            Error::PayloadTooLarge { .. } | Error::RateLimited { .. } | Error::QuotaExceeded(_) => {
                 tonic::Code::ResourceExhausted
             }
             Error::RequestTimeout(_) => tonic::Code::DeadlineExceeded,
@@ -177,7 +187,7 @@ impl IntoResponse for Error {
                         .insert(header::WWW_AUTHENTICATE, value);
                 }
             }
-            Error::RateLimited { retry_after } => {
+            Error::RateLimited { retry_after, .. } => {
                 response
                     .headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));

@@ -128,16 +128,17 @@ impl Application {
         let max_connections = limits.max_connections.unwrap_or_else(|| {
             crate::server::connections::default_max_connections(
                 open_files,
-                config.database.max_connections,
+                config.database.max_connections + crate::database::INGEST_CONNECTIONS,
             )
         });
         tracing::info!(open_files, max_connections, "connection limits");
         let metrics = Arc::new(Metrics::default());
         let streams = StreamHub::new(pool.clone(), &metrics);
-        let (ingestor, ingest_writer) = Ingestor::spawn(pool.clone(), streams.clone());
+        let (ingestor, ingest_writer) = Ingestor::spawn(database.ingest.clone(), streams.clone());
         let state = AppState::new(crate::state::SharedState {
             auth: Authenticator::new(keys.clone(), pool.clone()),
             pool,
+            ingest_pool: database.ingest.clone(),
             settings: Arc::new(Settings {
                 public_url,
                 signup_token: config.signup_token.clone(),
@@ -155,6 +156,7 @@ impl Application {
             rate_limits: Arc::new(crate::server::RateLimits {
                 signup: crate::server::Limiter::new(limits.signup_rate),
                 token_failures: crate::server::Limiter::new(limits.token_failure_rate),
+                stream_setup: crate::server::TenantLimiter::new(limits.stream_setup_rate),
             }),
             connections: crate::server::connections::Connections::new(max_connections),
             federation: Arc::new(crate::federation::Federation::new(config.outbound.clone())?),

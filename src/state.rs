@@ -57,6 +57,9 @@ impl std::ops::Deref for AppState {
 #[derive(Debug)]
 pub struct SharedState {
     pub pool: PgPool,
+    /// Ingest's own connections (`Database::ingest`): the webhook path reads
+    /// and writes through these only.
+    pub ingest_pool: PgPool,
     pub settings: Arc<Settings>,
     pub keys: Arc<Keys>,
     /// The one way in, for HTTP and gRPC alike.

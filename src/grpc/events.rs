@@ -54,6 +54,26 @@ impl EventsService {
     }
 }
 
+impl EventsService {
+    /// Streams and watches open at a bounded rate per tenant, before any
+    /// database work: a burst of thousands waits its turn (the agent retries
+    /// RESOURCE_EXHAUSTED after a backoff) instead of taking the pool.
+    fn admit(&self, tenant: TenantId) -> Result<(), Error> {
+        self.state
+            .rate_limits
+            .stream_setup
+            .take(tenant)
+            .map_err(|retry_after| {
+                self.state.metrics.limited("stream_setup");
+                Error::RateLimited {
+                    message: "this tenant opens streams and watches faster than \
+                              HOOKRELAY_STREAM_SETUP_RATE_LIMIT allows",
+                    retry_after,
+                }
+            })
+    }
+}
+
 fn parse_repository(id: &str) -> Result<RepositoryId, Error> {
     RepositoryId::parse(id).ok_or(Error::NotFound("repository"))
 }
@@ -98,6 +118,7 @@ impl EventService for EventsService {
         request: Request<proto::WatchEventsRequest>,
     ) -> Result<Response<Self::WatchEventsStream>, Status> {
         let caller = caller(&request)?;
+        self.admit(caller.tenant.id)?;
         let request = request.into_inner();
         let repositories = if request.repository_ids.is_empty() {
             Vec::new()
@@ -114,6 +135,7 @@ impl EventService for EventsService {
         request: Request<proto::WatchDeliveriesRequest>,
     ) -> Result<Response<Self::WatchDeliveriesStream>, Status> {
         let caller = caller(&request)?;
+        self.admit(caller.tenant.id)?;
         Ok(Response::new(
             self.watches.deliveries(&caller, request.into_inner()),
         ))
@@ -124,6 +146,7 @@ impl EventService for EventsService {
         request: Request<proto::WatchConsumersRequest>,
     ) -> Result<Response<Self::WatchConsumersStream>, Status> {
         let caller = caller(&request)?;
+        self.admit(caller.tenant.id)?;
         Ok(Response::new(self.watches.consumers(&caller)))
     }
 
@@ -133,6 +156,7 @@ impl EventService for EventsService {
     ) -> Result<Response<Self::StreamEventsStream>, Status> {
         let caller = caller(&request)?;
         let tenant = caller.tenant.id;
+        self.admit(tenant)?;
         let request = request.into_inner();
         let consumer = parse_consumer(&request.consumer)?;
         let repositories = if request.repository_ids.is_empty() {

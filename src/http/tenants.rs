@@ -48,7 +48,10 @@ async fn sign_up(
         .map_err(|retry_after| {
             state.metrics.limited("signup");
             tracing::info!(%source, "signup rate limited");
-            Error::RateLimited { retry_after }
+            Error::RateLimited {
+                message: "too many signups from this address",
+                retry_after,
+            }
         })?;
     if let Some(expected) = &state.settings.signup_token {
         let presented = bearer_token(&headers)?;

@@ -115,7 +115,7 @@ async fn accept(
     tracing::Span::current().record("repository_id", tracing::field::display(id));
     let (mut target, mut fresh) = state
         .targets
-        .get(&state.pool, &state.secret_key, id, false)
+        .get(&state.ingest_pool, &state.secret_key, id, false)
         .await?
         .ok_or(Error::NotFound("repository"))?;
     tracing::Span::current().record("tenant_id", tracing::field::display(target.tenant_id));
@@ -152,7 +152,7 @@ async fn accept(
         // The secret may have been rotated on another replica: read it again.
         (target, fresh) = state
             .targets
-            .get(&state.pool, &state.secret_key, id, true)
+            .get(&state.ingest_pool, &state.secret_key, id, true)
             .await?
             .ok_or(Error::NotFound("repository"))?;
         debug_assert!(fresh);
@@ -237,7 +237,9 @@ fn rejection_reason(error: &Error) -> &'static str {
             "database_unavailable"
         }
         Error::Forbidden(_) => "suspended",
-        Error::BehindRetention(_) | Error::RateLimited { .. } => "internal",
+        Error::RateLimited { .. } => "rate_limited",
+        Error::QuotaExceeded(_) => "quota_exceeded",
+        Error::BehindRetention(_) => "internal",
         Error::Unauthenticated(_)
         | Error::InsufficientScope(_)
         | Error::Conflict(_)

@@ -12,6 +12,8 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
 use ipnet::IpNet;
 
+use crate::domain::TenantId;
+
 /// `N/s`, `N/min` or `N/h` per source address (a burst of N), or `off`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rate {
@@ -127,11 +129,49 @@ pub(crate) fn source_key(source: IpAddr) -> IpAddr {
     }
 }
 
+/// A token bucket per tenant, for what a tenant's own callers repeat.
+#[derive(Debug)]
+pub struct TenantLimiter {
+    buckets: Option<governor::DefaultKeyedRateLimiter<TenantId>>,
+    clock: DefaultClock,
+}
+
+impl TenantLimiter {
+    pub fn new(rate: Option<Rate>) -> Self {
+        Self {
+            buckets: rate.map(|rate| governor::RateLimiter::keyed(rate.quota())),
+            clock: DefaultClock::default(),
+        }
+    }
+
+    /// Takes a token for `tenant`; over the limit, the seconds until one is free.
+    pub fn take(&self, tenant: TenantId) -> Result<(), u64> {
+        let Some(buckets) = &self.buckets else {
+            return Ok(());
+        };
+        buckets.check_key(&tenant).map_err(|not_until| {
+            let wait = not_until.wait_time_from(self.clock.now());
+            wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
+        })
+    }
+
+    /// Forgets tenants whose buckets are full again.
+    pub fn forget_idle(&self) {
+        if let Some(buckets) = &self.buckets {
+            buckets.retain_recent();
+            buckets.shrink_to_fit();
+        }
+    }
+}
+
 /// The limiters of one server.
 #[derive(Debug)]
 pub struct RateLimits {
     pub signup: Limiter,
     pub token_failures: Limiter,
+    /// Streams and watches opened per tenant: their set-up reads the database,
+    /// so a burst of thousands must not take the pool from everyone else.
+    pub stream_setup: TenantLimiter,
 }
 
 /// The caller's address: the peer, or, when the peer is a trusted proxy, the

@@ -184,3 +184,66 @@ async fn one_address_holds_no_more_than_its_share() {
         StatusCode::OK
     );
 }
+
+/// The stream attack of the issue, scaled down to a pool of 4: one tenant
+/// opens 600 StreamEvents at once over 6 connections while another tenant
+/// sends 50 webhooks. Stream set-up is admitted at a bounded rate per tenant
+/// (the rest get RESOURCE_EXHAUSTED, which the agent retries after a backoff),
+/// and webhooks have database connections of their own: all 50 are stored.
+#[tokio::test]
+async fn a_burst_of_streams_takes_no_database_from_other_tenants_webhooks() {
+    const STREAMS: usize = 600;
+    let app = spawn_app_with(|config| {
+        config.database.max_connections = 4;
+        config.limits.stream_setup_rate = hookrelay::server::Rate::parse("20/s").unwrap();
+    })
+    .await;
+    let attacker = app.tenant("attacker").await;
+    let victim = app.tenant("victim").await;
+    let repository = app.repository(&victim, "victim/app").await;
+
+    let started = std::time::Instant::now();
+    let mut clients = Vec::new();
+    for _ in 0..6 {
+        clients.push(app.grpc().await);
+    }
+    let opens: tokio::task::JoinSet<Result<tonic::Streaming<_>, tonic::Code>> = (0..STREAMS)
+        .map(|i| {
+            let mut client = clients[i % clients.len()].clone();
+            let token = attacker.token.clone();
+            async move {
+                let request = hookrelay::grpc::proto::StreamEventsRequest {
+                    consumer: format!("burst-{i}"),
+                    ..Default::default()
+                };
+                client
+                    .stream_events(crate::helpers::authed(request, &token))
+                    .await
+                    .map(tonic::Response::into_inner)
+                    .map_err(|status| status.code())
+            }
+        })
+        .collect();
+    let statuses = pushes(&app, &repository, "127.0.0.1", 50).await;
+    let opened = opens.join_all().await;
+    let elapsed = started.elapsed().as_secs_f64();
+
+    assert_eq!(statuses, [202; 50], "the other tenant's webhooks");
+    let admitted = opened.iter().filter(|o| o.is_ok()).count();
+    let exhausted = opened
+        .iter()
+        .filter(|o| matches!(o, Err(tonic::Code::ResourceExhausted)))
+        .count();
+    assert_eq!(
+        admitted + exhausted,
+        STREAMS,
+        "every open is admitted or told to retry"
+    );
+    // A burst of 20, then 20 a second.
+    let allowed = 20 + (20.0 * elapsed).ceil() as usize;
+    assert!(
+        (20..=allowed).contains(&admitted),
+        "{admitted} admitted in {elapsed:.1} s (at most {allowed})"
+    );
+    assert_eq!(app.event_count().await, 50);
+}
