@@ -65,6 +65,9 @@ pub struct Metrics {
     pub rate_limited: Family<EndpointLabels, Counter>,
     /// Event streams open on this server.
     pub streams_open: Gauge,
+    /// The watches' shared polls running on this server: one per tenant and
+    /// kind, however many watches show it.
+    pub watch_polls: Gauge,
     pub stream_events_sent: Counter,
     /// Acks received, by outcome (`delivered`, `failed`).
     pub acks: Family<OutcomeLabels, Counter>,
@@ -126,6 +129,12 @@ impl Default for Metrics {
             "Event streams open on this server",
             streams_open.clone(),
         );
+        let watch_polls = Gauge::default();
+        registry.register(
+            "watch_polls",
+            "Shared polls of the console's watches running on this server (one per tenant and kind)",
+            watch_polls.clone(),
+        );
         let stream_events_sent = Counter::default();
         registry.register(
             "stream_events_sent",
@@ -182,6 +191,7 @@ impl Default for Metrics {
         }
         Self {
             streams_open,
+            watch_polls,
             stream_events_sent,
             acks,
             redeliveries,

@@ -10,7 +10,7 @@ use tonic::{Request, Response, Status};
 
 use super::proto::event_service_server::EventService;
 use super::proto::{self, AckOutcome};
-use super::watch::{WatchStream, Watches};
+use super::watch::{SharedPolls, WatchStream, Watches};
 use crate::auth::caller;
 use crate::domain::{ConsumerName, EventFilter, EventId, RepositoryId, TenantId};
 use crate::error::Error;
@@ -48,6 +48,7 @@ impl EventsService {
                 hub: state.streams.clone(),
                 shutdown,
                 stall_threshold: state.settings.stall_threshold,
+                polls: Arc::new(SharedPolls::new(state.metrics.watch_polls.clone())),
             }),
             state,
         }

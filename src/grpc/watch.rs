@@ -2,16 +2,19 @@
 //! WatchConsumers): what the web console shows live, over gRPC-Web. They read
 //! and never write: no consumer, no cursor.
 //!
-//! New events wake a watch through the same NOTIFY as the streams. Delivery
-//! records and consumer status are polled (every `POLL`) per watch: acks are
-//! far too frequent to announce each, and a console is a handful of watches.
+//! New events wake a watch through the same NOTIFY as the streams. A tenant's
+//! delivery records and consumer status are polled (every `POLL`) once per
+//! tenant, however many watches show them (`SharedPolls`): acks are far too
+//! frequent to announce each, and one tenant's thousand console tabs must not
+//! cost the database a thousand queries a second. One event's delivery
+//! records (its page in the console) are polled per watch.
 
-use std::collections::HashSet;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use time::OffsetDateTime;
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
@@ -167,6 +170,169 @@ pub struct Watches {
     pub hub: Arc<StreamHub>,
     pub shutdown: CancellationToken,
     pub stall_threshold: Duration,
+    pub polls: Arc<SharedPolls>,
+}
+
+/// A tenant's consumers as its watches show them; None until the first poll.
+type ConsumersUpdate = Option<Result<proto::ConsumersSnapshot, Status>>;
+/// A tenant's delivery records as they complete.
+type DeliveryUpdate = Result<proto::DeliveryRecord, Status>;
+
+/// One poll per tenant of what all its watches show alike. The first watch
+/// starts it; it stops at the first poll after the last watch left.
+pub struct SharedPolls {
+    consumers: Mutex<HashMap<TenantId, Arc<watch::Sender<ConsumersUpdate>>>>,
+    deliveries: Mutex<HashMap<TenantId, broadcast::Sender<DeliveryUpdate>>>,
+    /// `hookrelay_watch_polls`: how many polls run.
+    running: prometheus_client::metrics::gauge::Gauge,
+}
+
+/// Delivery records buffered per watch before it counts as fallen behind.
+const DELIVERY_BACKLOG: usize = 1024;
+
+impl SharedPolls {
+    pub fn new(running: prometheus_client::metrics::gauge::Gauge) -> Self {
+        Self {
+            consumers: Mutex::default(),
+            deliveries: Mutex::default(),
+            running,
+        }
+    }
+
+    fn consumers(
+        self: &Arc<Self>,
+        pool: &sqlx::PgPool,
+        tenant: TenantId,
+        stall_threshold: Duration,
+    ) -> watch::Receiver<ConsumersUpdate> {
+        let mut polls = self.consumers.lock().expect("not poisoned");
+        if let Some(sender) = polls.get(&tenant) {
+            return sender.subscribe();
+        }
+        let (sender, receiver) = watch::channel(None);
+        let sender = Arc::new(sender);
+        polls.insert(tenant, sender.clone());
+        self.running.inc();
+        tokio::spawn(poll_consumers(
+            self.clone(),
+            sender,
+            pool.clone(),
+            tenant,
+            stall_threshold,
+        ));
+        receiver
+    }
+
+    fn deliveries(
+        self: &Arc<Self>,
+        pool: &sqlx::PgPool,
+        tenant: TenantId,
+    ) -> broadcast::Receiver<DeliveryUpdate> {
+        let mut polls = self.deliveries.lock().expect("not poisoned");
+        if let Some(sender) = polls.get(&tenant) {
+            return sender.subscribe();
+        }
+        let (sender, receiver) = broadcast::channel(DELIVERY_BACKLOG);
+        polls.insert(tenant, sender.clone());
+        self.running.inc();
+        tokio::spawn(poll_deliveries(self.clone(), sender, pool.clone(), tenant));
+        receiver
+    }
+
+    /// Whether a poll of `tenant` is over: no watch left (`watching`, counted
+    /// under the lock; a failed poll says 0). Then it is forgotten, under the
+    /// lock a new watch takes to join it: no watch joins a stopped poll.
+    fn over<T>(
+        &self,
+        polls: &Mutex<HashMap<TenantId, T>>,
+        tenant: TenantId,
+        watching: impl Fn() -> usize,
+    ) -> bool {
+        let mut polls = polls.lock().expect("not poisoned");
+        let over = watching() == 0;
+        if over && polls.remove(&tenant).is_some() {
+            self.running.dec();
+        }
+        over
+    }
+}
+
+/// Reads the tenant's consumers every `POLL` while any watch shows them, and
+/// publishes each change. An error is published and ends the poll.
+async fn poll_consumers(
+    polls: Arc<SharedPolls>,
+    sender: Arc<watch::Sender<ConsumersUpdate>>,
+    pool: sqlx::PgPool,
+    tenant: TenantId,
+    stall_threshold: Duration,
+) {
+    let mut interval = tokio::time::interval(POLL);
+    loop {
+        interval.tick().await;
+        if polls.over(&polls.consumers, tenant, || sender.receiver_count()) {
+            return;
+        }
+        let update = match store::consumer::status(&pool, tenant, None).await {
+            Ok(consumers) => Ok(proto::ConsumersSnapshot {
+                consumers: consumers
+                    .into_iter()
+                    .map(|c| consumer_status(c, stall_threshold))
+                    .collect(),
+            }),
+            Err(error) => Err(Status::from(error)),
+        };
+        let failed = update.is_err();
+        sender.send_if_modified(|current| {
+            let changed = match (&*current, &update) {
+                (Some(Ok(before)), Ok(now)) => before != now,
+                _ => true,
+            };
+            if changed {
+                *current = Some(update);
+            }
+            changed
+        });
+        if failed {
+            polls.over(&polls.consumers, tenant, || 0);
+            return;
+        }
+    }
+}
+
+/// Publishes the tenant's delivery records as they complete, polling every
+/// `POLL` while any watch shows them. An error is published and ends the poll.
+async fn poll_deliveries(
+    polls: Arc<SharedPolls>,
+    sender: broadcast::Sender<DeliveryUpdate>,
+    pool: sqlx::PgPool,
+    tenant: TenantId,
+) {
+    let mut since = OffsetDateTime::now_utc();
+    let mut sent: HashSet<(i64, OffsetDateTime)> = HashSet::new();
+    let mut interval = tokio::time::interval(POLL);
+    loop {
+        interval.tick().await;
+        if polls.over(&polls.deliveries, tenant, || sender.receiver_count()) {
+            return;
+        }
+        match store::consumer::deliveries_since(&pool, tenant, None, since - LOOKBACK).await {
+            Ok(records) => {
+                for record in records {
+                    since = since.max(record.completed_at);
+                    if sent.insert((record.delivery_pk, record.completed_at)) {
+                        let _ = sender.send(Ok(record.into()));
+                    }
+                }
+                let horizon = since - LOOKBACK;
+                sent.retain(|(_, at)| *at > horizon);
+            }
+            Err(error) => {
+                let _ = sender.send(Err(error.into()));
+                polls.over(&polls.deliveries, tenant, || 0);
+                return;
+            }
+        }
+    }
 }
 
 impl Watches {
@@ -205,23 +371,30 @@ impl Watches {
         request: proto::WatchDeliveriesRequest,
     ) -> WatchStream<proto::DeliveryRecord> {
         let (watch, stream) = Watch::open(&self.hub, caller, &self.shutdown);
-        tokio::spawn(watch_deliveries(
-            watch,
-            self.pool.clone(),
-            caller.tenant.id,
-            request.event_id.map(EventId::new),
-        ));
+        match request.event_id.map(EventId::new) {
+            // One event's records: all of them first, polled for this watch.
+            Some(event) => {
+                tokio::spawn(watch_event_deliveries(
+                    watch,
+                    self.pool.clone(),
+                    caller.tenant.id,
+                    event,
+                ));
+            }
+            None => {
+                let updates = self.polls.deliveries(&self.pool, caller.tenant.id);
+                tokio::spawn(watch_deliveries(watch, updates));
+            }
+        }
         stream
     }
 
     pub fn consumers(&self, caller: &Caller) -> WatchStream<proto::ConsumersSnapshot> {
         let (watch, stream) = Watch::open(&self.hub, caller, &self.shutdown);
-        tokio::spawn(watch_consumers(
-            watch,
-            self.pool.clone(),
-            caller.tenant.id,
-            self.stall_threshold,
-        ));
+        let updates = self
+            .polls
+            .consumers(&self.pool, caller.tenant.id, self.stall_threshold);
+        tokio::spawn(watch_consumers(watch, updates));
         stream
     }
 }
@@ -295,18 +468,44 @@ async fn watch_events(
     }
 }
 
-/// Sends delivery records as they complete, polling every `POLL`.
+/// Sends the tenant's delivery records as they complete (from its shared poll).
 async fn watch_deliveries(
+    watch: Watch<proto::DeliveryRecord>,
+    mut updates: broadcast::Receiver<DeliveryUpdate>,
+) {
+    loop {
+        let update = tokio::select! {
+            ended = watch.ended() => return watch.end(ended).await,
+            update = updates.recv() => update,
+        };
+        match update {
+            Ok(Ok(record)) => {
+                if !watch.send(record).await {
+                    return;
+                }
+            }
+            Ok(Err(status)) => return watch.end(Some(status)).await,
+            Err(broadcast::error::RecvError::Lagged(_)) => {
+                return watch
+                    .end(Some(Status::unavailable(
+                        "the watch fell behind the delivery records; reconnect now",
+                    )))
+                    .await;
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+/// Sends one event's delivery records, all of them first, then as they
+/// complete, polling every `POLL`.
+async fn watch_event_deliveries(
     watch: Watch<proto::DeliveryRecord>,
     pool: sqlx::PgPool,
     tenant: TenantId,
-    event: Option<EventId>,
+    event: EventId,
 ) {
-    // One event's records are all sent first; the whole tenant's from now on.
-    let mut since = match event {
-        Some(_) => OffsetDateTime::UNIX_EPOCH,
-        None => OffsetDateTime::now_utc(),
-    };
+    let mut since = OffsetDateTime::UNIX_EPOCH;
     let mut sent: HashSet<(i64, OffsetDateTime)> = HashSet::new();
     let mut interval = tokio::time::interval(POLL);
     loop {
@@ -314,7 +513,7 @@ async fn watch_deliveries(
             ended = watch.ended() => return watch.end(ended).await,
             _ = interval.tick() => {}
         }
-        let read = store::consumer::deliveries_since(&pool, tenant, event, since - LOOKBACK);
+        let read = store::consumer::deliveries_since(&pool, tenant, Some(event), since - LOOKBACK);
         let records = tokio::select! {
             ended = watch.ended() => return watch.end(ended).await,
             records = read => match records {
@@ -335,39 +534,25 @@ async fn watch_deliveries(
     }
 }
 
-/// Sends the tenant's consumers at once, then again whenever they change.
+/// Sends the tenant's consumers at once, then again whenever they change
+/// (from its shared poll).
 async fn watch_consumers(
     watch: Watch<proto::ConsumersSnapshot>,
-    pool: sqlx::PgPool,
-    tenant: TenantId,
-    stall_threshold: Duration,
+    mut updates: watch::Receiver<ConsumersUpdate>,
 ) {
-    let mut last: Option<proto::ConsumersSnapshot> = None;
-    let mut interval = tokio::time::interval(POLL);
     loop {
+        let update = updates.borrow_and_update().clone();
+        let sent = match update {
+            Some(Ok(snapshot)) => watch.send(snapshot).await,
+            Some(Err(status)) => return watch.end(Some(status)).await,
+            None => true,
+        };
+        if !sent {
+            return;
+        }
         tokio::select! {
             ended = watch.ended() => return watch.end(ended).await,
-            _ = interval.tick() => {}
-        }
-        let read = store::consumer::status(&pool, tenant, None);
-        let consumers = tokio::select! {
-            ended = watch.ended() => return watch.end(ended).await,
-            consumers = read => match consumers {
-                Ok(consumers) => consumers,
-                Err(error) => return watch.end(Some(error.into())).await,
-            },
-        };
-        let snapshot = proto::ConsumersSnapshot {
-            consumers: consumers
-                .into_iter()
-                .map(|c| consumer_status(c, stall_threshold))
-                .collect(),
-        };
-        if last.as_ref() != Some(&snapshot) {
-            last = Some(snapshot.clone());
-            if !watch.send(snapshot).await {
-                return;
-            }
+            changed = updates.changed() => if changed.is_err() { return },
         }
     }
 }

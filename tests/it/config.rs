@@ -81,6 +81,7 @@ fn help_documents_every_setting() {
         "HOOKRELAY_WEBHOOK_MIN_BODY_RATE",
         "HOOKRELAY_SIGNUP_RATE_LIMIT",
         "HOOKRELAY_TOKEN_FAILURE_RATE_LIMIT",
+        "HOOKRELAY_STREAM_SETUP_RATE_LIMIT",
         "HOOKRELAY_TRUSTED_PROXIES",
     ] {
         assert!(

@@ -247,3 +247,71 @@ async fn a_burst_of_streams_takes_no_database_from_other_tenants_webhooks() {
     );
     assert_eq!(app.event_count().await, 50);
 }
+
+/// The watch attack of the issue: one tenant opens 300 console watches of its
+/// consumers and 300 of its deliveries. They share one poll of each
+/// (`hookrelay_watch_polls`), every watch still gets the consumers' snapshot,
+/// another tenant's webhooks are all stored, and the polls stop once the
+/// watches are gone.
+#[tokio::test]
+async fn many_watches_of_one_tenant_share_one_poll() {
+    const WATCHES: usize = 300;
+    let app = spawn_app_with(|config| config.limits.stream_setup_rate = None).await;
+    let watcher = app.tenant("watcher").await;
+    let victim = app.tenant("victim").await;
+    let repository = app.repository(&victim, "victim/app").await;
+    let polls = |metrics: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("hookrelay_watch_polls "))
+            .map(str::to_owned)
+    };
+    assert_eq!(polls(&app.metrics().await).as_deref(), Some("0"));
+
+    // A connection carries at most 200 streams at once (HTTP/2's limit here).
+    let mut connections = Vec::new();
+    for _ in 0..(2 * WATCHES).div_ceil(100) {
+        connections.push(app.grpc().await);
+    }
+    let mut consumers = Vec::new();
+    let mut deliveries = Vec::new();
+    for i in 0..WATCHES {
+        let mut client = connections[i % connections.len()].clone();
+        consumers.push(
+            client
+                .watch_consumers(crate::helpers::authed(
+                    hookrelay::grpc::proto::WatchConsumersRequest::default(),
+                    &watcher.token,
+                ))
+                .await
+                .unwrap()
+                .into_inner(),
+        );
+        deliveries.push(
+            client
+                .watch_deliveries(crate::helpers::authed(
+                    hookrelay::grpc::proto::WatchDeliveriesRequest::default(),
+                    &watcher.token,
+                ))
+                .await
+                .unwrap()
+                .into_inner(),
+        );
+    }
+    for watch in &mut consumers {
+        let snapshot = tokio::time::timeout(Duration::from_secs(10), watch.message())
+            .await
+            .expect("a snapshot in time")
+            .unwrap()
+            .expect("the watch is open");
+        assert!(snapshot.consumers.is_empty());
+    }
+    assert_eq!(polls(&app.metrics().await).as_deref(), Some("2"));
+    assert_eq!(pushes(&app, &repository, "127.0.0.1", 50).await, [202; 50]);
+
+    drop((consumers, deliveries));
+    crate::helpers::eventually(Duration::from_secs(10), "the polls to stop", || async {
+        (polls(&app.metrics().await).as_deref() == Some("0")).then_some(())
+    })
+    .await;
+}
