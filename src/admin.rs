@@ -9,9 +9,12 @@ use anyhow::Context;
 use time::OffsetDateTime;
 
 use crate::auth::keys;
-use crate::config::{AdminArgs, KeysCommand, SecretsCommand, TenantArgs, TenantsCommand};
+use crate::config::{
+    AdminArgs, KeysCommand, SecretsCommand, SetQuotaArgs, ShowTenantArgs, TenantArgs,
+    TenantsCommand,
+};
 use crate::database::Database;
-use crate::domain::TenantId;
+use crate::domain::{QuotaOverrides, Quotas, TenantId};
 use crate::secrets::SecretKey;
 use crate::store;
 
@@ -130,7 +133,8 @@ fn tenant_id(args: &TenantArgs) -> anyhow::Result<TenantId> {
 pub async fn tenants(command: TenantsCommand) -> anyhow::Result<()> {
     let (admin, id) = match &command {
         TenantsCommand::List(admin) => (admin.clone(), None),
-        TenantsCommand::Show(args)
+        TenantsCommand::Show(ShowTenantArgs { tenant: args, .. })
+        | TenantsCommand::SetQuota(SetQuotaArgs { tenant: args, .. })
         | TenantsCommand::Suspend(args)
         | TenantsCommand::Resume(args) => (args.admin.clone(), Some(tenant_id(args)?)),
         TenantsCommand::Delete(args) => {
@@ -154,9 +158,21 @@ pub async fn tenants(command: TenantsCommand) -> anyhow::Result<()> {
             (TenantsCommand::List(_), _) => {
                 print!("{}", tenant_table(&store::tenant::list(pool).await?));
             }
-            (TenantsCommand::Show(_), Some(id)) => {
+            (TenantsCommand::Show(args), Some(id)) => {
                 let tenant = store::tenant::get(pool, id).await?.ok_or_else(missing)?;
                 print!("{}", tenant_table(&[tenant]));
+                let overrides = store::quota::overrides(pool, id).await?;
+                print!("\n{}", quota_table(&overrides, &args.quotas.quotas()));
+            }
+            (TenantsCommand::SetQuota(args), Some(id)) => {
+                let current = store::quota::overrides(pool, id).await?;
+                let changed = args.apply(&current);
+                anyhow::ensure!(
+                    store::quota::set_overrides(pool, id, &changed).await?,
+                    missing()
+                );
+                tracing::warn!(tenant_id = %id, "tenant quotas set by the operator");
+                println!("set the quotas of {id}");
             }
             (TenantsCommand::Suspend(_), Some(id)) => {
                 anyhow::ensure!(
@@ -188,6 +204,43 @@ pub async fn tenants(command: TenantsCommand) -> anyhow::Result<()> {
     .await;
     database.close().await;
     result
+}
+
+/// Each quota with its limit, marked when set for this tenant.
+fn quota_table(overrides: &QuotaOverrides, defaults: &Quotas) -> String {
+    let quotas = overrides.over(defaults);
+    let rows = [
+        ("repositories", quotas.repositories, overrides.repositories),
+        ("clients", quotas.clients, overrides.clients),
+        (
+            "trusted_issuers",
+            quotas.trusted_issuers,
+            overrides.trusted_issuers,
+        ),
+        ("consumers", quotas.consumers, overrides.consumers),
+        ("open_streams", quotas.open_streams, overrides.open_streams),
+        ("open_watches", quotas.open_watches, overrides.open_watches),
+        (
+            "webhooks_per_second",
+            quotas.webhooks_per_second,
+            overrides.webhooks_per_second,
+        ),
+        (
+            "webhook_burst",
+            quotas.webhook_burst,
+            overrides.webhook_burst,
+        ),
+    ];
+    let mut table = format!("{:<20} {:>12}  {}\n", "QUOTA", "LIMIT", "SET");
+    for (name, limit, set) in rows {
+        let origin = if set.is_some() {
+            "for this tenant"
+        } else {
+            "default"
+        };
+        let _ = writeln!(table, "{name:<20} {limit:>12}  {origin}");
+    }
+    table
 }
 
 fn tenant_table(tenants: &[store::tenant::TenantSummary]) -> String {

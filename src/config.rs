@@ -53,8 +53,9 @@ pub enum SecretsCommand {
 pub enum TenantsCommand {
     /// Every tenant, with its clients, repositories, events and whether it is suspended.
     List(AdminArgs),
-    /// One tenant.
-    Show(TenantArgs),
+    /// One tenant, with its quotas (the defaults as HOOKRELAY_QUOTA_* give
+    /// them here, and the ones set for it).
+    Show(ShowTenantArgs),
     /// Refuse the tenant's tokens, token requests, streams (closed within
     /// seconds) and webhooks (403, within 30 s) until it is resumed. Nothing is
     /// deleted.
@@ -64,6 +65,79 @@ pub enum TenantsCommand {
     /// Delete the tenant and everything it owns: clients, repositories, events,
     /// consumers. Irreversible: needs --yes.
     Delete(DeleteTenantArgs),
+    /// Set quotas of one tenant: a number, or `default` for HOOKRELAY_QUOTA_*'s.
+    /// Quotas not named keep their setting. Counts apply at once; webhooks per
+    /// second within 30 s.
+    SetQuota(SetQuotaArgs),
+}
+
+#[derive(Clone, Args)]
+pub struct ShowTenantArgs {
+    #[command(flatten)]
+    pub tenant: TenantArgs,
+    #[command(flatten)]
+    pub quotas: QuotaArgs,
+}
+
+/// A quota as `set-quota` takes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuotaSetting {
+    Limit(i64),
+    Default,
+}
+
+fn parse_quota(value: &str) -> Result<QuotaSetting, String> {
+    match value.trim() {
+        "default" => Ok(QuotaSetting::Default),
+        number => number
+            .parse::<u32>()
+            .map(|n| QuotaSetting::Limit(i64::from(n)))
+            .map_err(|_| format!("`{value}`: give a number (0 to 4294967295) or `default`")),
+    }
+}
+
+#[derive(Clone, Args)]
+pub struct SetQuotaArgs {
+    #[command(flatten)]
+    pub tenant: TenantArgs,
+    #[arg(long, value_parser = parse_quota)]
+    pub repositories: Option<QuotaSetting>,
+    #[arg(long, value_parser = parse_quota)]
+    pub clients: Option<QuotaSetting>,
+    #[arg(long, value_parser = parse_quota)]
+    pub trusted_issuers: Option<QuotaSetting>,
+    #[arg(long, value_parser = parse_quota)]
+    pub consumers: Option<QuotaSetting>,
+    #[arg(long, value_parser = parse_quota)]
+    pub open_streams: Option<QuotaSetting>,
+    #[arg(long, value_parser = parse_quota)]
+    pub open_watches: Option<QuotaSetting>,
+    #[arg(long, value_parser = parse_quota)]
+    pub webhooks_per_second: Option<QuotaSetting>,
+    #[arg(long, value_parser = parse_quota)]
+    pub webhook_burst: Option<QuotaSetting>,
+}
+
+impl SetQuotaArgs {
+    /// `current` with these changes.
+    pub fn apply(&self, current: &crate::domain::QuotaOverrides) -> crate::domain::QuotaOverrides {
+        let change = |setting: Option<QuotaSetting>, current: Option<i64>| match setting {
+            None => current,
+            Some(QuotaSetting::Default) => None,
+            Some(QuotaSetting::Limit(n)) => Some(n),
+        };
+        crate::domain::QuotaOverrides {
+            repositories: change(self.repositories, current.repositories),
+            clients: change(self.clients, current.clients),
+            trusted_issuers: change(self.trusted_issuers, current.trusted_issuers),
+            consumers: change(self.consumers, current.consumers),
+            open_streams: change(self.open_streams, current.open_streams),
+            open_watches: change(self.open_watches, current.open_watches),
+            webhooks_per_second: change(self.webhooks_per_second, current.webhooks_per_second)
+                .map(|n| n.max(1)),
+            webhook_burst: change(self.webhook_burst, current.webhook_burst).map(|n| n.max(1)),
+        }
+    }
 }
 
 #[derive(Clone, Args)]
@@ -313,6 +387,9 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub limits: LimitArgs,
+
+    #[command(flatten)]
+    pub quotas: QuotaArgs,
 }
 
 /// Limits on what callers, anonymous ones included, can make the server hold.
@@ -413,6 +490,65 @@ pub struct LimitArgs {
     /// below the load balancer's (Cloud Run allows at most 60 min). 0: never.
     #[arg(long, env = "HOOKRELAY_MAX_STREAM_AGE", default_value = "50m", value_parser = parse_duration_or_zero)]
     pub max_stream_age: Duration,
+}
+
+/// Every tenant's quotas, unless the operator set its own
+/// (`hookrelay tenants set-quota`). Generous: no honest tenant meets them.
+#[derive(Clone, Copy, Args)]
+pub struct QuotaArgs {
+    /// Repositories a tenant may register (403 quota_exceeded past it).
+    #[arg(long, env = "HOOKRELAY_QUOTA_REPOSITORIES", default_value_t = 1000)]
+    pub quota_repositories: u64,
+    /// OAuth2 clients a tenant may hold.
+    #[arg(long, env = "HOOKRELAY_QUOTA_CLIENTS", default_value_t = 100)]
+    pub quota_clients: u64,
+    /// Trusted issuers a tenant may hold.
+    #[arg(long, env = "HOOKRELAY_QUOTA_TRUSTED_ISSUERS", default_value_t = 100)]
+    pub quota_trusted_issuers: u64,
+    /// Consumers a tenant may have (a new consumer's stream is refused past it).
+    #[arg(long, env = "HOOKRELAY_QUOTA_CONSUMERS", default_value_t = 1000)]
+    pub quota_consumers: u64,
+    /// Event streams a tenant may hold open at once, on all servers together
+    /// (RESOURCE_EXHAUSTED past it).
+    #[arg(long, env = "HOOKRELAY_QUOTA_OPEN_STREAMS", default_value_t = 1000)]
+    pub quota_open_streams: u64,
+    /// Console watches a tenant may hold open at once, per server.
+    #[arg(long, env = "HOOKRELAY_QUOTA_OPEN_WATCHES", default_value_t = 100)]
+    pub quota_open_watches: u64,
+    /// Webhooks a tenant may send per second, per server (429 with
+    /// Retry-After past it), with bursts of HOOKRELAY_QUOTA_WEBHOOK_BURST.
+    #[arg(long, env = "HOOKRELAY_QUOTA_WEBHOOKS_PER_SECOND", default_value_t = 200,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub quota_webhooks_per_second: u64,
+    #[arg(long, env = "HOOKRELAY_QUOTA_WEBHOOK_BURST", default_value_t = 2000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub quota_webhook_burst: u64,
+}
+
+impl QuotaArgs {
+    pub fn quotas(&self) -> crate::domain::Quotas {
+        crate::domain::Quotas {
+            repositories: self.quota_repositories,
+            clients: self.quota_clients,
+            trusted_issuers: self.quota_trusted_issuers,
+            consumers: self.quota_consumers,
+            open_streams: self.quota_open_streams,
+            open_watches: self.quota_open_watches,
+            webhooks_per_second: self.quota_webhooks_per_second,
+            webhook_burst: self.quota_webhook_burst,
+        }
+    }
+}
+
+impl Default for crate::domain::Quotas {
+    /// The defaults of `hookrelay serve`.
+    fn default() -> Self {
+        let args = Cli::parse_from(["hookrelay", "serve"]);
+        let Command::Serve(serve) = args.command else {
+            unreachable!("parsed `serve`")
+        };
+        serve.quotas.quotas()
+    }
 }
 
 /// A parsed rate limit; `None` is `off`.
@@ -556,6 +692,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     pub migrate: bool,
     pub limits: Limits,
+    /// Every tenant's quotas but those the operator set.
+    pub quotas: crate::domain::Quotas,
     /// What fetches of trusted issuers' keys may reach.
     pub outbound: crate::federation::fetch::OutboundPolicy,
 }
@@ -737,6 +875,7 @@ impl ServeArgs {
         }
         Ok(Config {
             limits: self.limits.into_limits(),
+            quotas: self.quotas.quotas(),
             database: self.database.into_config()?,
             http_addr: self.http_addr,
             grpc_addr: self.grpc_addr,

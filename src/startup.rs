@@ -149,6 +149,7 @@ impl Application {
                 trusted_proxies: limits.trusted_proxies.clone(),
                 stall_threshold: limits.stall_threshold,
                 max_stream_age: limits.max_stream_age,
+                quotas: config.quotas,
             }),
             webhook_memory: crate::server::MemoryBudget::new(
                 limits.memory_shares(config.max_webhook_bytes),
@@ -157,6 +158,7 @@ impl Application {
                 signup: crate::server::Limiter::new(limits.signup_rate),
                 token_failures: crate::server::Limiter::new(limits.token_failure_rate),
                 stream_setup: crate::server::TenantLimiter::new(limits.stream_setup_rate),
+                webhooks: crate::server::TenantBuckets::default(),
             }),
             connections: crate::server::connections::Connections::new(max_connections),
             federation: Arc::new(crate::federation::Federation::new(config.outbound.clone())?),

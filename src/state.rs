@@ -8,6 +8,8 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{Authenticator, Keys};
+use crate::domain::{Quotas, TenantId};
+use crate::error::Error;
 use crate::relay::Ingestor;
 use crate::relay::StreamHub;
 use crate::secrets::SecretKey;
@@ -31,6 +33,8 @@ pub struct Settings {
     pub stall_threshold: Duration,
     /// Event streams end cleanly after this long (less jitter); zero: never.
     pub max_stream_age: Duration,
+    /// Every tenant's quotas, unless the operator set its own.
+    pub quotas: Quotas,
 }
 
 /// What every handler shares. Cloned for every request (axum's `State`), so
@@ -42,6 +46,11 @@ pub struct AppState(Arc<SharedState>);
 impl AppState {
     pub fn new(shared: SharedState) -> Self {
         Self(Arc::new(shared))
+    }
+
+    /// The tenant's quotas: the operator's overrides over the defaults.
+    pub async fn quotas(&self, tenant: TenantId) -> Result<Quotas, Error> {
+        crate::store::quota::quotas(&self.pool, tenant, &self.settings.quotas).await
     }
 }
 

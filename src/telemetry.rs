@@ -120,7 +120,7 @@ impl Default for Metrics {
         let rate_limited = Family::<EndpointLabels, Counter>::default();
         registry.register(
             "rate_limited",
-            "Requests refused with 429 by a per-source rate limit, by endpoint",
+            "Requests refused by a rate limit (per source address, or per tenant for stream_setup and webhook), by endpoint",
             rate_limited.clone(),
         );
         let streams_open = Gauge::default();
@@ -180,7 +180,7 @@ impl Default for Metrics {
         ] {
             let _ = webhooks_rejected.get_or_create(&RejectionLabels { reason });
         }
-        for endpoint in ["signup", "token"] {
+        for endpoint in ["signup", "token", "stream_setup", "webhook"] {
             let _ = rate_limited.get_or_create(&EndpointLabels { endpoint });
         }
         let _ = token_errors.get_or_create(&ErrorLabels {

@@ -1,6 +1,6 @@
 //! HTTP: the caller by type. A handler names the scope it needs in its
-//! signature (`Authorized<ReposWrite>`); there is no extractor for a caller
-//! without a scope, so a handler that forgets one does not compile.
+//! signature (`Authorized<ReposWrite>`), or says in as many words that any
+//! scope will do (`AnyScope`); a handler that forgets does not compile.
 
 use std::marker::PhantomData;
 
@@ -39,6 +39,19 @@ scopes! {
 /// token, 403 `insufficient_scope` without the scope.
 #[derive(Debug, Clone)]
 pub struct Authorized<S: ScopeMarker>(pub Tenant, pub PhantomData<S>);
+
+/// An authenticated caller with whatever scopes: for what any client of a
+/// tenant may read about the tenant itself (`GET /v1/usage`).
+#[derive(Debug, Clone)]
+pub struct AnyScope(pub Tenant);
+
+impl FromRequestParts<AppState> for AnyScope {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
+        Ok(Self(state.auth.authenticate(&parts.headers).await?.tenant))
+    }
+}
 
 impl<S: ScopeMarker> FromRequestParts<AppState> for Authorized<S> {
     type Rejection = Error;

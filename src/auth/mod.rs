@@ -15,7 +15,7 @@ use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
 
 pub use extractor::{
-    Authorized, ClientsWrite, EventsRead, EventsWrite, ReposRead, ReposWrite, ScopeMarker,
+    AnyScope, Authorized, ClientsWrite, EventsRead, EventsWrite, ReposRead, ReposWrite, ScopeMarker,
 };
 pub use keys::{Claims, Keys, VerifyError};
 pub use layer::{GrpcAuthLayer, caller};

@@ -4,6 +4,7 @@ mod filter;
 mod ids;
 mod issuer;
 mod names;
+mod quota;
 mod repository;
 mod scope;
 
@@ -12,6 +13,7 @@ pub use filter::{EventFilter, LikePatterns};
 pub use ids::{ClientId, DeliveryId, EventId, Horizon, RepositoryId, TenantId, TrustedIssuerId};
 pub use issuer::{Audience, ClaimConditions, IssuerUrl};
 pub use names::{ConsumerName, DisplayName};
+pub use quota::{Quota, QuotaOverrides, Quotas};
 pub use repository::{GitlabVerification, Provider, RepositoryName, WebhookSettings};
 pub use scope::{Scope, Scopes};
 

@@ -12,7 +12,7 @@ use super::proto::event_service_server::EventService;
 use super::proto::{self, AckOutcome};
 use super::watch::{SharedPolls, WatchStream, Watches};
 use crate::auth::caller;
-use crate::domain::{ConsumerName, EventFilter, EventId, RepositoryId, TenantId};
+use crate::domain::{ConsumerName, EventFilter, EventId, Quota, RepositoryId, TenantId};
 use crate::error::Error;
 use crate::relay::stream::{Start, Streams, to_proto};
 use crate::state::AppState;
@@ -56,6 +56,16 @@ impl EventsService {
 }
 
 impl EventsService {
+    /// A watch may open: at the tenant's set-up rate, within its quota of
+    /// open watches on this server.
+    async fn admit_watch(&self, tenant: TenantId) -> Result<(), Error> {
+        self.admit(tenant)?;
+        let quotas = self.state.quotas(tenant).await?;
+        Quota::OpenWatches
+            .check(&quotas, self.state.streams.watches_of(tenant) as u64)
+            .map_err(Error::QuotaExceeded)
+    }
+
     /// Streams and watches open at a bounded rate per tenant, before any
     /// database work: a burst of thousands waits its turn (the agent retries
     /// RESOURCE_EXHAUSTED after a backoff) instead of taking the pool.
@@ -119,7 +129,7 @@ impl EventService for EventsService {
         request: Request<proto::WatchEventsRequest>,
     ) -> Result<Response<Self::WatchEventsStream>, Status> {
         let caller = caller(&request)?;
-        self.admit(caller.tenant.id)?;
+        self.admit_watch(caller.tenant.id).await?;
         let request = request.into_inner();
         let repositories = if request.repository_ids.is_empty() {
             Vec::new()
@@ -136,7 +146,7 @@ impl EventService for EventsService {
         request: Request<proto::WatchDeliveriesRequest>,
     ) -> Result<Response<Self::WatchDeliveriesStream>, Status> {
         let caller = caller(&request)?;
-        self.admit(caller.tenant.id)?;
+        self.admit_watch(caller.tenant.id).await?;
         Ok(Response::new(
             self.watches.deliveries(&caller, request.into_inner()),
         ))
@@ -147,7 +157,7 @@ impl EventService for EventsService {
         request: Request<proto::WatchConsumersRequest>,
     ) -> Result<Response<Self::WatchConsumersStream>, Status> {
         let caller = caller(&request)?;
-        self.admit(caller.tenant.id)?;
+        self.admit_watch(caller.tenant.id).await?;
         Ok(Response::new(self.watches.consumers(&caller)))
     }
 
@@ -204,6 +214,9 @@ impl EventService for EventsService {
                 .into());
             }
         }
+
+        let quotas = self.state.quotas(tenant).await?;
+        store::quota::admit_stream(&self.state.pool, tenant, &consumer, &quotas).await?;
 
         // Registered before it is recorded, so that no signal sent once the
         // consumer exists can miss this stream.

@@ -10,7 +10,7 @@ use time::OffsetDateTime;
 
 use super::ApiJson;
 use crate::auth::{Authorized, ClientsWrite};
-use crate::domain::{ClientId, DisplayName, Scope, Scopes};
+use crate::domain::{ClientId, DisplayName, Quota, Scope, Scopes};
 use crate::error::Error;
 use crate::secrets;
 use crate::state::AppState;
@@ -56,14 +56,18 @@ async fn create(
     let name = DisplayName::parse(&body.name).map_err(|reason| Error::invalid("name", reason))?;
     let scopes = grantable_scopes(&body.scopes, &tenant.scopes)?;
     let secret = secrets::generate_client_secret();
+    let quotas = state.quotas(tenant.id).await?;
+    let mut transaction = state.pool.begin().await?;
+    store::quota::admit_one(&mut transaction, tenant.id, Quota::Clients, &quotas).await?;
     let client_id = store::client::insert(
-        &state.pool,
+        &mut *transaction,
         tenant.id,
         &name,
         &scopes,
         &secrets::hash_client_secret(secret.expose_secret()),
     )
     .await?;
+    transaction.commit().await?;
     Ok((
         StatusCode::CREATED,
         ApiJson(CreatedClient {

@@ -13,6 +13,7 @@ mod repositories;
 mod source;
 mod tenants;
 mod trusted_issuers;
+mod usage;
 mod webhooks;
 mod well_known;
 
@@ -47,6 +48,7 @@ pub fn router(state: AppState) -> Router {
         .merge(deliveries::router())
         .merge(consumers::router())
         .merge(events::router())
+        .merge(usage::router())
         .layer(DefaultBodyLimit::max(API_BODY_LIMIT))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

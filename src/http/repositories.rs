@@ -141,6 +141,7 @@ async fn create(
             settings,
         },
         &secret,
+        &state.quotas(tenant.id).await?,
     )
     .await?;
     Ok((

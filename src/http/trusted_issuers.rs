@@ -69,9 +69,17 @@ async fn create(
     let audience = Audience::parse(&body.audience).map_err(|r| Error::invalid("audience", r))?;
     let claims = ClaimConditions::parse(body.claims).map_err(|r| Error::invalid("claims", r))?;
     let scopes = super::clients::grantable_scopes(&body.scopes, &tenant.scopes)?;
-    let created =
-        store::trusted_issuer::insert(&state.pool, tenant.id, &issuer, &audience, &claims, &scopes)
-            .await?;
+    let quotas = state.quotas(tenant.id).await?;
+    let created = store::trusted_issuer::insert(
+        &state.pool,
+        tenant.id,
+        &issuer,
+        &audience,
+        &claims,
+        &scopes,
+        &quotas,
+    )
+    .await?;
     Ok((StatusCode::CREATED, ApiJson(created.into())))
 }
 

@@ -245,6 +245,16 @@ impl StreamHub {
         }
     }
 
+    /// The watches `tenant` holds open on this server.
+    pub fn watches_of(&self, tenant: TenantId) -> usize {
+        self.registry
+            .lock()
+            .expect("stream registry")
+            .values()
+            .filter(|entry| entry.consumer.is_none() && entry.tenant == tenant)
+            .count()
+    }
+
     /// Open event streams (watches not counted: they do not read the tail).
     pub fn open_streams(&self) -> usize {
         self.registry

@@ -8,4 +8,4 @@ pub mod tls;
 
 pub use connections::{ConnectionLimits, Connections};
 pub use memory::{MemoryBudget, MemoryShares, Reservation};
-pub use rate_limit::{Limiter, Rate, RateLimits, TenantLimiter};
+pub use rate_limit::{Limiter, Rate, RateLimits, TenantBuckets, TenantLimiter};

@@ -164,6 +164,86 @@ impl TenantLimiter {
     }
 }
 
+/// A token bucket per tenant, each with the tenant's own rate and burst (its
+/// webhook quota), refilled continuously.
+#[derive(Debug, Default)]
+pub struct TenantBuckets {
+    buckets: Mutex<HashMap<TenantId, Bucket>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+    /// Taken within the current second, and within the one before: the usage
+    /// `GET /v1/usage` reports.
+    second: (Instant, u64, u64),
+}
+
+impl TenantBuckets {
+    /// Takes a token for `tenant` from a bucket of `burst` refilled at `rate`
+    /// per second; when empty, the seconds until one is free.
+    pub fn take(&self, tenant: TenantId, rate: u64, burst: u64) -> Result<(), u64> {
+        let now = Instant::now();
+        let (rate, burst) = (rate.max(1) as f64, burst.max(1) as f64);
+        let mut buckets = self.buckets.lock().expect("not poisoned");
+        let bucket = buckets.entry(tenant).or_insert(Bucket {
+            tokens: burst,
+            at: now,
+            second: (now, 0, 0),
+        });
+        bucket.tokens =
+            (bucket.tokens + now.duration_since(bucket.at).as_secs_f64() * rate).min(burst);
+        bucket.at = now;
+        if bucket.tokens < 1.0 {
+            return Err(((1.0 - bucket.tokens) / rate).ceil().max(1.0) as u64);
+        }
+        bucket.tokens -= 1.0;
+        let (start, current, _) = bucket.second;
+        let elapsed = now.duration_since(start);
+        bucket.second = if elapsed < Duration::from_secs(1) {
+            (start, current + 1, bucket.second.2)
+        } else if elapsed < Duration::from_secs(2) {
+            (start + Duration::from_secs(1), 1, current)
+        } else {
+            (now, 1, 0)
+        };
+        Ok(())
+    }
+
+    /// How much of its burst `tenant` has used (what its bucket lacks of
+    /// full, refilled up to now at `rate`).
+    pub fn in_use(&self, tenant: TenantId, rate: u64, burst: u64) -> u64 {
+        let buckets = self.buckets.lock().expect("not poisoned");
+        buckets.get(&tenant).map_or(0, |bucket| {
+            let refilled = bucket.tokens + bucket.at.elapsed().as_secs_f64() * rate.max(1) as f64;
+            (burst as f64 - refilled.min(burst as f64)).floor() as u64
+        })
+    }
+
+    /// What `tenant` sent in the last whole second on this server.
+    pub fn last_second(&self, tenant: TenantId) -> u64 {
+        let buckets = self.buckets.lock().expect("not poisoned");
+        buckets.get(&tenant).map_or(0, |bucket| {
+            let (start, current, previous) = bucket.second;
+            match Instant::now().duration_since(start).as_secs() {
+                0 => previous,
+                1 => current,
+                _ => 0,
+            }
+        })
+    }
+
+    /// Forgets tenants that sent nothing for a while (their buckets are full).
+    pub fn forget_idle(&self) {
+        let idle = Instant::now() - Duration::from_secs(600);
+        self.buckets
+            .lock()
+            .expect("not poisoned")
+            .retain(|_, bucket| bucket.at > idle);
+    }
+}
+
 /// The limiters of one server.
 #[derive(Debug)]
 pub struct RateLimits {
@@ -172,6 +252,8 @@ pub struct RateLimits {
     /// Streams and watches opened per tenant: their set-up reads the database,
     /// so a burst of thousands must not take the pool from everyone else.
     pub stream_setup: TenantLimiter,
+    /// Webhooks per tenant: its webhook quota.
+    pub webhooks: TenantBuckets,
 }
 
 /// The caller's address: the peer, or, when the peer is a trusted proxy, the

@@ -8,7 +8,9 @@ use crate::secrets::SecretKey;
 use sqlx::PgPool;
 use time::OffsetDateTime;
 
-use crate::domain::{Provider, RepositoryId, RepositoryName, TenantId, WebhookSettings};
+use crate::domain::{
+    Provider, Quota, Quotas, RepositoryId, RepositoryName, TenantId, WebhookSettings,
+};
 use crate::error::{Error, violated_constraint};
 
 #[derive(Debug, Clone)]
@@ -65,6 +67,8 @@ pub struct WebhookTarget {
     pub settings: WebhookSettings,
     /// Its tenant is suspended: webhooks are refused (403).
     pub suspended: bool,
+    /// The operator's overrides of its tenant's webhook rate quota, if any.
+    pub webhook_rate: (Option<i64>, Option<i64>),
     pub secrets: Vec<(Vec<u8>, Option<OffsetDateTime>)>,
 }
 
@@ -93,7 +97,10 @@ pub async fn create(
     tenant_id: TenantId,
     new: &NewRepository,
     secret: &SecretString,
+    quotas: &Quotas,
 ) -> Result<Repository, Error> {
+    let mut transaction = pool.begin().await?;
+    super::quota::admit_one(&mut transaction, tenant_id, Quota::Repositories, quotas).await?;
     let NewRepository {
         id,
         provider,
@@ -113,7 +120,7 @@ pub async fn create(
     .bind(name.as_str())
     .bind(&sealed_secret)
     .bind(sqlx::types::Json(settings))
-    .fetch_one(pool)
+    .fetch_one(&mut *transaction)
     .await
     .map_err(|e| match violated_constraint(&e) {
         Some("repository_tenant_provider_name_key") => Error::Conflict(format!(
@@ -122,6 +129,7 @@ pub async fn create(
         )),
         _ => e.into(),
     })?;
+    transaction.commit().await?;
     from_row(row)
 }
 
@@ -208,17 +216,31 @@ pub async fn webhook_target(
         Option<OffsetDateTime>,
         sqlx::types::Json<WebhookSettings>,
         bool,
+        Option<i64>,
+        Option<i64>,
     );
     let row: Option<TargetRow> = sqlx::query_as(
         "select r.tenant_id, r.provider, r.webhook_secret, \
                 case when r.previous_secret_expires_at > now() then r.previous_webhook_secret end, \
-                r.previous_secret_expires_at, r.settings, t.suspended_at is not null \
-         from repository r join tenant t using (tenant_id) where r.repository_id = $1",
+                r.previous_secret_expires_at, r.settings, t.suspended_at is not null, \
+                q.webhooks_per_second, q.webhook_burst \
+         from repository r join tenant t using (tenant_id) \
+         left join tenant_quota q using (tenant_id) where r.repository_id = $1",
     )
     .bind(id)
     .fetch_optional(pool)
     .await?;
-    let Some((tenant_id, provider, current, previous, previous_until, settings, suspended)) = row
+    let Some((
+        tenant_id,
+        provider,
+        current,
+        previous,
+        previous_until,
+        settings,
+        suspended,
+        per_second,
+        burst,
+    )) = row
     else {
         return Ok(None);
     };
@@ -236,6 +258,7 @@ pub async fn webhook_target(
         provider,
         settings: settings.0,
         suspended,
+        webhook_rate: (per_second, burst),
         secrets,
     }))
 }

@@ -7,7 +7,7 @@ use time::OffsetDateTime;
 
 use super::PrincipalState;
 use crate::domain::{
-    Audience, ClaimConditions, IssuerUrl, Scope, Scopes, TenantId, TrustedIssuerId,
+    Audience, ClaimConditions, IssuerUrl, Quota, Quotas, Scope, Scopes, TenantId, TrustedIssuerId,
 };
 use crate::error::Error;
 
@@ -60,8 +60,10 @@ pub async fn insert(
     audience: &Audience,
     claims: &ClaimConditions,
     scopes: &Scopes,
+    quotas: &Quotas,
 ) -> Result<TrustedIssuer, Error> {
     let mut transaction = pool.begin().await?;
+    super::quota::admit_one(&mut transaction, tenant_id, Quota::TrustedIssuers, quotas).await?;
     sqlx::query("select pg_advisory_xact_lock(hashtext('hookrelay.trusted_issuer'), hashtext($1 || ' ' || $2))")
         .bind(issuer.as_str())
         .bind(audience.as_str())

@@ -25,6 +25,7 @@ mod observability;
 mod older_clients;
 mod operations;
 mod providers;
+mod quotas;
 mod repositories;
 mod secrets_at_rest;
 mod shutdown;

@@ -256,7 +256,11 @@ async fn a_burst_of_streams_takes_no_database_from_other_tenants_webhooks() {
 #[tokio::test]
 async fn many_watches_of_one_tenant_share_one_poll() {
     const WATCHES: usize = 300;
-    let app = spawn_app_with(|config| config.limits.stream_setup_rate = None).await;
+    let app = spawn_app_with(|config| {
+        config.limits.stream_setup_rate = None;
+        config.quotas.open_watches = 1000;
+    })
+    .await;
     let watcher = app.tenant("watcher").await;
     let victim = app.tenant("victim").await;
     let repository = app.repository(&victim, "victim/app").await;

@@ -8,7 +8,7 @@ use reqwest::StatusCode;
 use crate::helpers::{TEST_SECRET_KEY, TestApp, eventually, hookrelay_async, spawn_app};
 
 /// `hookrelay <args>` against the app's database: (success, stdout + stderr).
-async fn admin(app: &TestApp, args: &[&str]) -> (bool, String) {
+pub async fn admin(app: &TestApp, args: &[&str]) -> (bool, String) {
     admin_on(
         &app.database_url,
         &[("HOOKRELAY_SECRET_KEY", TEST_SECRET_KEY)],

@@ -41,6 +41,7 @@ pub fn test_config(database_url: &str) -> Config {
         shutdown_grace: Duration::from_secs(10),
         migrate: true,
         limits: Limits::default(),
+        quotas: Default::default(),
         outbound: Default::default(),
     }
 }

@@ -1,0 +1,129 @@
+//! Tenants' quota overrides and what each tenant holds against its quotas.
+//! Creations check and insert under the tenant's row lock, so concurrent
+//! creations of one tenant take turns and never overshoot a quota.
+
+use sqlx::{PgConnection, PgPool};
+
+use crate::domain::{ConsumerName, Quota, QuotaOverrides, Quotas, TenantId};
+use crate::error::Error;
+
+/// The operator's overrides of `tenant`'s quotas (none set: all default).
+pub async fn overrides(pool: &PgPool, tenant_id: TenantId) -> Result<QuotaOverrides, Error> {
+    Ok(sqlx::query_as(
+        "select repositories, clients, trusted_issuers, consumers, open_streams, open_watches, \
+         webhooks_per_second, webhook_burst from tenant_quota where tenant_id = $1",
+    )
+    .bind(tenant_id)
+    .fetch_optional(pool)
+    .await?
+    .unwrap_or_default())
+}
+
+/// The tenant's quotas: its overrides over `defaults`.
+pub async fn quotas(
+    pool: &PgPool,
+    tenant_id: TenantId,
+    defaults: &Quotas,
+) -> Result<Quotas, Error> {
+    Ok(overrides(pool, tenant_id).await?.over(defaults))
+}
+
+/// Replaces the tenant's overrides (None: back to the default); false when
+/// there is no such tenant.
+pub async fn set_overrides(
+    pool: &PgPool,
+    tenant_id: TenantId,
+    overrides: &QuotaOverrides,
+) -> Result<bool, Error> {
+    let stored = sqlx::query(
+        "insert into tenant_quota (tenant_id, repositories, clients, trusted_issuers, consumers, \
+             open_streams, open_watches, webhooks_per_second, webhook_burst) \
+         select tenant_id, $2, $3, $4, $5, $6, $7, $8, $9 from tenant where tenant_id = $1 \
+         on conflict (tenant_id) do update set repositories = excluded.repositories, \
+             clients = excluded.clients, trusted_issuers = excluded.trusted_issuers, \
+             consumers = excluded.consumers, open_streams = excluded.open_streams, \
+             open_watches = excluded.open_watches, webhooks_per_second = excluded.webhooks_per_second, \
+             webhook_burst = excluded.webhook_burst, updated_at = now()",
+    )
+    .bind(tenant_id)
+    .bind(overrides.repositories)
+    .bind(overrides.clients)
+    .bind(overrides.trusted_issuers)
+    .bind(overrides.consumers)
+    .bind(overrides.open_streams)
+    .bind(overrides.open_watches)
+    .bind(overrides.webhooks_per_second)
+    .bind(overrides.webhook_burst)
+    .execute(pool)
+    .await?;
+    Ok(stored.rows_affected() == 1)
+}
+
+/// How many of `quota`'s kind the tenant holds (open watches are counted by
+/// the server that holds them, not here).
+pub async fn held(
+    executor: &mut PgConnection,
+    tenant_id: TenantId,
+    quota: Quota,
+) -> Result<u64, Error> {
+    let sql = match quota {
+        Quota::Repositories => "select count(*) from repository where tenant_id = $1",
+        Quota::Clients => "select count(*) from client where tenant_id = $1",
+        Quota::TrustedIssuers => "select count(*) from trusted_issuer where tenant_id = $1",
+        Quota::Consumers => "select count(*) from consumer where tenant_id = $1",
+        Quota::OpenStreams => "select count(*) from live_consumer_stream where tenant_id = $1",
+        Quota::OpenWatches => return Ok(0),
+    };
+    let count: i64 = sqlx::query_scalar(sql)
+        .bind(tenant_id)
+        .fetch_one(executor)
+        .await?;
+    Ok(u64::try_from(count).unwrap_or(0))
+}
+
+/// Within a transaction: takes the tenant's row lock, then refuses
+/// (`quota_exceeded`) when the tenant already holds its quota of `quota`.
+pub async fn admit_one(
+    transaction: &mut PgConnection,
+    tenant_id: TenantId,
+    quota: Quota,
+    quotas: &Quotas,
+) -> Result<(), Error> {
+    sqlx::query("select 1 from tenant where tenant_id = $1 for update")
+        .bind(tenant_id)
+        .execute(&mut *transaction)
+        .await?;
+    let held = held(transaction, tenant_id, quota).await?;
+    quota.check(quotas, held).map_err(Error::QuotaExceeded)
+}
+
+/// Whether a stream of `consumer` may open: the tenant holds fewer open
+/// streams than its quota, and a new consumer fits its consumers quota (a
+/// known one may always stream). Checked as the stream opens: streams opening
+/// at the same moment can pass together.
+pub async fn admit_stream(
+    pool: &PgPool,
+    tenant_id: TenantId,
+    consumer: &ConsumerName,
+    quotas: &Quotas,
+) -> Result<(), Error> {
+    let mut connection = pool.acquire().await?;
+    let streams = held(&mut connection, tenant_id, Quota::OpenStreams).await?;
+    Quota::OpenStreams
+        .check(quotas, streams)
+        .map_err(Error::QuotaExceeded)?;
+    let known: bool = sqlx::query_scalar(
+        "select exists (select 1 from consumer where tenant_id = $1 and consumer = $2)",
+    )
+    .bind(tenant_id)
+    .bind(consumer.as_str())
+    .fetch_one(&mut *connection)
+    .await?;
+    if !known {
+        let consumers = held(&mut connection, tenant_id, Quota::Consumers).await?;
+        Quota::Consumers
+            .check(quotas, consumers)
+            .map_err(Error::QuotaExceeded)?;
+    }
+    Ok(())
+}
