@@ -33,7 +33,7 @@ pub enum Command {
     /// Token signing keys kept in the database: list them, or rotate without a restart.
     #[command(subcommand)]
     Keys(KeysCommand),
-    /// Operate on tenants: list, show, suspend, resume, delete.
+    /// Operate on tenants: list, show, suspend, resume, delete, set-quota.
     #[command(subcommand)]
     Tenants(TenantsCommand),
     /// Change the key-encryption key.

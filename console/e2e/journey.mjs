@@ -210,6 +210,13 @@ try {
   await page.getByRole("button", { name: "Delete" }).click();
   await page.getByText("No trusted issuers.").waitFor();
 
+  // Usage: the quotas and what the tenant holds (one repository so far).
+  await openPage(page, "Usage");
+  const repositoriesRow = page.locator('tr[data-quota="repositories"]');
+  await repositoriesRow.waitFor();
+  const cells = await repositoriesRow.locator("td").allTextContents();
+  check(cells[1] === "1" && Number(cells[2]) >= 1, `the Usage page shows the repositories held and their quota (${cells})`);
+
   // Another provider: GitLab with a signing token, and GitLab's own steps.
   await openPage(page, "Repositories");
   await page.getByLabel("Provider").selectOption("gitlab");
@@ -233,6 +240,7 @@ try {
     clients: "Clients",
     "trusted-issuers": "Trusted issuers",
     failed: "Failed deliveries",
+    usage: "Usage",
   };
   for (const [view, name] of Object.entries(views)) {
     await page.goto(`${base}/console/#/${view}`);

@@ -8,6 +8,7 @@ import { Failed } from "./pages/failed";
 import { SignIn, SignUp } from "./pages/auth";
 import { Repositories } from "./pages/repositories";
 import { TrustedIssuers } from "./pages/trusted-issuers";
+import { UsagePage } from "./pages/usage";
 import { navigate, useRoute } from "./router";
 import { onSessionChange, session, signOut } from "./session";
 import "./style.css";
@@ -19,6 +20,7 @@ const PAGES = [
   ["failed", "Failed deliveries"],
   ["clients", "Clients"],
   ["trusted-issuers", "Trusted issuers"],
+  ["usage", "Usage"],
 ] as const;
 
 function App() {
@@ -62,6 +64,7 @@ function App() {
         {page === "failed" && <Failed />}
         {page === "clients" && <Clients />}
         {page === "trusted-issuers" && <TrustedIssuers />}
+        {page === "usage" && <UsagePage />}
         {page === "signin" || page === "signup" ? <Events /> : null}
       </main>
     </>

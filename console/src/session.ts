@@ -122,6 +122,27 @@ export function signOut(): void {
 }
 
 /// A call to the JSON API with the session's token.
+/** A page of a list that grows with the tenant (GET /v1/repositories and the like). */
+interface Page<T> {
+  items: T[];
+  next_after: string | null;
+}
+
+/** Every item of a paged list, following `next_after` (at most 20 pages of 500). */
+export async function listAll<T>(path: string): Promise<T[]> {
+  const items: T[] = [];
+  let after: string | null = null;
+  for (let pages = 0; pages < 20; pages++) {
+    const separator = path.includes("?") ? "&" : "?";
+    const cursor: string = after === null ? "" : `&after=${encodeURIComponent(after)}`;
+    const page: Page<T> = await api<Page<T>>("GET", `${path}${separator}limit=500${cursor}`);
+    items.push(...page.items);
+    after = page.next_after;
+    if (after === null) break;
+  }
+  return items;
+}
+
 export async function api<T>(method: string, path: string, body?: unknown): Promise<T> {
   const headers: Record<string, string> = {};
   if (current) headers.authorization = `Bearer ${current.token}`;

@@ -8,7 +8,8 @@ use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use super::ApiJson;
+use super::page::{Page, PageQuery, created_cursor, parse_created_cursor};
+use super::{ApiJson, ApiQuery};
 use crate::auth::{Authorized, ClientsWrite};
 use crate::domain::{ClientId, DisplayName, Quota, Scope, Scopes};
 use crate::error::Error;
@@ -100,19 +101,26 @@ pub(super) fn grantable_scopes(requested: &[String], caller: &Scopes) -> Result<
 async fn list(
     State(state): State<AppState>,
     Authorized(tenant, _): Authorized<ClientsWrite>,
-) -> Result<ApiJson<Vec<ClientView>>, Error> {
-    let clients = store::client::list(&state.pool, tenant.id).await?;
-    Ok(ApiJson(
-        clients
-            .into_iter()
-            .map(|c| ClientView {
-                client_id: c.client_id,
-                name: c.name,
-                scopes: c.scopes,
-                created_at: c.created_at,
-            })
-            .collect(),
-    ))
+    ApiQuery(page): ApiQuery<PageQuery>,
+) -> Result<ApiJson<Page<ClientView>>, Error> {
+    let limit = page.limit()?;
+    let after = page.after(|cursor| {
+        let (at, id) = parse_created_cursor(cursor)?;
+        Some((at, id.to_owned()))
+    })?;
+    let after = after.as_ref().map(|(at, id)| (*at, id.as_str()));
+    let clients = store::client::list(&state.pool, tenant.id, after, limit + 1).await?;
+    Ok(ApiJson(Page::of(
+        clients,
+        limit,
+        |c| created_cursor(c.created_at, c.client_id.as_str()),
+        |c| ClientView {
+            client_id: c.client_id,
+            name: c.name,
+            scopes: c.scopes,
+            created_at: c.created_at,
+        },
+    )))
 }
 
 /// From now on the client gets no token, and its issued tokens are refused.

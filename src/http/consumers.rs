@@ -8,7 +8,8 @@ use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use super::ApiJson;
+use super::page::{Page, PageQuery};
+use super::{ApiJson, ApiQuery};
 use crate::auth::{Authorized, EventsRead, EventsWrite};
 use crate::domain::{ConsumerName, EventId, RepositoryId, TenantId};
 use crate::error::Error;
@@ -21,11 +22,6 @@ pub fn router() -> Router<AppState> {
         .route("/v1/consumers", get(list))
         .route("/v1/consumers/{name}", get(show).delete(remove))
         .route("/v1/consumers/{name}/seek", post(seek))
-}
-
-#[derive(Debug, Serialize)]
-struct ConsumersView {
-    consumers: Vec<ConsumerView>,
 }
 
 #[derive(Debug, Serialize)]
@@ -100,16 +96,28 @@ async fn one(
     Ok(ConsumerView::new(state, status))
 }
 
+/// By name; the cursor is the last name of the page.
 async fn list(
     State(state): State<AppState>,
     Authorized(tenant, _): Authorized<EventsRead>,
-) -> Result<ApiJson<ConsumersView>, Error> {
-    let consumers = store::consumer::status(&state.pool, tenant.id, None)
-        .await?
-        .into_iter()
-        .map(|status| ConsumerView::new(&state, status))
-        .collect();
-    Ok(ApiJson(ConsumersView { consumers }))
+    ApiQuery(page): ApiQuery<PageQuery>,
+) -> Result<ApiJson<Page<ConsumerView>>, Error> {
+    let limit = page.limit()?;
+    let after = page.after(|cursor| ConsumerName::parse(cursor).ok())?;
+    let consumers = store::consumer::status_page(
+        &state.pool,
+        tenant.id,
+        None,
+        after.as_ref().map(ConsumerName::as_str),
+        limit + 1,
+    )
+    .await?;
+    Ok(ApiJson(Page::of(
+        consumers,
+        limit,
+        |c| c.name.clone(),
+        |status| ConsumerView::new(&state, status),
+    )))
 }
 
 async fn show(

@@ -6,6 +6,7 @@ use axum::routing::get;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use super::page::{Page, PageQuery, created_cursor, parse_created_cursor};
 use super::{ApiJson, ApiQuery};
 use crate::auth::{Authorized, EventsRead};
 use crate::domain::{ConsumerName, EventId, RepositoryId};
@@ -40,26 +41,35 @@ async fn failed(
     State(state): State<AppState>,
     Authorized(tenant, _): Authorized<EventsRead>,
     ApiQuery(query): ApiQuery<FailedQuery>,
-) -> Result<ApiJson<Vec<FailedDelivery>>, Error> {
+    ApiQuery(page): ApiQuery<PageQuery>,
+) -> Result<ApiJson<Page<FailedDelivery>>, Error> {
+    let limit = page.limit()?;
+    // Newest first: the cursor is the last item's failure time and record.
+    let after = page.after(|cursor| {
+        let (at, pk) = parse_created_cursor(cursor)?;
+        Some((at, pk.parse::<i64>().ok()?))
+    })?;
     let consumer = query
         .consumer
         .as_deref()
         .map(ConsumerName::parse)
         .transpose()
         .map_err(|reason| Error::invalid("consumer", reason))?;
-    let failures = store::consumer::failures(&state.pool, tenant.id, consumer.as_ref()).await?;
-    Ok(ApiJson(
-        failures
-            .into_iter()
-            .map(|f| FailedDelivery {
-                consumer: f.consumer,
-                repository_id: f.repository_id,
-                event_id: f.event_id,
-                event_type: f.event_type,
-                delivery_id: f.delivery_id,
-                reason: f.reason,
-                failed_at: f.failed_at,
-            })
-            .collect(),
-    ))
+    let failures =
+        store::consumer::failures(&state.pool, tenant.id, consumer.as_ref(), after, limit + 1)
+            .await?;
+    Ok(ApiJson(Page::of(
+        failures,
+        limit,
+        |f| created_cursor(f.failed_at, &f.delivery_pk.to_string()),
+        |f| FailedDelivery {
+            consumer: f.consumer,
+            repository_id: f.repository_id,
+            event_id: f.event_id,
+            event_type: f.event_type,
+            delivery_id: f.delivery_id,
+            reason: f.reason,
+            failed_at: f.failed_at,
+        },
+    )))
 }

@@ -8,6 +8,7 @@ mod deliveries;
 mod events;
 mod json;
 mod oauth;
+mod page;
 mod probes;
 mod repositories;
 mod source;

@@ -8,7 +8,8 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use super::ApiJson;
+use super::page::{Page, PageQuery, created_cursor, parse_created_cursor};
+use super::{ApiJson, ApiQuery};
 use crate::auth::{Authorized, ReposRead, ReposWrite};
 use crate::domain::{Provider, RepositoryId, RepositoryName, WebhookSettings};
 use crate::error::Error;
@@ -153,14 +154,20 @@ async fn create(
 async fn list(
     State(state): State<AppState>,
     Authorized(tenant, _): Authorized<ReposRead>,
-) -> Result<ApiJson<Vec<RepositoryView>>, Error> {
-    let repositories = store::repository::list(&state.pool, tenant.id).await?;
-    Ok(ApiJson(
-        repositories
-            .into_iter()
-            .map(|r| RepositoryView::new(&state, r, None))
-            .collect(),
-    ))
+    ApiQuery(page): ApiQuery<PageQuery>,
+) -> Result<ApiJson<Page<RepositoryView>>, Error> {
+    let limit = page.limit()?;
+    let after = page.after(|cursor| {
+        let (at, id) = parse_created_cursor(cursor)?;
+        Some((at, RepositoryId::parse(id)?))
+    })?;
+    let repositories = store::repository::list(&state.pool, tenant.id, after, limit + 1).await?;
+    Ok(ApiJson(Page::of(
+        repositories,
+        limit,
+        |r| created_cursor(r.created_at, &r.id.to_string()),
+        |r| RepositoryView::new(&state, r, None),
+    )))
 }
 
 async fn show(

@@ -12,7 +12,8 @@ use axum::routing::{delete, post};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use super::ApiJson;
+use super::page::{Page, PageQuery, created_cursor, parse_created_cursor};
+use super::{ApiJson, ApiQuery};
 use crate::auth::{Authorized, ClientsWrite};
 use crate::domain::{Audience, ClaimConditions, IssuerUrl, Scopes, TrustedIssuerId};
 use crate::error::Error;
@@ -86,9 +87,20 @@ async fn create(
 async fn list(
     State(state): State<AppState>,
     Authorized(tenant, _): Authorized<ClientsWrite>,
-) -> Result<ApiJson<Vec<TrustedIssuerView>>, Error> {
-    let issuers = store::trusted_issuer::list(&state.pool, tenant.id).await?;
-    Ok(ApiJson(issuers.into_iter().map(Into::into).collect()))
+    ApiQuery(page): ApiQuery<PageQuery>,
+) -> Result<ApiJson<Page<TrustedIssuerView>>, Error> {
+    let limit = page.limit()?;
+    let after = page.after(|cursor| {
+        let (at, id) = parse_created_cursor(cursor)?;
+        Some((at, TrustedIssuerId::parse(id)?))
+    })?;
+    let issuers = store::trusted_issuer::list(&state.pool, tenant.id, after, limit + 1).await?;
+    Ok(ApiJson(Page::of(
+        issuers,
+        limit,
+        |i| created_cursor(i.created_at, &i.id.to_string()),
+        Into::into,
+    )))
 }
 
 async fn remove(

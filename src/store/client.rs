@@ -54,11 +54,22 @@ pub async fn insert(
     Ok(client_id)
 }
 
-pub async fn list(pool: &PgPool, tenant_id: TenantId) -> Result<Vec<Client>, Error> {
+/// Up to `limit` of the tenant's clients in creation order, after `after`.
+pub async fn list(
+    pool: &PgPool,
+    tenant_id: TenantId,
+    after: Option<(OffsetDateTime, &str)>,
+    limit: i64,
+) -> Result<Vec<Client>, Error> {
     let rows: Vec<(ClientId, String, Vec<String>, OffsetDateTime)> = sqlx::query_as(
-        "select client_id, name, scopes, created_at from client where tenant_id = $1 order by created_at, client_id",
+        "select client_id, name, scopes, created_at from client where tenant_id = $1 \
+         and ($2::timestamptz is null or (created_at, client_id) > ($2, $3)) \
+         order by created_at, client_id limit $4",
     )
     .bind(tenant_id)
+    .bind(after.map(|(at, _)| at))
+    .bind(after.map(|(_, id)| id))
+    .bind(limit)
     .fetch_all(pool)
     .await?;
     rows.into_iter()

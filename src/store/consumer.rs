@@ -329,6 +329,8 @@ pub async fn ack(
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Failure {
+    /// The delivery record's own id: with `failed_at`, the list's order.
+    pub delivery_pk: i64,
     pub consumer: String,
     pub repository_id: RepositoryId,
     pub event_id: EventId,
@@ -344,9 +346,11 @@ pub async fn failures(
     pool: &PgPool,
     tenant_id: TenantId,
     consumer: Option<&ConsumerName>,
+    after: Option<(OffsetDateTime, i64)>,
+    limit: i64,
 ) -> Result<Vec<Failure>, Error> {
     let rows = sqlx::query_as(
-        "select d.consumer, e.repository_id, d.event_id, e.event_type, e.delivery_id, \
+        "select d.delivery_pk, d.consumer, e.repository_id, d.event_id, e.event_type, e.delivery_id, \
                 coalesce(d.error, 'delivery failed') as reason, d.completed_at as failed_at \
          from delivery d join event e on e.event_id = d.event_id and e.tenant_id = $1 \
          where d.tenant_id = $1 and d.outcome = 'failed' and ($2::text is null or d.consumer = $2) \
@@ -355,10 +359,14 @@ pub async fn failures(
                where later.event_id = d.event_id and later.tenant_id = d.tenant_id \
                  and later.consumer = d.consumer and later.delivery_pk <> d.delivery_pk \
                  and (later.completed_at, later.delivery_pk) > (d.completed_at, d.delivery_pk)) \
-         order by d.completed_at desc, d.event_id desc limit 1000",
+           and ($3::timestamptz is null or (d.completed_at, d.delivery_pk) < ($3, $4)) \
+         order by d.completed_at desc, d.delivery_pk desc limit $5",
     )
     .bind(tenant_id)
     .bind(consumer.map(ConsumerName::as_str))
+    .bind(after.map(|(at, _)| at))
+    .bind(after.map(|(_, pk)| pk))
+    .bind(limit)
     .fetch_all(pool)
     .await?;
     Ok(rows)
@@ -420,18 +428,33 @@ pub async fn status(
     tenant_id: TenantId,
     consumer: Option<&ConsumerName>,
 ) -> Result<Vec<ConsumerStatus>, Error> {
+    status_page(pool, tenant_id, consumer, None, 1000).await
+}
+
+/// `status` by name, up to `limit` consumers after `after`.
+pub async fn status_page(
+    pool: &PgPool,
+    tenant_id: TenantId,
+    consumer: Option<&ConsumerName>,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Vec<ConsumerStatus>, Error> {
     let name = consumer.map(ConsumerName::as_str);
     let consumers: Vec<(String, serde_json::Value, Option<OffsetDateTime>, i64)> = sqlx::query_as(
         "select c.consumer, c.filter, c.last_seen_at, \
                 (select count(*) from live_consumer_stream s \
                  where s.tenant_id = c.tenant_id and s.consumer = c.consumer) \
          from consumer c where c.tenant_id = $1 and ($2::text is null or c.consumer = $2) \
-         order by c.consumer limit 1000",
+           and ($3::text is null or c.consumer > $3) \
+         order by c.consumer limit $4",
     )
     .bind(tenant_id)
     .bind(name)
+    .bind(after)
+    .bind(limit)
     .fetch_all(pool)
     .await?;
+    let names: Vec<&str> = consumers.iter().map(|c| c.0.as_str()).collect();
     let positions: Vec<Position> = sqlx::query_as(concat!(
         "select p.consumer, p.repository_id, p.acked_event_id, s.pending as pending_events, s.oldest as oldest_pending_received_at \
              from consumer_position p \
@@ -441,11 +464,11 @@ pub async fn status(
                    and e.event_id > coalesce(p.acked_event_id, 0) and ",
         event_selected!("e", "p"),
         ") s \
-             where p.tenant_id = $1 and ($2::text is null or p.consumer = $2) \
+             where p.tenant_id = $1 and p.consumer = any($2) \
              order by p.consumer, p.repository_created_at, p.repository_id",
     ))
     .bind(tenant_id)
-    .bind(name)
+    .bind(&names)
     .fetch_all(pool)
     .await?;
     Ok(consumers

@@ -133,13 +133,24 @@ pub async fn create(
     from_row(row)
 }
 
-pub async fn list(pool: &PgPool, tenant_id: TenantId) -> Result<Vec<Repository>, Error> {
+/// Up to `limit` of the tenant's repositories in creation order, after `after`.
+pub async fn list(
+    pool: &PgPool,
+    tenant_id: TenantId,
+    after: Option<(OffsetDateTime, RepositoryId)>,
+    limit: i64,
+) -> Result<Vec<Repository>, Error> {
     let rows: Vec<RepositoryRow> = sqlx::query_as(concat!(
         "select ",
         columns!(),
-        " from repository where tenant_id = $1 order by created_at, repository_id"
+        " from repository where tenant_id = $1 \
+          and ($2::timestamptz is null or (created_at, repository_id) > ($2, $3)) \
+          order by created_at, repository_id limit $4"
     ))
     .bind(tenant_id)
+    .bind(after.map(|(at, _)| at))
+    .bind(after.map(|(_, id)| id))
+    .bind(limit)
     .fetch_all(pool)
     .await?;
     rows.into_iter().map(from_row).collect()

@@ -106,12 +106,23 @@ pub async fn insert(
     from_row(row)
 }
 
-pub async fn list(pool: &PgPool, tenant_id: TenantId) -> Result<Vec<TrustedIssuer>, Error> {
+/// Up to `limit` of the tenant's trusted issuers in creation order, after `after`.
+pub async fn list(
+    pool: &PgPool,
+    tenant_id: TenantId,
+    after: Option<(OffsetDateTime, TrustedIssuerId)>,
+    limit: i64,
+) -> Result<Vec<TrustedIssuer>, Error> {
     let rows: Vec<Row> = sqlx::query_as(
         "select trusted_issuer_id, issuer, audience, claims, scopes, created_at from trusted_issuer \
-         where tenant_id = $1 order by created_at, trusted_issuer_id",
+         where tenant_id = $1 \
+           and ($2::timestamptz is null or (created_at, trusted_issuer_id) > ($2, $3)) \
+         order by created_at, trusted_issuer_id limit $4",
     )
     .bind(tenant_id)
+    .bind(after.map(|(at, _)| at))
+    .bind(after.map(|(_, id)| id))
+    .bind(limit)
     .fetch_all(pool)
     .await?;
     rows.into_iter().map(from_row).collect()

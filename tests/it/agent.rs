@@ -232,7 +232,7 @@ async fn retry_after_is_honoured_and_a_permanent_4xx_is_recorded_and_skipped() {
             .json()
             .await
             .unwrap();
-        if let Some(failure) = failed.as_array().unwrap().first() {
+        if let Some(failure) = failed["items"].as_array().unwrap().first() {
             assert!(
                 failure["reason"].as_str().unwrap().contains("422"),
                 "{failure}"

@@ -400,11 +400,11 @@ async fn settings_come_from_a_config_file_and_flags_override_it() {
         .await
         .unwrap();
     assert_eq!(
-        consumers["consumers"][0]["name"], "from-flag",
+        consumers["items"][0]["name"], "from-flag",
         "the flag wins over the file"
     );
     assert_eq!(
-        consumers["consumers"][0]["filter"]["event_types"],
+        consumers["items"][0]["filter"]["event_types"],
         serde_json::json!(["push"])
     );
 

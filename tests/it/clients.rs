@@ -53,7 +53,8 @@ async fn an_extra_client_gets_only_its_scopes() {
         .json()
         .await
         .unwrap();
-    let names: Vec<&str> = listed
+    assert!(listed["next_after"].is_null(), "{listed}");
+    let names: Vec<&str> = listed["items"]
         .as_array()
         .unwrap()
         .iter()

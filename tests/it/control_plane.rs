@@ -70,10 +70,10 @@ async fn a_consumer_shows_its_streams_filter_and_what_it_has_yet_to_deliver() {
     assert_eq!(consumer["repositories"][0]["pending_events"], 1);
     app.ack(&tenant.token, "ci", &repository.id, &[third]).await;
     let list = app.get_json("/v1/consumers", &tenant.token).await;
-    assert_eq!(list["consumers"].as_array().unwrap().len(), 1);
-    assert_eq!(list["consumers"][0]["repositories"][0]["pending_events"], 0);
+    assert_eq!(list["items"].as_array().unwrap().len(), 1);
+    assert_eq!(list["items"][0]["repositories"][0]["pending_events"], 0);
     assert_eq!(
-        list["consumers"][0]["repositories"][0]["oldest_pending_received_at"],
+        list["items"][0]["repositories"][0]["oldest_pending_received_at"],
         Value::Null
     );
 
@@ -548,7 +548,7 @@ async fn a_delivery_the_target_refused_with_404_is_redelivered_once_it_is_fixed(
         let failed = app
             .get_json("/v1/deliveries/failed?consumer=ci", &tenant.token)
             .await;
-        failed.as_array().unwrap().first().cloned()
+        failed["items"].as_array().unwrap().first().cloned()
     })
     .await;
     assert_eq!(failed["event_id"], lost);
@@ -603,7 +603,11 @@ async fn a_delivery_the_target_refused_with_404_is_redelivered_once_it_is_fixed(
     let failed = app
         .get_json("/v1/deliveries/failed?consumer=ci", &tenant.token)
         .await;
-    assert_eq!(failed, json!([]), "delivered since: no longer failed");
+    assert_eq!(
+        failed,
+        json!({"items": [], "next_after": null}),
+        "delivered since: no longer failed"
+    );
     let consumer = app.get_json("/v1/consumers/ci", &tenant.token).await;
     assert_eq!(
         consumer["repositories"][0]["acked_event_id"], next_one,
@@ -817,7 +821,7 @@ async fn every_new_endpoint_is_tenant_scoped_and_needs_its_scope() {
     }
     assert_eq!(
         app.get_json("/v1/consumers", &globex.token).await,
-        json!({"consumers": []})
+        json!({"items": [], "next_after": null})
     );
     assert_eq!(
         app.get_json("/v1/events", &globex.token).await["events"],

@@ -24,6 +24,7 @@ mod oauth;
 mod observability;
 mod older_clients;
 mod operations;
+mod pages;
 mod providers;
 mod quotas;
 mod repositories;

@@ -480,7 +480,7 @@ async fn repositories_take_each_providers_settings_and_refuse_the_rest() {
         .json()
         .await
         .unwrap();
-    assert_eq!(listed.as_array().unwrap().len(), 2);
+    assert_eq!(listed["items"].as_array().unwrap().len(), 2);
     assert!(listed.to_string().find("webhook_secret").is_none());
 
     // The configured field names the event type, and the tolerance is the repository's.

@@ -34,10 +34,10 @@ async fn register_list_show_and_delete_a_repository() {
         .json()
         .await
         .unwrap();
-    assert_eq!(listed.as_array().unwrap().len(), 1);
-    assert_eq!(listed[0]["id"], id);
+    assert_eq!(listed["items"].as_array().unwrap().len(), 1);
+    assert_eq!(listed["items"][0]["id"], id);
     assert!(
-        listed[0].get("webhook_secret").is_none(),
+        listed["items"][0].get("webhook_secret").is_none(),
         "the list shows no secret"
     );
 
@@ -76,7 +76,7 @@ async fn register_list_show_and_delete_a_repository() {
         .json()
         .await
         .unwrap();
-    assert_eq!(listed, json!([]));
+    assert_eq!(listed, json!({"items": [], "next_after": null}));
 }
 
 #[tokio::test]

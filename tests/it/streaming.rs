@@ -572,8 +572,11 @@ async fn failed_deliveries_are_recorded_and_listed() {
         .json()
         .await
         .unwrap();
-    assert_eq!(listed[0]["event_id"], id);
-    assert_eq!(listed[0]["reason"], "the target answered 400 Bad Request");
+    assert_eq!(listed["items"][0]["event_id"], id);
+    assert_eq!(
+        listed["items"][0]["reason"],
+        "the target answered 400 Bad Request"
+    );
     // It counts as acked: the consumer moves past it.
     let mut stream = app.stream(&tenant.token, "ci", &[], None).await.unwrap();
     let next = app.push(&repository, "good").await;

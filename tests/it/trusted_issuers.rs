@@ -51,7 +51,7 @@ async fn a_tenant_adds_lists_and_deletes_its_trusted_issuers() {
         .json()
         .await
         .unwrap();
-    assert_eq!(listed, json!([created]));
+    assert_eq!(listed, json!({"items": [created], "next_after": null}));
 
     // Another tenant neither sees nor deletes it.
     let other = app.tenant("other").await;
@@ -61,7 +61,7 @@ async fn a_tenant_adds_lists_and_deletes_its_trusted_issuers() {
         .json()
         .await
         .unwrap();
-    assert_eq!(theirs, json!([]));
+    assert_eq!(theirs, json!({"items": [], "next_after": null}));
     let path = format!("/v1/trusted-issuers/{id}");
     assert_error(
         app.delete(&path, &other.token).await,

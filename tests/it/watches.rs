@@ -164,7 +164,7 @@ async fn watches_show_events_deliveries_and_consumers_live_and_write_nothing() {
 
     // Watching wrote nothing: the only consumer is the one that streamed.
     let list = app.get_json("/v1/consumers", &tenant.token).await;
-    assert_eq!(list["consumers"].as_array().unwrap().len(), 1);
+    assert_eq!(list["items"].as_array().unwrap().len(), 1);
     let no_events_scope = app
         .token(&tenant.client_id, &tenant.client_secret, Some("repos:read"))
         .await;

@@ -1,6 +1,6 @@
 // Clients: more credentials for the tenant (an agent's read-only one, say).
 import { useEffect, useState } from "preact/hooks";
-import { api } from "../session";
+import { api, listAll } from "../session";
 import type { Client } from "../types";
 import { DeleteButton, Empty, ErrorNote, ScopePicker, Secret, time } from "../ui";
 
@@ -16,7 +16,7 @@ export function Clients() {
   const [name, setName] = useState("");
   const [scopes, setScopes] = useState<string[]>(["events:read"]);
   const [error, setError] = useState<unknown>(null);
-  const load = () => api<Client[]>("GET", "/v1/clients").then(setClients).catch(setError);
+  const load = () => listAll<Client>("/v1/clients").then(setClients).catch(setError);
   useEffect(() => {
     load();
   }, []);

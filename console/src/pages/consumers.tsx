@@ -4,7 +4,7 @@ import { timestampDate } from "@bufbuild/protobuf/wkt";
 import { useEffect, useState } from "preact/hooks";
 import type { ConsumerStatus } from "../gen/hookrelay/v1/events_pb";
 import { events as grpc, keepWatching } from "../grpc";
-import { api } from "../session";
+import { api, listAll } from "../session";
 import type { Repository } from "../types";
 import { Empty, ErrorNote, time } from "../ui";
 
@@ -49,7 +49,7 @@ export function Consumers() {
   const [error, setError] = useState<unknown>(null);
   useEffect(() => {
     const abort = new AbortController();
-    api<Repository[]>("GET", "/v1/repositories").then(setRepositories).catch(setError);
+    listAll<Repository>("/v1/repositories").then(setRepositories).catch(setError);
     keepWatching(
       async (signal) => {
         for await (const snapshot of grpc.watchConsumers({}, { signal })) setConsumers(snapshot.consumers);

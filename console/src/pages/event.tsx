@@ -2,7 +2,7 @@
 // "copy as curl".
 import { useEffect, useState } from "preact/hooks";
 import { events as grpc, keepWatching } from "../grpc";
-import { api } from "../session";
+import { api, listAll } from "../session";
 import type { Consumer, Delivery, EventDetail } from "../types";
 import { CopyButton, Empty, ErrorNote, refOf, size, time } from "../ui";
 
@@ -47,7 +47,7 @@ export function Event({ id }: { id: string }) {
     Promise.all([
       api<EventDetail>("GET", `/v1/events/${id}`).then(setEvent),
       loadDeliveries(),
-      api<{ consumers: Consumer[] }>("GET", "/v1/consumers").then((c) => setConsumers(c.consumers)),
+      listAll<Consumer>("/v1/consumers").then(setConsumers),
     ]).catch(setError);
     keepWatching(
       async (signal) => {

@@ -3,7 +3,7 @@
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 import { useEffect, useMemo, useRef, useState } from "preact/hooks";
 import { events as grpc, keepWatching } from "../grpc";
-import { api } from "../session";
+import { api, listAll } from "../session";
 import type { EventView, Repository } from "../types";
 import { Empty, ErrorNote, refOf, size, time } from "../ui";
 
@@ -27,7 +27,7 @@ export function Events() {
       try {
         const [page, repos] = await Promise.all([
           api<{ events: EventView[] }>("GET", "/v1/events?limit=100"),
-          api<Repository[]>("GET", "/v1/repositories"),
+          listAll<Repository>("/v1/repositories"),
         ]);
         setRepositories(repos);
         setEvents(page.events);

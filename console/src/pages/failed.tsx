@@ -1,6 +1,6 @@
 // Deliveries a target refused for good, each linking to its event.
 import { useEffect, useState } from "preact/hooks";
-import { api } from "../session";
+import { listAll } from "../session";
 import type { FailedDelivery } from "../types";
 import { Empty, ErrorNote, time } from "../ui";
 
@@ -8,7 +8,7 @@ export function Failed() {
   const [failed, setFailed] = useState<FailedDelivery[] | null>(null);
   const [error, setError] = useState<unknown>(null);
   useEffect(() => {
-    api<FailedDelivery[]>("GET", "/v1/deliveries/failed").then(setFailed).catch(setError);
+    listAll<FailedDelivery>("/v1/deliveries/failed").then(setFailed).catch(setError);
   }, []);
   return (
     <section>

@@ -2,7 +2,7 @@
 // once, with that provider's setup steps), rotate the secret, delete.
 import type { ComponentChildren } from "preact";
 import { useEffect, useState } from "preact/hooks";
-import { api } from "../session";
+import { api, listAll } from "../session";
 import type { Repository } from "../types";
 import { CopyButton, DeleteButton, Empty, ErrorNote, Secret, time } from "../ui";
 
@@ -128,7 +128,7 @@ export function Repositories() {
   const [signing, setSigning] = useState(false);
   const [error, setError] = useState<unknown>(null);
   const load = () =>
-    api<Repository[]>("GET", "/v1/repositories")
+    listAll<Repository>("/v1/repositories")
       .then(setRepositories)
       .catch(setError);
   useEffect(() => {

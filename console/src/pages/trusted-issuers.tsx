@@ -1,7 +1,7 @@
 // Trusted issuers: workloads (GitHub Actions, Kubernetes service accounts, any
 // OpenID provider) exchange their own tokens for the tenant's, with no secret.
 import { useEffect, useState } from "preact/hooks";
-import { api } from "../session";
+import { api, listAll } from "../session";
 import type { TrustedIssuer } from "../types";
 import { DeleteButton, Empty, ErrorNote, ScopePicker, time } from "../ui";
 
@@ -25,7 +25,7 @@ export function TrustedIssuers() {
   const [claims, setClaims] = useState("repository=\nref=refs/heads/main");
   const [scopes, setScopes] = useState<string[]>(["events:read"]);
   const [error, setError] = useState<unknown>(null);
-  const load = () => api<TrustedIssuer[]>("GET", "/v1/trusted-issuers").then(setIssuers).catch(setError);
+  const load = () => listAll<TrustedIssuer>("/v1/trusted-issuers").then(setIssuers).catch(setError);
   useEffect(() => {
     load();
   }, []);
