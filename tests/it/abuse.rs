@@ -11,29 +11,13 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::helpers::{
-    ServerProcess, TestApp, assert_error, deliver_at, fixture, sign, spawn_app, spawn_app_with,
+    ServerProcess, TestApp, assert_error, deliver_at, fixture, read_until_closed, sign, spawn_app,
+    spawn_app_with,
 };
 use hookrelay::server::Rate;
 
 fn host(app: &TestApp) -> String {
     app.address.trim_start_matches("http://").to_owned()
-}
-
-/// Reads until the server closes the connection (or `within` passes: None).
-async fn read_until_closed(stream: &mut TcpStream, within: Duration) -> Option<String> {
-    let mut answer = Vec::new();
-    let read = tokio::time::timeout(within, async {
-        let mut buffer = [0u8; 4096];
-        loop {
-            match stream.read(&mut buffer).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => answer.extend_from_slice(&buffer[..n]),
-            }
-        }
-    });
-    read.await
-        .ok()
-        .map(|()| String::from_utf8_lossy(&answer).into_owned())
 }
 
 #[tokio::test]

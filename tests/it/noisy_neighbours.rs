@@ -5,63 +5,30 @@
 use std::time::Duration;
 
 use reqwest::StatusCode;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use crate::helpers::{TestApp, TestRepository, fixture, sign, spawn_app_with};
+use crate::helpers::{TestApp, TestRepository, read_until_closed, spawn_app_with};
 
 const MIB: usize = 1024 * 1024;
 
-/// Reads until the server closes the connection, within `within`.
+/// The server's answer on a raw connection, once it closes it.
 async fn answer(stream: &mut TcpStream, within: Duration) -> String {
-    let mut answer = Vec::new();
-    let read = tokio::time::timeout(within, async {
-        let mut buffer = [0u8; 4096];
-        loop {
-            match stream.read(&mut buffer).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => answer.extend_from_slice(&buffer[..n]),
-            }
-        }
-    });
-    read.await.expect("the server answers and closes in time");
-    String::from_utf8_lossy(&answer).into_owned()
+    read_until_closed(stream, within)
+        .await
+        .expect("the server answers and closes in time")
 }
 
-/// `count` signed pushes to `repository` at once, from `source` (through the
-/// trusted proxy's X-Forwarded-For); their statuses.
+/// `count` signed pushes to `repository` at once from `source`; their statuses.
 async fn pushes(
     app: &TestApp,
     repository: &TestRepository,
     source: &str,
     count: usize,
 ) -> Vec<u16> {
-    let sends: tokio::task::JoinSet<u16> = (0..count)
-        .map(|i| {
-            let (http, url, secret, source) = (
-                app.http.clone(),
-                app.url(&format!("/v1/webhooks/{}", repository.id)),
-                repository.secret.clone(),
-                source.to_owned(),
-            );
-            async move {
-                let body = fixture("push");
-                http.post(url)
-                    .header("content-type", "application/json")
-                    .header("x-github-event", "push")
-                    .header("x-github-delivery", format!("{source}-{i}"))
-                    .header("x-hub-signature-256", sign(&secret, &body))
-                    .header("x-forwarded-for", source)
-                    .body(body)
-                    .send()
-                    .await
-                    .unwrap()
-                    .status()
-                    .as_u16()
-            }
-        })
-        .collect();
-    sends.join_all().await
+    app.spawn_pushes(repository, source, Some(source), count)
+        .join_all()
+        .await
 }
 
 /// The attack of the issue, scaled down: the attacker's own repository, 11

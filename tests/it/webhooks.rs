@@ -173,29 +173,7 @@ async fn a_nul_in_a_ref_gets_400_and_its_neighbours_are_stored() {
         .replace("refs/tags/simple-tag", "refs/heads/a\\u0000b")
         .into_bytes();
     assert!(nul.windows(6).any(|w| w == b"\\u0000"));
-    let good: tokio::task::JoinSet<u16> = (0..20)
-        .map(|i| {
-            let (http, url, secret) = (
-                app.http.clone(),
-                app.url(&format!("/v1/webhooks/{}", repository.id)),
-                repository.secret.clone(),
-            );
-            async move {
-                let body = fixture("push");
-                http.post(url)
-                    .header("content-type", "application/json")
-                    .header("x-github-event", "push")
-                    .header("x-github-delivery", format!("good-{i}"))
-                    .header("x-hub-signature-256", sign(&secret, &body))
-                    .body(body)
-                    .send()
-                    .await
-                    .unwrap()
-                    .status()
-                    .as_u16()
-            }
-        })
-        .collect();
+    let good = app.spawn_pushes(&repository, "good", None, 20);
     let bad = app
         .deliver(&repository.id, &repository.secret, "push", "nul", &nul)
         .await;

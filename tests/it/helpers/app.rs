@@ -273,6 +273,41 @@ impl TestApp {
         body["event_id"].as_i64().unwrap()
     }
 
+    /// `count` signed pushes to `repository`, sent at once in tasks of their
+    /// own, as from `source` (through a trusted proxy's X-Forwarded-For) when
+    /// given; join them for their statuses.
+    pub fn spawn_pushes(
+        &self,
+        repository: &TestRepository,
+        prefix: &str,
+        source: Option<&str>,
+        count: usize,
+    ) -> tokio::task::JoinSet<u16> {
+        (0..count)
+            .map(|i| {
+                let (http, url, secret) = (
+                    self.http.clone(),
+                    self.url(&format!("/v1/webhooks/{}", repository.id)),
+                    repository.secret.clone(),
+                );
+                let (delivery, source) = (format!("{prefix}-{i}"), source.map(str::to_owned));
+                async move {
+                    let body = super::fixture("push");
+                    let mut request = http
+                        .post(url)
+                        .header("content-type", "application/json")
+                        .header("x-github-event", "push")
+                        .header("x-github-delivery", delivery)
+                        .header("x-hub-signature-256", super::sign(&secret, &body));
+                    if let Some(source) = source {
+                        request = request.header("x-forwarded-for", source);
+                    }
+                    request.body(body).send().await.unwrap().status().as_u16()
+                }
+            })
+            .collect()
+    }
+
     /// GET `path`, expecting 200; its JSON.
     pub async fn get_json(&self, path: &str, token: &str) -> Value {
         let response = self.get(path, token).await;

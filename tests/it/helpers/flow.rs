@@ -61,3 +61,24 @@ pub async fn post_chunked(base: &str, path: &str, headers: &[(&str, String)], bo
     let answer = String::from_utf8_lossy(&answer);
     answer.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
+
+/// Reads until the server closes the connection (or `within` passes: None).
+pub async fn read_until_closed(
+    stream: &mut tokio::net::TcpStream,
+    within: std::time::Duration,
+) -> Option<String> {
+    let mut answer = Vec::new();
+    use tokio::io::AsyncReadExt;
+    let read = tokio::time::timeout(within, async {
+        let mut buffer = [0u8; 4096];
+        loop {
+            match stream.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => answer.extend_from_slice(&buffer[..n]),
+            }
+        }
+    });
+    read.await
+        .ok()
+        .map(|()| String::from_utf8_lossy(&answer).into_owned())
+}
