@@ -433,10 +433,13 @@ impl Bench {
                 // The exchange scenario's issuer is served by the bench on loopback.
                 .env("HOOKRELAY_ISSUER_ALLOW_HTTP", "true")
                 .env("HOOKRELAY_ISSUER_ALLOW_NETWORKS", "127.0.0.0/8")
-                // The fan-out scenario opens 10,000 streams of one tenant at
-                // once: it measures delivery to them, not the per-tenant
-                // set-up limit (which would spread their opening over minutes).
+                // The fan-out scenario opens 10,000 streams (and consumers) of
+                // one tenant at once: it measures delivery to them, not the
+                // per-tenant set-up limit (which would spread their opening
+                // over minutes) nor the default quotas (1,000 of each).
                 .env("HOOKRELAY_STREAM_SETUP_RATE_LIMIT", "off")
+                .env("HOOKRELAY_QUOTA_OPEN_STREAMS", "100000")
+                .env("HOOKRELAY_QUOTA_CONSUMERS", "100000")
                 .env("RUST_LOG", "warn")
                 .stdout(std::fs::File::create(dir.join("server.log"))?),
         )?;
