@@ -232,6 +232,9 @@ impl Bench {
                 )
                 .env("HOOKRELAY_SECRET_KEY", SECRET_KEY)
                 .env("HOOKRELAY_PUBLIC_URL", "http://relay.bench.invalid")
+                // One tenant's webhooks far past the default quota (200/s).
+                .env("HOOKRELAY_QUOTA_WEBHOOKS_PER_SECOND", "10000000")
+                .env("HOOKRELAY_QUOTA_WEBHOOK_BURST", "10000000")
                 .env("HOOKRELAY_HTTP_ADDR", format!("127.0.0.1:{http_port}"))
                 .env("HOOKRELAY_GRPC_ADDR", format!("127.0.0.1:{grpc_port}"))
                 .env("HOOKRELAY_DATA_DIR", dir.join(format!("data-{n}")))

@@ -440,6 +440,10 @@ impl Bench {
                 .env("HOOKRELAY_STREAM_SETUP_RATE_LIMIT", "off")
                 .env("HOOKRELAY_QUOTA_OPEN_STREAMS", "100000")
                 .env("HOOKRELAY_QUOTA_CONSUMERS", "100000")
+                // The ingest scenarios measure one tenant's webhooks per second
+                // far past the default quota (200/s, bursts of 2,000).
+                .env("HOOKRELAY_QUOTA_WEBHOOKS_PER_SECOND", "10000000")
+                .env("HOOKRELAY_QUOTA_WEBHOOK_BURST", "10000000")
                 .env("RUST_LOG", "warn")
                 .stdout(std::fs::File::create(dir.join("server.log"))?),
         )?;
