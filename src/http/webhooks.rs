@@ -123,29 +123,6 @@ async fn accept(
         // 403, so the sender's delivery log (GitHub's Recent Deliveries) shows why.
         return Err(Error::Forbidden(crate::auth::SUSPENDED.into()));
     }
-    // The tenant's webhook quota, before anything is read.
-    let quotas = &state.settings.quotas;
-    let (per_second, burst) = (
-        target
-            .webhook_rate
-            .0
-            .map_or(quotas.webhooks_per_second, |n| n.max(1) as u64),
-        target
-            .webhook_rate
-            .1
-            .map_or(quotas.webhook_burst, |n| n.max(1) as u64),
-    );
-    state
-        .rate_limits
-        .webhooks
-        .take(target.tenant_id, per_second, burst)
-        .map_err(|retry_after| {
-            state.metrics.limited("webhook");
-            Error::RateLimited {
-                message: "this repository's tenant sends more webhooks per second than its quota",
-                retry_after,
-            }
-        })?;
     // No more than the provider itself ever sends.
     let limit = target
         .provider
@@ -187,6 +164,31 @@ async fn accept(
             .map_err(webhook_error)?;
     }
     let scheme = scheme.as_dyn();
+
+    // The tenant's webhook rate: verified webhooks only, so that no one who
+    // merely knows the URL can spend the tenant's quota.
+    let quotas = &state.settings.quotas;
+    let (per_second, burst) = (
+        target
+            .webhook_rate
+            .0
+            .map_or(quotas.webhooks_per_second, |n| n.max(1) as u64),
+        target
+            .webhook_rate
+            .1
+            .map_or(quotas.webhook_burst, |n| n.max(1) as u64),
+    );
+    state
+        .rate_limits
+        .webhooks
+        .take(target.tenant_id, per_second, burst)
+        .map_err(|retry_after| {
+            state.metrics.limited("webhook");
+            Error::RateLimited {
+                message: "this repository's tenant sends more webhooks per second than its quota",
+                retry_after,
+            }
+        })?;
 
     let encoding = check_content_type(headers)?;
     let event_type = scheme
