@@ -11,5 +11,6 @@ create table tenant_quota (
     open_watches bigint check (open_watches >= 0),
     webhooks_per_second bigint check (webhooks_per_second >= 1),
     webhook_burst bigint check (webhook_burst >= 1),
+    stored_event_bytes bigint check (stored_event_bytes >= 0),
     updated_at timestamptz not null default now()
 );

@@ -230,6 +230,11 @@ fn quota_table(overrides: &QuotaOverrides, defaults: &Quotas) -> String {
             quotas.webhook_burst,
             overrides.webhook_burst,
         ),
+        (
+            "stored_event_bytes",
+            quotas.stored_event_bytes,
+            overrides.stored_event_bytes,
+        ),
     ];
     let mut table = format!("{:<20} {:>12}  {}\n", "QUOTA", "LIMIT", "SET");
     for (name, limit, set) in rows {

@@ -116,6 +116,20 @@ pub struct SetQuotaArgs {
     pub webhooks_per_second: Option<QuotaSetting>,
     #[arg(long, value_parser = parse_quota)]
     pub webhook_burst: Option<QuotaSetting>,
+    #[arg(long, value_parser = parse_bytes_quota)]
+    pub stored_event_bytes: Option<QuotaSetting>,
+}
+
+fn parse_bytes_quota(value: &str) -> Result<QuotaSetting, String> {
+    match value.trim() {
+        "default" => Ok(QuotaSetting::Default),
+        number => number
+            .parse::<i64>()
+            .ok()
+            .filter(|n| *n >= 0)
+            .map(QuotaSetting::Limit)
+            .ok_or_else(|| format!("`{value}`: give a number of bytes or `default`")),
+    }
 }
 
 impl SetQuotaArgs {
@@ -136,6 +150,7 @@ impl SetQuotaArgs {
             webhooks_per_second: change(self.webhooks_per_second, current.webhooks_per_second)
                 .map(|n| n.max(1)),
             webhook_burst: change(self.webhook_burst, current.webhook_burst).map(|n| n.max(1)),
+            stored_event_bytes: change(self.stored_event_bytes, current.stored_event_bytes),
         }
     }
 }
@@ -523,6 +538,11 @@ pub struct QuotaArgs {
     #[arg(long, env = "HOOKRELAY_QUOTA_WEBHOOK_BURST", default_value_t = 2000,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub quota_webhook_burst: u64,
+    /// Bytes of event bodies a tenant may keep stored (retained) at once; its
+    /// webhooks past it get 403. Counted every minute (and by each server
+    /// for what it stores meanwhile).
+    #[arg(long, env = "HOOKRELAY_QUOTA_STORED_EVENT_BYTES", default_value_t = 10 * 1024 * 1024 * 1024)]
+    pub quota_stored_event_bytes: u64,
 }
 
 impl QuotaArgs {
@@ -536,6 +556,7 @@ impl QuotaArgs {
             open_watches: self.quota_open_watches,
             webhooks_per_second: self.quota_webhooks_per_second,
             webhook_burst: self.quota_webhook_burst,
+            stored_event_bytes: self.quota_stored_event_bytes,
         }
     }
 }

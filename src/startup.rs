@@ -161,6 +161,7 @@ impl Application {
                 webhooks: crate::server::TenantBuckets::default(),
             }),
             connections: crate::server::connections::Connections::new(max_connections),
+            stored_bytes: Arc::default(),
             federation: Arc::new(crate::federation::Federation::new(config.outbound.clone())?),
             storage: Arc::default(),
             keys,

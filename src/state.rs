@@ -81,6 +81,8 @@ pub struct SharedState {
     /// Bytes of webhook bodies held at once.
     pub webhook_memory: Arc<crate::server::MemoryBudget>,
     pub rate_limits: Arc<crate::server::RateLimits>,
+    /// Each tenant's stored event bytes, for its quota.
+    pub stored_bytes: Arc<crate::server::StoredBytes>,
     /// Trusted issuers' keys, for token exchange.
     pub federation: Arc<crate::federation::Federation>,
     pub connections: Arc<crate::server::connections::Connections>,

@@ -13,7 +13,7 @@ pub use filter::{EventFilter, LikePatterns};
 pub use ids::{ClientId, DeliveryId, EventId, Horizon, RepositoryId, TenantId, TrustedIssuerId};
 pub use issuer::{Audience, ClaimConditions, IssuerUrl};
 pub use names::{ConsumerName, DisplayName};
-pub use quota::{Quota, QuotaOverrides, Quotas};
+pub use quota::{Quota, QuotaOverrides, Quotas, WebhookQuota};
 pub use repository::{GitlabVerification, Provider, RepositoryName, WebhookSettings};
 pub use scope::{Scope, Scopes};
 

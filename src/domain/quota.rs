@@ -19,6 +19,9 @@ pub struct Quotas {
     /// this rate and holding `webhook_burst`.
     pub webhooks_per_second: u64,
     pub webhook_burst: u64,
+    /// Bytes of event bodies stored (retained) at once; a webhook past it is
+    /// refused with 403 `quota_exceeded`.
+    pub stored_event_bytes: u64,
 }
 
 /// One quota, by the name the API and the CLI use.
@@ -81,6 +84,7 @@ pub struct QuotaOverrides {
     pub open_watches: Option<i64>,
     pub webhooks_per_second: Option<i64>,
     pub webhook_burst: Option<i64>,
+    pub stored_event_bytes: Option<i64>,
 }
 
 impl QuotaOverrides {
@@ -99,7 +103,30 @@ impl QuotaOverrides {
             webhooks_per_second: pick(self.webhooks_per_second, defaults.webhooks_per_second)
                 .max(1),
             webhook_burst: pick(self.webhook_burst, defaults.webhook_burst).max(1),
+            stored_event_bytes: pick(self.stored_event_bytes, defaults.stored_event_bytes),
         }
+    }
+}
+
+/// The overrides a webhook checks, read with its repository (and cached
+/// with it for up to 30 s).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WebhookQuota {
+    pub per_second: Option<i64>,
+    pub burst: Option<i64>,
+    pub stored_event_bytes: Option<i64>,
+}
+
+impl WebhookQuota {
+    /// The tenant's whole quotas, with these overrides over `defaults`.
+    pub fn over(&self, defaults: &Quotas) -> Quotas {
+        QuotaOverrides {
+            webhooks_per_second: self.per_second,
+            webhook_burst: self.burst,
+            stored_event_bytes: self.stored_event_bytes,
+            ..QuotaOverrides::default()
+        }
+        .over(defaults)
     }
 }
 
@@ -118,6 +145,7 @@ mod tests {
             open_watches: 100,
             webhooks_per_second: 100,
             webhook_burst: 1000,
+            stored_event_bytes: 1 << 30,
         };
         let overrides = QuotaOverrides {
             repositories: Some(3),

@@ -17,8 +17,9 @@ pub fn router() -> Router<AppState> {
 }
 
 /// `quotas` and `usage` have the same keys. Open watches and webhooks per
-/// second are this server's (each replica counts its own); the rest are the
-/// tenant's on every server. `webhook_burst` is in use what the bucket lacks
+/// second are this server's (each replica counts its own); stored event bytes
+/// are the last count (every minute) plus what this server stored since; the
+/// rest are the tenant's on every server, now. `webhook_burst` is in use what the bucket lacks
 /// of full.
 #[derive(Debug, Serialize)]
 struct UsageView {
@@ -63,6 +64,7 @@ async fn usage(
             quotas.webhooks_per_second,
             quotas.webhook_burst,
         ),
+        stored_event_bytes: state.stored_bytes.of(tenant.id),
     };
     Ok(ApiJson(UsageView { quotas, usage }))
 }

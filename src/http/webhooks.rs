@@ -167,21 +167,15 @@ async fn accept(
 
     // The tenant's webhook rate: verified webhooks only, so that no one who
     // merely knows the URL can spend the tenant's quota.
-    let quotas = &state.settings.quotas;
-    let (per_second, burst) = (
-        target
-            .webhook_rate
-            .0
-            .map_or(quotas.webhooks_per_second, |n| n.max(1) as u64),
-        target
-            .webhook_rate
-            .1
-            .map_or(quotas.webhook_burst, |n| n.max(1) as u64),
-    );
+    let quotas = target.quota.over(&state.settings.quotas);
     state
         .rate_limits
         .webhooks
-        .take(target.tenant_id, per_second, burst)
+        .take(
+            target.tenant_id,
+            quotas.webhooks_per_second,
+            quotas.webhook_burst,
+        )
         .map_err(|retry_after| {
             state.metrics.limited("webhook");
             Error::RateLimited {
@@ -189,6 +183,13 @@ async fn accept(
                 retry_after,
             }
         })?;
+    let stored = state.stored_bytes.of(target.tenant_id);
+    if stored + body.len() as u64 > quotas.stored_event_bytes {
+        return Err(Error::QuotaExceeded(format!(
+            "the tenant's quota of stored event bytes is reached (limit {})",
+            quotas.stored_event_bytes
+        )));
+    }
 
     let encoding = check_content_type(headers)?;
     let event_type = scheme
@@ -217,7 +218,11 @@ async fn accept(
         traceparent: hookrelay_telemetry::traceparent(&tracing::Span::current()),
     };
     event.check_storable()?;
+    let bytes = event.body.len() as u64;
     let outcome = state.ingestor.ingest(event).await?;
+    if let Ingested::Created(_) = outcome {
+        state.stored_bytes.add(target.tenant_id, bytes);
+    }
     Ok((target.provider.as_str(), outcome))
 }
 

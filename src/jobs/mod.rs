@@ -5,6 +5,7 @@
 mod consumers;
 mod rate_limits;
 mod retention;
+mod stored;
 
 use std::time::Duration;
 
@@ -49,6 +50,11 @@ pub fn start(
         )),
         tokio::spawn(rate_limits::forget_idle_sources(
             state.rate_limits.clone(),
+            stop.clone(),
+        )),
+        tokio::spawn(stored::count_stored_bytes(
+            pool.clone(),
+            state.stored_bytes.clone(),
             stop.clone(),
         )),
         tokio::spawn(crate::health::report(

@@ -11,7 +11,7 @@ use crate::error::Error;
 pub async fn overrides(pool: &PgPool, tenant_id: TenantId) -> Result<QuotaOverrides, Error> {
     Ok(sqlx::query_as(
         "select repositories, clients, trusted_issuers, consumers, open_streams, open_watches, \
-         webhooks_per_second, webhook_burst from tenant_quota where tenant_id = $1",
+         webhooks_per_second, webhook_burst, stored_event_bytes from tenant_quota where tenant_id = $1",
     )
     .bind(tenant_id)
     .fetch_optional(pool)
@@ -37,13 +37,14 @@ pub async fn set_overrides(
 ) -> Result<bool, Error> {
     let stored = sqlx::query(
         "insert into tenant_quota (tenant_id, repositories, clients, trusted_issuers, consumers, \
-             open_streams, open_watches, webhooks_per_second, webhook_burst) \
-         select tenant_id, $2, $3, $4, $5, $6, $7, $8, $9 from tenant where tenant_id = $1 \
+             open_streams, open_watches, webhooks_per_second, webhook_burst, stored_event_bytes) \
+         select tenant_id, $2, $3, $4, $5, $6, $7, $8, $9, $10 from tenant where tenant_id = $1 \
          on conflict (tenant_id) do update set repositories = excluded.repositories, \
              clients = excluded.clients, trusted_issuers = excluded.trusted_issuers, \
              consumers = excluded.consumers, open_streams = excluded.open_streams, \
              open_watches = excluded.open_watches, webhooks_per_second = excluded.webhooks_per_second, \
-             webhook_burst = excluded.webhook_burst, updated_at = now()",
+             webhook_burst = excluded.webhook_burst, \
+             stored_event_bytes = excluded.stored_event_bytes, updated_at = now()",
     )
     .bind(tenant_id)
     .bind(overrides.repositories)
@@ -54,6 +55,7 @@ pub async fn set_overrides(
     .bind(overrides.open_watches)
     .bind(overrides.webhooks_per_second)
     .bind(overrides.webhook_burst)
+    .bind(overrides.stored_event_bytes)
     .execute(pool)
     .await?;
     Ok(stored.rows_affected() == 1)
@@ -126,4 +128,14 @@ pub async fn admit_stream(
             .map_err(Error::QuotaExceeded)?;
     }
     Ok(())
+}
+
+/// Bytes of event bodies each tenant stores, counted in one pass over the
+/// event table (`octet_length` reads a stored body's size, not the body).
+pub async fn stored_event_bytes(pool: &PgPool) -> Result<Vec<(TenantId, i64)>, Error> {
+    Ok(sqlx::query_as(
+        "select tenant_id, sum(octet_length(body))::bigint from event group by tenant_id",
+    )
+    .fetch_all(pool)
+    .await?)
 }

@@ -9,7 +9,7 @@ use sqlx::PgPool;
 use time::OffsetDateTime;
 
 use crate::domain::{
-    Provider, Quota, Quotas, RepositoryId, RepositoryName, TenantId, WebhookSettings,
+    Provider, Quota, Quotas, RepositoryId, RepositoryName, TenantId, WebhookQuota, WebhookSettings,
 };
 use crate::error::{Error, violated_constraint};
 
@@ -67,8 +67,8 @@ pub struct WebhookTarget {
     pub settings: WebhookSettings,
     /// Its tenant is suspended: webhooks are refused (403).
     pub suspended: bool,
-    /// The operator's overrides of its tenant's webhook rate quota, if any.
-    pub webhook_rate: (Option<i64>, Option<i64>),
+    /// The operator's overrides of its tenant's webhook quotas, if any.
+    pub quota: WebhookQuota,
     pub secrets: Vec<(Vec<u8>, Option<OffsetDateTime>)>,
 }
 
@@ -229,12 +229,13 @@ pub async fn webhook_target(
         bool,
         Option<i64>,
         Option<i64>,
+        Option<i64>,
     );
     let row: Option<TargetRow> = sqlx::query_as(
         "select r.tenant_id, r.provider, r.webhook_secret, \
                 case when r.previous_secret_expires_at > now() then r.previous_webhook_secret end, \
                 r.previous_secret_expires_at, r.settings, t.suspended_at is not null, \
-                q.webhooks_per_second, q.webhook_burst \
+                q.webhooks_per_second, q.webhook_burst, q.stored_event_bytes \
          from repository r join tenant t using (tenant_id) \
          left join tenant_quota q using (tenant_id) where r.repository_id = $1",
     )
@@ -251,6 +252,7 @@ pub async fn webhook_target(
         suspended,
         per_second,
         burst,
+        stored_event_bytes,
     )) = row
     else {
         return Ok(None);
@@ -269,7 +271,11 @@ pub async fn webhook_target(
         provider,
         settings: settings.0,
         suspended,
-        webhook_rate: (per_second, burst),
+        quota: WebhookQuota {
+            per_second,
+            burst,
+            stored_event_bytes,
+        },
         secrets,
     }))
 }

@@ -31,9 +31,9 @@ pub struct Target {
     pub settings: WebhookSettings,
     /// The tenant is suspended (re-read within the cache's 30 s).
     pub suspended: bool,
-    /// The operator's overrides of the tenant's webhook rate quota (per
-    /// second, burst), re-read within the cache's 30 s.
-    pub webhook_rate: (Option<i64>, Option<i64>),
+    /// The operator's overrides of the tenant's webhook quotas, re-read
+    /// within the cache's 30 s.
+    pub quota: crate::domain::WebhookQuota,
     /// Each secret with the time it stops verifying (None: the current one).
     secrets: Vec<(Vec<u8>, Option<OffsetDateTime>)>,
 }
@@ -85,7 +85,7 @@ impl TargetCache {
             provider: stored.provider,
             settings: stored.settings,
             suspended: stored.suspended,
-            webhook_rate: stored.webhook_rate,
+            quota: stored.quota,
             secrets: stored.secrets,
         });
         let mut entries = self.entries.write().expect("target cache");

@@ -295,10 +295,39 @@ async fn usage_shows_quotas_and_what_is_held_with_the_same_keys() {
         keys
     };
     assert_eq!(keys(&usage["quotas"]), keys(&usage["usage"]));
-    assert_eq!(keys(&usage["quotas"]).len(), 8, "{usage}");
+    assert_eq!(keys(&usage["quotas"]).len(), 9, "{usage}");
     assert_eq!(usage["usage"]["repositories"], 1);
     assert_eq!(usage["usage"]["clients"], 2);
     assert_eq!(usage["quotas"]["repositories"], 1000);
     let anonymous = app.http.get(app.url("/v1/usage")).send().await.unwrap();
     assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+}
+
+/// Past its stored event bytes, a tenant's webhooks get 403 naming the limit,
+/// and store nothing; another tenant's are stored.
+#[tokio::test]
+async fn webhooks_past_the_stored_bytes_quota_get_403() {
+    let app = spawn_app_with(|config| config.quotas.stored_event_bytes = 10_000).await;
+    let full = app.tenant("full").await;
+    let other = app.tenant("other").await;
+    let repository = app.repository(&full, "full/app").await;
+    let body = crate::helpers::fixture("push");
+    assert!(body.len() > 5_000 && body.len() < 10_000);
+    app.push(&repository, "first").await;
+    let refused = app
+        .deliver(&repository.id, &repository.secret, "push", "second", &body)
+        .await;
+    let error = assert_error(refused, StatusCode::FORBIDDEN, "quota_exceeded").await;
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("stored event bytes is reached (limit 10000)"),
+        "{error}"
+    );
+    let usage = app.get_json("/v1/usage", &full.token).await;
+    assert_eq!(usage["usage"]["stored_event_bytes"], body.len(), "{usage}");
+    let theirs = app.repository(&other, "other/app").await;
+    app.push(&theirs, "theirs").await;
+    assert_eq!(app.event_count().await, 2);
 }

@@ -19,6 +19,7 @@ const LABELS: Record<string, string> = {
   open_watches: "Open console views (this server)",
   webhooks_per_second: "Webhooks in the last second (this server)",
   webhook_burst: "Webhook burst in use (this server)",
+  stored_event_bytes: "Stored event bytes",
 };
 
 export function UsagePage() {
