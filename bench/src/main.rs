@@ -16,6 +16,7 @@ mod ha;
 mod ingest;
 mod latency;
 mod messages;
+mod neighbours;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -36,8 +37,17 @@ use messages::{CatchupLoad, FanoutLoad, IngestLoad, LatencyLoad};
 use serde_json::{Value, json};
 
 const SECRET_KEY: &str = "YmVuY2htYXJrLWtleS1lbmNyeXB0aW9uLWtleS0zMmI=";
-const ALL: [&str; 9] = [
-    "ingest", "latency", "fanout", "catchup", "agent", "envoy", "refs", "ha", "exchange",
+const ALL: [&str; 10] = [
+    "ingest",
+    "latency",
+    "fanout",
+    "catchup",
+    "agent",
+    "envoy",
+    "refs",
+    "ha",
+    "exchange",
+    "neighbours",
 ];
 
 #[derive(Parser)]
@@ -371,6 +381,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             "refs" => bench.refs(),
             "ha" => bench.ha().await,
             "exchange" => bench.exchange().await,
+            "neighbours" => bench.neighbours().await,
             _ => unreachable!(),
         }
         .with_context(|| format!("scenario {scenario}"));
