@@ -90,9 +90,11 @@ fn parse_quota(value: &str) -> Result<QuotaSetting, String> {
     match value.trim() {
         "default" => Ok(QuotaSetting::Default),
         number => number
-            .parse::<u32>()
-            .map(|n| QuotaSetting::Limit(i64::from(n)))
-            .map_err(|_| format!("`{value}`: give a number (0 to 4294967295) or `default`")),
+            .parse::<i64>()
+            .ok()
+            .filter(|n| *n >= 0)
+            .map(QuotaSetting::Limit)
+            .ok_or_else(|| format!("`{value}`: give a number (0 or more) or `default`")),
     }
 }
 
@@ -116,20 +118,8 @@ pub struct SetQuotaArgs {
     pub webhooks_per_second: Option<QuotaSetting>,
     #[arg(long, value_parser = parse_quota)]
     pub webhook_burst: Option<QuotaSetting>,
-    #[arg(long, value_parser = parse_bytes_quota)]
+    #[arg(long, value_parser = parse_quota)]
     pub stored_event_bytes: Option<QuotaSetting>,
-}
-
-fn parse_bytes_quota(value: &str) -> Result<QuotaSetting, String> {
-    match value.trim() {
-        "default" => Ok(QuotaSetting::Default),
-        number => number
-            .parse::<i64>()
-            .ok()
-            .filter(|n| *n >= 0)
-            .map(QuotaSetting::Limit)
-            .ok_or_else(|| format!("`{value}`: give a number of bytes or `default`")),
-    }
 }
 
 impl SetQuotaArgs {

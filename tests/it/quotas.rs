@@ -9,6 +9,15 @@ use serde_json::{Value, json};
 use crate::helpers::{TestApp, TestTenant, assert_error, authed, spawn_app, spawn_app_with};
 use crate::operations::admin;
 
+/// `hookrelay tenants set-quota <tenant> --<quota> <value>`: (success, output).
+async fn set_quota(app: &TestApp, tenant: &TestTenant, quota: &str, value: &str) -> (bool, String) {
+    admin(
+        app,
+        &["tenants", "set-quota", &tenant.tenant_id, quota, value],
+    )
+    .await
+}
+
 async fn register(app: &TestApp, tenant: &TestTenant, name: &str) -> reqwest::Response {
     app.post_json(
         "/v1/repositories",
@@ -26,17 +35,7 @@ async fn the_operator_sets_a_tenant_s_quota_and_the_tenant_meets_it() {
     let app = spawn_app().await;
     let small = app.tenant("small").await;
     let other = app.tenant("other").await;
-    let (ok, output) = admin(
-        &app,
-        &[
-            "tenants",
-            "set-quota",
-            &small.tenant_id,
-            "--repositories",
-            "2",
-        ],
-    )
-    .await;
+    let (ok, output) = set_quota(&app, &small, "--repositories", "2").await;
     assert!(ok, "{output}");
     let (ok, shown) = admin(&app, &["tenants", "show", &small.tenant_id]).await;
     assert!(ok, "{shown}");
@@ -74,33 +73,13 @@ async fn the_operator_sets_a_tenant_s_quota_and_the_tenant_meets_it() {
         );
     }
 
-    let (ok, output) = admin(
-        &app,
-        &[
-            "tenants",
-            "set-quota",
-            &small.tenant_id,
-            "--repositories",
-            "default",
-        ],
-    )
-    .await;
+    let (ok, output) = set_quota(&app, &small, "--repositories", "default").await;
     assert!(ok, "{output}");
     assert_eq!(
         register(&app, &small, "small/c").await.status(),
         StatusCode::CREATED
     );
-    let (ok, output) = admin(
-        &app,
-        &[
-            "tenants",
-            "set-quota",
-            &small.tenant_id,
-            "--repositories",
-            "many",
-        ],
-    )
-    .await;
+    let (ok, output) = set_quota(&app, &small, "--repositories", "many").await;
     assert!(!ok && output.contains("`many`"), "{output}");
 }
 
