@@ -285,8 +285,12 @@ pub async fn secrets(command: SecretsCommand) -> anyhow::Result<()> {
     database.close().await;
     let done = result?;
     println!(
-        "re-sealed under the new key: {} key check, {} webhook secrets, {} signing keys, {} event headers",
-        done.key_check, done.webhook_secrets, done.signing_keys, done.event_headers
+        "re-sealed under the new key: {} key check, {} webhook secrets, {} signing keys, {} event headers, {} provider credentials",
+        done.key_check,
+        done.webhook_secrets,
+        done.signing_keys,
+        done.event_headers,
+        done.provider_credentials
     );
     println!(
         "every secret now opens with HOOKRELAY_SECRET_KEY alone: remove HOOKRELAY_PREVIOUS_SECRET_KEY from the servers"

@@ -375,16 +375,8 @@ pub struct ServeArgs {
     #[arg(long, env = "HOOKRELAY_SHUTDOWN_GRACE", default_value = "25s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
 
-    /// Let trusted issuers use plain http URLs. For local tests only: a token's
-    /// keys fetched over http can be swapped by anyone on the path.
-    #[arg(long, env = "HOOKRELAY_ISSUER_ALLOW_HTTP")]
-    pub issuer_allow_http: bool,
-
-    /// Networks (comma-separated CIDRs) that issuer discovery and key fetches
-    /// may reach although they are not public, e.g. 127.0.0.0/8 for a local
-    /// test issuer. Default: only public addresses.
-    #[arg(long, env = "HOOKRELAY_ISSUER_ALLOW_NETWORKS", value_delimiter = ',', value_parser = parse_net)]
-    pub issuer_allow_networks: Vec<ipnet::IpNet>,
+    #[command(flatten)]
+    pub outbound: OutboundArgs,
 
     /// Do not apply pending migrations at start (run `hookrelay migrate` instead).
     #[arg(long, env = "HOOKRELAY_NO_MIGRATE")]
@@ -395,6 +387,47 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub quotas: QuotaArgs,
+}
+
+/// What outbound requests to URLs a tenant names (trusted issuers' keys, git
+/// providers' APIs) may reach, and how often delivery logs are read.
+#[derive(Clone, Args)]
+pub struct OutboundArgs {
+    /// Let outbound requests use plain http URLs. For local tests only: what is
+    /// fetched over http can be swapped by anyone on the path.
+    #[arg(long, env = "HOOKRELAY_OUTBOUND_ALLOW_HTTP")]
+    pub outbound_allow_http: bool,
+
+    /// Networks (comma-separated CIDRs) that outbound requests may reach
+    /// although they are not public, e.g. 127.0.0.0/8 for a local test issuer
+    /// or a GitHub Enterprise Server on a private network. Default: only
+    /// public addresses.
+    #[arg(long, env = "HOOKRELAY_OUTBOUND_ALLOW_NETWORKS", value_delimiter = ',', value_parser = parse_net)]
+    pub outbound_allow_networks: Vec<ipnet::IpNet>,
+
+    /// The earlier name of --outbound-allow-http, still read.
+    #[arg(long, env = "HOOKRELAY_ISSUER_ALLOW_HTTP", hide = true)]
+    pub issuer_allow_http: bool,
+
+    /// The earlier name of --outbound-allow-networks, still read (the two lists add up).
+    #[arg(long, env = "HOOKRELAY_ISSUER_ALLOW_NETWORKS", value_delimiter = ',', value_parser = parse_net, hide = true)]
+    pub issuer_allow_networks: Vec<ipnet::IpNet>,
+
+    /// How often each repository with provider access has its provider's
+    /// delivery log read for deliveries hookrelay missed (also at start).
+    #[arg(long, env = "HOOKRELAY_RECOVERY_INTERVAL", default_value = "5m", value_parser = parse_duration)]
+    pub recovery_interval: Duration,
+}
+
+impl OutboundArgs {
+    fn policy(self) -> crate::outbound::OutboundPolicy {
+        let mut allowed_networks = self.outbound_allow_networks;
+        allowed_networks.extend(self.issuer_allow_networks);
+        crate::outbound::OutboundPolicy {
+            allow_http: self.outbound_allow_http || self.issuer_allow_http,
+            allowed_networks,
+        }
+    }
 }
 
 /// Limits on what callers, anonymous ones included, can make the server hold.
@@ -705,8 +738,10 @@ pub struct Config {
     pub limits: Limits,
     /// Every tenant's quotas but those the operator set.
     pub quotas: crate::domain::Quotas,
-    /// What fetches of trusted issuers' keys may reach.
-    pub outbound: crate::federation::fetch::OutboundPolicy,
+    /// What outbound requests (trusted issuers' keys, git providers' APIs) may reach.
+    pub outbound: crate::outbound::OutboundPolicy,
+    /// How often delivery logs are read for missed deliveries.
+    pub recovery_interval: Duration,
 }
 
 /// A setting that parsed but makes no sense; rendered as one line naming it.
@@ -908,10 +943,8 @@ impl ServeArgs {
             drain_delay: self.drain_delay,
             shutdown_grace: self.shutdown_grace,
             migrate: !self.no_migrate,
-            outbound: crate::federation::fetch::OutboundPolicy {
-                allow_http: self.issuer_allow_http,
-                allowed_networks: self.issuer_allow_networks,
-            },
+            recovery_interval: self.outbound.recovery_interval,
+            outbound: self.outbound.policy(),
         })
     }
 }

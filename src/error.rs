@@ -50,6 +50,10 @@ pub enum Error {
     /// Try again shortly: overloaded, shutting down, or the database is away.
     #[error("{0}")]
     Unavailable(String),
+    /// A provider refused the access a tenant gave (no hook with our URL, a
+    /// token without the permission): 422 saying what to fix.
+    #[error("{0}")]
+    ProviderCheck(String),
     /// A consumer's cursor is older than the retained events.
     #[error("{0}")]
     BehindRetention(String),
@@ -85,6 +89,7 @@ impl Error {
             Error::QuotaExceeded(_) => "quota_exceeded",
             Error::Unavailable(_) => "unavailable",
             Error::BehindRetention(_) => "behind_retention",
+            Error::ProviderCheck(_) => "provider_check_failed",
             Error::Database(error) if database_unavailable(error) => "unavailable",
             Error::Database(_) | Error::Internal(_) => "internal",
         }
@@ -105,6 +110,7 @@ impl Error {
             Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::BehindRetention(_) => StatusCode::GONE,
+            Error::ProviderCheck(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Error::Database(error) if database_unavailable(error) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -127,7 +133,7 @@ impl Error {
             }
             Error::RequestTimeout(_) => tonic::Code::DeadlineExceeded,
             Error::Unavailable(_) => tonic::Code::Unavailable,
-            Error::BehindRetention(_) => tonic::Code::FailedPrecondition,
+            Error::BehindRetention(_) | Error::ProviderCheck(_) => tonic::Code::FailedPrecondition,
             Error::Database(error) if database_unavailable(error) => tonic::Code::Unavailable,
             Error::Database(_) | Error::Internal(_) => tonic::Code::Internal,
         }

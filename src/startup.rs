@@ -41,6 +41,7 @@ struct Built {
 struct Serving {
     tls: Option<crate::server::tls::TlsFiles>,
     retention: Duration,
+    recovery_interval: Duration,
     cors_origins: Vec<String>,
     drain_delay: Duration,
     shutdown_grace: Duration,
@@ -65,6 +66,7 @@ impl Application {
         let serving = Serving {
             tls: config.tls.clone(),
             retention: config.retention,
+            recovery_interval: config.recovery_interval,
             cors_origins: config.cors_origins.clone(),
             drain_delay: config.drain_delay,
             shutdown_grace: config.shutdown_grace,
@@ -133,6 +135,8 @@ impl Application {
         });
         tracing::info!(open_files, max_connections, "connection limits");
         let metrics = Arc::new(Metrics::default());
+        let outbound = crate::outbound::Fetcher::new(config.outbound.clone())?;
+        let secret_key = Arc::new(secret_key);
         let streams = StreamHub::new(pool.clone(), &metrics);
         let (ingestor, ingest_writer) = Ingestor::spawn(database.ingest.clone(), streams.clone());
         let state = AppState::new(crate::state::SharedState {
@@ -140,7 +144,7 @@ impl Application {
             pool,
             ingest_pool: database.ingest.clone(),
             settings: Arc::new(Settings {
-                public_url,
+                public_url: public_url.clone(),
                 signup_token: config.signup_token.clone(),
                 max_webhook_bytes: config.max_webhook_bytes,
                 secret_rotation_grace: config.secret_rotation_grace,
@@ -162,10 +166,17 @@ impl Application {
             }),
             connections: crate::server::connections::Connections::new(max_connections),
             stored_bytes: Arc::default(),
-            federation: Arc::new(crate::federation::Federation::new(config.outbound.clone())?),
+            federation: Arc::new(crate::federation::Federation::new(outbound.clone())),
+            recovery: Arc::new(crate::recovery::Recovery::new(
+                database.pool.clone(),
+                secret_key.clone(),
+                outbound,
+                public_url.clone(),
+                metrics.clone(),
+            )),
             storage: Arc::default(),
             keys,
-            secret_key: Arc::new(secret_key),
+            secret_key,
             ingestor,
             streams,
             metrics,
@@ -222,6 +233,7 @@ impl Application {
         let Serving {
             tls,
             retention,
+            recovery_interval,
             cors_origins,
             drain_delay,
             shutdown_grace,
@@ -236,7 +248,7 @@ impl Application {
         );
         let stop = CancellationToken::new();
         let (health_reporter, health) = tonic_health::server::health_reporter();
-        let background = jobs::start(&state, retention, health_reporter, &stop);
+        let background = jobs::start(&state, retention, recovery_interval, health_reporter, &stop);
 
         let acceptor = tls.as_ref().map(|tls| tls.acceptor()).transpose()?;
         let grpc_router = crate::grpc::router(&state, health, &cors_origins, stop.clone())?;

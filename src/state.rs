@@ -85,6 +85,8 @@ pub struct SharedState {
     pub stored_bytes: Arc<crate::server::StoredBytes>,
     /// Trusted issuers' keys, for token exchange.
     pub federation: Arc<crate::federation::Federation>,
+    /// Reads providers' delivery logs for missed deliveries.
+    pub recovery: Arc<crate::recovery::Recovery>,
     pub connections: Arc<crate::server::connections::Connections>,
     /// Whether ingest commits are failing for a storage reason (readiness).
     pub storage: Arc<crate::health::StorageHealth>,

@@ -76,6 +76,12 @@ pub struct Metrics {
     /// the same figures on every replica, for every tenant together.
     pub consumers_stalled: Gauge,
     pub consumer_oldest_pending_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// Recovery runs ended on this replica, by outcome (`ok`, `error`).
+    pub recovery_runs: Family<OutcomeLabels, Counter>,
+    pub recovery_redeliveries_requested: Counter,
+    /// Missing deliveries the latest run of each repository (on this
+    /// replica) found and did not get redelivered.
+    pub recovery_missing_events: Gauge,
 }
 
 impl Default for Metrics {
@@ -165,6 +171,24 @@ impl Default for Metrics {
             "Age of the oldest event any consumer has yet to acknowledge",
             consumer_oldest_pending_seconds.clone(),
         );
+        let recovery_runs = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "recovery_runs",
+            "Reads of providers' delivery logs for missed deliveries, by outcome",
+            recovery_runs.clone(),
+        );
+        let recovery_redeliveries_requested = Counter::default();
+        registry.register(
+            "recovery_redeliveries_requested",
+            "Redeliveries of missed deliveries asked of providers",
+            recovery_redeliveries_requested.clone(),
+        );
+        let recovery_missing_events = Gauge::default();
+        registry.register(
+            "recovery_missing_events",
+            "Missed deliveries the latest recovery runs found and could not have redelivered",
+            recovery_missing_events.clone(),
+        );
         // Series that alerts and dashboards rate() over exist from the start, at 0,
         // rather than appearing with their first event.
         for provider in crate::domain::Provider::ALL {
@@ -189,7 +213,13 @@ impl Default for Metrics {
         for outcome in ["delivered", "failed"] {
             let _ = acks.get_or_create(&OutcomeLabels { outcome });
         }
+        for outcome in ["ok", "error"] {
+            let _ = recovery_runs.get_or_create(&OutcomeLabels { outcome });
+        }
         Self {
+            recovery_runs,
+            recovery_redeliveries_requested,
+            recovery_missing_events,
             streams_open,
             watch_polls,
             stream_events_sent,

@@ -442,8 +442,8 @@ impl Bench {
                 .env("HOOKRELAY_GRPC_ADDR", format!("127.0.0.1:{grpc_port}"))
                 .env("HOOKRELAY_DATA_DIR", dir.join("data"))
                 // The exchange scenario's issuer is served by the bench on loopback.
-                .env("HOOKRELAY_ISSUER_ALLOW_HTTP", "true")
-                .env("HOOKRELAY_ISSUER_ALLOW_NETWORKS", "127.0.0.0/8")
+                .env("HOOKRELAY_OUTBOUND_ALLOW_HTTP", "true")
+                .env("HOOKRELAY_OUTBOUND_ALLOW_NETWORKS", "127.0.0.0/8")
                 // The fan-out scenario opens 10,000 streams (and consumers) of
                 // one tenant at once: it measures delivery to them, not the
                 // per-tenant set-up limit (which would spread their opening

@@ -60,6 +60,11 @@ uuid_id!(
     TrustedIssuerId
 );
 
+uuid_id!(
+    /// One run of recovery: a repository's delivery log read for missed deliveries.
+    RecoveryId
+);
+
 /// An OAuth2 client id, `hrc_` followed by 32 hex digits.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type)]
 #[serde(transparent)]

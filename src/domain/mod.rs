@@ -4,17 +4,24 @@ mod filter;
 mod ids;
 mod issuer;
 mod names;
+mod provider_access;
 mod quota;
 mod repository;
 mod scope;
 
 pub(crate) use filter::event_selected;
 pub use filter::{EventFilter, LikePatterns};
-pub use ids::{ClientId, DeliveryId, EventId, Horizon, RepositoryId, TenantId, TrustedIssuerId};
+pub use ids::{
+    ClientId, DeliveryId, EventId, Horizon, RecoveryId, RepositoryId, TenantId, TrustedIssuerId,
+};
 pub use issuer::{Audience, ClaimConditions, IssuerUrl};
 pub use names::{ConsumerName, DisplayName};
+pub use provider_access::{
+    ProviderAccess, ProviderAccessRequest, ProviderCredentials, default_api_url, log_retention,
+    recovers,
+};
 pub use quota::{Quota, QuotaOverrides, Quotas, WebhookQuota};
-pub use repository::{GitlabVerification, Provider, RepositoryName, WebhookSettings};
+pub use repository::{GitlabVerification, Provider, RepositoryName, WebhookSettings, webhook_url};
 pub use scope::{Scope, Scopes};
 
 #[cfg(test)]

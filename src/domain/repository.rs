@@ -86,6 +86,11 @@ impl FromStr for Provider {
     }
 }
 
+/// Where the provider posts the repository's webhooks: `<public URL>/v1/webhooks/<id>`.
+pub fn webhook_url(public_url: &str, id: super::RepositoryId) -> String {
+    format!("{}/v1/webhooks/{id}", public_url.trim_end_matches('/'))
+}
+
 /// How a GitLab repository's webhooks are verified.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -17,7 +17,7 @@ use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, P
 use jsonwebtoken::{Algorithm, DecodingKey};
 use url::Url;
 
-use super::fetch::{FetchError, Fetcher};
+use crate::outbound::{FetchError, Fetcher};
 
 pub const MAX_AGE: Duration = Duration::from_secs(3600);
 pub const MIN_REFRESH: Duration = Duration::from_secs(5);
@@ -347,7 +347,7 @@ mod tests {
         let issuer = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await });
         let keys = IssuerKeys::new(
-            Fetcher::new(super::super::fetch::OutboundPolicy {
+            Fetcher::new(crate::outbound::OutboundPolicy {
                 allow_http: true,
                 allowed_networks: vec!["127.0.0.0/8".parse().unwrap()],
             })

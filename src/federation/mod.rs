@@ -15,7 +15,6 @@
 //!    condition. None, or several (two of one tenant's), is a refusal: an
 //!    exchange never guesses the tenant or the scopes.
 
-pub mod fetch;
 pub mod issuer_keys;
 
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -25,7 +24,7 @@ use serde_json::{Map, Value};
 use sqlx::PgPool;
 
 use crate::domain::{ClaimConditions, Scopes, TenantId, TrustedIssuerId};
-use fetch::FetchError;
+use crate::outbound::{FetchError, Fetcher};
 use issuer_keys::IssuerKeys;
 
 /// Larger subject tokens are refused unread (GitHub's are about 1.5 KB).
@@ -69,11 +68,11 @@ pub struct Federation {
 }
 
 impl Federation {
-    pub fn new(policy: fetch::OutboundPolicy) -> anyhow::Result<Self> {
+    pub fn new(fetcher: Fetcher) -> Self {
         crate::auth::crypto::install();
-        Ok(Self {
-            keys: IssuerKeys::new(fetch::Fetcher::new(policy)?),
-        })
+        Self {
+            keys: IssuerKeys::new(fetcher),
+        }
     }
 
     /// Whether plain http issuers are allowed (local tests only).

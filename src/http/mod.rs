@@ -10,6 +10,7 @@ mod json;
 mod oauth;
 mod page;
 mod probes;
+mod recovery;
 mod repositories;
 mod source;
 mod tenants;
@@ -44,6 +45,7 @@ pub fn router(state: AppState) -> Router {
         .merge(tenants::router())
         .merge(oauth::router())
         .merge(repositories::router())
+        .merge(recovery::router())
         .merge(clients::router())
         .merge(trusted_issuers::router())
         .merge(deliveries::router())

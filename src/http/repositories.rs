@@ -89,10 +89,7 @@ struct RepositoryView {
 impl RepositoryView {
     fn new(state: &AppState, repository: Repository, secret: Option<&SecretString>) -> Self {
         Self {
-            webhook_url: format!(
-                "{}/v1/webhooks/{}",
-                state.settings.public_url, repository.id
-            ),
+            webhook_url: crate::domain::webhook_url(&state.settings.public_url, repository.id),
             settings: repository.settings.effective(repository.provider),
             id: repository.id,
             provider: repository.provider,
@@ -104,7 +101,7 @@ impl RepositoryView {
     }
 }
 
-fn parse_id(id: &str) -> Result<RepositoryId, Error> {
+pub(super) fn parse_id(id: &str) -> Result<RepositoryId, Error> {
     RepositoryId::parse(id).ok_or(Error::NotFound("repository"))
 }
 

@@ -269,7 +269,7 @@ fn rejection_reason(error: &Error) -> &'static str {
         Error::Forbidden(_) => "suspended",
         Error::RateLimited { .. } => "rate_limited",
         Error::QuotaExceeded(_) => "quota_exceeded",
-        Error::BehindRetention(_) => "internal",
+        Error::BehindRetention(_) | Error::ProviderCheck(_) => "internal",
         Error::Unauthenticated(_)
         | Error::InsufficientScope(_)
         | Error::Conflict(_)

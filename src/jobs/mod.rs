@@ -4,6 +4,7 @@
 
 mod consumers;
 mod rate_limits;
+mod recovery;
 mod retention;
 mod stored;
 
@@ -22,6 +23,7 @@ pub const KEY_RELOAD_INTERVAL: Duration = Duration::from_secs(5);
 pub fn start(
     state: &AppState,
     retention: Duration,
+    recovery_interval: Duration,
     health: tonic_health::server::HealthReporter,
     stop: &CancellationToken,
 ) -> Vec<JoinHandle<()>> {
@@ -55,6 +57,12 @@ pub fn start(
         tokio::spawn(stored::count_stored_bytes(
             pool.clone(),
             state.stored_bytes.clone(),
+            stop.clone(),
+        )),
+        tokio::spawn(recovery::recover_missed(
+            state.recovery.clone(),
+            pool.clone(),
+            recovery_interval,
             stop.clone(),
         )),
         tokio::spawn(crate::health::report(

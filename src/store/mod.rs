@@ -7,6 +7,7 @@ pub mod client;
 pub mod consumer;
 pub mod event;
 pub mod quota;
+pub mod recovery;
 pub mod rekey;
 pub mod repository;
 pub mod sealing;

@@ -18,6 +18,7 @@ pub struct Rekeyed {
     pub webhook_secrets: u64,
     pub signing_keys: u64,
     pub event_headers: u64,
+    pub provider_credentials: u64,
 }
 
 pub async fn rekey(pool: &PgPool, key: &SecretKey) -> anyhow::Result<Rekeyed> {
@@ -82,6 +83,26 @@ pub async fn rekey(pool: &PgPool, key: &SecretKey) -> anyhow::Result<Rekeyed> {
             )
             .bind(resealed)
             .bind(&kid)
+            .bind(&sealed)
+            .execute(pool)
+            .await?
+            .rows_affected();
+        }
+    }
+
+    let access: Vec<(RepositoryId, Vec<u8>)> =
+        sqlx::query_as("select repository_id, credentials from provider_access")
+            .fetch_all(pool)
+            .await?;
+    for (id, sealed) in access {
+        let context = super::recovery::sealing_context(id);
+        if let Some(resealed) = key.reseal(&sealed, &context)? {
+            done.provider_credentials += sqlx::query(
+                "update provider_access set credentials = $1 \
+                 where repository_id = $2 and credentials = $3",
+            )
+            .bind(resealed)
+            .bind(id)
             .bind(&sealed)
             .execute(pool)
             .await?

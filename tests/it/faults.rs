@@ -7,13 +7,12 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use hookrelay::embedded_db::{EmbeddedOptions, EmbeddedPostgres};
 use reqwest::StatusCode;
 use serde_json::Value;
 
 use crate::helpers::{
-    ServerProcess, TEST_SECRET_KEY, assert_error, fixture, repository_at, sign, spawn_app,
-    tenant_at,
+    OwnCluster, ServerProcess, TEST_SECRET_KEY, assert_error, fixture, repository_at, sign,
+    spawn_app, tenant_at,
 };
 
 /// What posters saw: per delivery id, the event id of its 2xx.
@@ -187,33 +186,8 @@ async fn every_2xx_survives_the_server_being_killed_under_load() {
 #[tokio::test]
 async fn postgresql_stopped_mid_ingest_gets_503_never_a_false_2xx_and_recovers() {
     let logs = tempfile::tempdir().unwrap();
-    let cluster_dir = tempfile::tempdir().unwrap();
-    let options = EmbeddedOptions {
-        dir: cluster_dir.path().join("cluster"),
-        bin_dir: None,
-        ephemeral: false,
-        fsync: false,
-        max_connections: 50,
-        settings: Vec::new(),
-    };
-    let start = |options: EmbeddedOptions| async move {
-        tokio::task::spawn_blocking(move || EmbeddedPostgres::start(&options))
-            .await
-            .unwrap()
-            .expect("the test cluster starts")
-    };
-    std::fs::set_permissions(
-        cluster_dir.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
-    let cluster = start(options.clone()).await;
-    let socket = cluster.connect_options("postgres");
-    let url = format!(
-        "postgres://postgres@localhost/postgres?host={}&port={}",
-        socket.get_socket().unwrap().display(),
-        socket.get_port()
-    );
+    let mut cluster = OwnCluster::start().await;
+    let url = cluster.url.clone();
     let server = ServerProcess::start(
         &[
             ("DATABASE_URL", url.clone()),
@@ -243,15 +217,7 @@ async fn postgresql_stopped_mid_ingest_gets_503_never_a_false_2xx_and_recovers()
     }
 
     // A fast shutdown: sessions are cut mid-transaction, as in a failover.
-    let pid = cluster.postgres_pid();
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-INT", &pid.to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
-    drop(cluster);
+    cluster.kill();
     let outage_began = outcomes.accepted.lock().unwrap().len();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -271,7 +237,7 @@ async fn postgresql_stopped_mid_ingest_gets_503_never_a_false_2xx_and_recovers()
     tokio::time::sleep(Duration::from_secs(2)).await;
     let during_outage = outcomes.accepted.lock().unwrap().len() - outage_began;
 
-    let cluster = start(options).await;
+    cluster.restart().await;
     let deadline = Instant::now() + Duration::from_secs(60);
     let recovered_at = outcomes.accepted.lock().unwrap().len();
     loop {

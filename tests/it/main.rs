@@ -27,6 +27,7 @@ mod operations;
 mod pages;
 mod providers;
 mod quotas;
+mod recovery;
 mod repositories;
 mod secrets_at_rest;
 mod shutdown;

@@ -7,6 +7,7 @@
 
 mod flow;
 mod process;
+pub mod provider_api;
 mod senders;
 
 use std::path::{Path, PathBuf};

@@ -43,6 +43,7 @@ pub fn test_config(database_url: &str) -> Config {
         limits: Limits::default(),
         quotas: Default::default(),
         outbound: Default::default(),
+        recovery_interval: Duration::from_secs(300),
     }
 }
 
@@ -133,6 +134,16 @@ impl TestApp {
         self.http
             .delete(self.url(path))
             .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn put_json(&self, path: &str, token: &str, body: &Value) -> Response {
+        self.http
+            .put(self.url(path))
+            .bearer_auth(token)
+            .json(body)
             .send()
             .await
             .unwrap()
@@ -410,6 +421,13 @@ pub async fn assert_error(response: Response, status: StatusCode, code: &str) ->
         "{body}"
     );
     body
+}
+
+/// Asserts an API error whose message says `said`.
+pub async fn assert_error_says(response: Response, status: StatusCode, code: &str, said: &str) {
+    let body = assert_error(response, status, code).await;
+    let message = body["message"].as_str().unwrap_or_default();
+    assert!(message.contains(said), "expected {said:?} in {body}");
 }
 
 pub fn base64url(bytes: &[u8]) -> String {

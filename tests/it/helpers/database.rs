@@ -88,3 +88,72 @@ pub async fn fresh_database() -> String {
     admin.close().await.ok();
     database_url(&name)
 }
+
+/// A PostgreSQL cluster of one test's own, for tests that stop it: `kill`
+/// cuts every session as a failover does (fast shutdown), `restart` brings
+/// it back on the same data and socket.
+pub struct OwnCluster {
+    _dir: tempfile::TempDir,
+    options: EmbeddedOptions,
+    cluster: Option<EmbeddedPostgres>,
+    /// Its `postgres` database.
+    pub url: String,
+}
+
+impl OwnCluster {
+    pub async fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        let options = EmbeddedOptions {
+            dir: dir.path().join("cluster"),
+            bin_dir: None,
+            ephemeral: false,
+            fsync: false,
+            max_connections: 50,
+            settings: Vec::new(),
+        };
+        let cluster = Self::run(options.clone()).await;
+        let socket = cluster.connect_options("postgres");
+        let url = format!(
+            "postgres://postgres@localhost/postgres?host={}&port={}",
+            socket.get_socket().unwrap().display(),
+            socket.get_port()
+        );
+        Self {
+            _dir: dir,
+            options,
+            cluster: Some(cluster),
+            url,
+        }
+    }
+
+    async fn run(options: EmbeddedOptions) -> EmbeddedPostgres {
+        tokio::task::spawn_blocking(move || EmbeddedPostgres::start(&options))
+            .await
+            .unwrap()
+            .expect("the test cluster starts")
+    }
+
+    /// A fast shutdown: sessions are cut mid-transaction.
+    pub fn kill(&mut self) {
+        let cluster = self.cluster.take().expect("the cluster runs");
+        let pid = cluster.postgres_pid();
+        assert!(
+            std::process::Command::new("kill")
+                .args(["-INT", &pid.to_string()])
+                .status()
+                .unwrap()
+                .success()
+        );
+        drop(cluster);
+    }
+
+    pub async fn restart(&mut self) {
+        assert!(self.cluster.is_none(), "the cluster is stopped");
+        self.cluster = Some(Self::run(self.options.clone()).await);
+    }
+}

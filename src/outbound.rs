@@ -1,14 +1,16 @@
-//! Outbound HTTP to identity providers, safe to point at by a tenant.
+//! Outbound HTTP to URLs a tenant names (identity providers' keys, git
+//! providers' APIs), safe to point at by a tenant.
 //!
-//! A tenant names the issuer URL, so a fetch must not become a way into the
-//! relay's own network (SSRF). Every fetch:
+//! A tenant names the URL, so a request must not become a way into the
+//! relay's own network (SSRF). Every request:
 //! - is https, unless the operator allowed plain http (local tests);
 //! - connects only to public addresses: loopback, private, link-local,
 //!   shared, multicast and reserved ones are refused after DNS resolution
 //!   (and for address literals), unless the operator allowed their network;
 //! - follows at most 3 redirects, and only on the same host;
 //! - ignores proxy settings, so the address checked is the address connected;
-//! - takes at most `TIMEOUT` and reads at most `MAX_BODY` bytes.
+//! - takes at most a set time (`TIMEOUT` for key fetches) and reads at most
+//!   a set number of bytes (`MAX_BODY` for key fetches).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -23,10 +25,11 @@ pub const TIMEOUT: Duration = Duration::from_secs(5);
 pub const MAX_BODY: usize = 256 * 1024;
 const MAX_REDIRECTS: usize = 3;
 
-/// What the operator allows beyond public https hosts.
+/// What the operator allows beyond public https hosts
+/// (`HOOKRELAY_OUTBOUND_ALLOW_HTTP`, `HOOKRELAY_OUTBOUND_ALLOW_NETWORKS`).
 #[derive(Debug, Clone, Default)]
 pub struct OutboundPolicy {
-    /// Plain http issuers (local tests only).
+    /// Plain http URLs (local tests only).
     pub allow_http: bool,
     /// Networks that may be reached even though they are not public.
     pub allowed_networks: Vec<ipnet::IpNet>,
@@ -151,7 +154,15 @@ pub enum FetchError {
     Unavailable(String),
 }
 
-/// A shared HTTP client that fetches JSON documents under the policy.
+/// An answer read in full: any status, the headers, the bounded body.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: reqwest::StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Vec<u8>,
+}
+
+/// A shared HTTP client that sends requests under the policy.
 #[derive(Debug, Clone)]
 pub struct Fetcher {
     client: reqwest::Client,
@@ -184,7 +195,6 @@ impl Fetcher {
             .https_only(!policy.allow_http)
             .redirect(redirect)
             .connect_timeout(Duration::from_secs(3))
-            .timeout(TIMEOUT)
             .user_agent(concat!("hookrelay/", env!("CARGO_PKG_VERSION")))
             .build()?;
         Ok(Self { client, policy })
@@ -194,17 +204,64 @@ impl Fetcher {
         &self.policy
     }
 
+    /// A request to `url`, once the URL passes the policy; send it with `send`.
+    pub fn request(
+        &self,
+        method: reqwest::Method,
+        url: &Url,
+    ) -> Result<reqwest::RequestBuilder, FetchError> {
+        self.check_url(url)?;
+        Ok(self.client.request(method, url.clone()))
+    }
+
+    /// Sends `request` (made by `request` for `url`) and reads at most
+    /// `max_body` bytes of the answer, whatever its status, within `timeout`.
+    pub async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+        url: &Url,
+        max_body: usize,
+        timeout: Duration,
+    ) -> Result<Answer, FetchError> {
+        let read = async {
+            let mut response = request.send().await.map_err(|e| describe(url, &e))?;
+            let too_large =
+                || FetchError::Refused(format!("{url} is larger than {max_body} bytes"));
+            if response
+                .content_length()
+                .is_some_and(|length| length > max_body as u64)
+            {
+                return Err(too_large());
+            }
+            let mut body = Vec::new();
+            while let Some(chunk) = response.chunk().await.map_err(|e| describe(url, &e))? {
+                if body.len() + chunk.len() > max_body {
+                    return Err(too_large());
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(Answer {
+                status: response.status(),
+                headers: response.headers().clone(),
+                body,
+            })
+        };
+        tokio::time::timeout(timeout, read)
+            .await
+            .unwrap_or_else(|_| {
+                Err(FetchError::Unavailable(format!(
+                    "{url}: timed out after {timeout:?}"
+                )))
+            })
+    }
+
     /// GETs `url` and parses its JSON body.
     pub async fn json<T: serde::de::DeserializeOwned>(&self, url: &Url) -> Result<T, FetchError> {
-        self.check_url(url)?;
-        let mut response = self
-            .client
-            .get(url.clone())
-            .header(reqwest::header::ACCEPT, "application/json")
-            .send()
-            .await
-            .map_err(|e| describe(url, &e))?;
-        let status = response.status();
+        let request = self
+            .request(reqwest::Method::GET, url)?
+            .header(reqwest::header::ACCEPT, "application/json");
+        let answer = self.send(request, url, MAX_BODY, TIMEOUT).await?;
+        let status = answer.status;
         if !status.is_success() {
             let error = format!("{url} answered {status}");
             return Err(if status.is_server_error() || status.as_u16() == 429 {
@@ -213,24 +270,7 @@ impl Fetcher {
                 FetchError::Refused(error)
             });
         }
-        if response
-            .content_length()
-            .is_some_and(|length| length > MAX_BODY as u64)
-        {
-            return Err(FetchError::Refused(format!(
-                "{url} is larger than {MAX_BODY} bytes"
-            )));
-        }
-        let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(|e| describe(url, &e))? {
-            if body.len() + chunk.len() > MAX_BODY {
-                return Err(FetchError::Refused(format!(
-                    "{url} is larger than {MAX_BODY} bytes"
-                )));
-            }
-            body.extend_from_slice(&chunk);
-        }
-        serde_json::from_slice(&body)
+        serde_json::from_slice(&answer.body)
             .map_err(|e| FetchError::Refused(format!("{url} is not the expected JSON: {e}")))
     }
 
