@@ -502,6 +502,13 @@ pub struct LimitArgs {
           value_parser = parse_rate)]
     pub stream_setup_rate_limit: RateSetting,
 
+    /// Requests of a tenant that call its git provider's API (setting
+    /// provider access, the hook doctor, recovery on request), per server:
+    /// N/s, N/min or N/h, or off. Over it: 429 with Retry-After.
+    #[arg(long, env = "HOOKRELAY_PROVIDER_CALL_RATE_LIMIT", default_value = "30/min",
+          value_parser = parse_rate)]
+    pub provider_call_rate_limit: RateSetting,
+
     /// Proxies (comma-separated addresses or CIDRs) whose X-Forwarded-For is
     /// believed: the source address is the right-most X-Forwarded-For entry
     /// that is not one of them. Behind the Envoy sidecar: 127.0.0.1,::1.
@@ -627,6 +634,7 @@ pub struct Limits {
     pub signup_rate: Option<crate::server::Rate>,
     pub token_failure_rate: Option<crate::server::Rate>,
     pub stream_setup_rate: Option<crate::server::Rate>,
+    pub provider_call_rate: Option<crate::server::Rate>,
     pub trusted_proxies: Vec<ipnet::IpNet>,
     pub http2_keepalive_interval: Duration,
     pub http2_keepalive_timeout: Duration,
@@ -685,6 +693,7 @@ impl LimitArgs {
             signup_rate: self.signup_rate_limit.0,
             token_failure_rate: self.token_failure_rate_limit.0,
             stream_setup_rate: self.stream_setup_rate_limit.0,
+            provider_call_rate: self.provider_call_rate_limit.0,
             trusted_proxies: self.trusted_proxies,
             http2_keepalive_interval: self.http2_keepalive_interval,
             http2_keepalive_timeout: self.http2_keepalive_timeout,

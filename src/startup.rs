@@ -162,6 +162,7 @@ impl Application {
                 signup: crate::server::Limiter::new(limits.signup_rate),
                 token_failures: crate::server::Limiter::new(limits.token_failure_rate),
                 stream_setup: crate::server::TenantLimiter::new(limits.stream_setup_rate),
+                provider_calls: crate::server::TenantLimiter::new(limits.provider_call_rate),
                 webhooks: crate::server::TenantBuckets::default(),
             }),
             connections: crate::server::connections::Connections::new(max_connections),

@@ -126,7 +126,7 @@ impl Default for Metrics {
         let rate_limited = Family::<EndpointLabels, Counter>::default();
         registry.register(
             "rate_limited",
-            "Requests refused by a rate limit (per source address, or per tenant for stream_setup and webhook), by endpoint",
+            "Requests refused by a rate limit (per source address, or per tenant for stream_setup, webhook and provider_api), by endpoint",
             rate_limited.clone(),
         );
         let streams_open = Gauge::default();
@@ -204,7 +204,7 @@ impl Default for Metrics {
         ] {
             let _ = webhooks_rejected.get_or_create(&RejectionLabels { reason });
         }
-        for endpoint in ["signup", "token", "stream_setup", "webhook"] {
+        for endpoint in ["signup", "token", "stream_setup", "webhook", "provider_api"] {
             let _ = rate_limited.get_or_create(&EndpointLabels { endpoint });
         }
         let _ = token_errors.get_or_create(&ErrorLabels {

@@ -12,7 +12,7 @@ use time::OffsetDateTime;
 use super::ApiJson;
 use super::repositories::parse_id;
 use crate::auth::{Authorized, ReposRead, ReposWrite};
-use crate::domain::{ProviderAccessRequest, RecoveryId};
+use crate::domain::{ProviderAccessRequest, RecoveryId, TenantId};
 use crate::error::Error;
 use crate::recovery::{Diagnosis, NotStarted, RUNS_SHOWN, Trigger};
 use crate::state::AppState;
@@ -30,6 +30,23 @@ pub fn router() -> Router<AppState> {
         .route("/v1/repositories/{id}/hook", get(doctor))
 }
 
+/// A request that calls the tenant's provider, at most
+/// HOOKRELAY_PROVIDER_CALL_RATE_LIMIT per tenant.
+fn admit(state: &AppState, tenant: TenantId) -> Result<(), Error> {
+    state
+        .rate_limits
+        .provider_calls
+        .take(tenant)
+        .map_err(|retry_after| {
+            state.metrics.limited("provider_api");
+            Error::RateLimited {
+                message: "this tenant calls its provider's API through hookrelay faster than \
+                          HOOKRELAY_PROVIDER_CALL_RATE_LIMIT allows",
+                retry_after,
+            }
+        })
+}
+
 /// Checks the access against the provider at once (200 with what was found,
 /// or 422 saying what is wrong), then seals and stores it.
 async fn put_access(
@@ -45,6 +62,7 @@ async fn put_access(
     let access = body
         .validate(repository.provider)
         .map_err(|(field, reason)| Error::invalid(field, reason))?;
+    admit(&state, tenant.id)?;
     let opened = state
         .recovery
         .check(repository.provider, &repository.name, id, access)
@@ -109,6 +127,7 @@ async fn recover(
     body: axum::body::Bytes,
 ) -> Result<(StatusCode, ApiJson<Started>), Error> {
     let id = parse_id(&id)?;
+    admit(&state, tenant.id)?;
     let body: Recover = if body.iter().all(u8::is_ascii_whitespace) {
         Recover::default()
     } else {
@@ -158,5 +177,6 @@ async fn doctor(
     Path(id): Path<String>,
 ) -> Result<ApiJson<Diagnosis>, Error> {
     let id = parse_id(&id)?;
+    admit(&state, tenant.id)?;
     Ok(ApiJson(state.recovery.diagnose(tenant.id, id).await?))
 }

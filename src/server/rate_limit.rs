@@ -252,6 +252,10 @@ pub struct RateLimits {
     /// Streams and watches opened per tenant: their set-up reads the database,
     /// so a burst of thousands must not take the pool from everyone else.
     pub stream_setup: TenantLimiter,
+    /// Calls to a provider's API a tenant's requests make (checking provider
+    /// access, the hook doctor, recovery on request): hookrelay must not
+    /// become a tenant's way to hammer a third party.
+    pub provider_calls: TenantLimiter,
     /// Webhooks per tenant: its webhook quota.
     pub webhooks: TenantBuckets,
 }

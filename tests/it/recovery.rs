@@ -29,10 +29,22 @@ fn configure(port: u16) -> impl FnOnce(&mut hookrelay::config::Config) {
 }
 
 async fn start(database_url: &str, port: u16) -> TestApp {
+    start_with(database_url, port, |_| {}).await
+}
+
+async fn start_with(
+    database_url: &str,
+    port: u16,
+    more: impl Fn(&mut hookrelay::config::Config),
+) -> TestApp {
     // The port of a server stopped a moment ago may take a moment to free.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        match spawn_app_on(database_url, configure(port)).await {
+        let setup = |config: &mut hookrelay::config::Config| {
+            configure(port)(config);
+            more(config);
+        };
+        match spawn_app_on(database_url, setup).await {
             Ok(app) => return app,
             Err(error) if Instant::now() < deadline => {
                 eprintln!("retrying the start: {error:#}");
@@ -718,4 +730,100 @@ async fn provider_access_is_checked_at_once_sealed_and_never_shown() {
         )
         .await;
     assert_error(response, StatusCode::CONFLICT, "conflict").await;
+}
+
+#[tokio::test]
+async fn a_run_stopped_by_a_long_rate_limit_is_resumed_without_asking_twice() {
+    let port = free_port();
+    let app = start(&fresh_database().await, port).await;
+    let scene = github_scene(&app, "octo-org/resumed").await;
+    scene.give_access(&app).await;
+    fail_commits(&app, true).await;
+    let missed = scene.deliver("resumed", 40, 503).await;
+    fail_commits(&app, false).await;
+    // After the page and 15 asks, GitHub's limit resets only in 10 minutes:
+    // the run ends there, saying so.
+    scene.github.rate_limit_after(16, Duration::from_secs(600));
+    let first = finished(&app, &scene, &recover(&app, &scene).await).await;
+    let error = first["error"].as_str().unwrap_or_default();
+    assert!(error.contains("rate limited"), "{first}");
+    assert_eq!(first["redelivery_requested"], 15, "{first}");
+    // The limit resets; the next run reads the same window (the stopped run
+    // was not complete) and asks only for the 25 not asked yet.
+    scene.github.lift_rate_limit();
+    let second = finished(&app, &scene, &recover(&app, &scene).await).await;
+    assert!(second["error"].is_null(), "{second}");
+    assert_eq!(second["scanned"], 40, "the whole window again: {second}");
+    assert_eq!(second["redelivery_requested"], 25, "{second}");
+    wait_stored(&app, &scene.repository.id, &missed, "every redelivery").await;
+    assert_eq!(scene.github.asks(), 40);
+    assert_eq!(scene.github.most_asks_per_attempt(), 1);
+}
+
+#[tokio::test]
+async fn scheduled_runs_recover_without_being_asked() {
+    let port = free_port();
+    let database_url = fresh_database().await;
+    let app = start(&database_url, port).await;
+    let scene = github_scene(&app, "octo-org/scheduled").await;
+    scene.give_access(&app).await;
+    fail_commits(&app, true).await;
+    let missed = scene.deliver("scheduled", 3, 503).await;
+    fail_commits(&app, false).await;
+    stop(app).await;
+    let app = start_with(&database_url, port, |config| {
+        config.recovery_interval = Duration::from_secs(1);
+    })
+    .await;
+    wait_stored(
+        &app,
+        &scene.repository.id,
+        &missed,
+        "the scheduled redeliveries",
+    )
+    .await;
+    eventually(Duration::from_secs(30), "a scheduled run", || async {
+        let runs = app
+            .get_json(&scene.path("/recoveries"), &scene.tenant.token)
+            .await;
+        runs["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["trigger"] == "scheduled" && !r["finished_at"].is_null())
+            .then_some(())
+    })
+    .await;
+    assert_eq!(scene.github.most_asks_per_attempt(), 1);
+}
+
+#[tokio::test]
+async fn a_tenants_calls_to_its_provider_are_rate_limited() {
+    let port = free_port();
+    let app = start_with(&fresh_database().await, port, |config| {
+        config.limits.provider_call_rate = hookrelay::server::Rate::parse("2/min").unwrap();
+    })
+    .await;
+    let scene = github_scene(&app, "octo-org/limited").await;
+    scene.give_access(&app).await;
+    let doctor = app.get(&scene.path("/hook"), &scene.tenant.token).await;
+    assert_eq!(doctor.status(), StatusCode::OK);
+    let response = app.get(&scene.path("/hook"), &scene.tenant.token).await;
+    assert!(response.headers().contains_key("retry-after"));
+    assert_error(response, StatusCode::TOO_MANY_REQUESTS, "rate_limited").await;
+    let calls = scene.github.calls();
+    let response = app
+        .post_json(
+            &scene.path("/recover"),
+            Some(&scene.tenant.token),
+            &json!({}),
+        )
+        .await;
+    assert_error(response, StatusCode::TOO_MANY_REQUESTS, "rate_limited").await;
+    assert_eq!(scene.github.calls(), calls, "refused before calling GitHub");
+    assert!(
+        app.metrics()
+            .await
+            .contains(r#"hookrelay_rate_limited_total{endpoint="provider_api"} 2"#)
+    );
 }

@@ -248,6 +248,13 @@ impl ProviderApi {
         world.limit_for = duration;
     }
 
+    /// Ends a rate limit now (as its reset time would).
+    pub fn lift_rate_limit(&self) {
+        let mut world = self.world();
+        world.limit_after = None;
+        world.limited_until = None;
+    }
+
     /// GitLab's resend limit: `count` per `window` per hook.
     pub fn resend_limit(&self, count: usize, window: Duration) {
         let mut world = self.world();
