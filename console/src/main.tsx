@@ -6,6 +6,7 @@ import { Event } from "./pages/event";
 import { Events } from "./pages/events";
 import { Failed } from "./pages/failed";
 import { SignIn, SignUp } from "./pages/auth";
+import { Recovery } from "./pages/recovery";
 import { Repositories } from "./pages/repositories";
 import { TrustedIssuers } from "./pages/trusted-issuers";
 import { UsagePage } from "./pages/usage";
@@ -59,7 +60,8 @@ function App() {
       <main>
         {page === "events" && route[1] ? <Event id={route[1]} /> : null}
         {page === "events" && !route[1] ? <Events /> : null}
-        {page === "repositories" && <Repositories />}
+        {page === "repositories" && route[1] ? <Recovery id={route[1]} /> : null}
+        {page === "repositories" && !route[1] ? <Repositories /> : null}
         {page === "consumers" && <Consumers />}
         {page === "failed" && <Failed />}
         {page === "clients" && <Clients />}

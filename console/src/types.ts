@@ -11,6 +11,42 @@ export interface Repository {
   settings?: { verification?: string; event_type_field?: string; timestamp_tolerance_seconds?: number };
 }
 
+/** GET /v1/repositories/{id}/provider-access: never the credentials. */
+export interface ProviderAccess {
+  kind: "token" | "github_app";
+  api_url: string;
+  hook_id: number;
+  checked_at: string;
+}
+
+/** GET /v1/repositories/{id}/hook: the provider's hook and what would break delivery. */
+export interface HookDiagnosis {
+  hook_id: number;
+  url: string;
+  url_matches: boolean;
+  active: boolean;
+  content_type: string | null;
+  insecure_ssl: boolean;
+  events: string[];
+  recent_unauthorized: number;
+  problems: string[];
+}
+
+export interface RecoveryRun {
+  id: string;
+  trigger: "startup" | "scheduled" | "manual";
+  started_at: string;
+  finished_at: string | null;
+  window_start: string;
+  scanned: number;
+  missing: number;
+  redelivery_requested: number;
+  recovered: number;
+  refused: { delivery_id: string; status_code: number; delivered_at: string | null; event: string }[];
+  api_calls: number;
+  error: string | null;
+}
+
 export interface Client {
   client_id: string;
   name: string;

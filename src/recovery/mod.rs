@@ -252,7 +252,7 @@ impl Recovery {
         let target = self.target(tenant_id, repository_id).await?;
         let access = self.access(tenant_id, repository_id).await?;
         let mut api = self.api(target.provider, &access);
-        let unavailable = |e: ApiError| Error::Unavailable(e.to_string());
+        let unavailable = |e: ApiError| Error::ProviderCheck(format!("reading the hook: {e}"));
         let hook = hook(&mut api, target.provider, &target.name, access.hook_id)
             .await
             .map_err(unavailable)?;

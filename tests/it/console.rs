@@ -166,29 +166,43 @@ fn screenshots(variant: &str) -> PathBuf {
     dir
 }
 
-async fn journey(base: &str, agent_server: &str, variant: &str) {
+/// Runs the browser script `e2e/<script>` with `args`; its screenshots go
+/// to `target/console-screenshots/<variant>` (the script's last argument).
+pub async fn browser_script(script: &str, args: &[&str], variant: &str) {
+    let shots = screenshots(variant);
     let output = Command::new("node")
-        .arg(console_dir().join("e2e/journey.mjs"))
-        .args([
-            base,
-            agent_server,
-            agent_binary().to_str().unwrap(),
-            hookrelay_testkit::fixture_path("push").to_str().unwrap(),
-            screenshots(variant).to_str().unwrap(),
-        ])
+        .arg(console_dir().join("e2e").join(script))
+        .args(args)
+        .arg(&shots)
         .output()
         .await
         .expect("node runs (scripts/test installs the console's packages)");
     assert!(
         output.status.success(),
-        "the console journey failed ({variant}):\n{}{}",
+        "the browser script {script} failed ({variant}):\n{}{}",
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
     eprintln!(
-        "console journey ({variant}): {}",
+        "{script} ({variant}): {}",
         String::from_utf8_lossy(&output.stdout).trim()
     );
+}
+
+async fn journey(base: &str, agent_server: &str, variant: &str) {
+    let agent = agent_binary();
+    let fixture = hookrelay_testkit::fixture_path("push");
+    browser_script(
+        "journey.mjs",
+        &[
+            base,
+            agent_server,
+            agent.to_str().unwrap(),
+            fixture.to_str().unwrap(),
+        ],
+        variant,
+    )
+    .await;
 }
 
 /// Sign up, sign in, register a repository, watch a webhook arrive live, see

@@ -827,3 +827,35 @@ async fn a_tenants_calls_to_its_provider_are_rate_limited() {
             .contains(r#"hookrelay_rate_limited_total{endpoint="provider_api"} 2"#)
     );
 }
+
+/// The console: provider access refused then saved, the doctor, Recover now,
+/// the missed delivery recovered (headless Chromium).
+#[tokio::test]
+async fn a_tenant_recovers_a_missed_delivery_from_the_console() {
+    let port = free_port();
+    let app = start(&fresh_database().await, port).await;
+    let scene = github_scene(&app, "octo-org/console").await;
+    fail_commits(&app, true).await;
+    let missed = scene.deliver("console", 1, 503).await;
+    fail_commits(&app, false).await;
+    crate::console::browser_script(
+        "recovery.mjs",
+        &[
+            &app.address,
+            &scene.tenant.client_id,
+            &scene.tenant.client_secret,
+            "octo-org/console",
+            &scene.github.api_url,
+            TOKEN,
+        ],
+        "recovery",
+    )
+    .await;
+    wait_stored(
+        &app,
+        &scene.repository.id,
+        &missed,
+        "the recovered delivery",
+    )
+    .await;
+}

@@ -206,6 +206,11 @@ export function Repositories() {
                 </td>
                 <td>{time(repository.created_at)}</td>
                 <td class="actions">
+                  {(repository.provider === "github" || repository.provider === "gitlab") && (
+                    <a class="button secondary small" href={`#/repositories/${repository.id}`}>
+                      Recovery
+                    </a>
+                  )}
                   <button
                     type="button"
                     class="secondary small"
