@@ -133,6 +133,12 @@ async fn recover(
     } else {
         serde_json::from_slice(&body).map_err(|e| Error::InvalidJson(e.to_string()))?
     };
+    if body
+        .since
+        .is_some_and(|since| since > OffsetDateTime::now_utc())
+    {
+        return Err(Error::invalid("since", "must be in the past"));
+    }
     match state
         .recovery
         .start(tenant.id, id, Trigger::Manual, body.since)

@@ -20,11 +20,13 @@ use crate::outbound::{Answer, FetchError, Fetcher};
 const MAX_ANSWER: usize = 32 * 1024 * 1024;
 /// Longest a call may take, connection and body included.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
-/// A rate limit that lifts within this time is waited out; a longer one ends
-/// the run, and the next run takes over.
+/// Rate limits within one call are waited out up to this much in all; a
+/// longer one ends the run, and the next run takes over. With `MAX_ATTEMPTS`
+/// of `CALL_TIMEOUT`, one call takes at most about 4 minutes: less than a
+/// run's lease (`super::LEASE`).
 pub const MAX_WAIT: Duration = Duration::from_secs(65);
-/// Rate-limit waits within one call before it gives up.
-const MAX_WAITS: usize = 5;
+/// Attempts of one call: the first, and one after each rate-limit wait.
+const MAX_ATTEMPTS: usize = 6;
 
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]
@@ -133,8 +135,10 @@ impl Api {
                 self.base
             )));
         }
-        let mut waits = 0;
+        let mut waited = Duration::ZERO;
+        let mut attempts = 0;
         loop {
+            attempts += 1;
             let authorization = self.authorization().await?;
             let mut request = self
                 .fetcher
@@ -152,8 +156,8 @@ impl Api {
                 .await?;
             match rate_limited(&answer, OffsetDateTime::now_utc()) {
                 None => return Ok(answer),
-                Some(wait) if wait <= MAX_WAIT && waits < MAX_WAITS => {
-                    waits += 1;
+                Some(wait) if waited + wait <= MAX_WAIT && attempts < MAX_ATTEMPTS => {
+                    waited += wait;
                     tracing::info!(
                         url = %url,
                         wait_seconds = wait.as_secs(),

@@ -50,9 +50,14 @@ use plan::LogEntry;
 /// How far before the last complete run's start a run reads again: a
 /// delivery logged late is not skipped.
 pub const OVERLAP: Duration = Duration::from_secs(10 * 60);
-/// A run's hold on its repository, renewed at every page and every ask; a
-/// run whose replica died is taken over after this.
-pub const LEASE: Duration = Duration::from_secs(120);
+/// A run's hold on its repository, renewed at every page and every ask
+/// (longer than one call to the provider can take); a run whose replica
+/// died is taken over after this.
+pub const LEASE: Duration = Duration::from_secs(300);
+/// An ask claimed but never confirmed (its replica died between the claim
+/// and the provider's answer) may be asked again after this: far longer than
+/// one ask can take, so a slow ask is never asked twice.
+const CLAIM_TAKEOVER: Duration = Duration::from_secs(15 * 60);
 /// Runs at once on one replica, every tenant together.
 const RUNS_AT_ONCE: usize = 4;
 /// Runs of one tenant at once on one replica.
@@ -404,7 +409,7 @@ impl Recovery {
                 .map(|at| at - OVERLAP),
         };
         let window_start = since.map_or(oldest, |since| since.max(oldest));
-        store::recovery::start_run(
+        let recorded = store::recovery::start_run(
             &self.pool,
             tenant_id,
             repository_id,
@@ -412,7 +417,11 @@ impl Recovery {
             trigger.as_str(),
             window_start,
         )
-        .await?;
+        .await;
+        if let Err(error) = recorded {
+            let _ = store::recovery::release_lease(&self.pool, repository_id, id).await;
+            return Err(error.into());
+        }
         tracing::info!(
             recovery_id = %id,
             tenant_id = %tenant_id,
@@ -569,7 +578,7 @@ impl Recovery {
                 &entry.log_id,
                 delivery,
                 *id,
-                LEASE,
+                CLAIM_TAKEOVER,
             )
             .await
             .map_err(|e| e.to_string())?;

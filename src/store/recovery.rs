@@ -405,14 +405,14 @@ pub async fn asked(
 }
 
 /// Claims the log entry for a redelivery; false when another run has (a
-/// claim left unconfirmed for longer than `lease` is taken over).
+/// claim left unconfirmed for longer than `takeover` is taken over).
 pub async fn claim(
     pool: &PgPool,
     repository_id: RepositoryId,
     log_id: &str,
     delivery_id: &str,
     recovery_id: RecoveryId,
-    lease: Duration,
+    takeover: Duration,
 ) -> Result<bool, Error> {
     let claimed = sqlx::query(
         "insert into recovery_redelivery (repository_id, log_id, delivery_id, recovery_id) \
@@ -426,7 +426,7 @@ pub async fn claim(
     .bind(log_id)
     .bind(delivery_id)
     .bind(recovery_id)
-    .bind(lease.as_secs_f64())
+    .bind(takeover.as_secs_f64())
     .execute(pool)
     .await?
     .rows_affected();
