@@ -986,6 +986,26 @@ mod tests {
     }
 
     #[test]
+    fn outbound_settings_take_their_new_and_their_earlier_names() {
+        let strict = serve(&[]).unwrap();
+        assert!(!strict.outbound.allow_http && strict.outbound.allowed_networks.is_empty());
+        assert_eq!(strict.recovery_interval, Duration::from_secs(300));
+        let config = serve(&[
+            "--outbound-allow-networks",
+            "127.0.0.0/8",
+            "--issuer-allow-networks",
+            "10.0.0.0/8",
+            "--issuer-allow-http",
+            "--recovery-interval",
+            "1m",
+        ])
+        .unwrap();
+        assert!(config.outbound.allow_http, "the earlier name still allows http");
+        assert_eq!(config.outbound.allowed_networks.len(), 2, "the lists add up");
+        assert_eq!(config.recovery_interval, Duration::from_secs(60));
+    }
+
+    #[test]
     fn settings_are_validated_against_each_other() {
         let error = serve(&["--drain-delay", "30s", "--shutdown-grace", "10s"]).unwrap_err();
         assert!(error.contains("HOOKRELAY_DRAIN_DELAY"), "{error}");
