@@ -1000,8 +1000,15 @@ mod tests {
             "1m",
         ])
         .unwrap();
-        assert!(config.outbound.allow_http, "the earlier name still allows http");
-        assert_eq!(config.outbound.allowed_networks.len(), 2, "the lists add up");
+        assert!(
+            config.outbound.allow_http,
+            "the earlier name still allows http"
+        );
+        assert_eq!(
+            config.outbound.allowed_networks.len(),
+            2,
+            "the lists add up"
+        );
         assert_eq!(config.recovery_interval, Duration::from_secs(60));
     }
 
