@@ -13,7 +13,7 @@ use url::Url;
 // No Debug on the argument types: they hold secrets as plain strings until
 // `into_config` wraps them in SecretString.
 #[derive(Parser)]
-#[command(name = "hookrelay", version, about = "Multi-tenant webhook relay")]
+#[command(name = "hookrelay", version = hookrelay_telemetry::LONG_VERSION, about = "Multi-tenant webhook relay")]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

@@ -178,7 +178,15 @@ pub async fn migrate_only(config: DatabaseConfig) -> anyhow::Result<()> {
     let database = Database::open(&config).await?;
     let result = store::migrate(&database.pool).await;
     database.close().await;
-    result?;
-    tracing::info!("migrations applied");
+    match result? {
+        None => tracing::info!(version = store::release::VERSION, "migrations applied"),
+        // Never backwards: a newer release's migrations stay, and this
+        // release serves them (store::release).
+        Some(newer) => tracing::warn!(
+            version = store::release::VERSION,
+            migrated_by = %newer,
+            "nothing to apply: the database is migrated by a newer release, which this one can serve"
+        ),
+    }
     Ok(())
 }

@@ -83,7 +83,13 @@ impl Application {
         }
         let pool = database.pool.clone();
         if config.migrate {
-            store::migrate(&pool).await?;
+            if let Some(newer) = store::migrate(&pool).await? {
+                tracing::warn!(
+                    version = store::release::VERSION,
+                    migrated_by = %newer,
+                    "the database is migrated by a newer release; this one serves it (a rollback)"
+                );
+            }
         } else {
             store::check_migrated(&pool).await?;
         }
@@ -241,6 +247,8 @@ impl Application {
             connection_limits,
         } = serving;
         tracing::info!(
+            version = hookrelay_telemetry::VERSION,
+            commit = hookrelay_telemetry::COMMIT,
             %http_addr,
             %grpc_addr,
             public_url = %state.settings.public_url,

@@ -45,6 +45,12 @@ pub struct ErrorLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildLabels {
+    pub version: &'static str,
+    pub commit: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
     pub outcome: &'static str,
 }
@@ -170,6 +176,19 @@ impl Default for Metrics {
             "consumer_oldest_pending_seconds",
             "Age of the oldest event any consumer has yet to acknowledge",
             consumer_oldest_pending_seconds.clone(),
+        );
+        // Which release serves: 1, labelled (Prometheus' build_info convention).
+        let build_info = Family::<BuildLabels, Gauge>::default();
+        build_info
+            .get_or_create(&BuildLabels {
+                version: hookrelay_telemetry::VERSION,
+                commit: hookrelay_telemetry::COMMIT,
+            })
+            .set(1);
+        registry.register(
+            "build_info",
+            "The release and commit of this server (always 1)",
+            build_info,
         );
         let recovery_runs = Family::<OutcomeLabels, Counter>::default();
         registry.register(

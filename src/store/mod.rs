@@ -9,6 +9,7 @@ pub mod event;
 pub mod quota;
 pub mod recovery;
 pub mod rekey;
+pub mod release;
 pub mod repository;
 pub mod sealing;
 pub mod signing_key;
@@ -36,37 +37,44 @@ pub async fn connect(options: PgConnectOptions, max_connections: u32) -> anyhow:
         .context("cannot connect to the database")
 }
 
-pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
-    MIGRATOR
+/// Applies this release's pending migrations, after checking that this
+/// release may serve the database (`release`); migrations a newer release
+/// applied are left as they are. Returns the newer release, if one migrated it.
+pub async fn migrate(pool: &PgPool) -> anyhow::Result<Option<semver::Version>> {
+    let migrated = release::migrated(pool).await?;
+    release::check(&migrated)?;
+    let mut migrator = sqlx::migrate!();
+    // Safe only after `release::check`: what this binary does not know is a
+    // newer release's, which says this one can serve it.
+    migrator.set_ignore_missing(true);
+    migrator
         .run(pool)
         .await
-        .context("cannot apply database migrations")
+        .context("cannot apply database migrations")?;
+    let newer = migrated
+        .newest
+        .filter(|newest| *newest > semver::Version::parse(release::VERSION).expect("valid"));
+    if newer.is_none() {
+        release::record(pool).await?;
+    }
+    Ok(newer)
 }
 
-/// For `serve --no-migrate`: the schema must be this release's, or the error
-/// says to run `hookrelay migrate`.
+/// For `serve --no-migrate`: this release may serve the database, and its
+/// schema has every migration of this release, or the error says to run
+/// `hookrelay migrate`.
 pub async fn check_migrated(pool: &PgPool) -> anyhow::Result<()> {
-    let applied: Vec<i64> =
-        match sqlx::query_scalar("select version from _sqlx_migrations where success")
-            .fetch_all(pool)
-            .await
-        {
-            Ok(applied) => applied,
-            Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("42P01") => {
-                anyhow::bail!(
-                    "the database has no hookrelay schema: run `hookrelay migrate` first, \
-                     or start without --no-migrate (HOOKRELAY_NO_MIGRATE)"
-                )
-            }
-            Err(error) => return Err(error).context("cannot read the applied migrations"),
-        };
-    let pending = MIGRATOR
-        .iter()
-        .filter(|m| !applied.contains(&m.version))
-        .count();
+    let migrated = release::migrated(pool).await?;
+    release::check(&migrated)?;
     anyhow::ensure!(
-        pending == 0,
-        "the database schema lacks {pending} migration(s) of this release: run `hookrelay migrate`"
+        !migrated.fresh,
+        "the database has no hookrelay schema: run `hookrelay migrate` first, \
+         or start without --no-migrate (HOOKRELAY_NO_MIGRATE)"
+    );
+    anyhow::ensure!(
+        migrated.pending == 0,
+        "the database schema lacks {} migration(s) of this release: run `hookrelay migrate`",
+        migrated.pending
     );
     Ok(())
 }

@@ -9,7 +9,7 @@ use clap::Parser;
 #[derive(Parser)]
 #[command(
     name = "hookrelay-agent",
-    version,
+    version = hookrelay_telemetry::LONG_VERSION,
     about = "Relay a tenant's hookrelay events to a local target"
 )]
 struct Cli {

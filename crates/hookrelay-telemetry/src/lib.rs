@@ -16,6 +16,19 @@
 mod process;
 pub use process::{error_chain, shutdown_signal};
 
+/// The release (the workspace's version: server, agent and their contract
+/// are released together).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The commit the binary was built from (`build.rs`), or `unknown`.
+pub const COMMIT: &str = env!("HOOKRELAY_COMMIT");
+/// What `--version` prints after the binary's name.
+pub const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("HOOKRELAY_COMMIT"),
+    ")"
+);
+
 use std::collections::HashMap;
 use std::io::IsTerminal;
 
