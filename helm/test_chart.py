@@ -184,6 +184,26 @@ def test_scaling_disruption_spread_and_network_policy(rendered):
     assert deployment["spec"]["template"]["spec"]["topologySpreadConstraints"]
 
 
+def test_the_relay_rolls_with_old_and_new_pods_side_by_side(rendered):
+    documents, _ = rendered
+    (deployment,) = by_kind(documents, "Deployment")
+    rolling = deployment["spec"]["strategy"]
+    assert rolling["type"] == "RollingUpdate"
+    assert rolling["rollingUpdate"]["maxUnavailable"] == 0 and rolling["rollingUpdate"]["maxSurge"] >= 1
+    relay = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert relay["args"] == ["serve", "--no-migrate"], "pods never migrate; the hook Job does, first"
+    probe = relay["readinessProbe"]
+    assert (
+        probe.get("httpGet", {}).get("path") == "/readyz"
+        or probe.get("grpc", {}).get("service") == "hookrelay.v1.EventService"
+    ), "readiness (the database reachable) gates traffic"
+    (job,) = [d for d in by_kind(documents, "Job") if d["metadata"]["name"].endswith("-migrate")]
+    assert set(job["metadata"]["annotations"]["helm.sh/hook"].split(",")) >= {"pre-install", "pre-upgrade"}
+    (budget,) = by_kind(documents, "PodDisruptionBudget")
+    replicas = deployment["spec"].get("replicas") or by_kind(documents, "HorizontalPodAutoscaler")[0]["spec"]["minReplicas"]
+    assert budget["spec"]["maxUnavailable"] == 1 and replicas >= 2, "one replica stays"
+
+
 def test_secrets_are_only_referenced():
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     for key in ("database", "secretKey", "jwtKey", "signupToken"):

@@ -86,6 +86,19 @@ def test_cloud_run_serves_h2c_for_an_hour_with_a_warm_instance_and_the_rendered_
     assert "var.min_instances >= 1" in variables
 
 
+def test_cloud_run_moves_traffic_to_the_new_revision_once_it_is_ready():
+    resources = load(TERRAFORM / "modules/cloud-run/main.tf")["resource"]
+    (service,) = [r["google_cloud_run_v2_service"]["this"] for r in resources if "google_cloud_run_v2_service" in r]
+    def one(value):  # python-hcl2 wraps some values in a list
+        return value[0] if isinstance(value, list) else value
+
+    traffic = one(service["traffic"])
+    assert one(traffic["type"]) == "TRAFFIC_TARGET_ALLOCATION_TYPE_LATEST" and one(traffic["percent"]) == 100
+    relay = [c for c in one(service["template"])["containers"] if one(c["name"]) != "envoy"][0]
+    probe = one(one(relay["startup_probe"])["http_get"])
+    assert one(probe["path"]) == "/readyz", "traffic waits for readiness"
+
+
 def test_cloud_sql_is_private_with_backups_and_pitr():
     text = (TERRAFORM / "modules/cloud-sql/main.tf").read_text()
     assert re.search(r"ipv4_enabled\s*=\s*false", text)

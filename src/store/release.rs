@@ -24,7 +24,7 @@ use super::MIGRATOR;
 pub const VERSION: &str = hookrelay_telemetry::VERSION;
 /// The oldest release that can serve a database this release migrated: the
 /// release before it, by the expand-only rule.
-pub const SERVES_FROM: &str = "0.1.0";
+pub const SERVES_FROM: &str = "0.1.0"; // tests/upgrade/PREVIOUS
 
 /// What a database says about the releases that migrated it.
 #[derive(Debug, Default)]

@@ -184,11 +184,13 @@ resource "google_cloud_run_v2_service" "this" {
         }
       }
 
+      # Ready, not only alive: a new revision takes traffic once it reaches the
+      # database with this release's schema.
       startup_probe {
         period_seconds    = 2
         failure_threshold = 30
         http_get {
-          path = "/healthz"
+          path = "/readyz"
           port = 8081
         }
       }
@@ -211,6 +213,14 @@ resource "google_cloud_run_v2_service" "this" {
         }
       }
     }
+  }
+
+  # A rolling upgrade: the new revision takes all traffic once its instances pass
+  # the startup probe (/readyz); the previous revision's instances keep serving
+  # what they hold and drain. Releases side by side are safe (README, "Upgrades").
+  traffic {
+    type    = "TRAFFIC_TARGET_ALLOCATION_TYPE_LATEST"
+    percent = 100
   }
 
   depends_on = [

@@ -67,12 +67,24 @@ impl ServerProcess {
     /// Runs `command` (which starts `hookrelay serve`) on a free HTTP port and
     /// waits until /readyz answers 200.
     pub async fn start_command(
-        mut command: Command,
+        command: Command,
         envs: &[(&str, String)],
         log_dir: &std::path::Path,
     ) -> ServerProcess {
-        let port = free_port();
-        let stdout = log_dir.join(format!("hookrelay-{port}.log"));
+        Self::start_on(command, free_port(), envs, log_dir).await
+    }
+
+    /// `start_command` with the HTTP listener on `port`.
+    pub async fn start_on(
+        mut command: Command,
+        port: u16,
+        envs: &[(&str, String)],
+        log_dir: &std::path::Path,
+    ) -> ServerProcess {
+        let stdout = log_dir.join(format!(
+            "hookrelay-{port}-{}.log",
+            uuid::Uuid::new_v4().simple()
+        ));
         command
             .env("HOOKRELAY_HTTP_ADDR", format!("127.0.0.1:{port}"))
             // Never the default 50051: tests run in parallel.
@@ -300,6 +312,20 @@ impl EnvoyProcess {
         render_flags: &[&str],
         dir: &std::path::Path,
     ) -> EnvoyProcess {
+        let hosts = http.len() + grpc.len();
+        Self::start_expecting(port, http, grpc, render_flags, hosts, dir).await
+    }
+
+    /// `start_with`, returning once `healthy` of the upstream hosts pass their
+    /// health checks (the others may start later, as in a rolling upgrade).
+    pub async fn start_expecting(
+        port: u16,
+        http: &[String],
+        grpc: &[String],
+        render_flags: &[&str],
+        healthy_hosts: usize,
+        dir: &std::path::Path,
+    ) -> EnvoyProcess {
         let port = if port == 0 { free_port() } else { port };
         let admin = free_port();
         let (listen, admin_address) = (format!("127.0.0.1:{port}"), format!("127.0.0.1:{admin}"));
@@ -337,7 +363,7 @@ impl EnvoyProcess {
             admin: format!("http://{admin_address}"),
             log,
         };
-        let hosts = http.len() + grpc.len();
+        let hosts = healthy_hosts;
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let ready = reqwest::get(format!("{}/ready", envoy.admin))
