@@ -13,6 +13,8 @@ pub mod domain;
 pub mod embedded_db;
 pub mod error;
 pub mod federation;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod grpc;
 pub mod health;
 pub mod http;

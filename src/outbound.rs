@@ -483,3 +483,94 @@ mod tests {
         );
     }
 }
+
+/// The classifier never calls a special-purpose address public: random
+/// addresses inside each block of IANA's IPv4 and IPv6 special-purpose
+/// registries, and those IPv4 blocks carried in IPv6 (mapped, compatible,
+/// NAT64's well-known prefix, 6to4) or under Teredo.
+#[cfg(test)]
+mod properties {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// IANA IPv4 special-purpose blocks that are not globally reachable, plus
+    /// multicast and reserved space.
+    const V4: &[(u32, u8)] = &[
+        (0x0000_0000, 8),  // this network
+        (0x0a00_0000, 8),  // private
+        (0x6440_0000, 10), // shared address space
+        (0x7f00_0000, 8),  // loopback
+        (0xa9fe_0000, 16), // link-local
+        (0xac10_0000, 12), // private
+        (0xc000_0000, 24), // IETF protocol assignments
+        (0xc000_0200, 24), // documentation TEST-NET-1
+        (0xc01f_c400, 24), // AS112-v4
+        (0xc034_c100, 24), // AMT
+        (0xc058_6300, 24), // 6to4 relay anycast (deprecated)
+        (0xc0a8_0000, 16), // private
+        (0xc0af_3000, 24), // direct delegation AS112
+        (0xc612_0000, 15), // benchmarking
+        (0xc633_6400, 24), // TEST-NET-2
+        (0xcb00_7100, 24), // TEST-NET-3
+        (0xe000_0000, 4),  // multicast
+        (0xf000_0000, 4),  // reserved, broadcast
+    ];
+
+    /// IANA IPv6 special-purpose blocks that are not globally reachable, and
+    /// what is outside global unicast.
+    const V6: &[(u128, u8)] = &[
+        (0, 8),                       // ::/8: unspecified, loopback, compatible
+        (0x0064_ff9b_0001 << 80, 48), // local-use IPv4/IPv6 translation
+        (0x0100 << 112, 64),          // discard-only
+        (0x2001_0000 << 96, 23),      // IETF protocol assignments (Teredo among them)
+        (0x2001_0db8 << 96, 32),      // documentation
+        (0x3fff << 112, 20),          // documentation
+        (0x5f00 << 112, 16),          // segment routing SIDs
+        (0xfc00 << 112, 7),           // unique local
+        (0xfe80 << 112, 10),          // link-local
+        (0xff00 << 112, 8),           // multicast
+    ];
+
+    fn inside_v4(base: u32, prefix: u8, bits: u32) -> Ipv4Addr {
+        let host = if prefix == 0 {
+            bits
+        } else {
+            bits & (u32::MAX >> prefix)
+        };
+        Ipv4Addr::from(base | host)
+    }
+
+    proptest! {
+        #[test]
+        fn no_special_purpose_ipv4_address_is_public(block in 0..V4.len(), bits: u32) {
+            let (base, prefix) = V4[block];
+            let v4 = inside_v4(base, prefix, bits);
+            let policy = OutboundPolicy::default();
+            let v4_bits = u32::from(v4);
+            let forms = [
+                IpAddr::V4(v4),
+                IpAddr::V6(v4.to_ipv6_mapped()),
+                IpAddr::V6(v4.to_ipv6_compatible()),
+                IpAddr::V6(Ipv6Addr::from((0x0064_ff9b_u128 << 96) | u128::from(v4_bits))),
+                IpAddr::V6(Ipv6Addr::from((0x2002_u128 << 112) | (u128::from(v4_bits) << 80) | 1)),
+                // Teredo: the client's address, obfuscated, in the last 32 bits.
+                IpAddr::V6(Ipv6Addr::from((0x2001_0000_u128 << 96) | u128::from(!v4_bits))),
+            ];
+            for ip in forms {
+                prop_assert!(!policy.allows(ip), "{} (from {}/{}) is called public", ip, Ipv4Addr::from(base), prefix);
+            }
+        }
+
+        #[test]
+        fn no_special_purpose_ipv6_address_is_public(block in 0..V6.len(), bits: u128) {
+            let (base, prefix) = V6[block];
+            let ip = Ipv6Addr::from(base | (bits & (u128::MAX >> prefix)));
+            // A mapped or NAT64 address is judged by the IPv4 address it carries.
+            prop_assume!(ip.to_ipv4_mapped().is_none());
+            prop_assert!(!OutboundPolicy::default().allows(IpAddr::V6(ip)), "{} is called public", ip);
+        }
+    }
+}

@@ -205,3 +205,49 @@ mod tests {
         assert_eq!(glob_to_like("100%_a\\b"), "100\\%\\_a\\\\b");
     }
 }
+
+/// The SQL twin agrees with the in-memory filter: a glob and its LIKE form
+/// match the same strings, checked against a reference LIKE matcher (with
+/// PostgreSQL's default escape `\`).
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn like(pattern: &[char], value: &[char]) -> bool {
+        match (pattern.first(), value.first()) {
+            (None, None) => true,
+            (Some('%'), _) => {
+                like(&pattern[1..], value) || (!value.is_empty() && like(pattern, &value[1..]))
+            }
+            (Some('_'), Some(_)) => like(&pattern[1..], &value[1..]),
+            (Some('\\'), Some(v)) if pattern.get(1) == Some(v) => like(&pattern[2..], &value[1..]),
+            (Some('\\'), _) => false,
+            (Some(p), Some(v)) if p == v => like(&pattern[1..], &value[1..]),
+            _ => false,
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn a_glob_and_its_like_form_match_the_same_strings(glob in "[a%_\\\\*?/]{1,6}", value in "[a%_\\\\/]{0,7}") {
+            let sql: Vec<char> = glob_to_like(&glob).chars().collect();
+            let value_chars: Vec<char> = value.chars().collect();
+            prop_assert_eq!(WildMatch::new(&glob).matches(&value), like(&sql, &value_chars), "{} as {:?}", glob, sql);
+        }
+
+        #[test]
+        fn a_filter_prints_what_parses_back_to_it(
+            types in proptest::collection::vec("[a-z*?:. ]{1,12}", 0..4),
+            branches in proptest::collection::vec("[a-z0-9*?/._-]{1,12}", 0..4),
+            tags in proptest::collection::vec("[a-z0-9*?/.v-]{1,12}", 0..4),
+        ) {
+            let filter = EventFilter::parse(types, branches, tags).unwrap();
+            let printed = serde_json::to_value(&filter).unwrap();
+            let list = |key: &str| -> Vec<String> { serde_json::from_value(printed[key].clone()).unwrap() };
+            let again = EventFilter::parse(list("event_types"), list("branches"), list("tags")).unwrap();
+            prop_assert_eq!(again, filter);
+        }
+    }
+}

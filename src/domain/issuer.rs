@@ -258,3 +258,71 @@ mod tests {
         }
     }
 }
+
+/// Properties against brute force on a small alphabet: every string over
+/// {a, b} up to the patterns' combined length is tried, which is enough for
+/// a witness to exist if any does.
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// A reference glob matcher: `*` any run, `?` one character.
+    fn reference(pattern: &[char], value: &[char]) -> bool {
+        match (pattern.first(), value.first()) {
+            (None, None) => true,
+            (Some('*'), _) => {
+                reference(&pattern[1..], value)
+                    || (!value.is_empty() && reference(pattern, &value[1..]))
+            }
+            (Some('?'), Some(_)) => reference(&pattern[1..], &value[1..]),
+            (Some(p), Some(v)) if p == v => reference(&pattern[1..], &value[1..]),
+            _ => false,
+        }
+    }
+
+    fn strings(max: usize) -> Vec<String> {
+        let mut all = vec![String::new()];
+        let mut frontier = vec![String::new()];
+        for _ in 0..max {
+            frontier = frontier
+                .iter()
+                .flat_map(|s| [format!("{s}a"), format!("{s}b")])
+                .collect();
+            all.extend(frontier.iter().cloned());
+        }
+        all
+    }
+
+    fn pattern() -> impl Strategy<Value = String> {
+        "[ab*?]{1,4}".prop_filter("not only `*`", |p| !p.chars().all(|c| c == '*'))
+    }
+
+    proptest! {
+        #[test]
+        fn may_overlap_is_true_exactly_when_some_claim_matches_both(a in pattern(), b in pattern()) {
+            let one = |p: &str| ClaimConditions::parse([("sub".to_owned(), p.to_owned())].into()).unwrap();
+            let (x, y) = (one(&a), one(&b));
+            let witness = strings(a.len() + b.len()).into_iter().find(|s| {
+                let claim = |_: &str| Some(s.clone());
+                x.accept(claim) && y.accept(claim)
+            });
+            prop_assert_eq!(x.may_overlap(&y), witness.is_some(), "{} ∩ {}: {:?}", a, b, witness);
+            prop_assert_eq!(x.may_overlap(&y), y.may_overlap(&x));
+        }
+
+        #[test]
+        fn the_glob_matcher_agrees_with_a_reference(pattern in "[ab*?]{0,6}", value in "[ab]{0,8}") {
+            let (p, v): (Vec<char>, Vec<char>) = (pattern.chars().collect(), value.chars().collect());
+            prop_assert_eq!(WildMatch::new(&pattern).matches(&value), reference(&p, &v));
+        }
+
+        #[test]
+        fn claims_another_set_does_not_constrain_never_keep_them_apart(a in pattern(), b in pattern()) {
+            let x = ClaimConditions::parse([("sub".to_owned(), a)].into()).unwrap();
+            let y = ClaimConditions::parse([("ref".to_owned(), b)].into()).unwrap();
+            prop_assert!(x.may_overlap(&y));
+        }
+    }
+}

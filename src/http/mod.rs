@@ -34,6 +34,11 @@ use tracing::Span;
 use crate::state::AppState;
 
 pub use json::{ApiJson, ApiQuery};
+
+/// What `crate::fuzzing` reaches of the HTTP layer's parsers.
+pub(crate) mod fuzzing {
+    pub(crate) use super::oauth::{basic_credentials, parse_form};
+}
 pub use source::SourceAddr;
 
 /// JSON API bodies are small; webhooks get their own, larger limit.

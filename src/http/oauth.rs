@@ -27,7 +27,7 @@ pub fn router() -> Router<AppState> {
 
 /// An RFC 6749 §5.2 error response.
 #[derive(Debug)]
-struct OAuthError {
+pub(crate) struct OAuthError {
     code: &'static str,
     description: String,
     /// Set on 429: the seconds for Retry-After.
@@ -112,7 +112,10 @@ impl From<crate::error::Error> for OAuthError {
 }
 
 /// The request's parameters; RFC 6749 §3.2: none may be repeated.
-fn parse_form(headers: &HeaderMap, body: &[u8]) -> Result<Vec<(String, String)>, OAuthError> {
+pub(crate) fn parse_form(
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Vec<(String, String)>, OAuthError> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -144,7 +147,9 @@ fn find_param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str>
 }
 
 /// client_secret_basic: `Basic base64(urlencode(id):urlencode(secret))` (§2.3.1).
-fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, String)>, OAuthError> {
+pub(crate) fn basic_credentials(
+    headers: &HeaderMap,
+) -> Result<Option<(String, String)>, OAuthError> {
     let Some(value) = headers.get(header::AUTHORIZATION) else {
         return Ok(None);
     };

@@ -116,3 +116,27 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #[test]
+        fn a_cursor_parses_back_to_what_was_printed(nanos in -10_i128.pow(18)..10_i128.pow(19), id in "[a-z0-9_-]{0,40}") {
+            let at = OffsetDateTime::from_unix_timestamp_nanos(nanos).unwrap();
+            let cursor = created_cursor(at, &id);
+            prop_assert_eq!(parse_created_cursor(&cursor), Some((at, id.as_str())));
+        }
+
+        #[test]
+        fn a_consumer_name_prints_as_it_parsed(name in "\\PC{0,80}") {
+            if let Ok(parsed) = crate::domain::ConsumerName::parse(&name) {
+                prop_assert_eq!(parsed.as_str(), name.as_str());
+                prop_assert_eq!(crate::domain::ConsumerName::parse(parsed.as_str()).unwrap(), parsed);
+            }
+        }
+    }
+}

@@ -7,6 +7,8 @@ mod git_ref;
 mod gitea;
 mod github;
 mod gitlab;
+#[cfg(test)]
+mod properties;
 pub mod standard;
 pub mod targets;
 

@@ -36,8 +36,23 @@ pub fn with_config_file(
     };
     let text =
         std::fs::read_to_string(&path).map_err(|e| format!("cannot read --config {path}: {e}"))?;
+    let inserted = flags(&text, &path, &given, command)?;
+    let mut argv = argv;
+    let at = insert_at.min(argv.len());
+    argv.splice(at..at, inserted);
+    Ok(argv)
+}
+
+/// The flags a config file's `text` (read from `path`) stands for, leaving out
+/// those `given` on the command line or set in the environment.
+pub fn flags(
+    text: &str,
+    path: &str,
+    given: &[String],
+    command: &clap::Command,
+) -> Result<Vec<OsString>, String> {
     let table: toml::Table =
-        toml::from_str(&text).map_err(|e| format!("--config {path} is not valid TOML: {e}"))?;
+        toml::from_str(text).map_err(|e| format!("--config {path} is not valid TOML: {e}"))?;
     let mut inserted: Vec<OsString> = Vec::new();
     for (key, value) in table {
         let long = key.replace('_', "-");
@@ -89,10 +104,7 @@ pub fn with_config_file(
             }
         }
     }
-    let mut argv = argv;
-    let at = insert_at.min(argv.len());
-    argv.splice(at..at, inserted);
-    Ok(argv)
+    Ok(inserted)
 }
 
 #[cfg(test)]

@@ -37,7 +37,7 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
 use ack::Acker;
 pub use args::AgentArgs;
-pub use config_file::with_config_file;
+pub use config_file::{flags as config_flags, with_config_file};
 use deliver::Deliverer;
 use hookrelay_proto::StreamEventsRequest;
 use hookrelay_proto::event_service_client::EventServiceClient;

@@ -1,0 +1,4 @@
+//! `hookrelay::fuzzing::git_ref` on arbitrary input (see that function).
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| hookrelay::fuzzing::git_ref(data));

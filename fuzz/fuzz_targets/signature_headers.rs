@@ -1,0 +1,4 @@
+//! `hookrelay::fuzzing::signature_headers` on arbitrary input (see that function).
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| hookrelay::fuzzing::signature_headers(data));
