@@ -21,8 +21,12 @@ def load_values(path):
 
 
 def render(values_file):
+    return render_values(load_values(values_file))
+
+
+def render_values(values):
     chart = helm_python.Chart.load(str(CHART))
-    rendered = chart.render(load_values(values_file), name="hookrelay", namespace="hookrelay", is_install=True)
+    rendered = chart.render(values, name="hookrelay", namespace="hookrelay", is_install=True)
     documents = []
     for template, manifest in sorted(rendered.items()):
         if template.endswith("NOTES.txt"):
