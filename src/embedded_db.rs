@@ -155,6 +155,7 @@ impl EmbeddedPostgres {
         // $1 cluster dir, $2 socket dir, $3 postgres, $4.. settings. SIGTERM is a
         // smart shutdown: it lets open sessions finish, and ours are closed by then.
         // A session someone else left open gets 10 s, then a fast shutdown (SIGINT).
+        // The timer takes its `sleep` with it when it is cancelled: nothing outlives the guard.
         let script = format!(
             r#"d="$1"; s="$2"; pg="$3"; shift 3
 "$pg" -D "$d" -k "$s" -p {SOCKET_PORT} "$@" >>"$d/postgres.log" 2>&1 &
@@ -162,10 +163,11 @@ pid=$!
 echo "$pid"
 read _ignored
 kill -TERM "$pid" 2>/dev/null
-(sleep 10; kill -INT "$pid" 2>/dev/null) &
+(sleep 10 & s=$!; trap 'kill "$s" 2>/dev/null; exit 0' TERM; wait "$s"; kill -INT "$pid" 2>/dev/null) &
 fast=$!
 wait "$pid"
 kill "$fast" 2>/dev/null
+wait "$fast"
 set -- "$d"
 {cleanup}
 "#

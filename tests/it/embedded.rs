@@ -26,6 +26,26 @@ async fn wait_gone(pid: u32, timeout: Duration) {
     }
 }
 
+/// Field 5 of /proc/PID/stat: the process group.
+fn process_group(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    fields.get(2)?.parse().ok()
+}
+
+/// Every live process in process group `group`.
+fn group_members(group: u32) -> Vec<String> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| process_group(pid) == Some(group))
+        .map(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            format!("{pid}: {}", String::from_utf8_lossy(&cmdline).replace('\0', " "))
+        })
+        .collect()
+}
+
 #[tokio::test]
 async fn serve_runs_an_embedded_database_that_never_outlives_it() {
     let dir = tempfile::tempdir().unwrap();
@@ -42,14 +62,26 @@ async fn serve_runs_an_embedded_database_that_never_outlives_it() {
     assert_eq!(mode & 0o777, 0o600);
     let pid = postgres_pid(&data);
     assert!(process_alive(pid));
+    // PostgreSQL, its guard and the guard's shutdown timer share a process group.
+    let group = process_group(pid).expect("postgres runs");
     let http = reqwest::Client::new();
     let tenant = tenant_at(&http, &server.address, "acme").await;
 
-    // SIGTERM: a clean exit that takes PostgreSQL with it.
+    // SIGTERM: a clean exit that takes PostgreSQL with it, and leaves nothing
+    // behind (once, the guard's 10 s timer outlived it as an orphaned `sleep`).
     server.signal("TERM");
     let mut server = server;
     assert!(server.wait(Duration::from_secs(30)).await.success());
     wait_gone(pid, Duration::from_secs(5)).await;
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !group_members(group).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "left behind: {:?}",
+            group_members(group)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     // Second run: the same cluster, with the tenant still in it.
     let server = ServerProcess::start(&env, dir.path()).await;
