@@ -489,6 +489,12 @@ pub struct LimitArgs {
           value_parser = parse_rate)]
     pub signup_rate_limit: RateSetting,
 
+    /// Device authorizations (`hookrelay-agent login`, POST
+    /// /oauth/device_authorization) per source address: N/s, N/min or N/h, or off.
+    #[arg(long, env = "HOOKRELAY_DEVICE_AUTHORIZATION_RATE_LIMIT", default_value = "10/min",
+          value_parser = parse_rate)]
+    pub device_authorization_rate_limit: RateSetting,
+
     /// Failed client authentications at /oauth/token per source address: N/s,
     /// N/min or N/h, or off. A source over it gets 429 until its bucket refills.
     #[arg(long, env = "HOOKRELAY_TOKEN_FAILURE_RATE_LIMIT", default_value = "20/min",
@@ -633,6 +639,7 @@ pub struct Limits {
     pub webhook_min_body_rate: u64,
     pub signup_rate: Option<crate::server::Rate>,
     pub token_failure_rate: Option<crate::server::Rate>,
+    pub device_authorization_rate: Option<crate::server::Rate>,
     pub stream_setup_rate: Option<crate::server::Rate>,
     pub provider_call_rate: Option<crate::server::Rate>,
     pub trusted_proxies: Vec<ipnet::IpNet>,
@@ -692,6 +699,7 @@ impl LimitArgs {
             webhook_min_body_rate: self.webhook_min_body_rate,
             signup_rate: self.signup_rate_limit.0,
             token_failure_rate: self.token_failure_rate_limit.0,
+            device_authorization_rate: self.device_authorization_rate_limit.0,
             stream_setup_rate: self.stream_setup_rate_limit.0,
             provider_call_rate: self.provider_call_rate_limit.0,
             trusted_proxies: self.trusted_proxies,

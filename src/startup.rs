@@ -167,6 +167,12 @@ impl Application {
             rate_limits: Arc::new(crate::server::RateLimits {
                 signup: crate::server::Limiter::new(limits.signup_rate),
                 token_failures: crate::server::Limiter::new(limits.token_failure_rate),
+                device_authorizations: crate::server::Limiter::new(
+                    limits.device_authorization_rate,
+                ),
+                device_approvals: crate::server::TenantLimiter::new(Some(
+                    crate::http::device::approval_rate(),
+                )),
                 stream_setup: crate::server::TenantLimiter::new(limits.stream_setup_rate),
                 provider_calls: crate::server::TenantLimiter::new(limits.provider_call_rate),
                 webhooks: crate::server::TenantBuckets::default(),

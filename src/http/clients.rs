@@ -45,6 +45,11 @@ struct ClientView {
     scopes: Scopes,
     #[serde(with = "time::serde::rfc3339")]
     created_at: OffsetDateTime,
+    /// Made by approving `hookrelay-agent login` (see `super::device`).
+    device: bool,
+    /// When a device client last renewed its access; null for other clients.
+    #[serde(with = "time::serde::rfc3339::option")]
+    last_used_at: Option<OffsetDateTime>,
 }
 
 /// Extra credentials for the tenant, e.g. a read-only one for a relay agent. A
@@ -119,6 +124,8 @@ async fn list(
             name: c.name,
             scopes: c.scopes,
             created_at: c.created_at,
+            device: c.device,
+            last_used_at: c.last_used_at,
         },
     )))
 }

@@ -5,6 +5,7 @@ mod clients;
 mod console;
 mod consumers;
 mod deliveries;
+pub(crate) mod device;
 mod events;
 mod json;
 mod oauth;
@@ -49,6 +50,7 @@ pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .merge(tenants::router())
         .merge(oauth::router())
+        .merge(device::router())
         .merge(repositories::router())
         .merge(recovery::router())
         .merge(clients::router())

@@ -1,7 +1,8 @@
-//! The OAuth 2.0 token endpoint, with errors exactly as RFC 6749 §5.2. Two
-//! grants: client credentials (§4.4), and token exchange (RFC 8693), where a
+//! The OAuth 2.0 token endpoint, with errors exactly as RFC 6749 §5.2. Four
+//! grants: client credentials (§4.4); token exchange (RFC 8693), where a
 //! workload's own JWT is accepted under a tenant's trusted issuer
-//! (`crate::federation`).
+//! (`crate::federation`); and the device code (RFC 8628) and refresh token
+//! (§6) grants of `hookrelay-agent login` (`super::device`).
 
 use axum::Router;
 use axum::body::Bytes;
@@ -43,7 +44,7 @@ pub(crate) struct OAuthError {
 }
 
 impl OAuthError {
-    fn new(code: &'static str, description: impl Into<String>) -> Self {
+    pub(super) fn new(code: &'static str, description: impl Into<String>) -> Self {
         Self {
             code,
             description: description.into(),
@@ -55,15 +56,10 @@ impl OAuthError {
 
     /// Too many failed authentications from the caller's address. RFC 6749
     /// defines no code for it; `temporarily_unavailable` is the nearest.
-    fn rate_limited(retry_after: u64) -> Self {
+    pub(super) fn rate_limited(retry_after: u64, description: String) -> Self {
         Self {
             retry_after: Some(retry_after),
-            ..Self::new(
-                "temporarily_unavailable",
-                format!(
-                    "too many failed client authentications from this address; retry in {retry_after} s"
-                ),
-            )
+            ..Self::new("temporarily_unavailable", description)
         }
     }
 }
@@ -139,7 +135,7 @@ pub(crate) fn parse_form(
     Ok(params)
 }
 
-fn find_param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
+pub(super) fn find_param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
     params
         .iter()
         .find(|(n, _)| n == name)
@@ -190,7 +186,12 @@ async fn token(
     let limited = |retry_after| {
         state.metrics.limited("token");
         tracing::info!(%source, "token endpoint rate limited");
-        OAuthError::rate_limited(retry_after)
+        OAuthError::rate_limited(
+            retry_after,
+            format!(
+                "too many failed client authentications from this address; retry in {retry_after} s"
+            ),
+        )
     };
     limiter.blocked(source).map_err(limited)?;
     let result = issue(&state, &headers, &body).await;
@@ -221,11 +222,25 @@ async fn issue(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<Res
         None => return Err(OAuthError::new("invalid_request", "missing grant_type")),
         Some("client_credentials") => {}
         Some(TOKEN_EXCHANGE) => return exchange(state, headers, &params).await,
+        Some(grant @ (super::device::DEVICE_CODE_GRANT | "refresh_token")) => {
+            if headers.contains_key(header::AUTHORIZATION) {
+                return Err(OAuthError::new(
+                    "invalid_request",
+                    "this grant is for the public client hookrelay-agent: send no credentials",
+                ));
+            }
+            return if grant == "refresh_token" {
+                super::device::refresh_grant(state, &params).await
+            } else {
+                super::device::device_code_grant(state, &params).await
+            };
+        }
         Some(other) => {
             return Err(OAuthError::new(
                 "unsupported_grant_type",
                 format!(
-                    "grant type `{other}` is not supported; use client_credentials or {TOKEN_EXCHANGE}"
+                    "grant type `{other}` is not supported; use one of {}",
+                    GRANT_TYPES.join(", ")
                 ),
             ));
         }
@@ -294,6 +309,13 @@ async fn issue(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<Res
 }
 
 pub const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+/// Every grant type the token endpoint takes (RFC 8414 metadata lists them).
+pub const GRANT_TYPES: [&str; 4] = [
+    "client_credentials",
+    TOKEN_EXCHANGE,
+    super::device::DEVICE_CODE_GRANT,
+    "refresh_token",
+];
 const JWT_TYPE: &str = "urn:ietf:params:oauth:token-type:jwt";
 const ID_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:id_token";
 const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
@@ -421,7 +443,7 @@ async fn exchange(
 
 /// The `scope` parameter: none asks for everything `granted`; more than
 /// `granted` is `invalid_scope`.
-fn requested_scopes(
+pub(super) fn requested_scopes(
     requested: Option<&str>,
     granted: &Scopes,
     who: &str,
@@ -443,7 +465,7 @@ fn requested_scopes(
 }
 
 /// A successful token response (RFC 6749 §5.1): never cached.
-fn token_response(body: serde_json::Value) -> Response {
+pub(super) fn token_response(body: serde_json::Value) -> Response {
     (
         [
             (header::CACHE_CONTROL, "no-store"),

@@ -31,10 +31,13 @@ async fn metadata(State(state): State<AppState>) -> impl IntoResponse {
         "issuer": state.keys.issuer(),
         "token_endpoint": format!("{base}/oauth/token"),
         "jwks_uri": format!("{base}/.well-known/jwks.json"),
-        "grant_types_supported": ["client_credentials", super::oauth::TOKEN_EXCHANGE],
+        "grant_types_supported": super::oauth::GRANT_TYPES,
+        "device_authorization_endpoint": format!("{base}/oauth/device_authorization"),
+        "revocation_endpoint": format!("{base}/oauth/revoke"),
+        "revocation_endpoint_auth_methods_supported": ["none"],
         "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
         "scopes_supported": Scope::ALL.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
-        // No authorization endpoint: only client credentials and token exchange are offered.
+        // No authorization endpoint: people approve devices in the console (RFC 8628).
         "response_types_supported": [],
     }))
 }

@@ -15,6 +15,8 @@ pub async fn forget_idle_sources(limits: Arc<crate::server::RateLimits>, stop: C
         }
         limits.signup.forget_idle();
         limits.token_failures.forget_idle();
+        limits.device_authorizations.forget_idle();
+        limits.device_approvals.forget_idle();
         limits.stream_setup.forget_idle();
         limits.provider_calls.forget_idle();
         limits.webhooks.forget_idle();

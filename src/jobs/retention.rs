@@ -1,4 +1,5 @@
-//! Retention: deletes events older than HOOKRELAY_RETENTION.
+//! Retention: deletes events older than HOOKRELAY_RETENTION, and device
+//! authorizations a day after they expired.
 
 use std::time::Duration;
 
@@ -21,6 +22,9 @@ pub async fn retention_job(pool: PgPool, retention: Duration, stop: Cancellation
             Ok(0) => {}
             Ok(deleted) => tracing::info!(deleted, "retention deleted expired events"),
             Err(error) => tracing::warn!(%error, "retention job failed"),
+        }
+        if let Err(error) = store::device::delete_expired(&pool).await {
+            tracing::warn!(%error, "deleting expired device authorizations failed");
         }
     }
 }

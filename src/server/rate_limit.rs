@@ -249,6 +249,10 @@ impl TenantBuckets {
 pub struct RateLimits {
     pub signup: Limiter,
     pub token_failures: Limiter,
+    /// `POST /oauth/device_authorization` per source address.
+    pub device_authorizations: Limiter,
+    /// Device code lookups and approvals per tenant (`crate::http::device`).
+    pub device_approvals: TenantLimiter,
     /// Streams and watches opened per tenant: their set-up reads the database,
     /// so a burst of thousands must not take the pool from everyone else.
     pub stream_setup: TenantLimiter,

@@ -14,6 +14,10 @@ pub struct Client {
     pub name: String,
     pub scopes: Scopes,
     pub created_at: OffsetDateTime,
+    /// Made by approving a device (`hookrelay-agent login`).
+    pub device: bool,
+    /// When a device client last renewed its access.
+    pub last_used_at: Option<OffsetDateTime>,
 }
 
 /// What the token endpoint needs to authenticate a client.
@@ -25,7 +29,7 @@ pub struct Credentials {
     pub suspended: bool,
 }
 
-fn scopes_from_db(names: Vec<String>) -> Result<Scopes, Error> {
+pub(super) fn scopes_from_db(names: Vec<String>) -> Result<Scopes, Error> {
     names
         .iter()
         .map(|name| name.parse::<Scope>())
@@ -61,8 +65,16 @@ pub async fn list(
     after: Option<(OffsetDateTime, &str)>,
     limit: i64,
 ) -> Result<Vec<Client>, Error> {
-    let rows: Vec<(ClientId, String, Vec<String>, OffsetDateTime)> = sqlx::query_as(
-        "select client_id, name, scopes, created_at from client where tenant_id = $1 \
+    type Row = (
+        ClientId,
+        String,
+        Vec<String>,
+        OffsetDateTime,
+        bool,
+        Option<OffsetDateTime>,
+    );
+    let rows: Vec<Row> = sqlx::query_as(
+        "select client_id, name, scopes, created_at, device, last_used_at from client where tenant_id = $1 \
          and ($2::timestamptz is null or (created_at, client_id) > ($2, $3)) \
          order by created_at, client_id limit $4",
     )
@@ -73,14 +85,18 @@ pub async fn list(
     .fetch_all(pool)
     .await?;
     rows.into_iter()
-        .map(|(client_id, name, scopes, created_at)| {
-            Ok(Client {
-                client_id,
-                name,
-                scopes: scopes_from_db(scopes)?,
-                created_at,
-            })
-        })
+        .map(
+            |(client_id, name, scopes, created_at, device, last_used_at)| {
+                Ok(Client {
+                    client_id,
+                    name,
+                    scopes: scopes_from_db(scopes)?,
+                    created_at,
+                    device,
+                    last_used_at,
+                })
+            },
+        )
         .collect()
 }
 

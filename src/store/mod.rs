@@ -5,6 +5,7 @@
 
 pub mod client;
 pub mod consumer;
+pub mod device;
 pub mod event;
 pub mod quota;
 pub mod recovery;

@@ -41,7 +41,10 @@ fn group_members(group: u32) -> Vec<String> {
         .filter(|&pid| process_group(pid) == Some(group))
         .map(|pid| {
             let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            format!("{pid}: {}", String::from_utf8_lossy(&cmdline).replace('\0', " "))
+            format!(
+                "{pid}: {}",
+                String::from_utf8_lossy(&cmdline).replace('\0', " ")
+            )
         })
         .collect()
 }

@@ -10,6 +10,7 @@ mod commit_order;
 mod config;
 mod console;
 mod control_plane;
+mod device;
 mod embedded;
 mod envoy;
 mod faults;

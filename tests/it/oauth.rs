@@ -75,7 +75,9 @@ async fn metadata_follows_rfc_8414() {
         metadata["grant_types_supported"],
         serde_json::json!([
             "client_credentials",
-            "urn:ietf:params:oauth:grant-type:token-exchange"
+            "urn:ietf:params:oauth:grant-type:token-exchange",
+            "urn:ietf:params:oauth:grant-type:device_code",
+            "refresh_token"
         ])
     );
     assert_eq!(

@@ -250,23 +250,7 @@ async fn usage_shows_quotas_and_what_is_held_with_the_same_keys() {
     let app = spawn_app().await;
     let tenant = app.tenant("acme").await;
     app.repository(&tenant, "acme/app").await;
-    let reader = app
-        .post_json(
-            "/v1/clients",
-            Some(&tenant.token),
-            &json!({"name": "reader", "scopes": ["events:read"]}),
-        )
-        .await
-        .json::<Value>()
-        .await
-        .unwrap();
-    let token = app
-        .token(
-            reader["client_id"].as_str().unwrap(),
-            reader["client_secret"].as_str().unwrap(),
-            None,
-        )
-        .await;
+    let token = app.scoped_token(&tenant, "reader", &["events:read"]).await;
     let usage = app.get_json("/v1/usage", &token).await;
     let keys = |v: &Value| {
         let mut keys: Vec<String> = v.as_object().unwrap().keys().cloned().collect();

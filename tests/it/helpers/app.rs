@@ -192,6 +192,26 @@ impl TestApp {
         body["access_token"].as_str().unwrap().to_owned()
     }
 
+    /// A token of a new client of `tenant` holding only `scopes`.
+    pub async fn scoped_token(&self, tenant: &TestTenant, name: &str, scopes: &[&str]) -> String {
+        let client: Value = self
+            .post_json(
+                "/v1/clients",
+                Some(&tenant.token),
+                &json!({"name": name, "scopes": scopes}),
+            )
+            .await
+            .json()
+            .await
+            .unwrap();
+        self.token(
+            client["client_id"].as_str().unwrap(),
+            client["client_secret"].as_str().unwrap(),
+            None,
+        )
+        .await
+    }
+
     pub async fn tenant(&self, name: &str) -> TestTenant {
         tenant_at(&self.http, &self.address, name).await
     }
