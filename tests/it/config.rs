@@ -119,12 +119,9 @@ fn command_line_mistakes_get_clap_s_whole_message() {
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    for expected in [
-        "--client-id",
-        "--consumer",
-        "--target",
-        "Usage: hookrelay relay",
-    ] {
+    // Credentials and the consumer name may come from a stored login
+    // (`hookrelay-agent login`), so clap requires only the target.
+    for expected in ["--target", "Usage: hookrelay relay"] {
         assert!(stderr.contains(expected), "{expected}: {stderr}");
     }
     let output = hookrelay().arg("serv").output().unwrap();

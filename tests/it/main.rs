@@ -4,6 +4,7 @@ mod helpers;
 mod abuse;
 mod agent;
 mod agent_errors;
+mod agent_login;
 mod agent_output;
 mod clients;
 mod commit_order;

@@ -30,23 +30,22 @@ pub struct AgentArgs {
     #[arg(long, env = "HOOKRELAY_TOKEN_URL", value_parser = parse_http_url)]
     pub token_url: Option<url::Url>,
 
-    /// The OAuth2 client. Not needed with --subject-token-file or
-    /// --github-actions-oidc: no stored secret at all.
+    /// The OAuth2 client. Not needed after `hookrelay-agent login` (the stored
+    /// login is used), nor with --subject-token-file or --github-actions-oidc.
     #[arg(
         long,
         env = "HOOKRELAY_CLIENT_ID",
-        required_unless_present_any = ["subject_token_file", "github_actions_oidc"],
         conflicts_with_all = ["subject_token_file", "github_actions_oidc"]
     )]
     pub client_id: Option<String>,
 
-    /// The client secret. Better in the environment than on the command line
-    /// (where `ps` shows it), or in a file with --client-secret-file.
+    /// The client secret: better in HOOKRELAY_CLIENT_SECRET or a file
+    /// (--client-secret-file) than on the command line, where `ps` shows it.
     #[arg(
         long,
         env = "HOOKRELAY_CLIENT_SECRET",
         hide_env_values = true,
-        required_unless_present_any = ["client_secret_file", "subject_token_file", "github_actions_oidc"],
+        requires = "client_id",
         conflicts_with = "client_secret_file"
     )]
     pub client_secret: Option<String>,
@@ -91,8 +90,9 @@ pub struct AgentArgs {
     pub repositories: Vec<String>,
 
     /// This agent's consumer name; its acks are kept under it, e.g. jenkins-eu.
+    /// Default with a stored login: the device's name.
     #[arg(long, env = "HOOKRELAY_CONSUMER")]
-    pub consumer: String,
+    pub consumer: Option<String>,
 
     /// The local URL that receives each event, e.g. http://127.0.0.1:8080/github-webhook/.
     #[arg(long, env = "HOOKRELAY_TARGET", value_parser = parse_http_url)]
@@ -187,13 +187,34 @@ pub(crate) fn credentials(args: &AgentArgs) -> anyhow::Result<token::Credentials
             token::SubjectToken::GitHubActions { audience },
         ));
     }
-    let id = args.client_id.clone().context(
-        "give --client-id (HOOKRELAY_CLIENT_ID), or --subject-token-file or --github-actions-oidc",
-    )?;
+    let Some(id) = args.client_id.clone() else {
+        if let Some((login, _)) = crate::login::Login::find(&args.server)? {
+            return Ok(token::Credentials::Login(login));
+        }
+        anyhow::bail!(
+            "no credentials for {server}: run `hookrelay-agent login --server {server}`, or give \
+             --client-id with HOOKRELAY_CLIENT_SECRET or --client-secret-file, or \
+             --subject-token-file or --github-actions-oidc",
+            server = args.server.as_str().trim_end_matches('/')
+        );
+    };
     Ok(token::Credentials::Client {
         id,
         secret: client_secret(args)?,
     })
+}
+
+/// The consumer name: given, or the stored login's device name.
+pub(crate) fn consumer(args: &AgentArgs) -> anyhow::Result<String> {
+    if let Some(consumer) = &args.consumer {
+        return Ok(consumer.clone());
+    }
+    if args.client_id.is_none()
+        && let Some((_, stored)) = crate::login::Login::find(&args.server)?
+    {
+        return Ok(crate::login::consumer_name(&stored.device_name));
+    }
+    anyhow::bail!("give --consumer (HOOKRELAY_CONSUMER): the name this agent's acks are kept under")
 }
 
 /// The client secret, from the flag or environment, or read from its file.
@@ -211,14 +232,16 @@ fn client_secret(args: &AgentArgs) -> anyhow::Result<SecretString> {
             );
             Ok(SecretString::from(secret.to_owned()))
         }
-        (None, None) => anyhow::bail!("give --client-secret-file or HOOKRELAY_CLIENT_SECRET"),
+        (None, None) => anyhow::bail!(
+            "--client-id needs its secret: set HOOKRELAY_CLIENT_SECRET, or give --client-secret-file"
+        ),
     }
 }
 
 /// An http or https URL with a host: `localhost:9000` (a URL whose scheme
 /// is "localhost") is refused at start, naming the flag, instead of failing
 /// every delivery later.
-fn parse_http_url(value: &str) -> Result<url::Url, String> {
+pub(crate) fn parse_http_url(value: &str) -> Result<url::Url, String> {
     let url = url::Url::parse(value)
         .map_err(|e| format!("{e}; use a URL such as http://127.0.0.1:9000/hook"))?;
     if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty) {

@@ -20,6 +20,7 @@ mod args;
 mod config_file;
 mod deliver;
 mod lanes;
+mod login;
 mod metrics;
 mod output;
 mod token;
@@ -42,6 +43,7 @@ use deliver::Deliverer;
 use hookrelay_proto::StreamEventsRequest;
 use hookrelay_proto::event_service_client::EventServiceClient;
 pub use hookrelay_telemetry::{LogFormat, TelemetryGuard, shutdown_signal};
+pub use login::{LoginArgs, ServerArg, login, logout, status};
 pub use output::init_logging;
 use token::TokenSource;
 
@@ -88,9 +90,11 @@ pub async fn run_until_signal(args: AgentArgs) -> anyhow::Result<()> {
 
 /// Runs the agent until `shutdown` (SIGTERM or Ctrl-C): the delivery in flight
 /// finishes and its ack is sent before it returns.
-pub async fn run(args: AgentArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
-    hookrelay_proto::rules::check_consumer_name(&args.consumer)
+pub async fn run(mut args: AgentArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let consumer = args::consumer(&args)?;
+    hookrelay_proto::rules::check_consumer_name(&consumer)
         .map_err(|e| anyhow::anyhow!("invalid --consumer: {e}"))?;
+    args.consumer = Some(consumer.clone());
     let ca = match &args.ca_file {
         Some(path) => Some(
             std::fs::read(path)
@@ -133,7 +137,7 @@ pub async fn run(args: AgentArgs, shutdown: CancellationToken) -> anyhow::Result
     }
     let client = EventServiceClient::new(endpoint.connect_lazy())
         .max_decoding_message_size(64 * 1024 * 1024);
-    let acker = Acker::spawn(client.clone(), tokens.clone(), args.consumer.clone());
+    let acker = Acker::spawn(client.clone(), tokens.clone(), consumer);
     let renewal = tokio::spawn(tokens.clone().keep_fresh(shutdown.clone()));
     let metrics = Arc::new(metrics::AgentMetrics::default());
     if let Some(address) = args.metrics_addr {
@@ -239,7 +243,7 @@ impl Agent {
         };
         let mut request = tonic::Request::new(StreamEventsRequest {
             repository_ids: self.args.repositories.clone(),
-            consumer: self.args.consumer.clone(),
+            consumer: self.args.consumer.clone().unwrap_or_default(),
             after_event_id: None,
             event_types: self.args.event_types.clone(),
             branches: self.args.branches.clone(),
@@ -258,7 +262,7 @@ impl Agent {
         };
         tracing::info!(
             server = %self.args.server,
-            consumer = self.args.consumer,
+            consumer = self.args.consumer.as_deref().unwrap_or_default(),
             message = output::message::CONNECTED,
         );
         self.deliverer.metrics.set_connected(true);

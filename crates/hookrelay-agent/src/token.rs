@@ -53,6 +53,8 @@ pub enum Credentials {
     },
     /// A JWT of an issuer the tenant trusts, fetched anew for every exchange.
     Subject(SubjectToken),
+    /// A device login (`hookrelay-agent login`): renewed by its refresh token.
+    Login(crate::login::Login),
 }
 
 /// Where the workload's own JWT comes from.
@@ -110,8 +112,8 @@ impl TokenSource {
         })?;
         let (id, secret) = match &self.credentials {
             Credentials::Client { id, secret } => (id.clone(), secret.expose_secret().to_owned()),
-            // Token exchange posts its own form; the client is unused.
-            Credentials::Subject(_) => (String::new(), String::new()),
+            // Token exchange and refresh post their own forms; the client is unused.
+            Credentials::Subject(_) | Credentials::Login(_) => (String::new(), String::new()),
         };
         let built = BasicClient::new(ClientId::new(id))
             .set_client_secret(ClientSecret::new(secret))
@@ -174,6 +176,7 @@ impl TokenSource {
                 let subject = self.subject_token(source).await?;
                 self.exchange(&url, &subject).await?
             }
+            Credentials::Login(login) => login.access_token(&self.http).await?,
         };
         let lifetime = lifetime.unwrap_or(Duration::from_secs(300));
         let refresh_at = Instant::now() + lifetime.saturating_sub(REFRESH_MARGIN.min(lifetime / 2));
