@@ -2,6 +2,7 @@ import { render } from "preact";
 import { useEffect, useState } from "preact/hooks";
 import { Clients } from "./pages/clients";
 import { Consumers } from "./pages/consumers";
+import { Device, deviceRouteFromPath } from "./pages/device";
 import { Event } from "./pages/event";
 import { Events } from "./pages/events";
 import { Failed } from "./pages/failed";
@@ -67,10 +68,12 @@ function App() {
         {page === "clients" && <Clients />}
         {page === "trusted-issuers" && <TrustedIssuers />}
         {page === "usage" && <UsagePage />}
+        {page === "device" && <Device code={route[1]} />}
         {page === "signin" || page === "signup" ? <Events /> : null}
       </main>
     </>
   );
 }
 
+deviceRouteFromPath();
 render(<App />, document.getElementById("app")!);

@@ -52,6 +52,10 @@ export interface Client {
   name: string;
   scopes: string[];
   created_at: string;
+  /** Made by approving `hookrelay-agent login`. */
+  device: boolean;
+  /** When a device client last renewed its access. */
+  last_used_at: string | null;
 }
 
 export interface TrustedIssuer {

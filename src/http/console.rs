@@ -31,6 +31,8 @@ pub fn router() -> Router<AppState> {
             get(|| async { Redirect::permanent("/console/") }),
         )
         .route("/console/", get(|| async { asset("index.html") }))
+        // RFC 8628's verification_uri: the console routes it to its device page.
+        .route("/console/device", get(|| async { asset("index.html") }))
         .route(
             "/console/{*path}",
             get(|Path(path): Path<String>| async move { asset(&path) }),

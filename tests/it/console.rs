@@ -2,6 +2,7 @@
 //! from `console/` (the committed bundle must match its sources), and driven
 //! end to end in headless Chromium, directly and through Envoy's single port.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use reqwest::StatusCode;
@@ -232,6 +233,31 @@ async fn the_console_journey_works_through_envoys_single_port() {
     )
     .await;
     journey(&front, &front, "envoy").await;
+}
+
+/// `hookrelay-agent login` approved in the browser: the real agent binary,
+/// the address it prints opened signed out, signed in, approved.
+#[tokio::test]
+async fn a_device_login_is_approved_in_the_console() {
+    let app = spawn_app().await;
+    let tenant = app.tenant("acme").await;
+    let home = tempfile::tempdir().unwrap();
+    let agent = agent_binary();
+    browser_script(
+        "device.mjs",
+        &[
+            app.address.as_str(),
+            agent.to_str().unwrap(),
+            &tenant.client_id,
+            &tenant.client_secret,
+            home.path().to_str().unwrap(),
+        ],
+        "device",
+    )
+    .await;
+    let file = home.path().join("hookrelay/credentials.toml");
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the stored login is private");
 }
 
 /// The console renews its token before it expires; its live view reconnects

@@ -1,7 +1,7 @@
 // Sign up (credentials shown once) and sign in.
 import { useState } from "preact/hooks";
 import { api, signIn } from "../session";
-import { navigate } from "../router";
+import { currentRoute, navigate } from "../router";
 import { ErrorNote, Secret } from "../ui";
 
 export function SignIn() {
@@ -19,7 +19,8 @@ export function SignIn() {
           setError(null);
           try {
             await signIn(clientId, clientSecret);
-            navigate("/events");
+            // Signing in on the way to approve a device: go on to it.
+            if (currentRoute()[0] !== "device") navigate("/events");
           } catch (err) {
             setError(err);
           } finally {

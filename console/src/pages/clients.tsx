@@ -23,7 +23,11 @@ export function Clients() {
   return (
     <section>
       <h1>Clients</h1>
-      <p class="hint">A client is a set of credentials. An agent needs only events:read. A client can grant only scopes it holds itself.</p>
+      <p class="hint">
+        A client is a set of credentials. An agent needs only events:read. A client can grant only scopes it holds itself.
+        On a laptop or CI runner, <code>hookrelay-agent login --server {window.location.origin}</code> gets the agent a
+        client of its own, approved at <a href="#/device">Approve a device</a>, with no secret to copy.
+      </p>
       <form
         onSubmit={async (e) => {
           e.preventDefault();
@@ -71,7 +75,15 @@ export function Clients() {
           <tbody>
             {clients.map((client) => (
               <tr key={client.client_id}>
-                <td>{client.name}</td>
+                <td>
+                  {client.name}
+                  {client.device && (
+                    <span class="badge" title="Approved with hookrelay-agent login">
+                      device
+                    </span>
+                  )}
+                  {client.device && <div class="hint">last used {client.last_used_at ? time(client.last_used_at) : "never"}</div>}
+                </td>
                 <td>
                   <code>{client.client_id}</code>
                 </td>
