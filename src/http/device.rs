@@ -32,7 +32,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use time::OffsetDateTime;
 
-use super::oauth::{OAuthError, find_param, parse_form, requested_scopes, token_response};
+use super::oauth_wire::{OAuthError, find_param, parse_form, requested_scopes, token_response};
 use super::{ApiJson, SourceAddr};
 use crate::auth::{Authorized, ClientsWrite, Principal};
 use crate::domain::{ClientId, DisplayName, Scope, Scopes};

@@ -9,6 +9,7 @@ pub(crate) mod device;
 mod events;
 mod json;
 mod oauth;
+mod oauth_wire;
 mod page;
 mod probes;
 mod recovery;
@@ -38,7 +39,7 @@ pub use json::{ApiJson, ApiQuery};
 
 /// What `crate::fuzzing` reaches of the HTTP layer's parsers.
 pub(crate) mod fuzzing {
-    pub(crate) use super::oauth::{basic_credentials, parse_form};
+    pub(crate) use super::oauth_wire::{basic_credentials, parse_form};
 }
 pub use source::SourceAddr;
 
