@@ -86,48 +86,23 @@ fn refresh_token(file: &std::path::Path) -> String {
         .to_owned()
 }
 
-#[tokio::test]
-async fn a_laptop_logs_in_relays_with_no_secret_and_logs_out() {
-    let app = spawn_app().await;
-    let tenant = app.tenant("acme").await;
-    let repository = app.repository(&tenant, "acme/app").await;
-    let home = tempfile::tempdir().unwrap();
-
-    let output = log_in(&app, home.path(), &tenant.token, "ana laptop").await;
-    assert!(output.contains("/console/device"), "{output}");
-    assert!(output.contains("Logged in to"), "{output}");
-    let file = home.path().join("hookrelay/credentials.toml");
-    let mode =
-        |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
-    assert_eq!(mode(&file), 0o600, "the credentials file is private");
-    assert_eq!(mode(file.parent().unwrap()), 0o700);
-    let stored = std::fs::read_to_string(&file).unwrap();
-    assert!(
-        stored.contains(&format!("[servers.\"{}\"]", app.address)),
-        "{stored}"
-    );
-    assert!(stored.contains("device_name = \"ana laptop\""), "{stored}");
+/// With the login in `home` (device name `device`): relays one webhook with
+/// no secret and no consumer name, then logs out, after which the refresh
+/// token the file last held is refused by the server. Returns the target's URL.
+pub(crate) async fn relay_then_log_out(
+    app: &TestApp,
+    tenant: &crate::helpers::TestTenant,
+    home: &std::path::Path,
+    consumer: &str,
+) -> String {
+    let file = home.join("hookrelay/credentials.toml");
     let first_refresh = refresh_token(&file);
-
-    // `status` asks the server (which rotates the refresh token in the file).
-    let status = agent(home.path()).arg("status").output().await.unwrap();
-    let said = String::from_utf8_lossy(&status.stdout);
-    assert!(
-        status.status.success(),
-        "{said}{}",
-        String::from_utf8_lossy(&status.stderr)
-    );
-    assert!(
-        said.contains("ana laptop") && said.contains("The server accepts this login"),
-        "{said}"
-    );
-    assert!(said.contains(&tenant.tenant_id), "{said}");
-
+    let repository = app.repository(tenant, "acme/app").await;
     // Relaying: no secret, no consumer name (it defaults to the device's).
     let target = TestTarget::start(vec![repository.secret.clone()]).await;
     let log_dir = tempfile::tempdir().unwrap();
     let mut command = std::process::Command::new(agent_binary());
-    command.env("XDG_CONFIG_HOME", home.path());
+    command.env("XDG_CONFIG_HOME", home);
     let log = log_dir.path().join("agent.log");
     command
         .args([
@@ -151,7 +126,7 @@ async fn a_laptop_logs_in_relays_with_no_secret_and_logs_out() {
     assert_eq!(target.received.lock().unwrap().len(), 1);
     let consumers = app.get_json("/v1/consumers", &tenant.token).await;
     assert!(
-        consumers.to_string().contains("\"ana-laptop\""),
+        consumers.to_string().contains(&format!("\"{consumer}\"")),
         "{consumers}"
     );
     drop(relay);
@@ -159,7 +134,7 @@ async fn a_laptop_logs_in_relays_with_no_secret_and_logs_out() {
     // Logout revokes at the server: the refresh token the file held is refused.
     let last_refresh = refresh_token(&file);
     assert_ne!(first_refresh, last_refresh, "each renewal rotated it");
-    let logout = agent(home.path()).arg("logout").output().await.unwrap();
+    let logout = agent(home).arg("logout").output().await.unwrap();
     assert!(
         logout.status.success(),
         "{}",
@@ -183,13 +158,53 @@ async fn a_laptop_logs_in_relays_with_no_secret_and_logs_out() {
         .unwrap();
     assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
 
+    target.url.clone()
+}
+
+#[tokio::test]
+async fn a_laptop_logs_in_relays_with_no_secret_and_logs_out() {
+    let app = spawn_app().await;
+    let tenant = app.tenant("acme").await;
+    let home = tempfile::tempdir().unwrap();
+
+    let output = log_in(&app, home.path(), &tenant.token, "ana laptop").await;
+    assert!(output.contains("/console/device"), "{output}");
+    assert!(output.contains("Logged in to"), "{output}");
+    let file = home.path().join("hookrelay/credentials.toml");
+    let mode =
+        |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&file), 0o600, "the credentials file is private");
+    assert_eq!(mode(file.parent().unwrap()), 0o700);
+    let stored = std::fs::read_to_string(&file).unwrap();
+    assert!(
+        stored.contains(&format!("[servers.\"{}\"]", app.address)),
+        "{stored}"
+    );
+    assert!(stored.contains("device_name = \"ana laptop\""), "{stored}");
+
+    // `status` asks the server (which rotates the refresh token in the file).
+    let status = agent(home.path()).arg("status").output().await.unwrap();
+    let said = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        status.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    assert!(
+        said.contains("ana laptop") && said.contains("The server accepts this login"),
+        "{said}"
+    );
+    assert!(said.contains(&tenant.tenant_id), "{said}");
+
+    let target_url = relay_then_log_out(&app, &tenant, home.path(), "ana-laptop").await;
+
     // Logged out, the agent says how to get credentials, naming the safe ways first.
     let without = agent(home.path())
         .args([
             "--server",
             &app.address,
             "--target",
-            &target.url,
+            &target_url,
             "--consumer",
             "ci",
         ])

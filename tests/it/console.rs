@@ -236,7 +236,8 @@ async fn the_console_journey_works_through_envoys_single_port() {
 }
 
 /// `hookrelay-agent login` approved in the browser: the real agent binary,
-/// the address it prints opened signed out, signed in, approved.
+/// the address it prints opened signed out, signed in, approved; then the
+/// agent relays a webhook with that login, and logging out revokes it.
 #[tokio::test]
 async fn a_device_login_is_approved_in_the_console() {
     let app = spawn_app().await;
@@ -258,6 +259,8 @@ async fn a_device_login_is_approved_in_the_console() {
     let file = home.path().join("hookrelay/credentials.toml");
     let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "the stored login is private");
+    // The login approved in the browser relays, and logging out revokes it.
+    crate::agent_login::relay_then_log_out(&app, &tenant, home.path(), "ci-laptop").await;
 }
 
 /// The console renews its token before it expires; its live view reconnects
