@@ -29,6 +29,7 @@ mod operations;
 mod pages;
 mod providers;
 mod quotas;
+mod readme;
 mod recovery;
 mod repositories;
 mod secrets_at_rest;
