@@ -352,3 +352,21 @@ def test_a_change_of_key_encryption_key_mounts_both_keys():
     assert volumes["secret-key"]["secret"]["secretName"] == "hookrelay-secret-key-2"
     assert volumes["previous-secret-key"]["secret"]["secretName"] == "hookrelay-secret-key"
     assert env_of(render(None), "HOOKRELAY_PREVIOUS_SECRET_KEY_FILE") is None
+
+
+def test_behind_googles_load_balancer_each_client_counts_on_its_own():
+    """Envoy, Google's front ends and the balancer's address are trusted in
+    X-Forwarded-For, so per-source rate limits see the client (the documented
+    Terraform path sets the address)."""
+    def proxies(values):
+        deployment = next(d for d in render_values(values) if d["kind"] == "Deployment")
+        relay = deployment["spec"]["template"]["spec"]["containers"][0]
+        return next(e["value"] for e in relay["env"] if e["name"] == "HOOKRELAY_TRUSTED_PROXIES").split(",")
+
+    assert proxies(None) == ["127.0.0.1", "::1"], "without a load balancer, only Envoy"
+    ingress = proxies(load_values(CHART / "ci/gke-ingress-values.yaml"))
+    assert ingress == ["127.0.0.1", "::1", "35.191.0.0/16", "130.211.0.0/22", "203.0.113.10"]
+    gateway = proxies(load_values(CHART / "ci/gke-gateway-values.yaml"))
+    assert gateway[:4] == ["127.0.0.1", "::1", "35.191.0.0/16", "130.211.0.0/22"]
+    terraform = (ROOT / "terraform/examples/gke/outputs.tf").read_text()
+    assert "loadBalancerAddress = google_compute_global_address.relay.address" in terraform

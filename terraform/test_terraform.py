@@ -116,7 +116,7 @@ def test_the_gke_example_reserves_the_static_ip_the_chart_names():
     chart = TERRAFORM.parent / "helm" / "hookrelay" / "ci"
     for values in ("gke-ingress-values.yaml", "gke-gateway-values.yaml", "production-values.yaml"):
         gke = yaml.safe_load((chart / values).read_text())["gke"]
-        (switch,) = [v for v in gke.values() if v.get("enabled")]
+        (switch,) = [v for v in gke.values() if isinstance(v, dict) and v.get("enabled")]
         assert switch["staticIpName"] == default, values
     outputs = (example / "outputs.tf").read_text()
     assert "staticIpName = google_compute_global_address.relay.name" in outputs
@@ -131,3 +131,15 @@ def test_cloud_run_ends_streams_before_its_request_timeout_and_knows_its_url():
     assert age and int(age.group(1)) * 60 < timeout <= 3600, "the relay ends streams before Cloud Run does"
     assert 'coalesce(var.public_url, "https://${var.name}-${data.google_project.this.number}.${var.region}.run.app")' in main
     assert re.search(r'name\s*=\s*"HOOKRELAY_PUBLIC_URL"\s*\n\s*value\s*=\s*local\.public_url', main)
+
+
+def test_state_and_tfvars_stay_out_of_git():
+    """The state holds secrets in plain text; tfvars may too."""
+    import subprocess
+    for path in ("examples/gke/terraform.tfstate", "examples/gke/terraform.tfstate.backup",
+                 "examples/cloud-run/terraform.tfvars", "examples/gke/.terraform/providers"):
+        result = subprocess.run(["git", "check-ignore", "-q", str(TERRAFORM / path)], cwd=TERRAFORM)
+        assert result.returncode == 0, f"{path} is not ignored"
+    for example in ("gke", "cloud-run"):
+        readme = (TERRAFORM / "examples" / example / "README.md").read_text()
+        assert 'backend "gcs"' in readme, f"{example}: no remote state"

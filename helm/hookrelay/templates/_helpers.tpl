@@ -124,3 +124,18 @@ seccompProfile:
 {{- define "hookrelay.envoyFile" -}}
 {{- if include "hookrelay.backendTls" . }}files/envoy-tls.json{{ else }}files/envoy.json{{ end }}
 {{- end }}
+
+{{/*
+The relay's HOOKRELAY_TRUSTED_PROXIES: Envoy on loopback; behind Google's load
+balancer (Ingress or Gateway) also Google's front ends and the balancer's address.
+*/}}
+{{- define "hookrelay.trustedProxies" -}}
+{{- $proxies := list "127.0.0.1" "::1" -}}
+{{- if or .Values.gke.loadBalancer.enabled .Values.gke.gateway.enabled -}}
+{{- $proxies = concat $proxies (list "35.191.0.0/16" "130.211.0.0/22") -}}
+{{- with .Values.gke.loadBalancerAddress -}}
+{{- $proxies = append $proxies . -}}
+{{- end -}}
+{{- end -}}
+{{- join "," $proxies -}}
+{{- end -}}

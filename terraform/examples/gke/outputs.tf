@@ -28,6 +28,8 @@ output "helm_values" {
     # Google's load balancer through a GKE Ingress: HTTP/2 over TLS to Envoy, an
     # hour-long backend timeout, a managed certificate, this static IP.
     gke = {
+      # Trusted in X-Forwarded-For with Google's front ends (rate limits per client).
+      loadBalancerAddress = google_compute_global_address.relay.address
       loadBalancer = {
         enabled      = true
         staticIpName = google_compute_global_address.relay.name
