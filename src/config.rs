@@ -365,9 +365,12 @@ pub struct ServeArgs {
     #[arg(long, env = "HOOKRELAY_CORS_ORIGINS", value_delimiter = ',', value_parser = parse_origin)]
     pub cors_origins: Vec<String>,
 
-    /// On SIGTERM, how long to keep serving while reporting not-ready, so load
-    /// balancers (Envoy, Kubernetes) move new requests to other replicas.
-    #[arg(long, env = "HOOKRELAY_DRAIN_DELAY", default_value = "5s", value_parser = parse_duration_or_zero)]
+    /// On SIGTERM or Ctrl-C, how long to keep serving while reporting not-ready,
+    /// so load balancers (Envoy, Kubernetes) move new requests to other replicas;
+    /// a second signal exits at once. `auto`: 5s in Kubernetes or Cloud Run
+    /// (KUBERNETES_SERVICE_HOST or K_SERVICE set), 0s elsewhere, where nothing
+    /// routes traffic to this process (set it behind a load balancer of your own).
+    #[arg(long, env = "HOOKRELAY_DRAIN_DELAY", default_value = "auto", value_parser = parse_drain_delay)]
     pub drain_delay: Duration,
 
     /// On SIGTERM, the most time until exit, drain delay included (Kubernetes
@@ -839,6 +842,21 @@ fn parse_duration(value: &str) -> Result<Duration, String> {
 fn parse_duration_or_zero(value: &str) -> Result<Duration, String> {
     humantime::parse_duration(value)
         .map_err(|e| format!("{e}; use a duration such as 0s, 5s or 1m"))
+}
+
+/// A duration, or `auto` (see `ServeArgs::drain_delay`).
+fn parse_drain_delay(value: &str) -> Result<Duration, String> {
+    if value != "auto" {
+        return parse_duration_or_zero(value);
+    }
+    let routed = ["KUBERNETES_SERVICE_HOST", "K_SERVICE"]
+        .iter()
+        .any(|name| std::env::var_os(name).is_some_and(|v| !v.is_empty()));
+    Ok(if routed {
+        Duration::from_secs(5)
+    } else {
+        Duration::ZERO
+    })
 }
 
 fn parse_origin(value: &str) -> Result<String, String> {

@@ -261,6 +261,7 @@ impl Application {
             tls = tls.is_some(),
             "hookrelay is serving"
         );
+        tracing::info!("console at {}/console/", state.settings.public_url);
         let stop = CancellationToken::new();
         let (health_reporter, health) = tonic_health::server::health_reporter();
         let background = jobs::start(&state, retention, recovery_interval, health_reporter, &stop);
@@ -298,12 +299,21 @@ impl Application {
             shutdown.await;
             tracing::info!(
                 drain_delay_ms = drain_delay.as_millis() as u64,
-                "shutting down: not ready, draining"
+                "shutting down: not ready, draining (a second Ctrl-C or SIGTERM exits now)"
             );
             draining.cancel();
-            tokio::time::sleep(drain_delay).await;
-            trigger.cancel();
-            tokio::time::sleep(shutdown_grace.saturating_sub(drain_delay)).await;
+            let drain = async {
+                tokio::time::sleep(drain_delay).await;
+                trigger.cancel();
+                tokio::time::sleep(shutdown_grace.saturating_sub(drain_delay)).await;
+            };
+            tokio::select! {
+                () = drain => {}
+                () = hookrelay_telemetry::shutdown_signal() => {
+                    tracing::warn!("a second signal: exiting now");
+                    trigger.cancel();
+                }
+            }
             grace_over.cancel();
         });
         let (served_http, served_grpc) = tokio::select! {

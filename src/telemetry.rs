@@ -1,8 +1,8 @@
 //! Logs, traces and metrics.
 //!
 //! - Logs and traces: see `hookrelay_telemetry` (shared with the agent). Logs
-//!   are JSON when stdout is not a terminal, filtered by RUST_LOG (default
-//!   `info`); traces go over OTLP/HTTP when OTEL_EXPORTER_OTLP_ENDPOINT is set.
+//!   are JSON when stdout is not a terminal (HOOKRELAY_LOG_FORMAT), filtered
+//!   by RUST_LOG (default `info`, PostgreSQL notices from `warn`); traces go over OTLP/HTTP when OTEL_EXPORTER_OTLP_ENDPOINT is set.
 //! - Metrics: a Prometheus registry per application, served at GET /metrics.
 
 use hookrelay_telemetry::{LogFormat, TelemetryGuard};
@@ -14,14 +14,33 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use tracing_subscriber::Layer;
 
+/// Whether logs are lines for a person (set once by `init`): request lines
+/// are then debug lines, not the access log they are in JSON.
+static TEXT_LOGS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+pub fn text_logs() -> bool {
+    TEXT_LOGS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Installs the global subscriber. Call once, before the async runtime starts.
+/// HOOKRELAY_LOG_FORMAT: `auto` (text on a terminal, JSON otherwise; the
+/// default), `json` or `text`. PostgreSQL's notices (sqlx logs each at info,
+/// `relation "_sqlx_migrations" already exists` at every start) only from warn.
 pub fn init() -> anyhow::Result<TelemetryGuard> {
-    let logs = if LogFormat::Auto.is_text() {
+    let format = match std::env::var("HOOKRELAY_LOG_FORMAT").as_deref() {
+        Ok("json") => LogFormat::Json,
+        Ok("text") => LogFormat::Text,
+        Ok("auto") | Err(_) => LogFormat::Auto,
+        Ok(other) => anyhow::bail!("HOOKRELAY_LOG_FORMAT={other}: use auto, json or text"),
+    };
+    let text = format.is_text();
+    TEXT_LOGS.store(text, std::sync::atomic::Ordering::Relaxed);
+    let logs = if text {
         tracing_subscriber::fmt::layer().boxed()
     } else {
         hookrelay_telemetry::json_logs()
     };
-    hookrelay_telemetry::init("hookrelay", "info", logs)
+    hookrelay_telemetry::init("hookrelay", "info,sqlx::postgres::notice=warn", logs)
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]

@@ -109,12 +109,17 @@ pub fn router(state: AppState) -> Router {
                         // outage, which is logged once where it is detected.
                         .on_failure(())
                         .on_response(|response: &Response, latency: Duration, span: &Span| {
-                            span.record("status", response.status().as_u16());
-                            tracing::info!(
-                                status = response.status().as_u16(),
-                                latency_ms = latency.as_secs_f64() * 1000.0,
-                                "request finished"
-                            );
+                            let status = response.status().as_u16();
+                            span.record("status", status);
+                            // Milliseconds to the microsecond: 9.63, not 9.629577000000001.
+                            let latency_ms = (latency.as_secs_f64() * 1e6).round() / 1e3;
+                            // JSON logs are the access log; on a terminal a person
+                            // wants what happened, so request lines are debug lines.
+                            if crate::telemetry::text_logs() {
+                                tracing::debug!(status, latency_ms, "request finished");
+                            } else {
+                                tracing::info!(status, latency_ms, "request finished");
+                            }
                         }),
                 )
                 .layer(PropagateRequestIdLayer::new(request_id)),

@@ -33,6 +33,7 @@ mod readme;
 mod recovery;
 mod repositories;
 mod secrets_at_rest;
+mod server_terminal;
 mod shutdown;
 mod signup;
 mod streaming;

@@ -151,3 +151,48 @@ async fn probe_checks_readiness_and_grpc_health() {
     .await;
     assert!(!down.status.success());
 }
+
+/// With nothing routing traffic here (no Kubernetes, no Cloud Run), Ctrl-C
+/// stops at once: no drain delay. Draining, a second Ctrl-C exits now.
+#[tokio::test]
+async fn ctrl_c_stops_at_once_where_nothing_routes_here_and_a_second_one_exits_now() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = fresh_database().await;
+    let base = [
+        ("DATABASE_URL", database.clone()),
+        ("HOOKRELAY_SECRET_KEY", TEST_SECRET_KEY.to_owned()),
+    ];
+    let mut server = ServerProcess::start(&base, dir.path()).await;
+    server.signal("INT");
+    assert!(server.wait(Duration::from_secs(20)).await.success());
+    assert!(
+        server.log().contains("\"drain_delay_ms\":0"),
+        "auto is 0 s outside Kubernetes and Cloud Run: {}",
+        server.log()
+    );
+
+    // In Kubernetes (KUBERNETES_SERVICE_HOST set), auto is the 5 s drain.
+    let mut in_kubernetes = base.to_vec();
+    in_kubernetes.push(("KUBERNETES_SERVICE_HOST", "10.0.0.1".to_owned()));
+    in_kubernetes.push(("HOOKRELAY_SHUTDOWN_GRACE", "60s".to_owned()));
+    let mut server = ServerProcess::start(&in_kubernetes, dir.path()).await;
+    server.signal("INT");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !server.log().contains("shutting down") {
+        assert!(Instant::now() < deadline, "{}", server.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        server.log().contains("\"drain_delay_ms\":5000"),
+        "{}",
+        server.log()
+    );
+    // Draining for 5 s, then 55 s of grace: a second Ctrl-C ends it now.
+    server.signal("INT");
+    assert!(server.wait(Duration::from_secs(20)).await.success());
+    assert!(
+        server.log().contains("a second signal: exiting now"),
+        "{}",
+        server.log()
+    );
+}

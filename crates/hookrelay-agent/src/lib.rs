@@ -83,6 +83,7 @@ pub async fn run_until_signal(args: AgentArgs) -> anyhow::Result<()> {
     let trigger = stop.clone();
     tokio::spawn(async move {
         shutdown_signal().await;
+        tracing::info!("shutdown signal received");
         trigger.cancel();
     });
     run(args, stop).await

@@ -15,7 +15,6 @@ pub async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => {}
         () = terminate => {}
     }
-    tracing::info!("shutdown signal received");
 }
 
 /// An error and its causes on one line ("a: b: c").

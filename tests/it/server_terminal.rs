@@ -1,0 +1,68 @@
+//! `hookrelay serve` on a real pseudo-terminal (util-linux `script`), as a
+//! person trying it sees it: lines for a person, not JSON; one line saying
+//! where the console is; request lines and PostgreSQL's notices kept out.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use hookrelay_testkit::ChildGuard;
+
+use crate::helpers::{TEST_SECRET_KEY, free_port, fresh_database};
+
+#[tokio::test]
+async fn on_a_terminal_the_server_speaks_to_a_person() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let output = dir.path().join("pty.log");
+    let line = format!("exec {} serve", env!("CARGO_BIN_EXE_hookrelay"));
+    let mut command = std::process::Command::new("script");
+    command
+        .args(["-qfec", &line, "/dev/null"])
+        .env("DATABASE_URL", fresh_database().await)
+        .env("HOOKRELAY_SECRET_KEY", TEST_SECRET_KEY)
+        .env("HOOKRELAY_DATA_DIR", dir.path())
+        .env("HOOKRELAY_HTTP_ADDR", format!("127.0.0.1:{port}"))
+        .env("HOOKRELAY_GRPC_ADDR", "127.0.0.1:0")
+        .env_remove("RUST_LOG")
+        .env_remove("HOOKRELAY_LOG_FORMAT")
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&output).unwrap())
+        .stderr(Stdio::inherit());
+    let _server = ChildGuard::spawn(&mut command).expect("util-linux `script` runs");
+    let console = format!("console at http://127.0.0.1:{port}/console/");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !std::fs::read_to_string(&output)
+        .unwrap_or_default()
+        .contains(&console)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no `{console}` line:\n{}",
+            std::fs::read_to_string(&output).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A few requests: on a terminal they are debug lines, not printed at info.
+    let http = reqwest::Client::new();
+    for path in ["/healthz", "/readyz", "/v1/repositories"] {
+        http.get(format!("http://127.0.0.1:{port}{path}"))
+            .send()
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let said = std::fs::read_to_string(&output).unwrap();
+    assert!(said.contains("hookrelay is serving"), "{said}");
+    assert!(
+        !said.contains("{\"timestamp\""),
+        "JSON on a terminal:\n{said}"
+    );
+    assert!(
+        !said.contains("request finished"),
+        "request lines at info:\n{said}"
+    );
+    assert!(
+        !said.contains("_sqlx_migrations"),
+        "PostgreSQL's notice:\n{said}"
+    );
+}
