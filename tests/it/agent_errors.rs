@@ -106,7 +106,22 @@ async fn a_target_or_server_that_is_not_a_url_is_refused_at_start_naming_the_fla
         &[],
         dir.path(),
     );
-    exits_with(&mut agent, 2, &["--server"]).await;
+    // In words a person uses, with the server's own kind of example (not a target's).
+    exits_with(
+        &mut agent,
+        2,
+        &[
+            "--server",
+            "did you mean http://127.0.0.1:50051?",
+            "https://relay.example.com",
+        ],
+    )
+    .await;
+    assert!(
+        !agent.output().contains("relative URL"),
+        "{}",
+        agent.output()
+    );
 }
 
 #[tokio::test]
@@ -420,4 +435,56 @@ async fn settings_come_from_a_config_file_and_flags_override_it() {
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("unknown setting `colour`"), "{stderr}");
+}
+
+/// A `--server` that is not hookrelay and answers 501 to everything (an
+/// unconfigured proxy, say) ends the agent at once, as a 404 does: no wait
+/// will change it. A refused connection is said in words, without the chain.
+#[tokio::test]
+async fn a_server_answering_501_ends_the_agent_and_refusals_are_said_plainly() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app().await;
+    let tenant = app.tenant("acme").await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = format!("http://{}", listener.local_addr().unwrap());
+    let answering = tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        loop {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let mut request = [0u8; 4096];
+                let _ = socket.read(&mut request).await;
+                let _ = socket
+                    .write_all(b"HTTP/1.1 501 Not Implemented\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                    .await;
+            });
+        }
+    });
+    let mut agent = AgentProcess::start_at(
+        &address,
+        &tenant,
+        "ci",
+        "http://127.0.0.1:9/hook",
+        &[],
+        dir.path(),
+    );
+    exits_with(&mut agent, 1, &["501 Not Implemented", "is not hookrelay"]).await;
+    answering.abort();
+
+    let closed = format!("http://127.0.0.1:{}", free_port());
+    let agent = AgentProcess::start_at(
+        &closed,
+        &tenant,
+        "ci",
+        "http://127.0.0.1:9/hook",
+        &[],
+        dir.path(),
+    );
+    agent.wait_for_output("cannot connect to", 1, EXIT).await;
+    let output = agent.output();
+    assert!(output.contains("Connection refused"), "{output}");
+    assert!(
+        !output.contains("os error") && !output.contains("client error (Connect)"),
+        "{output}"
+    );
 }

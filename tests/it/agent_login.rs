@@ -120,10 +120,10 @@ pub(crate) async fn relay_then_log_out(
         log,
     };
     app.push(&repository, "login-1").await;
-    relay
-        .wait_for_output("delivered", 1, Duration::from_secs(20))
-        .await;
-    assert_eq!(target.received.lock().unwrap().len(), 1);
+    assert_eq!(
+        target.wait_for(1, Duration::from_secs(20)).await,
+        ["login-1"]
+    );
     let consumers = app.get_json("/v1/consumers", &tenant.token).await;
     assert!(
         consumers.to_string().contains(&format!("\"{consumer}\"")),

@@ -95,7 +95,7 @@ pub struct AgentArgs {
     pub consumer: Option<String>,
 
     /// The local URL that receives each event, e.g. http://127.0.0.1:8080/github-webhook/.
-    #[arg(long, env = "HOOKRELAY_TARGET", value_parser = parse_http_url)]
+    #[arg(long, env = "HOOKRELAY_TARGET", value_parser = parse_target_url)]
     pub target: url::Url,
 
     /// A PEM CA certificate to trust besides the system roots (server and token endpoint).
@@ -240,14 +240,33 @@ fn client_secret(args: &AgentArgs) -> anyhow::Result<SecretString> {
 
 /// An http or https URL with a host: `localhost:9000` (a URL whose scheme
 /// is "localhost") is refused at start, naming the flag, instead of failing
-/// every delivery later.
-pub(crate) fn parse_http_url(value: &str) -> Result<url::Url, String> {
+/// every delivery later. Each flag's message shows an example of its own kind.
+fn http_url(value: &str, example: &str) -> Result<url::Url, String> {
+    let value = value.trim();
+    // `127.0.0.1:8080` and `localhost:8080` parse as a scheme and a path, or not
+    // at all: say what is missing in words.
+    let scheme = value.split_once("://").map(|(scheme, _)| scheme);
+    if scheme.is_none() {
+        return Err(format!(
+            "`{value}` has no http:// or https://; did you mean http://{value}? (a URL such as {example})"
+        ));
+    }
     let url = url::Url::parse(value)
-        .map_err(|e| format!("{e}; use a URL such as http://127.0.0.1:9000/hook"))?;
+        .map_err(|e| format!("`{value}` is not a URL ({e}); use a URL such as {example}"))?;
     if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty) {
         return Err(format!(
-            "`{value}` is not an http:// or https:// URL; use a URL such as http://{value}"
+            "`{value}` is not an http:// or https:// URL; use a URL such as {example}"
         ));
     }
     Ok(url)
+}
+
+/// `--server`: the relay.
+pub(crate) fn parse_http_url(value: &str) -> Result<url::Url, String> {
+    http_url(value, "http://127.0.0.1:8080 or https://relay.example.com")
+}
+
+/// `--target`: the local endpoint events go to.
+fn parse_target_url(value: &str) -> Result<url::Url, String> {
+    http_url(value, "http://127.0.0.1:9000/hook")
 }

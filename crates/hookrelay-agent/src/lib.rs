@@ -304,7 +304,7 @@ impl Agent {
                     || status.message().contains("transport") =>
             {
                 let cause = std::error::Error::source(&status)
-                    .map(hookrelay_telemetry::error_chain)
+                    .map(hookrelay_telemetry::connection_failure)
                     .unwrap_or_else(|| status.message().to_owned());
                 Ok(Ended::Retry(format!("cannot connect to {server}: {cause}")))
             }
@@ -341,10 +341,8 @@ impl Agent {
             }
             // The server is draining, or the stream reached its maximum age.
             Code::Unavailable if status.message().contains("reconnect now") => {
-                tracing::info!(
-                    reason = status.message(),
-                    "the server ended the stream; reconnecting now"
-                );
+                // The server's words already say what happens next.
+                tracing::info!("the server ended the stream: {}", status.message());
                 Ok(Ended::ReconnectNow)
             }
             Code::NotFound | Code::InvalidArgument | Code::FailedPrecondition => {
@@ -372,9 +370,12 @@ fn reconnect_backoff() -> impl Iterator<Item = Duration> {
         .build()
 }
 
+/// A summary line every `every`, while anything happens: an idle agent says it
+/// once, not every interval.
 async fn summarize(metrics: Arc<metrics::AgentMetrics>, every: Duration, stop: CancellationToken) {
     let mut interval = tokio::time::interval(every);
     interval.tick().await;
+    let mut last = None;
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
@@ -383,10 +384,21 @@ async fn summarize(metrics: Arc<metrics::AgentMetrics>, every: Duration, stop: C
         // Lag is the age of the oldest event not yet delivered: 0 when
         // nothing waits, growing while events are stuck behind a down target.
         let (pending, lag) = metrics.pending();
+        let counts = (
+            metrics.count("delivered"),
+            metrics.retries.get(),
+            metrics.count("failed"),
+            pending,
+        );
+        if last == Some(counts) && pending == 0 {
+            continue;
+        }
+        last = Some(counts);
+        let (delivered, retried, failed, pending) = counts;
         tracing::info!(
-            delivered = metrics.count("delivered"),
-            retried = metrics.retries.get(),
-            failed = metrics.count("failed"),
+            delivered,
+            retried,
+            failed,
             pending,
             lag_ms = lag.as_millis() as u64,
             message = output::message::SUMMARY,

@@ -165,11 +165,12 @@ struct Metadata {
 
 async fn metadata(http: &oauth2::reqwest::Client, server: &url::Url) -> anyhow::Result<Metadata> {
     let url = server.join("/.well-known/oauth-authorization-server")?;
-    let response = http
-        .get(url.clone())
-        .send()
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot reach {server}: {}", error_chain(&e)))?;
+    let response = http.get(url.clone()).send().await.map_err(|e| {
+        anyhow::anyhow!(
+            "cannot reach {server}: {}",
+            hookrelay_telemetry::connection_failure(&e)
+        )
+    })?;
     let status = response.status();
     anyhow::ensure!(
         status.is_success(),

@@ -128,10 +128,14 @@ impl TokenSource {
             .join("/.well-known/oauth-authorization-server")
             .map_err(|e| TokenError::Refused(format!("--server {server}: {e}")))?;
         let response = self.http.get(metadata.clone()).send().await.map_err(|e| {
-            TokenError::Unavailable(format!("cannot connect to {server}: {}", error_chain(&e)))
+            TokenError::Unavailable(format!(
+                "cannot connect to {server}: {}",
+                hookrelay_telemetry::connection_failure(&e)
+            ))
         })?;
         let status = response.status();
-        if status.is_server_error() || status.as_u16() == 429 {
+        // 501: a server that does not implement this at all; no wait will change it.
+        if (status.is_server_error() && status.as_u16() != 501) || status.as_u16() == 429 {
             return Err(TokenError::Unavailable(format!(
                 "{metadata} answered {status}"
             )));
@@ -277,7 +281,7 @@ impl TokenSource {
             .map_err(|e| {
                 TokenError::Unavailable(format!(
                     "cannot reach the token endpoint {url}: {}",
-                    error_chain(&e)
+                    hookrelay_telemetry::connection_failure(&e)
                 ))
             })?;
         let status = response.status();

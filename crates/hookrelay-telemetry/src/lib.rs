@@ -14,7 +14,7 @@
 #![forbid(unsafe_code)]
 
 mod process;
-pub use process::{error_chain, shutdown_signal};
+pub use process::{connection_failure, error_chain, shutdown_signal};
 
 /// The release (the workspace's version: server, agent and their contract
 /// are released together).
