@@ -128,6 +128,21 @@ interface Page<T> {
   next_after: string | null;
 }
 
+/** Whether the signed-in client holds `scope`: pages leave out what needs more. */
+export function can(scope: string): boolean {
+  return current?.scopes.includes(scope) ?? false;
+}
+
+/**
+ * The tenant's repositories, for names next to ids; none without repos:read (an
+ * agent's events:read client still sees events, consumers and deliveries).
+ */
+export async function repositoryNames(): Promise<Map<string, string>> {
+  if (!can("repos:read")) return new Map();
+  const repositories = await listAll<{ id: string; name: string }>("/v1/repositories");
+  return new Map(repositories.map((r) => [r.id, r.name]));
+}
+
 /** Every item of a paged list, following `next_after` (at most 20 pages of 500). */
 export async function listAll<T>(path: string): Promise<T[]> {
   const items: T[] = [];

@@ -263,6 +263,37 @@ async fn a_device_login_is_approved_in_the_console() {
     crate::agent_login::relay_then_log_out(&app, &tenant, home.path(), "ci-laptop").await;
 }
 
+/// Signed in with an agent's events:read-only client, the Events page goes
+/// live and the Consumers page loads: no page demands a scope it does not need.
+#[tokio::test]
+async fn the_console_works_with_an_events_read_only_client() {
+    let app = spawn_app().await;
+    let tenant = app.tenant("acme").await;
+    let repository = app.repository(&tenant, "acme/app").await;
+    app.push(&repository, "readonly-1").await;
+    let client: serde_json::Value = app
+        .post_json(
+            "/v1/clients",
+            Some(&tenant.token),
+            &serde_json::json!({"name": "laptop agent", "scopes": ["events:read"]}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    browser_script(
+        "readonly.mjs",
+        &[
+            app.address.as_str(),
+            client["client_id"].as_str().unwrap(),
+            client["client_secret"].as_str().unwrap(),
+            &repository.id,
+        ],
+        "readonly",
+    )
+    .await;
+}
+
 /// The console renews its token before it expires; its live view reconnects
 /// with the new one when the server ends the old token's stream.
 #[tokio::test]

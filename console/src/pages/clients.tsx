@@ -2,12 +2,30 @@
 import { useEffect, useState } from "preact/hooks";
 import { api, listAll } from "../session";
 import type { Client } from "../types";
-import { DeleteButton, Empty, ErrorNote, ScopePicker, Secret, time } from "../ui";
+import { CopyButton, DeleteButton, Empty, ErrorNote, ScopePicker, Secret, time } from "../ui";
 
 interface Created {
   client_id: string;
   client_secret: string;
   scopes: string[];
+}
+
+/** The agent's command for a new client: the secret typed at a prompt, not kept in shell history. */
+function AgentCommand({ clientId }: { clientId: string }) {
+  const command = [
+    "read -rsp 'Client secret: ' HOOKRELAY_CLIENT_SECRET && export HOOKRELAY_CLIENT_SECRET",
+    `hookrelay-agent --server ${window.location.origin} --client-id ${clientId} \\`,
+    "  --consumer laptop --target http://127.0.0.1:9000/hook",
+  ].join("\n");
+  return (
+    <div class="agent-command">
+      <p>Run an agent with this client (it asks for the secret; change the consumer name and target to yours):</p>
+      <pre>
+        <code>{command}</code>
+      </pre>
+      <CopyButton text={command} label="Copy command" />
+    </div>
+  );
 }
 
 export function Clients() {
@@ -56,6 +74,7 @@ export function Clients() {
           </p>
           <Secret label="Client ID" value={created.client_id} />
           <Secret label="Client secret" value={created.client_secret} />
+          {created.scopes.includes("events:read") && <AgentCommand clientId={created.client_id} />}
         </div>
       )}
       {clients && clients.length === 0 && <Empty>No clients.</Empty>}

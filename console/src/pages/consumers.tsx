@@ -4,8 +4,7 @@ import { timestampDate } from "@bufbuild/protobuf/wkt";
 import { useEffect, useState } from "preact/hooks";
 import type { ConsumerStatus } from "../gen/hookrelay/v1/events_pb";
 import { events as grpc, keepWatching } from "../grpc";
-import { api, listAll } from "../session";
-import type { Repository } from "../types";
+import { api, repositoryNames } from "../session";
 import { Empty, ErrorNote, time } from "../ui";
 
 function Seek({ consumer, repositoryId }: { consumer: string; repositoryId: string }) {
@@ -45,11 +44,11 @@ function Seek({ consumer, repositoryId }: { consumer: string; repositoryId: stri
 
 export function Consumers() {
   const [consumers, setConsumers] = useState<ConsumerStatus[] | null>(null);
-  const [repositories, setRepositories] = useState<Repository[]>([]);
+  const [names, setNames] = useState<Map<string, string>>(new Map());
   const [error, setError] = useState<unknown>(null);
   useEffect(() => {
     const abort = new AbortController();
-    listAll<Repository>("/v1/repositories").then(setRepositories).catch(setError);
+    repositoryNames().then(setNames).catch(setError);
     keepWatching(
       async (signal) => {
         for await (const snapshot of grpc.watchConsumers({}, { signal })) setConsumers(snapshot.consumers);
@@ -59,7 +58,6 @@ export function Consumers() {
     );
     return () => abort.abort();
   }, []);
-  const names = new Map(repositories.map((r) => [r.id, r.name]));
   const filter = (c: ConsumerStatus) =>
     [
       c.eventTypes.length ? `types ${c.eventTypes.join(", ")}` : "",

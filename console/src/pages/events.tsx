@@ -3,15 +3,15 @@
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 import { useEffect, useMemo, useRef, useState } from "preact/hooks";
 import { events as grpc, keepWatching } from "../grpc";
-import { api, listAll } from "../session";
-import type { EventView, Repository } from "../types";
+import { api, can, repositoryNames } from "../session";
+import type { EventView } from "../types";
 import { Empty, ErrorNote, refOf, size, time } from "../ui";
 
 const KEEP = 500;
 
 export function Events() {
   const [events, setEvents] = useState<EventView[]>([]);
-  const [repositories, setRepositories] = useState<Repository[]>([]);
+  const [names, setNames] = useState<Map<string, string>>(new Map());
   const [repositoryFilter, setRepositoryFilter] = useState("");
   const [typeFilter, setTypeFilter] = useState("");
   const [paused, setPaused] = useState(false);
@@ -27,9 +27,9 @@ export function Events() {
       try {
         const [page, repos] = await Promise.all([
           api<{ events: EventView[] }>("GET", "/v1/events?limit=100"),
-          listAll<Repository>("/v1/repositories"),
+          repositoryNames(),
         ]);
-        setRepositories(repos);
+        setNames(repos);
         setEvents(page.events);
         let after = page.events[0]?.id ?? 0;
         await keepWatching(
@@ -61,7 +61,14 @@ export function Events() {
     return () => abort.abort();
   }, []);
 
-  const names = useMemo(() => new Map(repositories.map((r) => [r.id, r.name])), [repositories]);
+  // Without repos:read, the repositories the events name, by id.
+  const repositories = useMemo(
+    () =>
+      names.size > 0
+        ? [...names].map(([id, name]) => ({ id, name }))
+        : [...new Set(events.map((e) => e.repository_id))].map((id) => ({ id, name: id })),
+    [names, events],
+  );
   const types = useMemo(() => [...new Set(events.map((e) => e.event_type))].sort(), [events]);
   const shown = events.filter(
     (e) => (!repositoryFilter || e.repository_id === repositoryFilter) && (!typeFilter || e.event_type === typeFilter),
@@ -108,6 +115,9 @@ export function Events() {
           {paused ? `Resume${held.length ? ` (${held.length} new)` : ""}` : "Pause"}
         </button>
       </div>
+      {!can("repos:read") && (
+        <p class="hint">Repositories are shown by id: their names need the repos:read scope.</p>
+      )}
       <ErrorNote error={error} />
       {events.length === 0 && !error && (
         <Empty>

@@ -107,6 +107,20 @@ function Steps({ repository }: { repository: Repository }) {
   return <>{steps[repository.provider]}</>;
 }
 
+/** Whether a webhook URL is on this machine or a private network, out of a provider's reach. */
+function unreachable(url: string): boolean {
+  const host = new URL(url).hostname.replace(/^\[|\]$/g, "");
+  return (
+    host === "localhost" ||
+    host.endsWith(".localhost") ||
+    host === "::1" ||
+    /^127\./.test(host) ||
+    /^10\./.test(host) ||
+    /^192\.168\./.test(host) ||
+    /^172\.(1[6-9]|2\d|3[01])\./.test(host)
+  );
+}
+
 function WebhookSettings({ repository }: { repository: Repository }) {
   return (
     <div class="panel" aria-label="webhook settings">
@@ -114,6 +128,14 @@ function WebhookSettings({ repository }: { repository: Repository }) {
         <strong>Save the secret now.</strong> It is shown only once.
       </p>
       <Secret label="Payload URL" value={repository.webhook_url} />
+      {unreachable(repository.webhook_url) && (
+        <p class="hint" data-unreachable>
+          {repository.provider === "github" ? "GitHub" : "The provider"} cannot reach this address from the internet. For a
+          real repository, give hookrelay a public address: deploy it (see the README's Deploy), or run it behind a tunnel
+          and start it with <code>HOOKRELAY_PUBLIC_URL</code> set to the tunnel's URL. To try it here, send a signed
+          webhook with curl (the README's walkthrough).
+        </p>
+      )}
       {repository.webhook_secret && <Secret label="Secret" value={repository.webhook_secret} />}
       <Steps repository={repository} />
     </div>

@@ -1,0 +1,45 @@
+// The console signed in with an agent's client, which holds events:read only (the
+// client the Clients page recommends for an agent), in headless Chromium:
+//   node e2e/readonly.mjs BASE_URL CLIENT_ID CLIENT_SECRET REPOSITORY_ID SCREENSHOT_DIR
+// The Events page goes live and lists the event by its repository's id (names need
+// repos:read, which it says), with no error; the Consumers page loads too.
+import { launch, openPage, pageHeading } from "./browser.mjs";
+
+const [base, clientId, clientSecret, repositoryId, shots] = process.argv.slice(2);
+const WAIT = 20_000;
+
+function check(condition, what) {
+  if (!condition) throw new Error(`check failed: ${what}`);
+}
+
+const browser = await launch();
+const problems = [];
+let page;
+try {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 860 } });
+  page = await context.newPage();
+  page.on("pageerror", (error) => problems.push(`page error: ${error.message}`));
+  page.on("console", (message) => {
+    if (message.type() === "error") problems.push(`console error: ${message.text()}`);
+  });
+  await page.goto(`${base}/console/`);
+  await page.getByLabel("Client ID").fill(clientId);
+  await page.getByLabel("Client secret").fill(clientSecret);
+  await page.getByRole("button", { name: "Sign in" }).click();
+  await pageHeading(page, "Events").waitFor();
+  await page.locator("h1 .badge", { hasText: "live" }).waitFor({ timeout: WAIT });
+  await page.locator(`tr[data-event-id] >> text=${repositoryId}`).first().waitFor({ timeout: WAIT });
+  await page.getByText("their names need the repos:read scope").waitFor();
+  check((await page.getByRole("alert").count()) === 0, "no error on the Events page");
+  await page.screenshot({ path: `${shots}/readonly-events.png` });
+
+  await openPage(page, "Consumers");
+  check((await page.getByRole("alert").count()) === 0, "no error on the Consumers page");
+  check(problems.length === 0, problems.join("\n"));
+  console.log("events:read alone: Events live, Consumers loaded");
+} catch (error) {
+  if (page) await page.screenshot({ path: `${shots}/readonly-failure.png` }).catch(() => {});
+  throw error;
+} finally {
+  await browser.close();
+}
