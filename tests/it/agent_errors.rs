@@ -487,4 +487,12 @@ async fn a_server_answering_501_ends_the_agent_and_refusals_are_said_plainly() {
         !output.contains("os error") && !output.contains("client error (Connect)"),
         "{output}"
     );
+
+    // A target that is down: the line names it.
+    let repository = app.repository(&tenant, "acme/app").await;
+    app.push(&repository, "down-1").await;
+    let down = format!("http://127.0.0.1:{}/hook", free_port());
+    let agent = AgentProcess::start(&app, &tenant, "ci", &down, &[], dir.path());
+    let named = format!("cannot reach the target {down}: Connection refused");
+    agent.wait_for_output(&named, 1, EXIT).await;
 }

@@ -108,18 +108,21 @@ fn parse_retry_after(value: &HeaderValue) -> Option<Duration> {
     Some(delay.min(MAX_RETRY_AFTER))
 }
 
-/// Why the target could not be reached, without reqwest's "error sending
-/// request for url (…)" wrapper: the innermost cause says it best
-/// ("Connection refused (os error 111)").
+/// Why the target could not be reached, naming it, without reqwest's "error
+/// sending request for url (…)" wrapper: the innermost cause says it best
+/// ("Connection refused").
 fn unreachable_reason(error: &reqwest::Error) -> String {
+    let target = error
+        .url()
+        .map(|url| format!(" {}", url.as_str()))
+        .unwrap_or_default();
     if error.is_timeout() {
-        return "the target did not answer in time".into();
+        return format!("the target{target} did not answer in time");
     }
-    let mut cause: &dyn std::error::Error = error;
-    while let Some(source) = cause.source() {
-        cause = source;
-    }
-    format!("cannot reach the target: {cause}")
+    format!(
+        "cannot reach the target{target}: {}",
+        hookrelay_telemetry::connection_failure(error)
+    )
 }
 
 /// What every delivery lane shares.

@@ -189,7 +189,14 @@ where
                 self.paint(&mut line, style, &text);
                 for (name, value) in &fields.rest {
                     line.push(' ');
-                    self.paint(&mut line, DIM, &format!("{name}={value}"));
+                    // Durations read alike everywhere: `lag 37.8 s`, not `lag_ms=37779`.
+                    let shown = match (name.strip_suffix("_ms"), value.parse::<u64>()) {
+                        (Some(name), Ok(ms)) => {
+                            format!("{name}={}", short_duration(Duration::from_millis(ms)))
+                        }
+                        _ => format!("{name}={value}"),
+                    };
+                    self.paint(&mut line, DIM, &shown);
                 }
             }
         }
