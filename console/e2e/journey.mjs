@@ -249,7 +249,34 @@ try {
     // Reached by hash, so the session (in memory) is still there.
     const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
     check(overflow <= 1, `no sideways scrolling on a phone on #/${view} (${overflow}px)`);
+    // The navigation is one line, the same height on every page.
+    const nav = await page.getByRole("navigation").boundingBox();
+    check(nav.height <= 40, `the navigation is one line on #/${view} (${nav.height}px)`);
   }
+  // Every action and column is on screen, each value under its column's name.
+  const onScreen = async (locator, what) => {
+    await locator.scrollIntoViewIfNeeded();
+    const box = await locator.boundingBox();
+    check(box && box.x >= 0 && box.x + box.width <= 390, `${what} is on screen on a phone (${JSON.stringify(box)})`);
+  };
+  await page.goto(`${base}/console/#/repositories`);
+  await pageHeading(page, "Repositories").waitFor();
+  await onScreen(page.getByRole("button", { name: "Rotate secret" }).first(), "Rotate secret");
+  await onScreen(page.getByRole("button", { name: "Delete" }).first(), "a repository's Delete");
+  await page.goto(`${base}/console/#/clients`);
+  await pageHeading(page, "Clients").waitFor();
+  await onScreen(page.locator('td[data-label="Scopes"]').first(), "a client's scopes");
+  await onScreen(page.locator('td[data-label="Created"]').first(), "a client's creation time");
+  await onScreen(page.getByRole("button", { name: "Delete" }).first(), "a client's Delete");
+  await page.goto(`${base}/console/#/consumers`);
+  await pageHeading(page, "Consumers").waitFor();
+  await onScreen(page.locator('td[data-label="Seek"]').first(), "a consumer's Seek");
+  await page.goto(`${base}/console/#/events/${eventId}`);
+  await pageHeading(page, `push #${eventId}`).waitFor();
+  const status = page.locator('table.deliveries td[data-label="Status"]').first();
+  await status.waitFor();
+  await onScreen(status, "a delivery's status, labelled");
+  await page.screenshot({ path: `${shots}/phone-event.png` });
 
   // A second tenant sees none of it.
   const other = await browser.newContext();

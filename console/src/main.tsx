@@ -75,5 +75,25 @@ function App() {
   );
 }
 
+/// Each table cell gets its column's name (data-label), which the phone layout
+/// (style.css) shows in front of it, for every page's tables at once.
+function labelCells(root: HTMLElement): void {
+  const label = () => {
+    for (const table of root.querySelectorAll("table")) {
+      const names = [...table.querySelectorAll("thead th")].map((th) => th.textContent?.trim() ?? "");
+      for (const row of table.querySelectorAll("tbody tr")) {
+        [...row.children].forEach((cell, i) => {
+          const name = names[i] ?? "";
+          if (cell.getAttribute("data-label") !== name) cell.setAttribute("data-label", name);
+        });
+      }
+    }
+  };
+  new MutationObserver(label).observe(root, { childList: true, subtree: true });
+  label();
+}
+
 deviceRouteFromPath();
-render(<App />, document.getElementById("app")!);
+const app = document.getElementById("app")!;
+render(<App />, app);
+labelCells(app);
