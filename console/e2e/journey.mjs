@@ -153,10 +153,14 @@ try {
   await row.locator(".outcome.failed").waitFor({ timeout: WAIT });
   check((await row.textContent()).includes("404"), "the 404 is shown");
   await page.getByRole("button", { name: "Copy as curl" }).waitFor();
+  // The consumer counts it; the Failed deliveries page redelivers it from its row.
+  await openPage(page, "Consumers");
+  await page.locator('[data-consumer="ci"] [data-failed-count]', { hasText: "1 failed for good" }).waitFor({ timeout: WAIT });
   await openPage(page, "Failed deliveries");
-  await page.getByRole("link", { name: `push #${eventId}` }).click();
   broken = false;
-  await page.locator('tr[data-consumer="ci"]').getByRole("button", { name: "Redeliver" }).click();
+  await page.locator(`tr[data-failed="ci-${eventId}"]`).getByRole("button", { name: "Redeliver" }).click();
+  await page.getByRole("status").getByText("Asked for 1 redelivery").waitFor();
+  await page.getByRole("link", { name: `push #${eventId}` }).click();
   await page.locator('tr[data-consumer="ci"] .outcome.delivered').waitFor({ timeout: WAIT });
   check(received.length === 1 && received[0].body.equals(body), "the target got the exact body once");
   await page.screenshot({ path: `${shots}/console-event.png`, fullPage: true });
@@ -167,9 +171,16 @@ try {
   await consumer.getByText("connected", { exact: true }).waitFor({ timeout: WAIT });
   await consumer.locator("td.pending", { hasText: "0" }).waitFor({ timeout: WAIT });
   // Seek back to the start: the agent delivers the event once more.
-  await consumer.getByLabel("Continue after event").fill("0");
+  await consumer.getByLabel(/Continue after event/).fill("0");
+  // A seek asks first, saying what 0 means.
+  let asked = "";
+  page.once("dialog", (dialog) => {
+    asked = dialog.message();
+    dialog.accept();
+  });
   await consumer.getByRole("button", { name: "Seek" }).click();
-  await consumer.getByText("Moved.").waitFor();
+  await consumer.getByText("Moved: ci continues after event 0 (from the start").waitFor();
+  check(asked.includes("from the start"), `the seek asks first (${asked})`);
   const deadline = Date.now() + WAIT;
   while (received.length < 2 && Date.now() < deadline) await page.waitForTimeout(50);
   check(received.length === 2, `a seek to 0 replays the event (${received.length} received)`);

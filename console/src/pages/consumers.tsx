@@ -4,7 +4,7 @@ import { timestampDate } from "@bufbuild/protobuf/wkt";
 import { useEffect, useState } from "preact/hooks";
 import type { ConsumerStatus } from "../gen/hookrelay/v1/events_pb";
 import { events as grpc, keepWatching } from "../grpc";
-import { api, repositoryNames } from "../session";
+import { api, listAll, repositoryNames } from "../session";
 import { Empty, ErrorNote, time } from "../ui";
 
 function Seek({ consumer, repositoryId }: { consumer: string; repositoryId: string }) {
@@ -18,6 +18,11 @@ function Seek({ consumer, repositoryId }: { consumer: string; repositoryId: stri
         e.preventDefault();
         setError(null);
         setDone(false);
+        const what =
+          after === "0"
+            ? `Deliver everything retained for this repository to ${consumer} again, from the start?`
+            : `Move ${consumer} to continue after event ${after}? Events up to it count as delivered; later ones are delivered (again).`;
+        if (!window.confirm(what)) return;
         try {
           await api("POST", `/v1/consumers/${encodeURIComponent(consumer)}/seek`, {
             repository_id: repositoryId,
@@ -29,14 +34,19 @@ function Seek({ consumer, repositoryId }: { consumer: string; repositoryId: stri
         }
       }}
     >
-      <label>
-        Continue after event
+      <label title="0: from the start of what is retained">
+        Continue after event (0: from the start)
         <input type="number" min="0" required value={after} onInput={(e) => setAfter(e.currentTarget.value)} />
       </label>
       <button type="submit" class="secondary small">
         Seek
       </button>
-      {done && <span role="status">Moved.</span>}
+      {done && (
+        <span role="status">
+          Moved: {consumer} continues after event {after}
+          {after === "0" ? " (from the start of what is retained)" : ""}; its open streams follow at once.
+        </span>
+      )}
       <ErrorNote error={error} />
     </form>
   );
@@ -45,10 +55,19 @@ function Seek({ consumer, repositoryId }: { consumer: string; repositoryId: stri
 export function Consumers() {
   const [consumers, setConsumers] = useState<ConsumerStatus[] | null>(null);
   const [names, setNames] = useState<Map<string, string>>(new Map());
+  const [failed, setFailed] = useState<Map<string, number>>(new Map());
   const [error, setError] = useState<unknown>(null);
   useEffect(() => {
     const abort = new AbortController();
     repositoryNames().then(setNames).catch(setError);
+    // Deliveries each consumer's target refused for good (Failed deliveries).
+    listAll<{ consumer: string }>("/v1/deliveries/failed")
+      .then((list) => {
+        const counts = new Map<string, number>();
+        for (const f of list) counts.set(f.consumer, (counts.get(f.consumer) ?? 0) + 1);
+        setFailed(counts);
+      })
+      .catch(setError);
     keepWatching(
       async (signal) => {
         for await (const snapshot of grpc.watchConsumers({}, { signal })) setConsumers(snapshot.consumers);
@@ -98,6 +117,10 @@ export function Consumers() {
             <dd>{c.lastSeenAt ? time(timestampDate(c.lastSeenAt)) : "never"}</dd>
             <dt>Filter</dt>
             <dd>{filter(c)}</dd>
+            <dt>Failed</dt>
+            <dd data-failed-count>
+              {failed.get(c.name) ? <a href="#/failed">{failed.get(c.name)} failed for good</a> : "none"}
+            </dd>
           </dl>
           <table>
             <thead>
