@@ -149,6 +149,9 @@ try {
   // Its delivery failed (404); fix the target and redeliver.
   await page.locator(`tr[data-event-id="${eventId}"] a`).click();
   await page.getByRole("heading", { name: /push/ }).waitFor();
+  // The event says which repository it came from; the header, whose tenant this is.
+  await page.locator("dl.facts dd", { hasText: "acme/app" }).waitFor();
+  check((await page.locator("header .who").textContent()).startsWith("tenant "), "the header names the tenant");
   const row = page.locator('tr[data-consumer="ci"]');
   await row.locator(".outcome.failed").waitFor({ timeout: WAIT });
   check((await row.textContent()).includes("404"), "the 404 is shown");

@@ -47,6 +47,9 @@ function App() {
             </a>
           ))}
         </nav>
+        <span class="who" title={`tenant ${current.tenantId}, client ${current.clientId}`}>
+          tenant <code>{current.tenantId.slice(0, 8)}</code>
+        </span>
         <button
           type="button"
           class="secondary small"

@@ -4,6 +4,8 @@
 
 export interface Session {
   clientId: string;
+  /** The tenant the client belongs to (the token's `tenant_id` claim). */
+  tenantId: string;
   token: string;
   scopes: string[];
   expiresAt: number;
@@ -84,10 +86,21 @@ async function tokenRequest(clientId: string, clientSecret: string): Promise<Ses
   }
   return {
     clientId,
+    tenantId: tenantOf(String(body.access_token ?? "")),
     token: body.access_token,
     scopes: String(body.scope ?? "").split(" ").filter(Boolean),
     expiresAt: Date.now() + Number(body.expires_in) * 1000,
   };
+}
+
+/** The `tenant_id` claim of an access token, read for display only. */
+function tenantOf(token: string): string {
+  try {
+    const payload = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+    return String(JSON.parse(atob(payload)).tenant_id ?? "");
+  } catch {
+    return "";
+  }
 }
 
 function scheduleRenewal() {

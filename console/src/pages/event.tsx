@@ -2,7 +2,7 @@
 // "copy as curl".
 import { useEffect, useState } from "preact/hooks";
 import { events as grpc, keepWatching } from "../grpc";
-import { api, listAll } from "../session";
+import { api, listAll, repositoryNames } from "../session";
 import type { Consumer, Delivery, EventDetail } from "../types";
 import { CopyButton, Empty, ErrorNote, refOf, size, time } from "../ui";
 
@@ -37,6 +37,7 @@ export function Event({ id }: { id: string }) {
   const [consumers, setConsumers] = useState<Consumer[]>([]);
   const [error, setError] = useState<unknown>(null);
   const [notice, setNotice] = useState("");
+  const [repositories, setRepositories] = useState<Map<string, string>>(new Map());
 
   const loadDeliveries = () =>
     api<{ deliveries: Delivery[] }>("GET", `/v1/events/${id}/deliveries`).then((d) => setDeliveries(d.deliveries));
@@ -48,6 +49,7 @@ export function Event({ id }: { id: string }) {
       api<EventDetail>("GET", `/v1/events/${id}`).then(setEvent),
       loadDeliveries(),
       listAll<Consumer>("/v1/consumers").then(setConsumers),
+      repositoryNames().then(setRepositories),
     ]).catch(setError);
     keepWatching(
       async (signal) => {
@@ -76,6 +78,8 @@ export function Event({ id }: { id: string }) {
         {event.event_type} <small>#{event.id}</small>
       </h1>
       <dl class="facts">
+        <dt>Repository</dt>
+        <dd>{repositories.get(event.repository_id) ?? <code>{event.repository_id}</code>}</dd>
         <dt>Delivery</dt>
         <dd>
           <code>{event.delivery_id}</code>
