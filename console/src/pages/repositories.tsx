@@ -160,7 +160,6 @@ export function Repositories() {
     <section>
       <h1>Repositories</h1>
       <form
-        class="inline"
         onSubmit={async (e) => {
           e.preventDefault();
           setError(null);
