@@ -6,14 +6,10 @@
 // login; then the Clients page marks the new client as a device. Exits
 // non-zero on the first failed check.
 import { spawn } from "node:child_process";
-import { launch, openPage } from "./browser.mjs";
+import { check, launch, openPage, watchedPage } from "./browser.mjs";
 
 const [base, agent, clientId, clientSecret, home, shots] = process.argv.slice(2);
 const WAIT = 20_000;
-
-function check(condition, what) {
-  if (!condition) throw new Error(`check failed: ${what}`);
-}
 
 const login = spawn(agent, ["login", "--server", base, "--name", "ci laptop"], {
   env: { ...process.env, XDG_CONFIG_HOME: home },
@@ -35,12 +31,7 @@ const browser = await launch();
 const problems = [];
 let page;
 try {
-  const context = await browser.newContext({ viewport: { width: 1280, height: 860 } });
-  page = await context.newPage();
-  page.on("pageerror", (error) => problems.push(`page error: ${error.message}`));
-  page.on("console", (message) => {
-    if (message.type() === "error") problems.push(`console error: ${message.text()}`);
-  });
+  page = await watchedPage(browser, problems);
   // Signed out: sign in first, then the device page, with the code filled in.
   await page.goto(url);
   await page.getByLabel("Client ID").fill(clientId);

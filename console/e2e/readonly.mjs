@@ -3,25 +3,16 @@
 //   node e2e/readonly.mjs BASE_URL CLIENT_ID CLIENT_SECRET REPOSITORY_ID SCREENSHOT_DIR
 // The Events page goes live and lists the event by its repository's id (names need
 // repos:read, which it says), with no error; the Consumers page loads too.
-import { launch, openPage, pageHeading } from "./browser.mjs";
+import { check, launch, openPage, pageHeading, watchedPage } from "./browser.mjs";
 
 const [base, clientId, clientSecret, repositoryId, shots] = process.argv.slice(2);
 const WAIT = 20_000;
-
-function check(condition, what) {
-  if (!condition) throw new Error(`check failed: ${what}`);
-}
 
 const browser = await launch();
 const problems = [];
 let page;
 try {
-  const context = await browser.newContext({ viewport: { width: 1280, height: 860 } });
-  page = await context.newPage();
-  page.on("pageerror", (error) => problems.push(`page error: ${error.message}`));
-  page.on("console", (message) => {
-    if (message.type() === "error") problems.push(`console error: ${message.text()}`);
-  });
+  page = await watchedPage(browser, problems);
   await page.goto(`${base}/console/`);
   await page.getByLabel("Client ID").fill(clientId);
   await page.getByLabel("Client secret").fill(clientSecret);

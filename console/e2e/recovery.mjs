@@ -5,27 +5,16 @@
 // Signs in, gives the repository provider access (a wrong token first),
 // reads the hook doctor, presses Recover now and waits for the missed
 // delivery to be recovered. Exits non-zero on the first failed check.
-import { launch, openPage } from "./browser.mjs";
+import { check, launch, openPage, watchedPage } from "./browser.mjs";
 
 const [base, clientId, clientSecret, repository, apiUrl, token, shots] = process.argv.slice(2);
 const WAIT = 20_000;
-
-function check(condition, what) {
-  if (!condition) throw new Error(`check failed: ${what}`);
-}
 
 const browser = await launch();
 const problems = [];
 let page;
 try {
-  const context = await browser.newContext({ viewport: { width: 1280, height: 860 } });
-  page = await context.newPage();
-  page.on("pageerror", (error) => problems.push(`page error: ${error.message}`));
-  page.on("console", (message) => {
-    if (message.type() === "error" && !message.text().includes("422") && !message.text().includes("404")) {
-      problems.push(`console error: ${message.text()}`);
-    }
-  });
+  page = await watchedPage(browser, problems, (text) => text.includes("422") || text.includes("404"));
   await page.goto(`${base}/console/#/repositories`);
   await page.getByLabel("Client ID").fill(clientId);
   await page.getByLabel("Client secret").fill(clientSecret);
