@@ -2,8 +2,13 @@
 //!
 //! - Logs and traces: see `hookrelay_telemetry` (shared with the agent). Logs
 //!   are JSON when stdout is not a terminal (HOOKRELAY_LOG_FORMAT), filtered
-//!   by RUST_LOG (default `info`, PostgreSQL notices from `warn`); traces go over OTLP/HTTP when OTEL_EXPORTER_OTLP_ENDPOINT is set.
+//!   by RUST_LOG (default `info`, PostgreSQL notices from `warn`), written by
+//!   a thread of their own (`hookrelay_telemetry::stdout_queue`); the access
+//!   log's lines (target `hookrelay::access`) by HOOKRELAY_ACCESS_LOG as
+//!   well. Traces go over OTLP/HTTP when OTEL_EXPORTER_OTLP_ENDPOINT is set.
 //! - Metrics: a Prometheus registry per application, served at GET /metrics.
+
+pub mod access;
 
 use hookrelay_telemetry::{LogFormat, TelemetryGuard};
 use prometheus_client::encoding::EncodeLabelSet;
@@ -22,6 +27,69 @@ pub fn text_logs() -> bool {
     TEXT_LOGS.load(std::sync::atomic::Ordering::Relaxed)
 }
 
+/// Which requests the access log records (HOOKRELAY_ACCESS_LOG): a line per
+/// request costs about 10 µs of CPU (docs/benchmarks.md), a fifth of what a
+/// webhook costs in all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessLog {
+    /// Every request (the default).
+    All,
+    /// Requests answered 4xx or 5xx.
+    Failures,
+    /// None.
+    Off,
+}
+
+impl AccessLog {
+    fn parse(value: &str) -> anyhow::Result<Self> {
+        match value {
+            "all" => Ok(Self::All),
+            "failures" => Ok(Self::Failures),
+            "off" => Ok(Self::Off),
+            other => anyhow::bail!("HOOKRELAY_ACCESS_LOG={other}: use all, failures or off"),
+        }
+    }
+
+    /// Whether a request answered `status` gets a line.
+    pub fn records(self, status: u16) -> bool {
+        match self {
+            Self::All => true,
+            Self::Failures => status >= 400,
+            Self::Off => false,
+        }
+    }
+}
+
+/// The writer of the JSON log lines, for lines written without tracing's
+/// formatter (`access`); unset until `init`, and in tests that run the
+/// server in-process.
+static LOG_WRITER: std::sync::OnceLock<hookrelay_telemetry::LogWriter> = std::sync::OnceLock::new();
+
+/// Writes one log line that `fill` serialises, as one write to the log
+/// writer's queue.
+fn write_log_line(fill: impl FnOnce(&mut Vec<u8>) -> std::io::Result<()>) {
+    use std::io::Write;
+    let Some(writer) = LOG_WRITER.get() else {
+        return;
+    };
+    let mut line = Vec::with_capacity(512);
+    if fill(&mut line).is_ok() {
+        line.push(b'\n');
+        let _ = writer.clone().write_all(&line);
+    }
+}
+
+static ACCESS_LOG: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+/// The access log's setting (set once by `init`).
+pub fn access_log() -> AccessLog {
+    match ACCESS_LOG.load(std::sync::atomic::Ordering::Relaxed) {
+        0 => AccessLog::All,
+        1 => AccessLog::Failures,
+        _ => AccessLog::Off,
+    }
+}
+
 /// Installs the global subscriber. Call once, before the async runtime starts.
 /// HOOKRELAY_LOG_FORMAT: `auto` (text on a terminal, JSON otherwise; the
 /// default), `json` or `text`. PostgreSQL's notices (sqlx logs each at info,
@@ -33,14 +101,24 @@ pub fn init() -> anyhow::Result<TelemetryGuard> {
         Ok("auto") | Err(_) => LogFormat::Auto,
         Ok(other) => anyhow::bail!("HOOKRELAY_LOG_FORMAT={other}: use auto, json or text"),
     };
+    let access = match std::env::var("HOOKRELAY_ACCESS_LOG") {
+        Ok(value) => AccessLog::parse(&value)?,
+        Err(_) => AccessLog::All,
+    };
+    ACCESS_LOG.store(access as u8, std::sync::atomic::Ordering::Relaxed);
     let text = format.is_text();
     TEXT_LOGS.store(text, std::sync::atomic::Ordering::Relaxed);
+    let (writer, guard) = hookrelay_telemetry::stdout_queue();
+    let _ = LOG_WRITER.set(writer.clone());
     let logs = if text {
-        tracing_subscriber::fmt::layer().boxed()
+        tracing_subscriber::fmt::layer().with_writer(writer).boxed()
     } else {
-        hookrelay_telemetry::json_logs()
+        hookrelay_telemetry::json_logs(writer)
     };
-    hookrelay_telemetry::init("hookrelay", "info,sqlx::postgres::notice=warn", logs)
+    Ok(
+        hookrelay_telemetry::init("hookrelay", "info,sqlx::postgres::notice=warn", logs)?
+            .with_log_writer(guard),
+    )
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -227,6 +305,7 @@ impl Default for Metrics {
             "Missed deliveries the latest recovery runs found and could not have redelivered",
             recovery_missing_events.clone(),
         );
+        registry.register_collector(Box::new(DroppedLogLines));
         // Series that alerts and dashboards rate() over exist from the start, at 0,
         // rather than appearing with their first event.
         for provider in crate::domain::Provider::ALL {
@@ -274,6 +353,30 @@ impl Default for Metrics {
             token_errors,
             database_up,
         }
+    }
+}
+
+/// `hookrelay_log_lines_dropped_total`: log lines the full queue of the log
+/// writer dropped (`hookrelay_telemetry::stdout_queue`), read at each scrape.
+#[derive(Debug)]
+struct DroppedLogLines;
+
+impl prometheus_client::collector::Collector for DroppedLogLines {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        let counter = prometheus_client::metrics::counter::ConstCounter::new(
+            hookrelay_telemetry::dropped_log_lines(),
+        );
+        let metric = encoder.encode_descriptor(
+            "log_lines_dropped",
+            "Log lines dropped because the log writer's queue was full",
+            None,
+            counter.metric_type(),
+        )?;
+        counter.encode(metric)
     }
 }
 

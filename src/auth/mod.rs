@@ -143,7 +143,7 @@ impl Authenticator {
             }
             PrincipalState::Suspended => return Err(Error::Forbidden(SUSPENDED.into())),
         }
-        tracing::Span::current().record("tenant_id", tracing::field::display(tenant.id));
+        crate::telemetry::access::note_tenant(tenant.id);
         Ok(Caller {
             tenant,
             expires_at: claims.exp,

@@ -21,8 +21,6 @@ mod usage;
 mod webhooks;
 mod well_known;
 
-use std::time::Duration;
-
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::HeaderName;
@@ -34,6 +32,7 @@ use tower_http::trace::TraceLayer;
 use tracing::Span;
 
 use crate::state::AppState;
+use crate::telemetry::access;
 
 pub use json::{ApiJson, ApiQuery};
 
@@ -83,48 +82,72 @@ pub fn router(state: AppState) -> Router {
                 .layer(
                     TraceLayer::new_for_http()
                         .make_span_with(|request: &Request| {
-                            let route = request.extensions().get::<MatchedPath>().map_or_else(
-                                || request.uri().path().to_owned(),
-                                |p| p.as_str().to_owned(),
-                            );
                             let request_id = request
                                 .headers()
                                 .get("x-request-id")
                                 .and_then(|v| v.to_str().ok())
                                 .unwrap_or_default();
-                            tracing::info_span!(
+                            let span = tracing::info_span!(
                                 "http.request",
-                                otel.name = format!("{} {route}", request.method()),
+                                otel.name = tracing::field::Empty,
                                 method = %request.method(),
-                                route,
+                                route = route(request),
                                 request_id,
                                 status = tracing::field::Empty,
                                 tenant_id = tracing::field::Empty,
                                 repository_id = tracing::field::Empty,
-                            )
+                            );
+                            if hookrelay_telemetry::traces_exported() {
+                                span.record(
+                                    "otel.name",
+                                    format!("{} {}", request.method(), route(request)),
+                                );
+                            }
+                            span
                         })
                         .on_request(())
-                        // "request finished" below records every status once;
-                        // an error line per 5xx would flood the log in an
-                        // outage, which is logged once where it is detected.
+                        // The access log (below) records every status once; an
+                        // error line per 5xx would flood the log in an outage,
+                        // which is logged once where it is detected.
                         .on_failure(())
-                        .on_response(|response: &Response, latency: Duration, span: &Span| {
-                            let status = response.status().as_u16();
-                            span.record("status", status);
-                            // Milliseconds to the microsecond: 9.63, not 9.629577000000001.
-                            let latency_ms = (latency.as_secs_f64() * 1e6).round() / 1e3;
-                            // JSON logs are the access log; on a terminal a person
-                            // wants what happened, so request lines are debug lines.
-                            if crate::telemetry::text_logs() {
-                                tracing::debug!(status, latency_ms, "request finished");
-                            } else {
-                                tracing::info!(status, latency_ms, "request finished");
-                            }
-                        }),
+                        .on_response(()),
                 )
+                .layer(axum::middleware::from_fn(access_log))
                 .layer(PropagateRequestIdLayer::new(request_id)),
         )
         .with_state(state)
+}
+
+/// The request's route as the router matched it (its path when none matched).
+fn route(request: &Request) -> &str {
+    request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| request.uri().path(), MatchedPath::as_str)
+}
+
+/// Writes the request's access log line once it is answered (see
+/// `telemetry::access`), inside the request's span.
+async fn access_log(request: Request, next: axum::middleware::Next) -> Response {
+    let started = std::time::Instant::now();
+    let method = request.method().clone();
+    let route = route(&request).to_owned();
+    let request_id = request.headers().get("x-request-id").cloned();
+    let (response, noted) = access::scope(next.run(request)).await;
+    let status = response.status().as_u16();
+    if hookrelay_telemetry::traces_exported() {
+        Span::current().record("status", status);
+    }
+    let request = access::Request {
+        method: method.as_str(),
+        route: &route,
+        request_id: request_id
+            .as_ref()
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default(),
+    };
+    access::finished(&request, &noted, status, started.elapsed());
+    response
 }
 
 /// Whether reading a body failed on its length limit.

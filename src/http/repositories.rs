@@ -126,7 +126,7 @@ async fn create(
         .validate(provider)
         .map_err(|reason| Error::invalid("settings", reason))?;
     let id = RepositoryId::new();
-    tracing::Span::current().record("repository_id", tracing::field::display(id));
+    crate::telemetry::access::note_repository(id);
     let secret = new_secret(provider, body.webhook_secret)?;
     let repository = store::repository::create(
         &state.pool,

@@ -112,13 +112,13 @@ async fn accept(
     // An unknown id and another tenant's id get the same answer: the id in the
     // URL is all the sender has, so there is no other tenant to tell apart.
     let id = RepositoryId::parse(repository_id).ok_or(Error::NotFound("repository"))?;
-    tracing::Span::current().record("repository_id", tracing::field::display(id));
+    crate::telemetry::access::note_repository(id);
     let (mut target, mut fresh) = state
         .targets
         .get(&state.ingest_pool, &state.secret_key, id, false)
         .await?
         .ok_or(Error::NotFound("repository"))?;
-    tracing::Span::current().record("tenant_id", tracing::field::display(target.tenant_id));
+    crate::telemetry::access::note_tenant(target.tenant_id);
     if target.suspended {
         // 403, so the sender's delivery log (GitHub's Recent Deliveries) shows why.
         return Err(Error::Forbidden(crate::auth::SUSPENDED.into()));

@@ -51,6 +51,7 @@ async fn metrics_count_webhooks_tokens_and_ingest_latency() {
         r#"hookrelay_webhooks_rejected_total{reason="signature"} 1"#,
         "hookrelay_ingest_duration_seconds_count 1",
         "hookrelay_tokens_issued_total 1",
+        "hookrelay_log_lines_dropped_total 0",
     ] {
         assert!(
             text.lines().any(|l| l == line),
@@ -59,23 +60,25 @@ async fn metrics_count_webhooks_tokens_and_ingest_latency() {
     }
 }
 
+/// The real binary on a fresh database, with `settings`, logging JSON into `dir`.
+async fn logging_server(settings: &[(&str, &str)], dir: &std::path::Path) -> ServerProcess {
+    let mut envs = vec![
+        ("DATABASE_URL", fresh_database().await),
+        (
+            "HOOKRELAY_SECRET_KEY",
+            crate::helpers::TEST_SECRET_KEY.to_owned(),
+        ),
+    ];
+    envs.extend(settings.iter().map(|(k, v)| (*k, (*v).to_owned())));
+    ServerProcess::start(&envs, dir).await
+}
+
 /// Runs the real binary: its logs are JSON (stdout is a file), carry the request's
 /// tenant and repository, and never contain a secret.
 #[tokio::test]
 async fn logs_are_structured_and_free_of_secrets() {
     let dir = tempfile::tempdir().unwrap();
-    let database = fresh_database().await;
-    let server = ServerProcess::start(
-        &[
-            ("DATABASE_URL", database),
-            (
-                "HOOKRELAY_SECRET_KEY",
-                crate::helpers::TEST_SECRET_KEY.into(),
-            ),
-        ],
-        dir.path(),
-    )
-    .await;
+    let server = logging_server(&[], dir.path()).await;
     let http = reqwest::Client::new();
     let tenant = tenant_at(&http, &server.address, "acme").await;
     let token = &tenant.token;
@@ -119,6 +122,7 @@ async fn logs_are_structured_and_free_of_secrets() {
                 && l["message"] == "request finished"
         })
         .expect("a log line for the webhook request");
+    assert_eq!(webhook_line["target"], "hookrelay::access");
     assert_eq!(webhook_line["span"]["repository_id"], repository["id"]);
     assert_eq!(webhook_line["span"]["tenant_id"], tenant.tenant_id);
     assert!(
@@ -126,6 +130,50 @@ async fn logs_are_structured_and_free_of_secrets() {
             .as_str()
             .is_some_and(|r| !r.is_empty())
     );
+}
+
+/// HOOKRELAY_ACCESS_LOG=failures keeps the lines of refused requests only: a
+/// stored webhook leaves none, one with a wrong signature leaves its 401.
+#[tokio::test]
+async fn the_access_log_can_keep_only_failures() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = logging_server(&[("HOOKRELAY_ACCESS_LOG", "failures")], dir.path()).await;
+    let http = reqwest::Client::new();
+    let tenant = tenant_at(&http, &server.address, "acme").await;
+    let repository = repository_at(&http, &server.address, &tenant.token, "acme/app").await;
+    let url = repository["webhook_url"].as_str().unwrap();
+    let body = br#"{"zen":"x"}"#;
+    for (delivery, secret, expected) in [
+        (
+            "good",
+            repository["webhook_secret"].as_str().unwrap(),
+            StatusCode::ACCEPTED,
+        ),
+        ("bad", "wrong", StatusCode::UNAUTHORIZED),
+    ] {
+        let response = http
+            .post(url)
+            .header("content-type", "application/json")
+            .header("x-github-event", "ping")
+            .header("x-github-delivery", delivery)
+            .header("x-hub-signature-256", sign(secret, body))
+            .body(body.to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), expected);
+    }
+    server.signal("TERM");
+    let mut server = server;
+    server.wait(Duration::from_secs(30)).await;
+    let statuses: Vec<u64> = server
+        .log()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| l["target"] == "hookrelay::access")
+        .map(|l| l["status"].as_u64().unwrap())
+        .collect();
+    assert_eq!(statuses, [401], "only the refused webhook is logged");
 }
 
 /// An OTLP/HTTP receiver: what was posted to /v1/traces, until it drops.

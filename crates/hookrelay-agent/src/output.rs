@@ -60,7 +60,7 @@ pub fn init_logging(args: &AgentArgs) -> anyhow::Result<TelemetryGuard> {
             .event_format(Text { color })
             .boxed()
     } else {
-        hookrelay_telemetry::json_logs()
+        hookrelay_telemetry::json_logs(std::io::stdout)
     };
     hookrelay_telemetry::init("hookrelay-agent", filter, logs)
 }

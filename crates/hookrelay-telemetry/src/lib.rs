@@ -68,9 +68,14 @@ impl LogFormat {
 /// A boxed log layer for [`init`].
 pub type LogLayer = Box<dyn Layer<Registry> + Send + Sync>;
 
-/// JSON lines, each with the fields of its event and of its innermost span.
-pub fn json_logs() -> LogLayer {
+/// JSON lines, each with the fields of its event and of its innermost span,
+/// written to `writer`.
+pub fn json_logs<W>(writer: W) -> LogLayer
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
     tracing_subscriber::fmt::layer()
+        .with_writer(writer)
         .json()
         .flatten_event(true)
         .with_current_span(true)
@@ -78,20 +83,72 @@ pub fn json_logs() -> LogLayer {
         .boxed()
 }
 
-/// Flushes exported traces when the process ends.
+/// The writer [`stdout_queue`] returns; cheap to clone.
+pub type LogWriter = tracing_appender::non_blocking::NonBlocking;
+
+/// How many log lines [`stdout_queue`] may hold for its writer thread.
+const QUEUED_LINES: usize = 16_384;
+
+static DROPPED_LINES: std::sync::OnceLock<tracing_appender::non_blocking::ErrorCounter> =
+    std::sync::OnceLock::new();
+
+/// Standard output behind a bounded queue and a writer thread of its own: a
+/// log line costs the request that logs it a copy into the queue, not a
+/// `write` (the thread writes what has queued in one go), and a slow reader
+/// of standard output (a stalled log collector, a full pipe) never holds up a
+/// request. When the queue is full, lines are dropped and counted
+/// ([`dropped_log_lines`]). Keep the guard until the process ends: dropping
+/// it writes what is queued.
+pub fn stdout_queue() -> (LogWriter, tracing_appender::non_blocking::WorkerGuard) {
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .buffered_lines_limit(QUEUED_LINES)
+        .lossy(true)
+        .thread_name("log-writer")
+        .finish(std::io::BufWriter::with_capacity(
+            64 * 1024,
+            std::io::stdout(),
+        ));
+    let _ = DROPPED_LINES.set(writer.error_counter());
+    (writer, guard)
+}
+
+/// Log lines [`stdout_queue`] dropped because its queue was full.
+pub fn dropped_log_lines() -> u64 {
+    DROPPED_LINES
+        .get()
+        .map_or(0, |counter| counter.dropped_lines() as u64)
+}
+
+/// Flushes exported traces and queued log lines when the process ends.
 #[must_use]
 pub struct TelemetryGuard {
     tracer_provider: Option<SdkTracerProvider>,
+    log_writer: Option<tracing_appender::non_blocking::WorkerGuard>,
 }
 
 impl TelemetryGuard {
+    /// Keeps the guard of [`stdout_queue`] until [`TelemetryGuard::shutdown`].
+    pub fn with_log_writer(mut self, guard: tracing_appender::non_blocking::WorkerGuard) -> Self {
+        self.log_writer = Some(guard);
+        self
+    }
+
     pub fn shutdown(self) {
         if let Some(provider) = self.tracer_provider
             && let Err(error) = provider.shutdown()
         {
             eprintln!("flushing traces failed: {error}");
         }
+        drop(self.log_writer);
     }
+}
+
+static TRACES_EXPORTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether [`init`] set up an exporter of traces: span fields that only
+/// traces show need not be recorded otherwise.
+pub fn traces_exported() -> bool {
+    TRACES_EXPORTED.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// Installs the global subscriber: `logs`, filtered by RUST_LOG or else
@@ -105,6 +162,10 @@ pub fn init(
     let filter =
         || EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new(default_filter));
     let tracer_provider = otlp_tracer_provider(service_name)?;
+    TRACES_EXPORTED.store(
+        tracer_provider.is_some(),
+        std::sync::atomic::Ordering::Relaxed,
+    );
     let otel = match &tracer_provider {
         Some(provider) => Some(
             tracing_opentelemetry::layer()
@@ -117,7 +178,10 @@ pub fn init(
         .with(logs.with_filter(filter()?))
         .with(otel)
         .try_init()?;
-    Ok(TelemetryGuard { tracer_provider })
+    Ok(TelemetryGuard {
+        tracer_provider,
+        log_writer: None,
+    })
 }
 
 fn otlp_tracer_provider(service_name: &'static str) -> anyhow::Result<Option<SdkTracerProvider>> {
