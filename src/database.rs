@@ -24,9 +24,9 @@ pub struct Database {
     embedded: Option<Embedded>,
 }
 
-/// The ingest pool's size: the server's one writer, the single-event retries
-/// of a failed batch, and the webhook targets' cache misses.
-pub const INGEST_CONNECTIONS: u32 = 4;
+/// The ingest pool's size: the writer's batches in flight (each retrying its
+/// events one by one if it fails), and the webhook targets' cache misses.
+pub const INGEST_CONNECTIONS: u32 = crate::relay::ingest::PIPELINE as u32 + 2;
 
 /// The embedded PostgreSQL, restarted by a supervisor if it dies.
 struct Embedded {

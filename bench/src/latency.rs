@@ -3,46 +3,115 @@
 
 use super::*;
 
-#[allow(clippy::too_many_arguments)]
+/// Where a latency run's events arrive: a hookrelay stream, or smee.io's
+/// server-sent events (`scenario smee`).
+pub(super) enum Subscriber {
+    Stream(tonic::Streaming<hookrelay::grpc::proto::Event>),
+    Sse {
+        response: reqwest::Response,
+        buffer: Vec<u8>,
+    },
+}
+
+impl Subscriber {
+    /// A stream of every repository's events after `after`.
+    pub(super) async fn stream(
+        grpc: &str,
+        token: &str,
+        consumer: String,
+        after: i64,
+    ) -> anyhow::Result<Self> {
+        let mut client = EventServiceClient::connect(grpc.to_owned())
+            .await?
+            .max_decoding_message_size(64 << 20);
+        Ok(Self::Stream(
+            stream_all(&mut client, token, consumer, after).await?,
+        ))
+    }
+
+    /// smee.io's channel at `url`, as its client subscribes (an EventSource).
+    pub(super) async fn sse(url: &str) -> anyhow::Result<Self> {
+        let response = reqwest::Client::new()
+            .get(url)
+            .header("accept", "text/event-stream")
+            .send()
+            .await?
+            .error_for_status()?;
+        Ok(Self::Sse {
+            response,
+            buffer: Vec::new(),
+        })
+    }
+
+    /// The delivery id of the next event that arrives; None when the
+    /// subscription ends.
+    async fn next(&mut self) -> anyhow::Result<Option<String>> {
+        match self {
+            Self::Stream(stream) => Ok(stream.message().await?.map(|event| event.delivery_id)),
+            // smee sends each webhook as `data: {…headers, "body": …}` (and
+            // pings and a ready event, which carry no delivery).
+            Self::Sse { response, buffer } => loop {
+                while let Some(end) = buffer.iter().position(|b| *b == b'\n') {
+                    let line: Vec<u8> = buffer.drain(..=end).collect();
+                    if let Some(data) = line.strip_prefix(b"data:")
+                        && let Ok(event) = serde_json::from_slice::<Value>(data)
+                        && let Some(delivery) = event["x-github-delivery"].as_str()
+                    {
+                        return Ok(Some(delivery.to_owned()));
+                    }
+                }
+                match response.chunk().await? {
+                    Some(chunk) => buffer.extend_from_slice(&chunk),
+                    None => return Ok(None),
+                }
+            },
+        }
+    }
+}
+
+/// A delivery id in the form of a UUID (smee.io refuses any other), unique
+/// per run (`run`) and webhook (`n`): a repeated delivery id is (rightly)
+/// stored once.
+fn delivery_id(run: &str, n: u64) -> String {
+    let run = run
+        .bytes()
+        .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(b.into()));
+    format!("{run:08x}-0000-4000-8000-{n:012x}")
+}
+
+/// Webhooks to `url` at `rate` per second (0: as fast as 64 workers go) for
+/// `seconds` while `subscriber` receives them: POST → received latencies.
 pub(super) async fn load_latency(
+    mut subscriber: Subscriber,
     url: &str,
-    grpc: &str,
-    token: &str,
     secret: &str,
     body: &[u8],
     rate: f64,
     seconds: f64,
-    after: i64,
     prefix: &str,
 ) -> anyhow::Result<LatencyLoad> {
-    let mut client = EventServiceClient::connect(grpc.to_owned())
-        .await?
-        .max_decoding_message_size(64 << 20);
-    let mut stream = stream_all(&mut client, token, format!("{prefix}-latency"), after).await?;
     let sent: Arc<std::sync::Mutex<HashMap<String, u64>>> = Arc::default();
-    let progress = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
-    // Unique per run: a repeated delivery id is (rightly) stored once.
-    let stop = format!("{prefix}-stop");
+    let progress = Arc::new(AtomicU64::new(0));
+    let stop = delivery_id(prefix, 0xffff_ffff_ffff);
     let received = tokio::spawn({
         let (sent, progress, stop) = (sent.clone(), progress.clone(), stop.clone());
         async move {
             let mut latencies = Vec::new();
             loop {
-                let event = match stream.message().await {
-                    Ok(Some(event)) => event,
+                let delivery = match subscriber.next().await {
+                    Ok(Some(delivery)) => delivery,
                     Ok(None) => break,
-                    Err(status) => {
-                        eprintln!("latency stream ended: {status:?}");
+                    Err(error) => {
+                        eprintln!("latency subscription ended: {error:#}");
                         break;
                     }
                 };
-                progress.0.fetch_add(1, Ordering::Relaxed);
-                progress.1.store(event.id as u64, Ordering::Relaxed);
                 let at = now_micros();
-                if event.delivery_id == stop {
+                progress.fetch_add(1, Ordering::Relaxed);
+                if delivery == stop {
                     break;
                 }
-                if let Some(t) = sent.lock().unwrap().get(&event.delivery_id) {
+                if let Some(t) = sent.lock().unwrap().get(&delivery) {
                     latencies.push(at.saturating_sub(*t) as f64 / 1000.0);
                 }
             }
@@ -96,9 +165,8 @@ pub(super) async fn load_latency(
     let mut latencies = match tokio::time::timeout(Duration::from_secs(60), received).await {
         Ok(latencies) => latencies?,
         Err(_) => bail!(
-            "the stream did not deliver the run's last event within 60 s: {} events received, the last id {}",
-            progress.0.load(Ordering::Relaxed),
-            progress.1.load(Ordering::Relaxed)
+            "the subscriber did not receive the run's last event within 60 s: {} events received",
+            progress.load(Ordering::Relaxed),
         ),
     };
     latencies.sort_by(f64::total_cmp);
@@ -136,7 +204,7 @@ pub(super) struct Poster {
 
 impl Poster {
     pub(super) async fn send(self, n: u64) {
-        let delivery = format!("{}-{n}", self.prefix);
+        let delivery = delivery_id(&self.prefix, n);
         self.sent
             .lock()
             .unwrap()

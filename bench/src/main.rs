@@ -3,7 +3,8 @@
 //! It starts a fresh PostgreSQL (fsync on) and the release server, drives each
 //! scenario with load generators in separate processes (this binary, re-executed
 //! with a `load-*` subcommand), prints a table with the machine's details and
-//! writes JSON. Scenarios: ingest, latency, fanout, catchup, agent, envoy.
+//! writes JSON. Scenarios: ingest, latency, fanout, catchup, agent, envoy, refs,
+//! ha, exchange, neighbours, smee.
 #![forbid(unsafe_code)]
 
 mod agent;
@@ -17,6 +18,7 @@ mod ingest;
 mod latency;
 mod messages;
 mod neighbours;
+mod smee;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -37,7 +39,7 @@ use messages::{CatchupLoad, FanoutLoad, IngestLoad, LatencyLoad};
 use serde_json::{Value, json};
 
 const SECRET_KEY: &str = "YmVuY2htYXJrLWtleS1lbmNyeXB0aW9uLWtleS0zMmI=";
-const ALL: [&str; 10] = [
+const ALL: [&str; 11] = [
     "ingest",
     "latency",
     "fanout",
@@ -48,6 +50,7 @@ const ALL: [&str; 10] = [
     "ha",
     "exchange",
     "neighbours",
+    "smee",
 ];
 
 #[derive(Parser)]
@@ -58,7 +61,8 @@ const ALL: [&str; 10] = [
 struct Cli {
     #[command(subcommand)]
     load: Option<Generator>,
-    /// Scenarios to run (default: all): ingest, latency, fanout, catchup, agent, envoy, refs, ha.
+    /// Scenarios to run (default: all): ingest, latency, fanout, catchup, agent, envoy, refs, ha,
+    /// exchange, neighbours, smee (needs SMEE_DIR).
     scenarios: Vec<String>,
     /// The `hookrelay` binary to benchmark (default: the one beside this runner),
     /// e.g. an older build, for runs that alternate two versions.
@@ -105,6 +109,16 @@ enum Generator {
         rate: f64,
         seconds: f64,
         after: i64,
+        prefix: String,
+    },
+    /// smee.io's latency: webhooks to a channel at a fixed rate while its
+    /// server-sent events receive them.
+    #[command(hide = true, name = "load-latency-sse")]
+    SseLatency {
+        url: String,
+        body: PathBuf,
+        rate: f64,
+        seconds: f64,
         prefix: String,
     },
     /// N idle streams; prints "ready", then the receipt time of the first event on each.
@@ -229,19 +243,28 @@ async fn run_load(load: Generator) -> anyhow::Result<()> {
             seconds,
             after,
             prefix,
-        } => latency::load_latency(
-            &url,
-            &grpc,
-            &token,
-            &secret,
-            &std::fs::read(body)?,
+        } => {
+            let subscriber =
+                latency::Subscriber::stream(&grpc, &token, format!("{prefix}-latency"), after)
+                    .await?;
+            let body = std::fs::read(body)?;
+            latency::load_latency(subscriber, &url, &secret, &body, rate, seconds, &prefix)
+                .await
+                .map(|r| serde_json::to_string(&r))??
+        }
+        Generator::SseLatency {
+            url,
+            body,
             rate,
             seconds,
-            after,
-            &prefix,
-        )
-        .await
-        .map(|r| serde_json::to_string(&r))??,
+            prefix,
+        } => {
+            let subscriber = latency::Subscriber::sse(&url).await?;
+            let body = std::fs::read(body)?;
+            latency::load_latency(subscriber, &url, "smee", &body, rate, seconds, &prefix)
+                .await
+                .map(|r| serde_json::to_string(&r))??
+        }
         Generator::Fanout {
             grpc,
             token,
@@ -382,6 +405,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             "ha" => bench.ha().await,
             "exchange" => bench.exchange().await,
             "neighbours" => bench.neighbours().await,
+            "smee" => bench.smee().await,
             _ => unreachable!(),
         }
         .with_context(|| format!("scenario {scenario}"));
