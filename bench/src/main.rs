@@ -479,7 +479,9 @@ impl Bench {
                 // far past the default quota (200/s, bursts of 2,000).
                 .env("HOOKRELAY_QUOTA_WEBHOOKS_PER_SECOND", "10000000")
                 .env("HOOKRELAY_QUOTA_WEBHOOK_BURST", "10000000")
-                .env("RUST_LOG", "warn")
+                // As production runs: the default log level, the access log
+                // on, JSON lines to a file.
+                .env_remove("RUST_LOG")
                 .stdout(std::fs::File::create(dir.join("server.log"))?),
         )?;
         let http = format!("http://127.0.0.1:{http_port}");
