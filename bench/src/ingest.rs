@@ -199,11 +199,19 @@ impl Bench {
     fn wrk(&self, concurrency: usize, seconds: f64) -> anyhow::Result<(u64, f64)> {
         let script = repo_root().join("bench/wrk/push.lua");
         let output = Command::new(tool("wrk")?)
-            .args(["-t2", &format!("-c{concurrency}"), &format!("-d{seconds:.0}s"), "-s"])
+            .args([
+                "-t2",
+                &format!("-c{concurrency}"),
+                &format!("-d{seconds:.0}s"),
+                "-s",
+            ])
             .arg(&script)
             .arg(format!("{}/v1/webhooks/{}", self.http, self.repository))
             .env("WRK_BODY", &self.body)
-            .env("WRK_SIGNATURE", sign(&self.secret, &std::fs::read(&self.body)?))
+            .env(
+                "WRK_SIGNATURE",
+                sign(&self.secret, &std::fs::read(&self.body)?),
+            )
             .output()
             .context("wrk (apt-get install wrk)")?;
         let text = String::from_utf8_lossy(&output.stdout);
