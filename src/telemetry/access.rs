@@ -146,12 +146,15 @@ struct Timestamp;
 impl Serialize for Timestamp {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let now = time::OffsetDateTime::now_utc();
-        let now = now
-            .replace_nanosecond(now.microsecond() * 1_000)
-            .unwrap_or(now);
-        let text = now
-            .format(&time::format_description::well_known::Rfc3339)
-            .map_err(serde::ser::Error::custom)?;
-        serializer.serialize_str(&text)
+        serializer.collect_str(&format_args!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
+            now.year(),
+            u8::from(now.month()),
+            now.day(),
+            now.hour(),
+            now.minute(),
+            now.second(),
+            now.microsecond()
+        ))
     }
 }

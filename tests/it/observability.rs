@@ -123,6 +123,17 @@ async fn logs_are_structured_and_free_of_secrets() {
         })
         .expect("a log line for the webhook request");
     assert_eq!(webhook_line["target"], "hookrelay::access");
+    // As tracing writes every other line's: RFC 3339, UTC, to the microsecond.
+    let timestamp = webhook_line["timestamp"].as_str().unwrap();
+    assert_eq!(
+        timestamp.len(),
+        "2026-12-06T15:29:32.977820Z".len(),
+        "{timestamp}"
+    );
+    assert!(
+        time::OffsetDateTime::parse(timestamp, &time::format_description::well_known::Rfc3339)
+            .is_ok()
+    );
     assert_eq!(webhook_line["span"]["repository_id"], repository["id"]);
     assert_eq!(webhook_line["span"]["tenant_id"], tenant.tenant_id);
     assert!(
