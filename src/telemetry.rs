@@ -28,7 +28,7 @@ pub fn text_logs() -> bool {
 }
 
 /// Which requests the access log records (HOOKRELAY_ACCESS_LOG): a line per
-/// request costs about 10 µs of CPU (docs/benchmarks.md), a fifth of what a
+/// request costs 2–5 µs of CPU (docs/benchmarks.md), under a tenth of what a
 /// webhook costs in all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AccessLog {
