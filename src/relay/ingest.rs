@@ -12,18 +12,28 @@
 //! flush. After each commit the streams are woken (`StreamHub::committed`),
 //! never inside it.
 //!
+//! The writer keeps the connections its batches used (`Connections`) and
+//! takes the most recently used first: the next batch goes to the database
+//! backend that ran the last one, still warm, and neither the pool's check
+//! on handing a connection out nor the one on taking it back (a round trip
+//! each) is on a webhook's path.
+//!
 //! Order: within a repository, ids follow the order in which batches draw
 //! them (`crate::store::event`), and a webhook answered before another
 //! arrives always has the lower id. Two webhooks of one repository in flight
 //! at the same time are ordered by their draws, as they are when two servers
 //! take them; within a batch, by arrival.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
+use sqlx::pool::PoolConnection;
+use sqlx::{Connection, Postgres};
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 
 use crate::error::Error;
 use crate::relay::StreamHub;
+use crate::store;
 use crate::store::event::{self, Ingested, NewEvent};
 
 const MAX_BATCH_EVENTS: usize = 256;
@@ -78,6 +88,7 @@ async fn write_batches(
     // Each batch in flight reports its size when it has committed.
     let mut in_flight = tokio::task::JoinSet::new();
     let mut events_in_flight = 0;
+    let connections = Arc::new(Connections::default());
     let landed = |done: Option<Result<usize, tokio::task::JoinError>>, events: &mut usize| {
         *events = events.saturating_sub(done.and_then(Result::ok).unwrap_or(0));
     };
@@ -108,10 +119,10 @@ async fn write_batches(
             }
         }
         events_in_flight += batch.len();
-        let (pool, streams) = (pool.clone(), streams.clone());
+        let (pool, streams, connections) = (pool.clone(), streams.clone(), connections.clone());
         in_flight.spawn(async move {
             let events = batch.len();
-            write(&pool, batch).await;
+            write(&pool, &connections, batch).await;
             streams.committed();
             events
         });
@@ -119,9 +130,9 @@ async fn write_batches(
     while in_flight.join_next().await.is_some() {}
 }
 
-async fn write(pool: &sqlx::PgPool, batch: Vec<(NewEvent, Reply)>) {
+async fn write(pool: &sqlx::PgPool, connections: &Connections, batch: Vec<(NewEvent, Reply)>) {
     let (events, replies): (Vec<NewEvent>, Vec<Reply>) = batch.into_iter().unzip();
-    match event::insert_batch(pool, &events).await {
+    match connections.insert(pool, &events).await {
         Ok(outcomes) => {
             for (reply, outcome) in replies.into_iter().zip(outcomes) {
                 let _ = reply.send(Ok(outcome));
@@ -138,7 +149,8 @@ async fn write(pool: &sqlx::PgPool, batch: Vec<(NewEvent, Reply)>) {
         // fail its neighbours: retry each on its own.
         Err(_) => {
             for (event, reply) in events.into_iter().zip(replies) {
-                let outcome = event::insert_batch(pool, std::slice::from_ref(&event))
+                let outcome = connections
+                    .insert(pool, std::slice::from_ref(&event))
                     .await
                     .and_then(|mut o| {
                         o.pop()
@@ -146,6 +158,77 @@ async fn write(pool: &sqlx::PgPool, batch: Vec<(NewEvent, Reply)>) {
                     });
                 let _ = reply.send(outcome);
             }
+        }
+    }
+}
+
+/// The writer's connections at rest, the most recently used last.
+#[derive(Debug, Default)]
+struct Connections(Mutex<Vec<(PoolConnection<Postgres>, Instant)>>);
+
+impl Connections {
+    /// Stores `events` on a connection of the writer's (or a new one from
+    /// `pool`). The connection is kept after a commit and closed after any
+    /// error, so a broken one is never used twice. A connection that broke at
+    /// rest (its backend terminated, a proxy's timeout) fails its first use:
+    /// the batch is tried once more on one fresh from the pool, as a pool that
+    /// checks every connection it hands out would have given it.
+    async fn insert(
+        &self,
+        pool: &sqlx::PgPool,
+        events: &[NewEvent],
+    ) -> Result<Vec<Ingested>, Error> {
+        let mut connection = self.take(pool).await?;
+        let mut outcome = event::insert_batch(&mut connection, events).await;
+        if let Err(Error::Database(error)) = &outcome
+            && crate::error::database_unavailable(error)
+        {
+            connection.close_on_drop();
+            drop(connection);
+            connection = Self::checked(pool).await?;
+            outcome = event::insert_batch(&mut connection, events).await;
+        }
+        if outcome.is_ok() {
+            self.0
+                .lock()
+                .expect("not poisoned")
+                .push((connection, Instant::now()));
+        } else {
+            connection.close_on_drop();
+        }
+        outcome
+    }
+
+    /// A connection from `pool` that answers a ping: after one broke, the
+    /// others may have broken with it (a restarted database) however
+    /// recently they were used.
+    async fn checked(pool: &sqlx::PgPool) -> Result<PoolConnection<Postgres>, Error> {
+        let mut tries = pool.options().get_max_connections();
+        loop {
+            let mut connection = pool.acquire().await?;
+            match connection.ping().await {
+                Ok(()) => return Ok(connection),
+                Err(error) if tries == 0 => return Err(error.into()),
+                Err(_) => {
+                    connection.close_on_drop();
+                    tries -= 1;
+                }
+            }
+        }
+    }
+
+    /// The most recently used connection; one idle for longer than the pool
+    /// lets a connection rest unchecked is pinged first, as the pool would.
+    async fn take(&self, pool: &sqlx::PgPool) -> Result<PoolConnection<Postgres>, Error> {
+        loop {
+            let rested = self.0.lock().expect("not poisoned").pop();
+            let Some((mut connection, used)) = rested else {
+                return Ok(pool.acquire().await?);
+            };
+            if used.elapsed() <= store::PING_IDLE_AFTER || connection.ping().await.is_ok() {
+                return Ok(connection);
+            }
+            connection.close_on_drop();
         }
     }
 }

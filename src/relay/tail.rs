@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::PgPool;
+use sqlx::postgres::PgListener;
 
 use super::StreamHub;
 use crate::domain::{EventId, Horizon, TenantId};
@@ -118,10 +119,12 @@ impl StreamHub {
 
     /// Reads the tail's tenants' events committed since the tail's end into
     /// it; returns the new end (None: the tail rests, no stream reads it) and
-    /// what is held back (see `TailRead`).
+    /// what is held back (see `TailRead`). It reads on the listener's own
+    /// connection: no pool checks (a round trip each) between a commit and
+    /// its streams, and the same warm database backend every time.
     pub(super) async fn extend_tail(
         &self,
-        pool: &PgPool,
+        db: &mut PgListener,
     ) -> Result<(Option<Horizon>, Option<Horizon>), crate::error::Error> {
         let (generation, known, start, tenants) = {
             let tail = self.tail.read().expect("tail lock");
@@ -139,7 +142,7 @@ impl StreamHub {
             return Ok((None, None));
         }
         if !known {
-            let horizon = store::event::horizon(pool).await?;
+            let horizon = store::event::horizon(&mut *db).await?;
             let mut tail = self.tail.write().expect("tail lock");
             if tail.generation == generation {
                 tail.restart(Some(horizon));
@@ -149,7 +152,7 @@ impl StreamHub {
         let mut position = (start, EventId::ZERO);
         let mut read_events = Vec::new();
         let (horizon, held_back) = loop {
-            let read = store::event::tail_after(pool, position, &tenants, TAIL_FETCH).await?;
+            let read = store::event::tail_after(&mut *db, position, &tenants, TAIL_FETCH).await?;
             let complete = (read.events.len() as i64) < TAIL_FETCH;
             if let Some(last) = read.events.last() {
                 position = (last.txid, last.event_id);

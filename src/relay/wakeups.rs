@@ -133,7 +133,7 @@ impl StreamHub {
                     if !wake {
                         continue;
                     }
-                    match self.extend_tail(&pool).await.map_err(protocol)? {
+                    match self.extend_tail(&mut listener).await.map_err(protocol)? {
                         (Some(high), held_back) => {
                             held.update(&pool, high, held_back).await;
                             self.latest.send_if_modified(|latest| {

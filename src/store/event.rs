@@ -111,7 +111,10 @@ pub enum Ingested {
 /// Inserts a batch in one statement (its own transaction) and returns one
 /// outcome per event, in order. A failure fails the whole batch; the caller
 /// retries events one by one.
-pub async fn insert_batch(pool: &PgPool, events: &[NewEvent]) -> Result<Vec<Ingested>, Error> {
+pub async fn insert_batch(
+    conn: &mut sqlx::PgConnection,
+    events: &[NewEvent],
+) -> Result<Vec<Ingested>, Error> {
     let mut tenant_ids = Vec::with_capacity(events.len());
     let mut repository_ids = Vec::with_capacity(events.len());
     let mut providers = Vec::with_capacity(events.len());
@@ -153,7 +156,7 @@ pub async fn insert_batch(pool: &PgPool, events: &[NewEvent]) -> Result<Vec<Inge
     .bind(&branches)
     .bind(&tags)
     .bind(&traceparents)
-    .fetch_all(pool)
+    .fetch_all(&mut *conn)
     .await
     .map_err(|e| match violated_constraint(&e) {
         // The repository was deleted between the signature check and the insert.
@@ -181,7 +184,7 @@ pub async fn insert_batch(pool: &PgPool, events: &[NewEvent]) -> Result<Vec<Inge
         )
         .bind(&repository_ids)
         .bind(&delivery_ids)
-        .fetch_all(pool)
+        .fetch_all(&mut *conn)
         .await?;
         for (i, event) in events.iter().enumerate() {
             if outcomes[i].is_none() {
@@ -537,9 +540,9 @@ macro_rules! snapshot_horizon {
 }
 
 /// The horizon of a snapshot taken now: every transaction below it has ended.
-pub async fn horizon(pool: &PgPool) -> Result<Horizon, Error> {
+pub async fn horizon(db: impl sqlx::PgExecutor<'_>) -> Result<Horizon, Error> {
     let horizon = sqlx::query_scalar(concat!("select ", snapshot_horizon!()))
-        .fetch_one(pool)
+        .fetch_one(db)
         .await?;
     Ok(horizon)
 }
@@ -577,7 +580,7 @@ pub struct TailRead {
 /// tenants with open streams on this server are read, so a server's database
 /// egress follows its own streams, not the fleet's traffic.
 pub async fn tail_after(
-    pool: &PgPool,
+    db: impl sqlx::PgExecutor<'_>,
     position: (Horizon, EventId),
     tenants: &[uuid::Uuid],
     limit: i64,
@@ -601,7 +604,7 @@ pub async fn tail_after(
     .bind(position.1)
     .bind(tenants)
     .bind(limit)
-    .fetch_all(pool)
+    .fetch_all(db)
     .await?;
     let mut read = TailRead {
         events: Vec::with_capacity(rows.len()),

@@ -30,7 +30,7 @@ use crate::secrets::SecretKey;
 pub static MIGRATOR: Migrator = sqlx::migrate!();
 
 /// A connection idle longer than this is pinged before it is handed out.
-const PING_IDLE_AFTER: Duration = Duration::from_secs(1);
+pub const PING_IDLE_AFTER: Duration = Duration::from_secs(1);
 
 /// The pool every query runs on. sqlx pings each connection before handing it
 /// out (and again when it comes back): a database round trip on the webhook's

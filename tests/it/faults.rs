@@ -333,3 +333,37 @@ async fn readiness_turns_503_while_commits_fail_for_a_storage_reason() {
     assert_eq!(response.status(), StatusCode::ACCEPTED);
     assert_eq!(ready().await, StatusCode::OK, "a commit succeeded again");
 }
+
+/// The database drops every connection between two webhooks (a restart, a
+/// failover, an administrator), a moment after the last one was used: the
+/// next webhooks are stored on new connections, not answered 503.
+#[tokio::test]
+async fn webhooks_right_after_the_database_dropped_every_connection_are_stored() {
+    use sqlx::Connection;
+    let app = spawn_app().await;
+    let tenant = app.tenant("dropped").await;
+    let repository = app.repository(&tenant, "acme/dropped").await;
+    let database: String = sqlx::query_scalar("select current_database()")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    let mut admin = sqlx::PgConnection::connect(&crate::helpers::admin_url())
+        .await
+        .unwrap();
+    for round in 0..3 {
+        let before = app.push(&repository, &format!("before-{round}")).await;
+        let dropped: Vec<bool> = sqlx::query_scalar(
+            "select pg_terminate_backend(pid) from pg_stat_activity \
+             where datname = $1 and pid <> pg_backend_pid()",
+        )
+        .bind(&database)
+        .fetch_all(&mut admin)
+        .await
+        .unwrap();
+        assert!(dropped.contains(&true), "no connection to drop");
+        // At once, and again: every connection the writer held is gone.
+        let after = app.push(&repository, &format!("after-{round}")).await;
+        let again = app.push(&repository, &format!("again-{round}")).await;
+        assert!(before < after && after < again, "{before} {after} {again}");
+    }
+}
