@@ -263,13 +263,14 @@ impl Bench {
         Ok((single, batched))
     }
 
-    /// pgbench with `script` for `seconds`: transactions per second.
-    pub(super) fn pgbench_run(
+    /// pgbench with `script` by `clients` for `seconds`, plus `extra` arguments.
+    fn pgbench_output(
         &self,
         script: &std::path::Path,
         clients: u32,
         seconds: u64,
-    ) -> anyhow::Result<f64> {
+        extra: &[&str],
+    ) -> anyhow::Result<String> {
         let output = Command::new(tool("pgbench")?)
             .args([
                 "-n",
@@ -291,19 +292,81 @@ impl Bench {
                 &clients.to_string(),
                 "-T",
                 &seconds.to_string(),
-                "postgres",
             ])
+            .args(extra)
+            .arg("postgres")
             .output()?;
-        let text = String::from_utf8_lossy(&output.stdout);
+        let text = String::from_utf8_lossy(&output.stdout).into_owned();
+        anyhow::ensure!(
+            output.status.success() && text.lines().any(|l| l.starts_with("tps")),
+            "pgbench failed: {text}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        Ok(text)
+    }
+
+    /// pgbench with `script` for `seconds`: transactions per second.
+    pub(super) fn pgbench_run(
+        &self,
+        script: &std::path::Path,
+        clients: u32,
+        seconds: u64,
+    ) -> anyhow::Result<f64> {
+        let text = self.pgbench_output(script, clients, seconds, &[])?;
         text.lines()
             .find(|l| l.starts_with("tps"))
             .and_then(|l| l.split_whitespace().nth(2)?.parse().ok())
-            .with_context(|| {
-                format!(
-                    "pgbench printed no tps: {text}{}",
-                    String::from_utf8_lossy(&output.stderr)
-                )
-            })
+            .with_context(|| format!("pgbench printed no tps: {text}"))
+    }
+
+    /// One pgbench client running `script` at `rate` per second (open loop,
+    /// `-R`) for `seconds`: the p50 and p99 of each transaction's own time in
+    /// ms, from its per-transaction log (the schedule lag left out). A commit
+    /// after an idle gap costs more than one right after another, so the
+    /// floor of a webhook arriving at a rate is measured at that rate.
+    pub(super) fn pgbench_latency(
+        &self,
+        script: &std::path::Path,
+        rate: f64,
+        seconds: u64,
+    ) -> anyhow::Result<(f64, f64)> {
+        let prefix = self
+            .dir
+            .join(format!("pgbench-rate{rate:.0}-{}", now_micros()));
+        let rate = format!("{rate:.0}");
+        let prefix_arg = format!("--log-prefix={}", prefix.display());
+        self.pgbench_output(script, 1, seconds, &["-R", &rate, "-l", &prefix_arg])?;
+        // -l writes <prefix>.<pid>: one line per transaction, its time in µs third.
+        let name = prefix
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        let mut times = Vec::new();
+        for entry in std::fs::read_dir(&self.dir)? {
+            let entry = entry?;
+            if entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with(&format!("{name}."))
+            {
+                for line in std::fs::read_to_string(entry.path())?.lines() {
+                    if let Some(us) = line
+                        .split_whitespace()
+                        .nth(2)
+                        .and_then(|t| t.parse::<f64>().ok())
+                    {
+                        times.push(us / 1000.0);
+                    }
+                }
+            }
+        }
+        anyhow::ensure!(
+            !times.is_empty(),
+            "pgbench -l wrote no transactions under {}",
+            prefix.display()
+        );
+        times.sort_by(f64::total_cmp);
+        Ok((percentile(&times, 50.0), percentile(&times, 99.0)))
     }
 
     pub(super) async fn pgbench(&self) -> anyhow::Result<Vec<Value>> {

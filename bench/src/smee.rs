@@ -2,7 +2,8 @@
 //! and 500/s, open loop, POST → received by a subscriber (smee's server-sent
 //! events; hookrelay's `StreamEvents`), alternating smee, hookrelay, smee,
 //! hookrelay, smee on one machine, with the floor of a durable write beside
-//! them: one commit of the same row by one pgbench client.
+//! them: one commit of the same row by one pgbench client, back to back and
+//! at each rate.
 //!
 //! smee.io keeps events in memory and checks nothing; hookrelay verifies the
 //! signature and commits each event (fsync on) before it answers and streams
@@ -52,6 +53,8 @@ impl Bench {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         let seconds = self.seconds(10.0);
+        let (single, _) = self.pgbench_scripts().await?;
+        let append = self.pgbench_append_script().await?;
         let mut results = serde_json::Map::new();
         for rate in RATES {
             let (mut smee_runs, mut relay_runs) = (Vec::new(), Vec::new());
@@ -76,6 +79,10 @@ impl Bench {
             }
             let (smee_p50, smee_p99) = medians(&smee_runs);
             let (relay_p50, relay_p99) = medians(&relay_runs);
+            let (commit_p50, commit_p99) =
+                medians_of(&relay_runs, |r| (r.commit_p50_ms, r.commit_p99_ms));
+            let (floor_p50, floor_p99) = self.pgbench_latency(&single, rate, seconds as u64)?;
+            let (append_p50, append_p99) = self.pgbench_latency(&append, rate, seconds as u64)?;
             self.row(
                 "smee",
                 format!("{rate:.0}/s smee.io: POST→SSE p50/p99 ms"),
@@ -94,13 +101,37 @@ impl Bench {
                 format!("{:.2} / {:.2}", relay_p50 / smee_p50, relay_p99 / smee_p99),
                 "≤ 1.0 (issue 33)",
             );
+            self.row(
+                "smee",
+                format!("{rate:.0}/s hookrelay: POST→2xx (committed) p50/p99 ms"),
+                format!("{commit_p50:.1}/{commit_p99:.1}"),
+                format!("medians of {} runs", relay_runs.len()),
+            );
+            self.row(
+                "smee",
+                format!("{rate:.0}/s floor: one commit of the row at this rate p50/p99 ms"),
+                format!("{floor_p50:.2}/{floor_p99:.2}"),
+                "pgbench -R, 1 client, fsync on",
+            );
+            self.row(
+                "smee",
+                format!("{rate:.0}/s hookrelay's append_events at this rate p50/p99 ms"),
+                format!("{append_p50:.2}/{append_p99:.2}"),
+                "pgbench -R, 1 client, one event",
+            );
             results.insert(
                 format!("{rate:.0}"),
-                json!({"smee": smee_runs, "hookrelay": relay_runs}),
+                json!({
+                    "smee": smee_runs,
+                    "hookrelay": relay_runs,
+                    "commit_floor_p50_ms": floor_p50,
+                    "commit_floor_p99_ms": floor_p99,
+                    "append_events_p50_ms": append_p50,
+                    "append_events_p99_ms": append_p99,
+                }),
             );
         }
-        let (single, _) = self.pgbench_scripts().await?;
-        let tps = self.pgbench_run(&single, 1, self.seconds(10.0) as u64)?;
+        let tps = self.pgbench_run(&single, 1, seconds as u64)?;
         self.row(
             "smee",
             "floor: one commit of the row (pgbench, 1 client) ms",
@@ -113,14 +144,46 @@ impl Bench {
     }
 }
 
-/// The medians of the runs' p50 and p99.
+impl Bench {
+    /// A pgbench script appending one event of the bench's repository the way
+    /// hookrelay's ingest does (`append_events`, one event per call): the
+    /// database's share of a webhook's commit, without HTTP or the relay.
+    async fn pgbench_append_script(&self) -> anyhow::Result<PathBuf> {
+        let tenant: String = sqlx::query_scalar(
+            "select tenant_id::text from repository where repository_id = $1::uuid",
+        )
+        .bind(&self.repository)
+        .fetch_one(&self.pool)
+        .await?;
+        let body = hex::encode(std::fs::read(&self.body)?);
+        let script = self.dir.join("pgbench-append.sql");
+        std::fs::write(
+            &script,
+            format!(
+                "select * from append_events(array['{tenant}']::uuid[], array['{}']::uuid[], array['github'], \
+                 array['push'], array[gen_random_uuid()::text], array[now()], \
+                 array['[[\"content-type\",\"application/json\"]]'::jsonb], array['\\x{body}'::bytea], \
+                 array[null::text], array[null::text], array[null::text]);\n",
+                self.repository
+            ),
+        )?;
+        Ok(script)
+    }
+}
+
+/// The medians of the runs' p50 and p99 (POST → received).
 fn medians(runs: &[LatencyLoad]) -> (f64, f64) {
+    medians_of(runs, |r| (r.p50_ms, r.p99_ms))
+}
+
+/// The medians of a pair of figures over the runs.
+fn medians_of(runs: &[LatencyLoad], pick: impl Fn(&LatencyLoad) -> (f64, f64)) -> (f64, f64) {
     let median = |mut values: Vec<f64>| {
         values.sort_by(f64::total_cmp);
         values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
     };
     (
-        median(runs.iter().map(|r| r.p50_ms).collect()),
-        median(runs.iter().map(|r| r.p99_ms).collect()),
+        median(runs.iter().map(|r| pick(r).0).collect()),
+        median(runs.iter().map(|r| pick(r).1).collect()),
     )
 }
