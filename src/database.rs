@@ -24,8 +24,9 @@ pub struct Database {
     embedded: Option<Embedded>,
 }
 
-/// The ingest pool's size: the writer's batches in flight (each retrying its
-/// events one by one if it fails), and the webhook targets' cache misses.
+/// The ingest pool's size: the writer's batches in flight, whose connections
+/// it keeps between batches (`relay::ingest`), and two more for the webhook
+/// targets' cache misses and a batch's retry on a checked connection.
 pub const INGEST_CONNECTIONS: u32 = crate::relay::ingest::PIPELINE as u32 + 2;
 
 /// The embedded PostgreSQL, restarted by a supervisor if it dies.
