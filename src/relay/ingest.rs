@@ -162,7 +162,9 @@ async fn write(pool: &sqlx::PgPool, connections: &Connections, batch: Vec<(NewEv
     }
 }
 
-/// The writer's connections at rest, the most recently used last.
+/// The writer's connections at rest, the most recently used last. They are
+/// kept for as long as they work: the pool's maximum lifetime applies only to
+/// connections resting in the pool.
 #[derive(Debug, Default)]
 struct Connections(Mutex<Vec<(PoolConnection<Postgres>, Instant)>>);
 
