@@ -415,6 +415,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     // Our sessions end before PostgreSQL's smart shutdown waits on them.
     bench.pool.close().await;
+    if outcome.is_err() {
+        eprintln!(
+            "the server's and PostgreSQL's logs are kept in {}",
+            bench.dir.display()
+        );
+    }
     outcome?;
     println!();
     println!(
@@ -430,6 +436,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let report = json!({ "machine": machine, "quick": cli.quick, "results": bench.results });
     std::fs::write(&cli.out, serde_json::to_string_pretty(&report)?)?;
     println!("\nwrote {}", cli.out.display());
+    // After a successful run the scratch directory (its database, hundreds of
+    // MB) goes, once the server and PostgreSQL have stopped.
+    let dir = bench.dir.clone();
+    drop(bench);
+    if let Err(error) = std::fs::remove_dir_all(&dir) {
+        eprintln!("cannot remove {}: {error}", dir.display());
+    }
     Ok(())
 }
 
