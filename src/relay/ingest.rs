@@ -227,7 +227,10 @@ impl Connections {
             let Some((mut connection, used)) = rested else {
                 return Ok(pool.acquire().await?);
             };
-            if used.elapsed() <= store::PING_IDLE_AFTER || connection.ping().await.is_ok() {
+            if store::check_if_idle(&mut connection, used.elapsed())
+                .await
+                .is_ok()
+            {
                 return Ok(connection);
             }
             connection.close_on_drop();

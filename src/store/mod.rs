@@ -30,7 +30,20 @@ use crate::secrets::SecretKey;
 pub static MIGRATOR: Migrator = sqlx::migrate!();
 
 /// A connection idle longer than this is pinged before it is handed out.
-pub const PING_IDLE_AFTER: Duration = Duration::from_secs(1);
+const PING_IDLE_AFTER: Duration = Duration::from_secs(1);
+
+/// Pings a connection that has rested `idle_for`, if that is longer than
+/// `PING_IDLE_AFTER`: the pool's rule, and the ingest writer's for the
+/// connections it keeps.
+pub async fn check_if_idle(
+    conn: &mut sqlx::PgConnection,
+    idle_for: Duration,
+) -> Result<(), sqlx::Error> {
+    if idle_for > PING_IDLE_AFTER {
+        sqlx::Connection::ping(conn).await?;
+    }
+    Ok(())
+}
 
 /// The pool every query runs on. sqlx pings each connection before handing it
 /// out (and again when it comes back): a database round trip on the webhook's
@@ -46,9 +59,7 @@ pub async fn connect(options: PgConnectOptions, max_connections: u32) -> anyhow:
         .test_before_acquire(false)
         .before_acquire(|conn, meta| {
             Box::pin(async move {
-                if meta.idle_for > PING_IDLE_AFTER {
-                    sqlx::Connection::ping(conn).await?;
-                }
+                check_if_idle(conn, meta.idle_for).await?;
                 Ok(true)
             })
         })
