@@ -152,6 +152,11 @@ pub struct OutcomeLabels {
     pub outcome: &'static str,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabels {
+    pub source: &'static str,
+}
+
 /// The application's Prometheus metrics.
 #[derive(Debug)]
 pub struct Metrics {
@@ -172,6 +177,9 @@ pub struct Metrics {
     /// kind, however many watches show it.
     pub watch_polls: Gauge,
     pub stream_events_sent: Counter,
+    /// Events added to the streams' shared tail: `commit` straight from this
+    /// server's own commits, `read` read back from the database.
+    pub tail_events: Family<SourceLabels, Counter>,
     /// Acks received, by outcome (`delivered`, `failed`).
     pub acks: Family<OutcomeLabels, Counter>,
     pub redeliveries: Counter,
@@ -249,6 +257,12 @@ impl Default for Metrics {
             "stream_events_sent",
             "Events sent on event streams, redeliveries included",
             stream_events_sent.clone(),
+        );
+        let tail_events = Family::<SourceLabels, Counter>::default();
+        registry.register(
+            "tail_events",
+            "Events added to the streams' shared tail, by source: commit (handed over by this server's own commit) or read (read back from the database)",
+            tail_events.clone(),
         );
         let acks = Family::<OutcomeLabels, Counter>::default();
         registry.register(
@@ -340,6 +354,7 @@ impl Default for Metrics {
             streams_open,
             watch_polls,
             stream_events_sent,
+            tail_events,
             acks,
             redeliveries,
             consumers_stalled,

@@ -115,7 +115,7 @@ impl Bench {
             );
             self.row(
                 "smee",
-                format!("{rate:.0}/s hookrelay's append_events at this rate p50/p99 ms"),
+                format!("{rate:.0}/s hookrelay's append_events_in_order at this rate p50/p99 ms"),
                 format!("{append_p50:.2}/{append_p99:.2}"),
                 "pgbench -R, 1 client, one event",
             );
@@ -146,7 +146,7 @@ impl Bench {
 
 impl Bench {
     /// A pgbench script appending one event of the bench's repository the way
-    /// hookrelay's ingest does (`append_events`, one event per call): the
+    /// hookrelay's ingest does (`append_events_in_order`, one event per call): the
     /// database's share of a webhook's commit, without HTTP or the relay.
     async fn pgbench_append_script(&self) -> anyhow::Result<PathBuf> {
         let tenant: String = sqlx::query_scalar(
@@ -160,7 +160,7 @@ impl Bench {
         std::fs::write(
             &script,
             format!(
-                "select * from append_events(array['{tenant}']::uuid[], array['{}']::uuid[], array['github'], \
+                "select * from append_events_in_order(array['{tenant}']::uuid[], array['{}']::uuid[], array['github'], \
                  array['push'], array[gen_random_uuid()::text], array[now()], \
                  array['[[\"content-type\",\"application/json\"]]'::jsonb], array['\\x{body}'::bytea], \
                  array[null::text], array[null::text], array[null::text]);\n",

@@ -13,6 +13,8 @@ use sqlx::PgPool;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 
 use super::tail::Tail;
@@ -20,6 +22,7 @@ use crate::auth::Principal;
 use crate::domain::{ConsumerName, Horizon, TenantId};
 use crate::store;
 use crate::store::consumer::{Change, STREAM_HEARTBEAT, Signal};
+use crate::telemetry::SourceLabels;
 
 #[derive(Debug)]
 pub struct StreamHub {
@@ -37,6 +40,7 @@ pub struct StreamHub {
     pub(super) server_id: uuid::Uuid,
     pub(super) pool: PgPool,
     pub(super) streams_open: Gauge,
+    pub(super) tail_events: Family<SourceLabels, Counter>,
 }
 
 #[derive(Debug)]
@@ -146,6 +150,7 @@ impl StreamHub {
             server_id: uuid::Uuid::new_v4(),
             pool,
             streams_open: metrics.streams_open.clone(),
+            tail_events: metrics.tail_events.clone(),
         })
     }
 

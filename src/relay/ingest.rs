@@ -10,7 +10,8 @@
 //! group commit shares the flushes); under load it waits for one to land,
 //! the batch grows meanwhile, and many webhooks share one INSERT and one WAL
 //! flush. After each commit the streams are woken (`StreamHub::committed`),
-//! never inside it.
+//! never inside it, and handed the batch's own events when nothing can come
+//! before them (`crate::relay`).
 //!
 //! The writer keeps the connections its batches used (`Connections`) and
 //! takes the most recently used first: the next batch goes to the database
@@ -32,9 +33,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::error::Error;
-use crate::relay::StreamHub;
+use crate::relay::{CommittedBatch, StreamHub};
 use crate::store;
-use crate::store::event::{self, Ingested, NewEvent};
+use crate::store::event::{self, Appended, Ingested, NewEvent};
 
 const MAX_BATCH_EVENTS: usize = 256;
 /// Batches in flight at once. One (a batch forming only while the previous
@@ -122,21 +123,32 @@ async fn write_batches(
         let (pool, streams, connections) = (pool.clone(), streams.clone(), connections.clone());
         in_flight.spawn(async move {
             let events = batch.len();
-            write(&pool, &connections, batch).await;
-            streams.committed();
+            write(&pool, &connections, &streams, batch).await;
             events
         });
     }
     while in_flight.join_next().await.is_some() {}
 }
 
-async fn write(pool: &sqlx::PgPool, connections: &Connections, batch: Vec<(NewEvent, Reply)>) {
+/// Stores a batch, answers its webhooks, then hands the commit to the streams.
+async fn write(
+    pool: &sqlx::PgPool,
+    connections: &Connections,
+    streams: &StreamHub,
+    batch: Vec<(NewEvent, Reply)>,
+) {
     let (events, replies): (Vec<NewEvent>, Vec<Reply>) = batch.into_iter().unzip();
     match connections.insert(pool, &events).await {
-        Ok(outcomes) => {
-            for (reply, outcome) in replies.into_iter().zip(outcomes) {
-                let _ = reply.send(Ok(outcome));
+        Ok(Appended { outcomes, order }) => {
+            for (reply, outcome) in replies.into_iter().zip(&outcomes) {
+                let _ = reply.send(Ok(*outcome));
             }
+            streams.committed(order.as_ref().map(|order| CommittedBatch {
+                events: &events,
+                outcomes: &outcomes,
+                order,
+            }));
+            return;
         }
         Err(error) if events.len() == 1 => {
             let _ = replies
@@ -152,14 +164,18 @@ async fn write(pool: &sqlx::PgPool, connections: &Connections, batch: Vec<(NewEv
                 let outcome = connections
                     .insert(pool, std::slice::from_ref(&event))
                     .await
-                    .and_then(|mut o| {
-                        o.pop()
+                    .and_then(|mut appended| {
+                        appended
+                            .outcomes
+                            .pop()
                             .ok_or_else(|| Error::Internal(anyhow::anyhow!("no outcome")))
                     });
                 let _ = reply.send(outcome);
             }
         }
     }
+    // Whatever committed of a failed batch, the listener reads it.
+    streams.committed(None);
 }
 
 /// The writer's connections at rest, the most recently used last. They are
@@ -175,11 +191,7 @@ impl Connections {
     /// rest (its backend terminated, a proxy's timeout) fails its first use:
     /// the batch is tried once more on one fresh from the pool, as a pool that
     /// checks every connection it hands out would have given it.
-    async fn insert(
-        &self,
-        pool: &sqlx::PgPool,
-        events: &[NewEvent],
-    ) -> Result<Vec<Ingested>, Error> {
+    async fn insert(&self, pool: &sqlx::PgPool, events: &[NewEvent]) -> Result<Appended, Error> {
         let mut connection = self.take(pool).await?;
         let mut outcome = event::insert_batch(&mut connection, events).await;
         if let Err(Error::Database(error)) = &outcome

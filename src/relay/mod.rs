@@ -3,6 +3,13 @@
 //! the wake-ups between servers (`wakeups`), revocation (`revocation`), and
 //! the core of one open stream (`stream`).
 //!
+//! - **A commit's own events.** The statement that appends a batch also says
+//!   whether any older transaction was still running and which is the newest
+//!   below it with events (`store::event::BatchOrder`). When none was running
+//!   and the tail already holds everything up to that newest one, the batch's
+//!   events are the next in commit order once it commits: the writer appends
+//!   them to the shared tail itself and its streams send them at once, with no
+//!   read back. Otherwise the listener reads them, as below.
 //! - **Wake-ups.** A server that commits events wakes its own streams at once
 //!   (`StreamHub::committed`) and tells the other servers with a NOTIFY sent *after* the
 //!   commit, from a connection of its own (`StreamHub::announce`): at most one in flight,
@@ -49,3 +56,4 @@ mod wakeups;
 pub use hub::{Signals, StreamHub, StreamRegistration, WatchRegistration};
 pub use ingest::Ingestor;
 pub use revocation::REVOCATION_CHECK;
+pub use tail::CommittedBatch;

@@ -13,7 +13,8 @@ use sqlx::postgres::PgListener;
 use super::StreamHub;
 use crate::domain::{EventId, Horizon, TenantId};
 use crate::store;
-use crate::store::event::StoredEvent;
+use crate::store::event::{BatchOrder, Ingested, NewEvent, StoredEvent};
+use crate::telemetry::SourceLabels;
 
 /// The most events, and bytes of bodies, the shared tail keeps.
 const TAIL_EVENTS: usize = 10_000;
@@ -167,10 +168,15 @@ impl StreamHub {
             // Restarted meanwhile by a reconnect: this read is stale.
             return Ok((tail.known.then_some(tail.high), None));
         }
-        for event in read_events {
-            tail.bytes += event.body.len();
-            tail.events.push_back(Arc::new(event));
+        // The read holds every event from `start` to its horizon; those below
+        // the tail's end now were appended meanwhile by their own commit.
+        let high = tail.high;
+        let mut added = 0;
+        for event in read_events.into_iter().filter(|e| e.txid >= high) {
+            tail.push(event);
+            added += 1;
         }
+        self.count_tail_events("read", added);
         // Every event of these tenants below the horizon has been read.
         tail.high = tail.high.max(horizon);
         for tenant in &tenants {
@@ -180,14 +186,75 @@ impl StreamHub {
                 covered.from = Some(start);
             }
         }
-        while tail.events.len() > TAIL_EVENTS || tail.bytes > TAIL_BYTES {
-            let Some(evicted) = tail.events.pop_front() else {
+        tail.trim();
+        Ok((Some(tail.high), held_back))
+    }
+
+    /// Appends a batch this server committed to the tail, when its events
+    /// are the next in commit order; returns the tail's new end. They are
+    /// when no older transaction was running once the batch's rows were in
+    /// (none can commit an event below it any more), the tail is complete up
+    /// to above the newest transaction below it with events (it holds every
+    /// event below the batch), and the tail has not read past it already.
+    pub(super) fn append_own(&self, batch: CommittedBatch<'_>) -> Option<Horizon> {
+        let order = batch.order;
+        if !order.oldest {
+            return None;
+        }
+        let mut tail = self.tail.write().expect("tail lock");
+        if !tail.known
+            || tail.tenants.is_empty()
+            || tail.high > order.txid
+            || order.newest_below.is_some_and(|below| below >= tail.high)
+        {
+            return None;
+        }
+        let own = order.stored_events(batch.events, batch.outcomes, |tenant| {
+            tail.tenants.contains_key(&tenant)
+        });
+        self.count_tail_events("commit", own.len());
+        for event in own {
+            tail.push(event);
+        }
+        // The batch's transaction has ended, and every one below it.
+        tail.high = Horizon::new(order.txid.get() + 1);
+        tail.trim();
+        Some(tail.high)
+    }
+
+    fn count_tail_events(&self, source: &'static str, events: usize) {
+        if events > 0 {
+            self.tail_events
+                .get_or_create(&SourceLabels { source })
+                .inc_by(events as u64);
+        }
+    }
+}
+
+/// A batch this server committed: its events, their outcomes, and where it
+/// stands in commit order.
+#[derive(Debug, Clone, Copy)]
+pub struct CommittedBatch<'a> {
+    pub events: &'a [NewEvent],
+    pub outcomes: &'a [Ingested],
+    pub order: &'a BatchOrder,
+}
+
+impl Tail {
+    fn push(&mut self, event: StoredEvent) {
+        self.bytes += event.body.len();
+        self.events.push_back(Arc::new(event));
+    }
+
+    /// Drops the oldest events beyond the tail's bounds.
+    fn trim(&mut self) {
+        while self.events.len() > TAIL_EVENTS || self.bytes > TAIL_BYTES {
+            let Some(evicted) = self.events.pop_front() else {
                 break;
             };
-            tail.bytes -= evicted.body.len();
-            tail.low = tail.low.max(Horizon::new(evicted.txid.get() + 1));
+            self.bytes -= evicted.body.len();
+            self.low = self.low.max(Horizon::new(evicted.txid.get() + 1));
         }
-        Ok((Some(tail.high), held_back))
     }
 }
 

@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::StreamHub;
-use super::tail::HeldBack;
+use super::tail::{CommittedBatch, HeldBack};
 use crate::domain::Horizon;
 use crate::store;
 use crate::store::consumer::{CONTROL_CHANNEL, Signal};
@@ -30,11 +30,24 @@ impl StreamHub {
         self.latest.subscribe()
     }
 
-    /// This server has committed events: its streams are woken now, the
-    /// other servers' by `announce`.
-    pub fn committed(&self) {
-        self.local_commits.notify_one();
+    /// This server has committed events: its streams get them now, straight
+    /// from the batch when nothing can come before them (`append_own`), else
+    /// from the listener's read; the other servers' streams by `announce`.
+    pub fn committed(&self, batch: Option<CommittedBatch<'_>>) {
+        match batch.and_then(|batch| self.append_own(batch)) {
+            Some(high) => self.publish(high),
+            None => self.local_commits.notify_one(),
+        }
         self.to_announce.notify_one();
+    }
+
+    /// Wakes the streams and watches waiting below `high`, the tail's new end.
+    pub(super) fn publish(&self, high: Horizon) {
+        self.latest.send_if_modified(|latest| {
+            let newer = high > *latest;
+            *latest = (*latest).max(high);
+            newer
+        });
     }
 
     /// Tells the other servers, after this one's commits, that events
@@ -136,11 +149,7 @@ impl StreamHub {
                     match self.extend_tail(&mut listener).await.map_err(protocol)? {
                         (Some(high), held_back) => {
                             held.update(&pool, high, held_back).await;
-                            self.latest.send_if_modified(|latest| {
-                                let newer = high > *latest;
-                                *latest = (*latest).max(high);
-                                newer
-                            });
+                            self.publish(high);
                         }
                         // No stream here: wake the watches, which read on
                         // from the database.

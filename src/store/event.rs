@@ -108,13 +108,83 @@ pub enum Ingested {
     Duplicate(EventId),
 }
 
+/// A batch appended: one outcome per event, in order, and, when it created
+/// any event, where the batch stands in commit order.
+#[derive(Debug)]
+pub struct Appended {
+    pub outcomes: Vec<Ingested>,
+    pub order: Option<BatchOrder>,
+}
+
+/// Where a committed batch stands in commit order (`append_events_in_order`):
+/// whether its own events can go to the shared tail without being read back
+/// (`crate::relay`).
+#[derive(Debug, Clone)]
+pub struct BatchOrder {
+    /// The batch's transaction.
+    pub txid: Horizon,
+    /// No older transaction was running once the batch's rows were in: none
+    /// can commit an event below it any more.
+    pub oldest: bool,
+    /// The newest transaction below the batch's that appended events.
+    pub newest_below: Option<Horizon>,
+    /// The name of each repository the batch created events in.
+    repository_names: Vec<(RepositoryId, String)>,
+}
+
+impl BatchOrder {
+    /// The events the batch created, as a read of them would return them, of
+    /// the tenants `wanted` only; in commit order.
+    pub fn stored_events(
+        &self,
+        events: &[NewEvent],
+        outcomes: &[Ingested],
+        wanted: impl Fn(TenantId) -> bool,
+    ) -> Vec<StoredEvent> {
+        let mut stored: Vec<StoredEvent> = events
+            .iter()
+            .zip(outcomes)
+            .filter_map(|(event, outcome)| match outcome {
+                Ingested::Created(id) if wanted(event.tenant_id) => Some(StoredEvent {
+                    tenant_id: event.tenant_id,
+                    event_id: *id,
+                    repository_id: event.repository_id,
+                    provider: event.provider,
+                    event_type: event.event_type.clone(),
+                    delivery_id: event.delivery_id.as_str().to_owned(),
+                    // PostgreSQL keeps microseconds.
+                    received_at: event
+                        .received_at
+                        .replace_nanosecond(event.received_at.nanosecond() / 1_000 * 1_000)
+                        .expect("a whole number of microseconds is a valid nanosecond"),
+                    headers: event.headers.clone(),
+                    body: event.body.to_vec(),
+                    branch: event.branch.clone(),
+                    tag: event.tag.clone(),
+                    traceparent: event.traceparent.clone(),
+                    txid: self.txid,
+                    repository_name: self
+                        .repository_names
+                        .iter()
+                        .find(|(repository, _)| *repository == event.repository_id)
+                        .map(|(_, name)| name.clone())
+                        .unwrap_or_default(),
+                }),
+                _ => None,
+            })
+            .collect();
+        stored.sort_by_key(|event| event.event_id);
+        stored
+    }
+}
+
 /// Inserts a batch in one statement (its own transaction) and returns one
 /// outcome per event, in order. A failure fails the whole batch; the caller
 /// retries events one by one.
 pub async fn insert_batch(
     conn: &mut sqlx::PgConnection,
     events: &[NewEvent],
-) -> Result<Vec<Ingested>, Error> {
+) -> Result<Appended, Error> {
     let mut tenant_ids = Vec::with_capacity(events.len());
     let mut repository_ids = Vec::with_capacity(events.len());
     let mut providers = Vec::with_capacity(events.len());
@@ -140,9 +210,11 @@ pub async fn insert_batch(
         traceparents.push(event.traceparent.as_deref());
     }
     // The statement commits when it completes, before the answer arrives.
-    let inserted: Vec<(i64, uuid::Uuid, String)> = sqlx::query_as(
-        "select appended_event_id, appended_repository_id, appended_delivery_id \
-         from append_events($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], \
+    type Row = (i64, uuid::Uuid, String, String, i64, bool, Option<i64>);
+    let inserted: Vec<Row> = sqlx::query_as(
+        "select appended_event_id, appended_repository_id, appended_delivery_id, \
+                appended_repository_name, batch_txid, batch_oldest, newest_below \
+         from append_events_in_order($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], \
                             $6::timestamptz[], $7::jsonb[], $8::bytea[], $9::text[], $10::text[], $11::text[])",
     )
     .bind(&tenant_ids)
@@ -164,8 +236,21 @@ pub async fn insert_batch(
         _ => e.into(),
     })?;
 
+    // The same on every row.
+    let mut order = inserted.first().map(|row| BatchOrder {
+        txid: Horizon::new(row.4),
+        oldest: row.5,
+        newest_below: row.6.map(Horizon::new),
+        repository_names: Vec::new(),
+    });
     let mut outcomes: Vec<Option<Ingested>> = vec![None; events.len()];
-    for (id, repository_id, delivery_id) in inserted {
+    for (id, repository_id, delivery_id, name, ..) in inserted {
+        if let Some(order) = &mut order {
+            let repository = RepositoryId::from_uuid(repository_id);
+            if !order.repository_names.iter().any(|(r, _)| *r == repository) {
+                order.repository_names.push((repository, name));
+            }
+        }
         // The first event in the batch with this key is the one that was inserted.
         if let Some(index) = events.iter().enumerate().position(|(i, e)| {
             outcomes[i].is_none()
@@ -197,10 +282,11 @@ pub async fn insert_batch(
             }
         }
     }
-    outcomes
+    let outcomes = outcomes
         .into_iter()
         .map(|o| o.ok_or_else(|| Error::Internal(anyhow::anyhow!("ingested event has no id"))))
-        .collect()
+        .collect::<Result<_, _>>()?;
+    Ok(Appended { outcomes, order })
 }
 
 /// A stored event, as streamed and listed.

@@ -239,3 +239,99 @@ async fn a_failed_append_releases_its_repository() {
         .expect("the repository's lock was released");
     drop(failing);
 }
+
+/// `append_events_in_order` tells its caller where the batch stands: the
+/// newest transaction below it with events, and whether an older transaction
+/// was still running once its rows were in (then the server must read the
+/// batch back rather than hand it to its streams).
+#[tokio::test]
+async fn an_append_says_whether_anything_can_still_commit_below_it() {
+    let app = spawn_app_with(|_| {}).await;
+    let tenant = app.tenant("acme").await;
+    let repository = app.repository(&tenant, "acme/app").await;
+    let append = |delivery: &'static str| {
+        sqlx::query_as::<_, (i64, String, i64, bool, Option<i64>)>(
+            "select appended_event_id, appended_repository_name, batch_txid, batch_oldest, newest_below \
+             from append_events_in_order( \
+                 array[(select tenant_id from repository where repository_id = $1::uuid)], array[$1::uuid], \
+                 array['github'], array['push'], array[$2], array[now()], array['[]'::jsonb], \
+                 array[convert_to('{}', 'UTF8')], array[null::text], array[null::text], array[null::text])",
+        )
+        .bind(repository.id.clone())
+        .bind(delivery)
+    };
+    let (_, name, first, _, _) = append("first").fetch_one(&app.pool).await.unwrap();
+    assert_eq!(name, "acme/app");
+    let (_, _, second, _, below) = append("second").fetch_one(&app.pool).await.unwrap();
+    assert!(first < second);
+    assert_eq!(
+        below,
+        Some(first),
+        "the newest transaction below with events"
+    );
+
+    // An older transaction holds an id: anything may still commit below.
+    let mut older = app.pool.begin().await.unwrap();
+    let older_txid: i64 = sqlx::query_scalar("select pg_current_xact_id()::text::bigint")
+        .fetch_one(&mut *older)
+        .await
+        .unwrap();
+    let (_, _, third, oldest, below) = append("third").fetch_one(&app.pool).await.unwrap();
+    assert!(older_txid < third);
+    assert!(
+        !oldest,
+        "transaction {older_txid} was running below {third}"
+    );
+    assert_eq!(below, Some(second));
+    older.rollback().await.unwrap();
+
+    // A batch of duplicates only appends nothing, and says nothing.
+    let again = append("third").fetch_all(&app.pool).await.unwrap();
+    assert!(again.is_empty());
+}
+
+/// The events a server's own commits hand to its streams are the events as
+/// stored: a stream that reads them from the database later gets exactly the
+/// same messages. At least one of them went straight from its commit (other
+/// tests' transactions on the same PostgreSQL can make any one of them wait
+/// for a read instead).
+#[tokio::test]
+async fn events_handed_over_by_their_commit_are_the_events_as_stored() {
+    let app = spawn_app_with(|_| {}).await;
+    let tenant = app.tenant("acme").await;
+    let repository = app.repository(&tenant, "acme/app").await;
+    let mut live = app.stream(&tenant.token, "live", &[], None).await.unwrap();
+    let from_commits = |metrics: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(r#"hookrelay_tail_events_total{source="commit"} "#))
+            .map_or(0, |value| value.parse().unwrap())
+    };
+    let mut received = Vec::new();
+    for n in 0..200 {
+        let id = app.push(&repository, &format!("d-{n}")).await;
+        let event = next_event(&mut live, WAIT).await;
+        assert_eq!(event.id, id);
+        received.push(event);
+        if n >= 3 && from_commits(&app.metrics().await) > 0 {
+            break;
+        }
+        // The tail holds a tenant's events from its first read on (within a second).
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        from_commits(&app.metrics().await) > 0,
+        "no event went from its commit to the stream"
+    );
+    // Another consumer, from the start: it reads every one from the database.
+    let mut stored = app
+        .stream(&tenant.token, "later", &[], Some(0))
+        .await
+        .unwrap();
+    for mut event in received {
+        let mut from_database = next_event(&mut stored, WAIT).await;
+        assert!(from_database.body == event.body, "event {}: body", event.id);
+        (event.body, from_database.body) = (Vec::new(), Vec::new());
+        assert_eq!(from_database, event);
+    }
+}
