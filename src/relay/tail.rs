@@ -68,7 +68,13 @@ impl StreamHub {
     /// The tail starts reading the tenant's events (one more open stream).
     pub(super) fn start_reading(&self, tenant: TenantId) {
         let mut tail = self.tail.write().expect("tail lock");
-        tail.tenants.entry(tenant).or_default().streams += 1;
+        let covered = tail.tenants.entry(tenant).or_default();
+        covered.streams += 1;
+        if covered.from.is_none() {
+            // Until a read has included the tenant, its streams read from the
+            // database: read now rather than at the next wake-up or backstop.
+            self.local_commits.notify_one();
+        }
     }
 
     /// One stream of the tenant closed; the tail stops reading its events
