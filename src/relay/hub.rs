@@ -18,6 +18,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 
 use super::tail::Tail;
+use super::wakeups::OthersQuiet;
 use crate::auth::Principal;
 use crate::domain::{ConsumerName, Horizon, TenantId};
 use crate::store;
@@ -33,6 +34,7 @@ pub struct StreamHub {
     pub(super) local_commits: tokio::sync::Notify,
     /// This server committed events: tell the other servers.
     pub(super) to_announce: tokio::sync::Notify,
+    pub(super) others_quiet: OthersQuiet,
     pub(super) tail: std::sync::RwLock<Tail>,
     pub(super) registry: Mutex<HashMap<u64, Entry>>,
     pub(super) next_id: AtomicU64,
@@ -143,6 +145,7 @@ impl StreamHub {
             latest: watch::channel(Horizon::ZERO).0,
             local_commits: tokio::sync::Notify::new(),
             to_announce: tokio::sync::Notify::new(),
+            others_quiet: OthersQuiet::default(),
             // Covers nothing until the listener knows a horizon.
             tail: std::sync::RwLock::default(),
             registry: Mutex::default(),

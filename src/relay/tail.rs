@@ -196,25 +196,33 @@ impl StreamHub {
         Ok((Some(tail.high), held_back))
     }
 
-    /// Appends a batch this server committed to the tail, when its events
-    /// are the next in commit order; returns the tail's new end. They are
-    /// when no older transaction was running once the batch's rows were in
+    /// Takes a batch this server committed: appends its events to the tail
+    /// when they are the next in commit order. They are when no older
+    /// transaction was running once the batch's transaction id was assigned
     /// (none can commit an event below it any more), the tail is complete up
     /// to above the newest transaction below it with events (it holds every
     /// event below the batch), and the tail has not read past it already.
-    pub(super) fn append_own(&self, batch: CommittedBatch<'_>) -> Option<Horizon> {
-        let order = batch.order;
-        if !order.oldest {
-            return None;
-        }
+    /// None: a batch that failed, for the listener to read.
+    pub(super) fn hand_over(&self, batch: Option<CommittedBatch<'_>>) -> Handover {
         let mut tail = self.tail.write().expect("tail lock");
-        if !tail.known
-            || tail.tenants.is_empty()
+        if tail.tenants.is_empty() {
+            // Nobody reads the tail: forget it, as `extend_tail` does.
+            if tail.known {
+                tail.restart(None);
+            }
+            return Handover::Resting;
+        }
+        let Some(order) = batch.map(|batch| batch.order) else {
+            return Handover::Read;
+        };
+        if !order.oldest
+            || !tail.known
             || tail.high > order.txid
             || order.newest_below.is_some_and(|below| below >= tail.high)
         {
-            return None;
+            return Handover::Read;
         }
+        let batch = batch.expect("checked above");
         let own = order.stored_events(batch.events, batch.outcomes, |tenant| {
             tail.tenants.contains_key(&tenant)
         });
@@ -225,7 +233,7 @@ impl StreamHub {
         // The batch's transaction has ended, and every one below it.
         tail.high = Horizon::new(order.txid.get() + 1);
         tail.trim();
-        Some(tail.high)
+        Handover::Appended(tail.high)
     }
 
     fn count_tail_events(&self, source: &'static str, events: usize) {
@@ -235,6 +243,16 @@ impl StreamHub {
                 .inc_by(events as u64);
         }
     }
+}
+
+/// What became of a batch this server committed (`StreamHub::hand_over`).
+pub(super) enum Handover {
+    /// Its events are in the tail, which now ends here.
+    Appended(Horizon),
+    /// No stream on this server reads the tail.
+    Resting,
+    /// The listener reads them.
+    Read,
 }
 
 /// A batch this server committed: its events, their outcomes, and where it

@@ -8,10 +8,11 @@ use std::time::Duration;
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 use tokio::sync::watch;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::StreamHub;
-use super::tail::{CommittedBatch, HeldBack};
+use super::tail::{CommittedBatch, Handover, HeldBack};
 use crate::domain::Horizon;
 use crate::store;
 use crate::store::consumer::{CONTROL_CHANNEL, Signal};
@@ -24,6 +25,24 @@ const ANNOUNCE_CHECK: Duration = Duration::from_secs(1);
 /// How often the listener checks that no commit went by without a wake-up.
 const BACKSTOP: Duration = Duration::from_secs(1);
 
+/// Until when no other server is known to hold an open stream: `announce`
+/// sends nothing then, and commits do not wake it.
+#[derive(Debug, Default)]
+pub(super) struct OthersQuiet(std::sync::Mutex<Option<Instant>>);
+
+impl OthersQuiet {
+    fn now(&self) -> bool {
+        self.0
+            .lock()
+            .expect("not poisoned")
+            .is_some_and(|until| until > Instant::now())
+    }
+
+    fn until(&self, until: Option<Instant>) {
+        *self.0.lock().expect("not poisoned") = until;
+    }
+}
+
 impl StreamHub {
     /// Changes whenever events may have committed.
     pub fn subscribe(&self) -> watch::Receiver<Horizon> {
@@ -31,14 +50,21 @@ impl StreamHub {
     }
 
     /// This server has committed events: its streams get them now, straight
-    /// from the batch when nothing can come before them (`append_own`), else
+    /// from the batch when nothing can come before them (`hand_over`), else
     /// from the listener's read; the other servers' streams by `announce`.
     pub fn committed(&self, batch: Option<CommittedBatch<'_>>) {
-        match batch.and_then(|batch| self.append_own(batch)) {
-            Some(high) => self.publish(high),
-            None => self.local_commits.notify_one(),
+        match self.hand_over(batch) {
+            Handover::Appended(high) => self.publish(high),
+            // No stream here to read for: wake the watches, which read on
+            // from the database.
+            Handover::Resting => self.latest.send_modify(|_| {}),
+            Handover::Read => self.local_commits.notify_one(),
         }
-        self.to_announce.notify_one();
+        // While no other server is known to hold a stream, `announce` would
+        // send nothing: not even woken.
+        if !self.others_quiet.now() {
+            self.to_announce.notify_one();
+        }
     }
 
     /// Wakes the streams and watches waiting below `high`, the tail's new end.
@@ -60,7 +86,7 @@ impl StreamHub {
     /// row), get those events from the backstop, within a second.
     pub async fn announce(self: Arc<Self>, pool: PgPool, stop: CancellationToken) {
         let server = self.server_id.to_string();
-        let mut others: Option<(bool, tokio::time::Instant)> = None;
+        let mut others: Option<(bool, Instant)> = None;
         loop {
             tokio::select! {
                 () = stop.cancelled() => return,
@@ -70,7 +96,10 @@ impl StreamHub {
                 let streaming = store::consumer::streams_elsewhere(&pool, self.server_id)
                     .await
                     .unwrap_or(true);
-                others = Some((streaming, tokio::time::Instant::now()));
+                let now = Instant::now();
+                others = Some((streaming, now));
+                self.others_quiet
+                    .until((!streaming).then_some(now + ANNOUNCE_CHECK));
             }
             if others.is_some_and(|(streaming, _)| !streaming) {
                 continue;
