@@ -8,7 +8,9 @@
 //! standby in another zone. Now two rules replace it.
 //!
 //! **Per repository, ids and transaction ids rise together.** `append_events`
-//! (the only way in: `event.txid` has no default) must be the first write of
+//! (the only way in: `event.txid` has no default; this release calls its body
+//! as `append_events_in_order`, which also says where the batch stands in
+//! commit order, see `BatchOrder`) must be the first write of
 //! its transaction. It takes the advisory lock of each repository in the
 //! batch, in key order; only then is the transaction id assigned and are the
 //! ids drawn; then it releases the locks, before the commit. So of two
