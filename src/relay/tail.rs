@@ -212,9 +212,10 @@ impl StreamHub {
             }
             return Handover::Resting;
         }
-        let Some(order) = batch.map(|batch| batch.order) else {
+        let Some(batch) = batch else {
             return Handover::Read;
         };
+        let order = batch.order;
         if !order.oldest
             || !tail.known
             || tail.high > order.txid
@@ -222,7 +223,6 @@ impl StreamHub {
         {
             return Handover::Read;
         }
-        let batch = batch.expect("checked above");
         let own = order.stored_events(batch.events, batch.outcomes, |tenant| {
             tail.tenants.contains_key(&tenant)
         });
