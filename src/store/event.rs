@@ -50,7 +50,8 @@
 use std::collections::HashMap;
 
 use bytes::Bytes;
-use sqlx::PgPool;
+use sqlx::postgres::PgArguments;
+use sqlx::{Arguments, PgPool};
 use time::OffsetDateTime;
 use tokio_stream::StreamExt;
 
@@ -180,6 +181,11 @@ impl BatchOrder {
     }
 }
 
+/// What an event's arguments take beside its body, with room to spare: ids,
+/// names, the time, its headers (a few hundred bytes from GitHub). More only
+/// grows the buffer once.
+const ARGUMENT_BYTES_BESIDE_BODY: usize = 2048;
+
 /// Inserts a batch in one statement (its own transaction) and returns one
 /// outcome per event, in order. A failure fails the whole batch; the caller
 /// retries events one by one.
@@ -213,23 +219,37 @@ pub async fn insert_batch(
     }
     // The statement commits when it completes, before the answer arrives.
     type Row = (i64, uuid::Uuid, String, String, i64, bool, Option<i64>);
-    let inserted: Vec<Row> = sqlx::query_as(
+    // The encoded arguments hold every body: reserved at once, not grown by
+    // doubling (a copy of all that came before at each step).
+    let mut arguments = PgArguments::default();
+    arguments.reserve(
+        11,
+        events
+            .iter()
+            .map(|event| event.body.len() + ARGUMENT_BYTES_BESIDE_BODY)
+            .sum(),
+    );
+    let encoded = (|| {
+        arguments.add(&tenant_ids)?;
+        arguments.add(&repository_ids)?;
+        arguments.add(&providers)?;
+        arguments.add(&event_types)?;
+        arguments.add(&delivery_ids)?;
+        arguments.add(&received)?;
+        arguments.add(&headers)?;
+        arguments.add(&bodies)?;
+        arguments.add(&branches)?;
+        arguments.add(&tags)?;
+        arguments.add(&traceparents)
+    })();
+    encoded.map_err(|e| Error::Internal(anyhow::anyhow!("encoding a batch of events: {e}")))?;
+    let inserted: Vec<Row> = sqlx::query_as_with(
         "select appended_event_id, appended_repository_id, appended_delivery_id, \
                 appended_repository_name, batch_txid, batch_oldest, newest_below \
          from append_events_in_order($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], \
                             $6::timestamptz[], $7::jsonb[], $8::bytea[], $9::text[], $10::text[], $11::text[])",
+        arguments,
     )
-    .bind(&tenant_ids)
-    .bind(&repository_ids)
-    .bind(&providers)
-    .bind(&event_types)
-    .bind(&delivery_ids)
-    .bind(&received)
-    .bind(&headers)
-    .bind(&bodies)
-    .bind(&branches)
-    .bind(&tags)
-    .bind(&traceparents)
     .fetch_all(&mut *conn)
     .await
     .map_err(|e| match violated_constraint(&e) {
