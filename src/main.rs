@@ -12,9 +12,10 @@ use hookrelay::telemetry;
 /// jemalloc rather than glibc's malloc where the images run (x86-64 Linux).
 /// Every webhook allocates its body, headers and batch on one worker thread
 /// and frees them on another; glibc's arenas spent about an eighth of the
-/// relay's CPU on that. jemalloc cut CPU per webhook by 4–7 µs at 32 and 128
-/// concurrent for 6 MB more resident memory; mimalloc saved as much and held
-/// 60 MB more (docs/benchmarks.md, issue 33).
+/// relay's CPU on that. With jemalloc, CPU per webhook at 128 concurrent went
+/// from 44–50 to 37–43 µs (at 32, within the machine's noise) for 6 MB more
+/// resident memory; mimalloc saved as much and held 25–65 MB more
+/// (docs/benchmarks.md, issue 33).
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
