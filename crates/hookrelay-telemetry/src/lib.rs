@@ -92,22 +92,47 @@ const QUEUED_LINES: usize = 16_384;
 static DROPPED_LINES: std::sync::OnceLock<tracing_appender::non_blocking::ErrorCounter> =
     std::sync::OnceLock::new();
 
+/// How long the log writer's thread rests after each write-out. Lines logged
+/// meanwhile wait in the queue and go out together at the next one, and none
+/// of them wakes the thread: when each line woke it, that wake-up cost a
+/// webhook 35–70 µs of its p50 at one webhook at a time (docs/benchmarks.md).
+/// A line reaches standard output at most this much later.
+const WRITE_OUT_REST: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// Standard output as the log writer's thread writes it: buffered, and
+/// resting after each write-out. tracing-appender's worker writes every line
+/// it finds queued, then flushes, then waits on its queue again; the rest is
+/// in the flush, after the lines are out.
+struct RestingStdout(std::io::BufWriter<std::io::Stdout>);
+
+impl std::io::Write for RestingStdout {
+    fn write(&mut self, line: &[u8]) -> std::io::Result<usize> {
+        self.0.write(line)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()?;
+        std::thread::sleep(WRITE_OUT_REST);
+        Ok(())
+    }
+}
+
 /// Standard output behind a bounded queue and a writer thread of its own: a
 /// log line costs the request that logs it a copy into the queue, not a
-/// `write` (the thread writes what has queued in one go), and a slow reader
-/// of standard output (a stalled log collector, a full pipe) never holds up a
-/// request. When the queue is full, lines are dropped and counted
-/// ([`dropped_log_lines`]). Keep the guard until the process ends: dropping
-/// it writes what is queued.
+/// `write` (the thread writes what has queued in one go, [`WRITE_OUT_REST`]
+/// apart), and a slow reader of standard output (a stalled log collector, a
+/// full pipe) never holds up a request. When the queue is full, lines are
+/// dropped and counted ([`dropped_log_lines`]). Keep the guard until the
+/// process ends: dropping it writes what is queued.
 pub fn stdout_queue() -> (LogWriter, tracing_appender::non_blocking::WorkerGuard) {
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .buffered_lines_limit(QUEUED_LINES)
         .lossy(true)
         .thread_name("log-writer")
-        .finish(std::io::BufWriter::with_capacity(
+        .finish(RestingStdout(std::io::BufWriter::with_capacity(
             64 * 1024,
             std::io::stdout(),
-        ));
+        )));
     let _ = DROPPED_LINES.set(writer.error_counter());
     (writer, guard)
 }
