@@ -2,19 +2,18 @@
 //! real pseudo-terminal (util-linux `script`), as `is_terminal()` sees it.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hookrelay_testkit::ChildGuard;
-
-use crate::helpers::{TestApp, TestRepository, TestTarget, TestTenant, agent_binary, spawn_app};
+use crate::helpers::{
+    OnPty, TestApp, TestRepository, TestTarget, TestTenant, agent_binary, spawn_app,
+};
 
 const WAIT: Duration = Duration::from_secs(20);
 
 /// `hookrelay-agent` on a pseudo-terminal; its terminal output goes to a file.
 struct PtyAgent {
-    _script: ChildGuard,
+    _agent: OnPty,
     output: PathBuf,
 }
 
@@ -28,7 +27,6 @@ impl PtyAgent {
         envs: &[(&str, &str)],
         dir: &Path,
     ) -> PtyAgent {
-        let quote = |arg: &str| format!("'{}'", arg.replace('\'', r"'\''"));
         let token_url = app.url("/oauth/token");
         let mut words = vec![
             agent_binary().display().to_string(),
@@ -44,27 +42,19 @@ impl PtyAgent {
             target.into(),
         ];
         words.extend(extra.iter().map(|a| (*a).to_owned()));
-        let line = format!(
-            "exec {}",
-            words.iter().map(|w| quote(w)).collect::<Vec<_>>().join(" ")
-        );
         let output = dir.join(format!("pty-{consumer}.log"));
-        let mut command = Command::new("script");
-        // -q: no banner; -f: flush at once; -e: its exit status; -c: the command.
-        command
-            .args(["-qfec", &line, "/dev/null"])
-            .env("HOOKRELAY_CLIENT_SECRET", &tenant.client_secret)
-            .env_remove("RUST_LOG")
-            .env_remove("NO_COLOR")
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&output).unwrap())
-            .stderr(Stdio::inherit());
-        for (name, value) in envs {
-            command.env(name, value);
-        }
+        let agent = OnPty::spawn(&words, dir.join(format!("pty-{consumer}.pid")), |command| {
+            command
+                .env("HOOKRELAY_CLIENT_SECRET", &tenant.client_secret)
+                .env_remove("RUST_LOG")
+                .env_remove("NO_COLOR")
+                .stdout(std::fs::File::create(&output).unwrap());
+            for (name, value) in envs {
+                command.env(name, value);
+            }
+        });
         PtyAgent {
-            _script: ChildGuard::spawn(&mut command)
-                .expect("util-linux `script` runs (apt-get install bsdutils)"),
+            _agent: agent,
             output,
         }
     }

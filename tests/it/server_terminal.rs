@@ -2,33 +2,31 @@
 //! person trying it sees it: lines for a person, not JSON; one line saying
 //! where the console is; request lines and PostgreSQL's notices kept out.
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use hookrelay_testkit::ChildGuard;
-
-use crate::helpers::{TEST_SECRET_KEY, free_port, fresh_database};
+use crate::helpers::{OnPty, TEST_SECRET_KEY, free_port, fresh_database};
 
 #[tokio::test]
 async fn on_a_terminal_the_server_speaks_to_a_person() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let output = dir.path().join("pty.log");
-    let line = format!("exec {} serve", env!("CARGO_BIN_EXE_hookrelay"));
-    let mut command = std::process::Command::new("script");
-    command
-        .args(["-qfec", &line, "/dev/null"])
-        .env("DATABASE_URL", fresh_database().await)
-        .env("HOOKRELAY_SECRET_KEY", TEST_SECRET_KEY)
-        .env("HOOKRELAY_DATA_DIR", dir.path())
-        .env("HOOKRELAY_HTTP_ADDR", format!("127.0.0.1:{port}"))
-        .env("HOOKRELAY_GRPC_ADDR", "127.0.0.1:0")
-        .env_remove("RUST_LOG")
-        .env_remove("HOOKRELAY_LOG_FORMAT")
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&output).unwrap())
-        .stderr(Stdio::inherit());
-    let _server = ChildGuard::spawn(&mut command).expect("util-linux `script` runs");
+    let words = [
+        env!("CARGO_BIN_EXE_hookrelay").to_owned(),
+        "serve".to_owned(),
+    ];
+    let database = fresh_database().await;
+    let _server = OnPty::spawn(&words, dir.path().join("pty.pid"), |command| {
+        command
+            .env("DATABASE_URL", database)
+            .env("HOOKRELAY_SECRET_KEY", TEST_SECRET_KEY)
+            .env("HOOKRELAY_DATA_DIR", dir.path())
+            .env("HOOKRELAY_HTTP_ADDR", format!("127.0.0.1:{port}"))
+            .env("HOOKRELAY_GRPC_ADDR", "127.0.0.1:0")
+            .env_remove("RUST_LOG")
+            .env_remove("HOOKRELAY_LOG_FORMAT")
+            .stdout(std::fs::File::create(&output).unwrap());
+    });
     let console = format!("console at http://127.0.0.1:{port}/console/");
     let deadline = Instant::now() + Duration::from_secs(60);
     while !std::fs::read_to_string(&output)

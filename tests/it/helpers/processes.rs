@@ -397,3 +397,59 @@ impl EnvoyProcess {
             .collect()
     }
 }
+
+/// A program on a real pseudo-terminal (util-linux `script`), as a person
+/// running it in a terminal has it; stopped when dropped. `script` runs the
+/// program in a session of its own, so killing `script` leaves the program
+/// to the terminal's hang-up, which a process that ignores SIGHUP (a suite
+/// run under `nohup`) outlives: the program is also killed by its own pid,
+/// which the shell writes to `pid_file` before it execs the program.
+pub struct OnPty {
+    _script: ChildGuard,
+    program: PathBuf,
+    pid_file: PathBuf,
+}
+
+impl OnPty {
+    /// Runs `words` (the program, then its arguments) on a pseudo-terminal;
+    /// `configure` sets `script`'s environment and where its output goes.
+    pub fn spawn(
+        words: &[String],
+        pid_file: PathBuf,
+        configure: impl FnOnce(&mut Command),
+    ) -> Self {
+        let quote = |arg: &str| format!("'{}'", arg.replace('\'', r"'\''"));
+        let line = format!(
+            "echo $$ > {}; exec {}",
+            quote(&pid_file.display().to_string()),
+            words.iter().map(|w| quote(w)).collect::<Vec<_>>().join(" ")
+        );
+        let mut command = Command::new("script");
+        // -q: no banner; -f: flush at once; -e: its exit status; -c: the command.
+        command
+            .args(["-qfec", &line, "/dev/null"])
+            .stdin(Stdio::null())
+            .stderr(Stdio::inherit());
+        configure(&mut command);
+        Self {
+            _script: ChildGuard::spawn(&mut command)
+                .expect("util-linux `script` runs (apt-get install bsdutils)"),
+            program: PathBuf::from(&words[0]),
+            pid_file,
+        }
+    }
+}
+
+impl Drop for OnPty {
+    fn drop(&mut self) {
+        let Ok(pid) = std::fs::read_to_string(&self.pid_file) else {
+            return;
+        };
+        let pid = pid.trim();
+        // Only while that pid is still the program (not a pid reused since).
+        let running = std::fs::read_link(format!("/proc/{pid}/exe")).ok();
+        if running.is_some() && running == std::fs::canonicalize(&self.program).ok() {
+            let _ = Command::new("kill").args(["-KILL", pid]).status();
+        }
+    }
+}
