@@ -352,6 +352,12 @@ pub struct ServeArgs {
     #[arg(long, env = "HOOKRELAY_RETENTION", default_value = "7d", value_parser = parse_duration)]
     pub retention: Duration,
 
+    /// How often each server reads what changed in every tenant's stored
+    /// event bytes (the stored-bytes quota): the events and deletions since
+    /// its last read. A whole count runs at start and every hour.
+    #[arg(long, env = "HOOKRELAY_STORED_BYTES_INTERVAL", default_value = "1m", value_parser = parse_duration)]
+    pub stored_bytes_interval: Duration,
+
     /// PEM certificate chain: serve both listeners over TLS (with --tls-key).
     #[arg(long, env = "HOOKRELAY_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -578,7 +584,7 @@ pub struct QuotaArgs {
           value_parser = clap::value_parser!(u64).range(1..))]
     pub quota_webhook_burst: u64,
     /// Bytes of event bodies a tenant may keep stored (retained) at once; its
-    /// webhooks past it get 403. Counted every minute (and by each server
+    /// webhooks past it get 403. Read every HOOKRELAY_STORED_BYTES_INTERVAL (and by each server
     /// for what it stores meanwhile).
     #[arg(long, env = "HOOKRELAY_QUOTA_STORED_EVENT_BYTES", default_value_t = 10 * 1024 * 1024 * 1024)]
     pub quota_stored_event_bytes: u64,
@@ -762,6 +768,8 @@ pub struct Config {
     pub outbound: crate::outbound::OutboundPolicy,
     /// How often delivery logs are read for missed deliveries.
     pub recovery_interval: Duration,
+    /// How often tenants' stored event bytes are brought up to date.
+    pub stored_bytes_interval: Duration,
 }
 
 /// A setting that parsed but makes no sense; rendered as one line naming it.
@@ -979,6 +987,7 @@ impl ServeArgs {
             shutdown_grace: self.shutdown_grace,
             migrate: !self.no_migrate,
             recovery_interval: self.outbound.recovery_interval,
+            stored_bytes_interval: self.stored_bytes_interval,
             outbound: self.outbound.policy(),
         })
     }

@@ -40,8 +40,7 @@ struct Built {
 /// How the listeners serve, and how the server stops: from the config.
 struct Serving {
     tls: Option<crate::server::tls::TlsFiles>,
-    retention: Duration,
-    recovery_interval: Duration,
+    schedule: jobs::Schedule,
     cors_origins: Vec<String>,
     drain_delay: Duration,
     shutdown_grace: Duration,
@@ -65,8 +64,11 @@ impl Application {
     async fn build_on(config: Config, database: &Database) -> anyhow::Result<Built> {
         let serving = Serving {
             tls: config.tls.clone(),
-            retention: config.retention,
-            recovery_interval: config.recovery_interval,
+            schedule: jobs::Schedule {
+                retention: config.retention,
+                recovery: config.recovery_interval,
+                stored_bytes: config.stored_bytes_interval,
+            },
             cors_origins: config.cors_origins.clone(),
             drain_delay: config.drain_delay,
             shutdown_grace: config.shutdown_grace,
@@ -245,8 +247,7 @@ impl Application {
         } = built;
         let Serving {
             tls,
-            retention,
-            recovery_interval,
+            schedule,
             cors_origins,
             drain_delay,
             shutdown_grace,
@@ -264,7 +265,7 @@ impl Application {
         tracing::info!("console at {}/console/", state.settings.public_url);
         let stop = CancellationToken::new();
         let (health_reporter, health) = tonic_health::server::health_reporter();
-        let background = jobs::start(&state, retention, recovery_interval, health_reporter, &stop);
+        let background = jobs::start(&state, schedule, health_reporter, &stop);
 
         let acceptor = tls.as_ref().map(|tls| tls.acceptor()).transpose()?;
         let grpc_router = crate::grpc::router(&state, health, &cors_origins, stop.clone())?;

@@ -18,7 +18,7 @@ pub fn router() -> Router<AppState> {
 
 /// `quotas` and `usage` have the same keys. Open watches and webhooks per
 /// second are this server's (each replica counts its own); stored event bytes
-/// are the last count (every minute) plus what this server stored since; the
+/// are the last read (every minute, `jobs`) plus what this server stored since; the
 /// rest are the tenant's on every server, now. `webhook_burst` is in use what the bucket lacks
 /// of full.
 #[derive(Debug, Serialize)]

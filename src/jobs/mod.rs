@@ -19,11 +19,21 @@ use crate::state::AppState;
 /// JWKS within this long, far inside `hookrelay keys rotate`'s publish delay.
 pub const KEY_RELOAD_INTERVAL: Duration = Duration::from_secs(5);
 
+/// How often the loops that the config times run.
+#[derive(Debug, Clone, Copy)]
+pub struct Schedule {
+    /// Events older than this are deleted (checked every quarter of it).
+    pub retention: Duration,
+    /// Delivery logs are read for missed deliveries.
+    pub recovery: Duration,
+    /// Every tenant's stored event bytes are brought up to date.
+    pub stored_bytes: Duration,
+}
+
 /// Starts the server's background loops; each ends once `stop` is cancelled.
 pub fn start(
     state: &AppState,
-    retention: Duration,
-    recovery_interval: Duration,
+    schedule: Schedule,
     health: tonic_health::server::HealthReporter,
     stop: &CancellationToken,
 ) -> Vec<JoinHandle<()>> {
@@ -47,7 +57,7 @@ pub fn start(
         )),
         tokio::spawn(retention::retention_job(
             pool.clone(),
-            retention,
+            schedule.retention,
             stop.clone(),
         )),
         tokio::spawn(rate_limits::forget_idle_sources(
@@ -57,12 +67,13 @@ pub fn start(
         tokio::spawn(stored::count_stored_bytes(
             pool.clone(),
             state.stored_bytes.clone(),
+            schedule.stored_bytes,
             stop.clone(),
         )),
         tokio::spawn(recovery::recover_missed(
             state.recovery.clone(),
             pool.clone(),
-            recovery_interval,
+            schedule.recovery,
             stop.clone(),
         )),
         tokio::spawn(crate::health::report(

@@ -1,5 +1,6 @@
-//! Retention: deletes events older than HOOKRELAY_RETENTION, and device
-//! authorizations a day after they expired.
+//! Retention: deletes events older than HOOKRELAY_RETENTION, device
+//! authorizations a day after they expired, and records of deleted event bytes
+//! (`store::quota`) after a day.
 
 use std::time::Duration;
 
@@ -25,6 +26,9 @@ pub async fn retention_job(pool: PgPool, retention: Duration, stop: Cancellation
         }
         if let Err(error) = store::device::delete_expired(&pool).await {
             tracing::warn!(%error, "deleting expired device authorizations failed");
+        }
+        if let Err(error) = store::quota::forget_old_deletions(&pool).await {
+            tracing::warn!(%error, "forgetting old records of deleted event bytes failed");
         }
     }
 }

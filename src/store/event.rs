@@ -758,7 +758,8 @@ impl StreamScope {
 }
 
 /// Deletes events received before `cutoff`, a batch at a time, and records per
-/// repository the highest id deleted. Returns how many were deleted.
+/// repository the highest id deleted, and per tenant the bytes it freed (the
+/// stored-bytes quota, `store::quota`). Returns how many were deleted.
 ///
 /// A consumer whose filter skipped every deleted event after its cursor lost
 /// nothing it wanted: its cursor moves past them in the same statement, so its
@@ -786,7 +787,10 @@ pub async fn delete_expired(
         ") \
          ), deleted as ( \
              delete from event e using doomed d where e.event_id = d.event_id \
-             returning e.tenant_id, e.repository_id, e.event_id \
+             returning e.tenant_id, e.repository_id, e.event_id, octet_length(e.body) as bytes \
+         ), freed as ( \
+             insert into event_bytes_deleted (tenant_id, bytes) \
+             select tenant_id, sum(bytes) from deleted group by tenant_id \
          ), horizon as ( \
              insert into retention_horizon (repository_id, tenant_id, deleted_through_event_id) \
              select repository_id, tenant_id, max(event_id) from deleted group by repository_id, tenant_id \

@@ -130,12 +130,78 @@ pub async fn admit_stream(
     Ok(())
 }
 
+/// Bytes of event bodies by tenant, and the snapshot they were read under.
+#[derive(Debug)]
+pub struct StoredBytesRead {
+    pub tenants: Vec<(TenantId, i64)>,
+    /// The read's `pg_snapshot` (its text form): what changes later is what
+    /// it did not see.
+    pub snapshot: String,
+}
+
 /// Bytes of event bodies each tenant stores, counted in one pass over the
 /// event table (`octet_length` reads a stored body's size, not the body).
-pub async fn stored_event_bytes(pool: &PgPool) -> Result<Vec<(TenantId, i64)>, Error> {
-    Ok(sqlx::query_as(
-        "select tenant_id, sum(octet_length(body))::bigint from event group by tenant_id",
+pub async fn stored_event_bytes(pool: &PgPool) -> Result<StoredBytesRead, Error> {
+    read_under_one_snapshot(
+        pool,
+        sqlx::query_as(
+            "select tenant_id, sum(octet_length(body))::bigint from event group by tenant_id",
+        ),
     )
-    .fetch_all(pool)
-    .await?)
+    .await
+}
+
+/// What changed in each tenant's stored event bytes since the read whose
+/// snapshot is `since`: the bodies of the events it did not see (transactions
+/// from its xmin on, through the `(txid, event_id)` index) less the bytes that
+/// the deletions it did not see recorded in `event_bytes_deleted`.
+pub async fn stored_event_bytes_since(
+    pool: &PgPool,
+    since: &str,
+) -> Result<StoredBytesRead, Error> {
+    read_under_one_snapshot(
+        pool,
+        sqlx::query_as(
+            "select tenant_id, sum(bytes)::bigint from ( \
+                 select tenant_id, octet_length(body)::bigint as bytes from event \
+                 where txid >= pg_snapshot_xmin($1::pg_snapshot)::text::bigint \
+                   and not pg_visible_in_snapshot(txid::text::xid8, $1::pg_snapshot) \
+                 union all \
+                 select tenant_id, -bytes from event_bytes_deleted \
+                 where txid >= pg_snapshot_xmin($1::pg_snapshot)::text::bigint \
+                   and not pg_visible_in_snapshot(txid::text::xid8, $1::pg_snapshot) \
+             ) changed group by tenant_id",
+        )
+        .bind(since),
+    )
+    .await
+}
+
+/// Forgets recorded deletions older than a day: every server has read them,
+/// and counted the whole table since (`jobs`, hourly).
+pub async fn forget_old_deletions(pool: &PgPool) -> Result<u64, Error> {
+    Ok(
+        sqlx::query("delete from event_bytes_deleted where deleted_at < now() - interval '1 day'")
+            .execute(pool)
+            .await?
+            .rows_affected(),
+    )
+}
+
+/// Runs `query` and reads `pg_current_snapshot()` in one repeatable-read
+/// transaction, so the snapshot is the one the query saw.
+async fn read_under_one_snapshot<'q>(
+    pool: &PgPool,
+    query: sqlx::query::QueryAs<'q, sqlx::Postgres, (TenantId, i64), sqlx::postgres::PgArguments>,
+) -> Result<StoredBytesRead, Error> {
+    let mut transaction = pool.begin().await?;
+    sqlx::query("set transaction isolation level repeatable read, read only")
+        .execute(&mut *transaction)
+        .await?;
+    let snapshot = sqlx::query_scalar("select pg_current_snapshot()::text")
+        .fetch_one(&mut *transaction)
+        .await?;
+    let tenants = query.fetch_all(&mut *transaction).await?;
+    transaction.commit().await?;
+    Ok(StoredBytesRead { tenants, snapshot })
 }

@@ -173,11 +173,21 @@ pub async fn get(
     row.map(from_row).transpose()
 }
 
-/// Deletes the repository and, with it, its stored events.
+/// Deletes the repository and, with it (its key cascades), its stored events,
+/// recording the bytes they freed (the stored-bytes quota, `store::quota`).
 #[tracing::instrument(skip_all, fields(tenant_id = %tenant_id, repository_id = %id))]
 pub async fn delete(pool: &PgPool, tenant_id: TenantId, id: RepositoryId) -> Result<bool, Error> {
-    let result = sqlx::query("delete from repository where tenant_id = $1 and repository_id = $2")
-        .bind(tenant_id)
+    let result = sqlx::query(
+        "with gone as ( \
+             delete from repository where tenant_id = $1 and repository_id = $2 returning repository_id \
+         ), freed as ( \
+             insert into event_bytes_deleted (tenant_id, bytes) \
+             select $1, sum(octet_length(e.body)) from event e join gone using (repository_id) \
+             having count(*) > 0 \
+         ) \
+         select from gone",
+    )
+    .bind(tenant_id)
         .bind(id)
         .execute(pool)
         .await?;

@@ -3,10 +3,16 @@
 //! RESOURCE_EXHAUSTED; defaults from HOOKRELAY_QUOTA_*, overrides by the
 //! operator; `GET /v1/usage` shows both.
 
+use std::time::Duration;
+
+use hookrelay::config::Config;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, TestTenant, assert_error, authed, spawn_app, spawn_app_with};
+use crate::helpers::{
+    TestApp, TestTenant, assert_error, authed, eventually, fixture, spawn_app, spawn_app_on,
+    spawn_app_with,
+};
 use crate::operations::admin;
 
 /// `hookrelay tenants set-quota <tenant> --<quota> <value>`: (success, output).
@@ -293,4 +299,130 @@ async fn webhooks_past_the_stored_bytes_quota_get_403() {
     let theirs = app.repository(&other, "other/app").await;
     app.push(&theirs, "theirs").await;
     assert_eq!(app.event_count().await, 2);
+}
+
+/// The stored event bytes `GET /v1/usage` shows on `app`.
+async fn stored_bytes(app: &TestApp, tenant: &TestTenant) -> u64 {
+    let usage = app.get_json("/v1/usage", &tenant.token).await;
+    usage["usage"]["stored_event_bytes"].as_u64().unwrap()
+}
+
+/// Waits until `app` shows `expected` stored event bytes for `tenant`.
+async fn shows_stored(app: &TestApp, tenant: &TestTenant, expected: u64, what: &str) {
+    eventually(Duration::from_secs(15), what, || async {
+        (stored_bytes(app, tenant).await == expected).then_some(())
+    })
+    .await;
+}
+
+/// The bytes recorded as freed for `tenant` by deletions of its events.
+async fn recorded_freed(app: &TestApp, tenant: &TestTenant) -> i64 {
+    sqlx::query_scalar(
+        "select coalesce(sum(bytes), 0)::bigint from event_bytes_deleted where tenant_id = $1::uuid",
+    )
+    .bind(&tenant.tenant_id)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap()
+}
+
+/// Reads what changed often; the whole count runs at start and then only
+/// after an hour, so what these tests see came from the reads of changes.
+/// (One public URL: the servers are replicas, each taking the other's tokens.)
+fn read_changes_often(config: &mut Config) {
+    config.stored_bytes_interval = Duration::from_millis(100);
+    config.public_url = Some(url::Url::parse("https://relay.example.com").unwrap());
+}
+
+/// Each server follows a tenant's stored bytes from what changed since its
+/// last read: another server's webhooks add to them, and deleting a
+/// repository frees its events' bytes on every server.
+#[tokio::test]
+async fn every_server_follows_stored_bytes_stored_elsewhere_and_freed_by_a_deleted_repository() {
+    let a = spawn_app_with(read_changes_often).await;
+    let b = spawn_app_on(&a.database_url, read_changes_often)
+        .await
+        .unwrap();
+    let tenant = a.tenant("both").await;
+    let bystander = a.tenant("bystander").await;
+    let kept = a.repository(&tenant, "both/kept").await;
+    let doomed = a.repository(&tenant, "both/doomed").await;
+    let theirs = a.repository(&bystander, "bystander/app").await;
+    let push = fixture("push").len() as u64;
+
+    // Stored through b only: a learns of them from its reads.
+    b.push(&kept, "kept").await;
+    b.push(&doomed, "doomed-1").await;
+    b.push(&doomed, "doomed-2").await;
+    a.push(&theirs, "theirs").await;
+    shows_stored(&a, &tenant, 3 * push, "a to read b's webhooks").await;
+    shows_stored(&b, &tenant, 3 * push, "b to read its own webhooks").await;
+
+    let deleted = a
+        .delete(&format!("/v1/repositories/{}", doomed.id), &tenant.token)
+        .await;
+    assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+    assert_eq!(recorded_freed(&a, &tenant).await, 2 * push as i64);
+    shows_stored(
+        &a,
+        &tenant,
+        push,
+        "a to free the deleted repository's bytes",
+    )
+    .await;
+    shows_stored(
+        &b,
+        &tenant,
+        push,
+        "b to free the deleted repository's bytes",
+    )
+    .await;
+    // Another tenant's count is its own.
+    assert_eq!(stored_bytes(&b, &bystander).await, push);
+    assert_eq!(recorded_freed(&a, &bystander).await, 0);
+}
+
+/// The events retention deletes free their tenant's stored bytes; the
+/// records of deleted bytes go after a day.
+#[tokio::test]
+async fn retention_frees_stored_bytes() {
+    let app = spawn_app_with(|config| {
+        read_changes_often(config);
+        config.retention = Duration::from_secs(2);
+    })
+    .await;
+    let tenant = app.tenant("expiring").await;
+    sqlx::query(
+        "insert into event_bytes_deleted (tenant_id, bytes, deleted_at) \
+         values (gen_random_uuid(), 1, now() - interval '25 hours'), \
+                (gen_random_uuid(), 2, now() - interval '23 hours')",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let repository = app.repository(&tenant, "expiring/app").await;
+    let push = fixture("push").len() as u64;
+    app.push(&repository, "expires").await;
+    assert!(stored_bytes(&app, &tenant).await >= push);
+    shows_stored(
+        &app,
+        &tenant,
+        0,
+        "retention to free the expired event's bytes",
+    )
+    .await;
+    assert_eq!(app.event_count().await, 0);
+    assert_eq!(recorded_freed(&app, &tenant).await, push as i64);
+    let others: Vec<i64> = sqlx::query_scalar(
+        "select bytes from event_bytes_deleted where tenant_id <> $1::uuid order by bytes",
+    )
+    .bind(&tenant.tenant_id)
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        others,
+        [2],
+        "the day-old record is forgotten, the younger kept"
+    );
 }

@@ -44,6 +44,7 @@ pub fn test_config(database_url: &str) -> Config {
         quotas: Default::default(),
         outbound: Default::default(),
         recovery_interval: Duration::from_secs(300),
+        stored_bytes_interval: Duration::from_secs(60),
     }
 }
 
