@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::helpers::{OnPty, TEST_SECRET_KEY, free_port, fresh_database};
+use crate::helpers::{OnPty, TEST_SECRET_KEY, free_port, fresh_database, process_alive};
 
 #[tokio::test]
 async fn on_a_terminal_the_server_speaks_to_a_person() {
@@ -63,4 +63,37 @@ async fn on_a_terminal_the_server_speaks_to_a_person() {
         !said.contains("_sqlx_migrations"),
         "PostgreSQL's notice:\n{said}"
     );
+}
+
+/// A program on a pseudo-terminal stops with its guard even when it ignores
+/// the terminal's hang-up, as everything does in a suite run under `nohup`.
+#[tokio::test]
+async fn a_program_on_a_pseudo_terminal_that_ignores_the_hang_up_is_stopped_with_its_guard() {
+    let dir = tempfile::tempdir().unwrap();
+    let pid_file = dir.path().join("pty.pid");
+    let bash = std::fs::canonicalize("/bin/bash").unwrap();
+    let words = [
+        bash.display().to_string(),
+        "-c".to_owned(),
+        "trap '' HUP; while :; do sleep 0.1; done".to_owned(),
+    ];
+    let program = OnPty::spawn(&words, pid_file.clone(), |_| {});
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let pid = loop {
+        if let Some(pid) = std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|pid| pid.trim().parse::<u32>().ok())
+        {
+            break pid;
+        }
+        assert!(Instant::now() < deadline, "the program never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(process_alive(pid));
+    drop(program);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while process_alive(pid) {
+        assert!(Instant::now() < deadline, "pid {pid} outlived its guard");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
