@@ -139,11 +139,19 @@ impl Bench {
     /// webhook (utime + stime from /proc) at each concurrency. The load comes
     /// from wrk (`bench/wrk/push.lua`), as an outside measurement would make
     /// it: keep-alive HTTP/1.1, the body signed once, unique delivery ids.
+    ///
+    /// Beside them, the database alone: one pgbench client calling
+    /// `append_events_in_order` with 16 events, as the ingest writer sends
+    /// one repository's batches at 32 concurrent (one at a time, about 16
+    /// each): the rate ingest would reach if HTTP, the relay and the load
+    /// generator took no CPU.
     pub(super) async fn ingest_ratios(&mut self) -> anyhow::Result<Value> {
         let (single, batched) = self.pgbench_scripts().await?;
+        let append = self.pgbench_append_script(16).await?;
         let seconds = self.seconds(8.0);
         let (mut vs_single, mut vs_batched, mut cpu_32, mut cpu_128) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut database_alone, mut vs_database_alone) = (Vec::new(), Vec::new());
         for _ in 0..3 {
             for (concurrency, script, ratios, rows_per_tx, cpu_per_webhook) in [
                 (32, &single, &mut vs_single, 1.0, &mut cpu_32),
@@ -155,6 +163,11 @@ impl Bench {
                 cpu_per_webhook.push(cpu * 1e6 / ok as f64);
                 let rows_per_second = self.pgbench_run(script, 8, seconds as u64)? * rows_per_tx;
                 ratios.push(per_second / rows_per_second);
+                if concurrency == 32 {
+                    let alone = self.pgbench_run(&append, 1, seconds as u64)? * 16.0;
+                    database_alone.push(alone);
+                    vs_database_alone.push(per_second / alone);
+                }
             }
         }
         let median = |values: &[f64]| {
@@ -167,6 +180,18 @@ impl Bench {
             "wrk c=32 / pgbench 8 clients, median of 3 alternations",
             format!("{:.2}", median(&vs_single)),
             "≥ 1.2 (issue 33)",
+        );
+        self.row(
+            "ingest",
+            "the database alone: append_events_in_order, 16 events a call, 1 client: rows/s",
+            format!("{:.0}", median(&database_alone)),
+            "median of 3; no HTTP, relay or load generator",
+        );
+        self.row(
+            "ingest",
+            "wrk c=32 / the database alone, median of 3",
+            format!("{:.2}", median(&vs_database_alone)),
+            "what HTTP and the relay leave",
         );
         self.row(
             "ingest",
@@ -191,6 +216,8 @@ impl Bench {
             "c128_vs_batched32": vs_batched,
             "relay_cpu_us_per_webhook_c32": cpu_32,
             "relay_cpu_us_per_webhook_c128": cpu_128,
+            "database_alone_rows_per_second": database_alone,
+            "c32_vs_database_alone": vs_database_alone,
         }))
     }
 

@@ -54,7 +54,7 @@ impl Bench {
         }
         let seconds = self.seconds(10.0);
         let (single, _) = self.pgbench_scripts().await?;
-        let append = self.pgbench_append_script().await?;
+        let append = self.pgbench_append_script(1).await?;
         let mut results = serde_json::Map::new();
         for rate in RATES {
             let (mut smee_runs, mut relay_runs) = (Vec::new(), Vec::new());
@@ -145,10 +145,11 @@ impl Bench {
 }
 
 impl Bench {
-    /// A pgbench script appending one event of the bench's repository the way
-    /// hookrelay's ingest does (`append_events_in_order`, one event per call): the
-    /// database's share of a webhook's commit, without HTTP or the relay.
-    async fn pgbench_append_script(&self) -> anyhow::Result<PathBuf> {
+    /// A pgbench script appending `events` events of the bench's repository in
+    /// one call, the way hookrelay's ingest writer does
+    /// (`append_events_in_order`): the database's share of a batch's commit,
+    /// without HTTP or the relay.
+    pub(super) async fn pgbench_append_script(&self, events: usize) -> anyhow::Result<PathBuf> {
         let tenant: String = sqlx::query_scalar(
             "select tenant_id::text from repository where repository_id = $1::uuid",
         )
@@ -156,15 +157,23 @@ impl Bench {
         .fetch_one(&self.pool)
         .await?;
         let body = hex::encode(std::fs::read(&self.body)?);
-        let script = self.dir.join("pgbench-append.sql");
+        let each = |value: &str| format!("array_fill({value}, array[{events}])");
+        let script = self.dir.join(format!("pgbench-append-{events}.sql"));
         std::fs::write(
             &script,
             format!(
-                "select * from append_events_in_order(array['{tenant}']::uuid[], array['{}']::uuid[], array['github'], \
-                 array['push'], array[gen_random_uuid()::text], array[now()], \
-                 array['[[\"content-type\",\"application/json\"]]'::jsonb], array['\\x{body}'::bytea], \
-                 array[null::text], array[null::text], array[null::text]);\n",
-                self.repository
+                "select count(*) from append_events_in_order({}, {}, {}, {}, \
+                 array(select gen_random_uuid()::text from generate_series(1, {events})), {}, {}, {}, {}, {}, {});\n",
+                each(&format!("'{tenant}'::uuid")),
+                each(&format!("'{}'::uuid", self.repository)),
+                each("'github'::text"),
+                each("'push'::text"),
+                each("now()"),
+                each("'[[\"content-type\",\"application/json\"]]'::jsonb"),
+                each(&format!("'\\x{body}'::bytea")),
+                each("null::text"),
+                each("null::text"),
+                each("null::text"),
             ),
         )?;
         Ok(script)
